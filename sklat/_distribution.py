@@ -1,0 +1,58 @@
+"""Output-length distributions: the fitted one and the ones callers pass."""
+
+import numpy as np
+
+from ._validation import check_output_tokens
+
+
+def empirical_distribution(output_tokens):
+    """``{"values", "probabilities"}`` of the observed output lengths."""
+    values, counts = np.unique(output_tokens, return_counts=True)
+    return {"values": values.astype(np.int64),
+            "probabilities": counts / counts.sum()}
+
+
+def check_distribution(dist):
+    """Accept ``{"values": ..., "probabilities": ...}`` or a sample of lengths."""
+    if isinstance(dist, dict):
+        if set(dist) != {"values", "probabilities"}:
+            raise ValueError(
+                "output_tokens_distribution as a dict needs exactly the keys "
+                f"'values' and 'probabilities'; got {sorted(dist)}.")
+        values = np.asarray(dist["values"])
+        values = check_output_tokens(values, len(values),
+                                     "output_tokens_distribution['values']")
+        probs = np.asarray(dist["probabilities"], dtype=np.float64)
+        if probs.shape != values.shape:
+            raise ValueError(
+                "output_tokens_distribution['probabilities'] must have one entry "
+                f"per value; got {probs.shape} for {values.shape} values.")
+        if not np.isfinite(probs).all() or (probs < 0).any():
+            raise ValueError(
+                "output_tokens_distribution['probabilities'] must be finite and >= 0.")
+        if not np.isclose(probs.sum(), 1.0, rtol=1e-6):
+            raise ValueError(
+                "output_tokens_distribution['probabilities'] must sum to 1; "
+                f"they sum to {probs.sum()}.")
+        return {"values": values, "probabilities": probs}
+    sample = np.asarray(dist)
+    if sample.ndim != 1 or sample.size == 0:
+        raise ValueError(
+            "output_tokens_distribution must be a dict or a non-empty 1-D sample "
+            f"of output lengths; got shape {sample.shape}.")
+    return empirical_distribution(
+        check_output_tokens(sample, len(sample), "output_tokens_distribution"))
+
+
+def survival(dist):
+    """``P(N >= p)`` for ``p = 1..max(N)``."""
+    pmf = np.zeros(int(dist["values"].max()) + 1)
+    np.add.at(pmf, dist["values"], dist["probabilities"])
+    # P(N >= p) = sum_{n >= p} P(N = n)
+    return np.cumsum(pmf[::-1])[::-1][1:]
+
+
+def expected_position(dist):
+    """Mean position of a decoded token, ``E[N (N + 1) / 2] / E[N]``, rounded."""
+    v, p = dist["values"].astype(np.float64), dist["probabilities"]
+    return max(1, int(round(np.dot(p, v * (v + 1) / 2) / np.dot(p, v))))

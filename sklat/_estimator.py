@@ -1,0 +1,632 @@
+"""The scikit-learn façade: :class:`LatencyEstimator`."""
+
+import numbers
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import (
+    check_consistent_length, check_is_fitted, validate_data)
+
+from ._device import resolve_device
+from ._distribution import (
+    check_distribution, empirical_distribution, expected_position, survival)
+from ._loss import LOSS_KINDS
+from ._validation import (
+    check_finite_positive, check_output_tokens, check_positioned_latencies,
+    check_positions, check_targets, DECODE_COL, PREFILL_COL)
+
+# Rows / positions evaluated at once at prediction time: bounds the
+# intermediate memory whatever the number of configurations or the length.
+_ROW_CHUNK = 8192
+_POSITION_CHUNK = 65536
+BUDGET_STRATEGIES = ("max", "position", "expectation")
+
+
+class LatencyEstimator(RegressorMixin, BaseEstimator):
+    """Per-position decode latency learnt from total decode latencies.
+
+    A torch model predicts the decode latency ``f(c, p)`` of configuration
+    ``c`` at every token position ``p``; it is trained so that
+    ``sum_{p=1..N} f(c, p)`` matches each request's measured total decode
+    latency ``T_LLM_decode``, jointly with a prefill head, and with per-step
+    measurements as extra supervision where they exist::
+
+        loss = prefill_weight * prefill + decode_total_weight * decode_total
+             + positioned_weight * positioned
+
+    The decode head is factorised as ``f(c, p) = exp(s(c)) * sum_k w_k(c)
+    phi_k(p)``: the configuration sets the scale and mixes ``n_basis``
+    positive position curves, which keeps the model smooth and positive where
+    data is thin and makes the summed loss cost ``O(batch + max(N))``.
+
+    Parameters
+    ----------
+    prefill_weight : float, default=2.0
+        Weight of the prefill error (ignored when ``y`` is 1-D).
+    decode_total_weight : float, default=1.0
+        Weight of the summed-position total decode error.
+    positioned_weight : float, default=0.5
+        Weight of the per-step error, for requests with per-step data.
+    loss : {"log", "relative", "mse"}, default="log"
+        Error measure of every term. ``"log"`` (squared log ratio) is
+        scale-free, so short and long requests count alike; ``"mse"`` is the
+        squared error on standardised latencies.
+    hidden_size : int, default=64
+        Width of the hidden layers of the config and position encoders.
+    n_basis : int, default=8
+        Number of position basis curves mixed per configuration.
+    lr : float, default=3e-3
+        Learning rate of the AdamW optimiser.
+    weight_decay : float, default=1e-4
+        AdamW weight decay.
+    max_epochs : int, default=200
+        Maximum number of passes over the training requests.
+    batch_size : int, default=64
+        Requests per mini-batch.
+    validation_fraction : float, default=0.1
+        Fraction of the training requests held out (seeded) to stop early and
+        restore the best weights. ``0`` trains for ``max_epochs`` on all data;
+        so does a training set too small to hold out one request.
+    n_iter_no_change : int, default=20
+        Epochs without improvement of the held-out loss before stopping.
+    log_features : {"auto", "all", "none"}, default="auto"
+        Which features are ``log1p``-transformed before standardisation.
+        ``"auto"`` picks non-negative features whose ``(max + 1) / (min + 1)``
+        is at least 10 (token counts spanning orders of magnitude).
+    output_tokens_col : str, default="output_tokens"
+        Column of a DataFrame ``X`` holding ``output_tokens``; it is removed
+        from the features.
+    default_output_tokens : int or None, default=None
+        Output length assumed at fit time when ``output_tokens`` is given
+        neither as argument nor as column. ``None`` makes it required.
+    device : str, default="auto"
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:<index>"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and the held-out split.
+    verbose : int, default=0
+        ``1`` prints a line per epoch, ``2`` adds a progress bar per epoch.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of configuration features seen in :meth:`fit`.
+    n_outputs_ : int
+        ``1`` (``y`` was ``T_LLM_decode``) or ``2`` (``[T_prefill_total,
+        T_LLM_decode]``): the width of :meth:`predict`'s output.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` was a DataFrame with string column names.
+    net_ : skorch.NeuralNet
+        The trained skorch net; ``net_.module_`` is the torch module.
+    history_ : skorch.callbacks.History
+        Per-epoch training (and held-out) losses.
+    device_ : str
+        The device training ran on.
+    step_scale_ : float
+        Median per-token decode latency of the training requests (the unit
+        of the model's internal decode outputs).
+    prefill_scale_ : float or None
+        Median prefill latency, or ``None`` if fitted without prefill.
+    output_tokens_distribution_ : dict
+        ``{"values": ..., "probabilities": ...}``: the output lengths seen in
+        training, used when ``output_tokens`` is unknown at prediction.
+    max_output_tokens_ : int
+        Longest output seen in training.
+    feature_log_mask_, feature_mean_, feature_scale_ : ndarray
+        The fitted feature transformation.
+
+    See Also
+    --------
+    sklat.datasets.make_positioned_latency : Synthetic requests with known curves.
+
+    Examples
+    --------
+    >>> from sklat import LatencyEstimator
+    >>> from sklat.datasets import make_positioned_latency
+    >>> data = make_positioned_latency(n_samples=200, random_state=0)
+    >>> est = LatencyEstimator(max_epochs=5, random_state=0)
+    >>> est.fit(data.X, data.y, output_tokens=data.output_tokens)
+    LatencyEstimator(max_epochs=5, random_state=0)
+    >>> est.predict_positions(data.X.iloc[:2], positions=[1, 5, 10, 20]).shape
+    (2, 4)
+    >>> est.predict(data.X.iloc[:3], output_tokens=[8, 16, 32]).shape
+    (3, 2)
+    """
+
+    def __init__(
+        self,
+        prefill_weight=2.0,
+        decode_total_weight=1.0,
+        positioned_weight=0.5,
+        *,
+        loss="log",
+        hidden_size=64,
+        n_basis=8,
+        lr=3e-3,
+        weight_decay=1e-4,
+        max_epochs=200,
+        batch_size=64,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        log_features="auto",
+        output_tokens_col="output_tokens",
+        default_output_tokens=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.prefill_weight = prefill_weight
+        self.decode_total_weight = decode_total_weight
+        self.positioned_weight = positioned_weight
+        self.loss = loss
+        self.hidden_size = hidden_size
+        self.n_basis = n_basis
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.log_features = log_features
+        self.output_tokens_col = output_tokens_col
+        self.default_output_tokens = default_output_tokens
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True
+        tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y, output_tokens=None, positioned_latencies=None):
+        """Train on requests whose total decode latency is known.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configuration features. A DataFrame may carry ``output_tokens``
+            in the column ``output_tokens_col``.
+        y : array-like of shape (n_samples,) or (n_samples, 2)
+            ``T_LLM_decode``, or ``[T_prefill_total, T_LLM_decode]`` (a
+            DataFrame is matched by these names). Milliseconds, > 0.
+        output_tokens : array-like of shape (n_samples,), default=None
+            Number of decoded tokens ``N`` of each request (integers >= 1).
+        positioned_latencies : list of length n_samples, default=None
+            Per request, ``None`` or its ``N`` per-step decode latencies.
+
+        Returns
+        -------
+        self : LatencyEstimator
+            The fitted estimator.
+        """
+        self._check_params()
+        X_features, from_column = self._pop_output_tokens(X)
+        if y is None:  # scikit-learn's own "requires y" error
+            validate_data(self, X_features, y)
+        X_arr = validate_data(self, X_features, dtype=np.float64,
+                              ensure_all_finite=False)
+        self._check_finite_features(X_arr)
+        decode, prefill, two_columns = check_targets(_select_target_columns(y))
+        self.n_outputs_ = 2 if two_columns else 1
+        check_consistent_length(X_arr, decode)
+        n = X_arr.shape[0]
+        n_tokens = self._resolve_output_tokens(output_tokens, from_column, n)
+        step_values, step_offsets = check_positioned_latencies(
+            positioned_latencies, n_tokens)
+
+        self._fit_feature_transform(X_arr)
+        self.step_scale_ = float(np.median(decode / n_tokens))
+        self.prefill_scale_ = float(np.median(prefill)) if prefill is not None else None
+        self.output_tokens_distribution_ = empirical_distribution(n_tokens)
+        self.max_output_tokens_ = int(n_tokens.max())
+        self.device_ = resolve_device(self.device)
+
+        from ._net import RequestData  # torch/skorch plumbing stays private
+        data = RequestData(
+            x=self._transform_features(X_arr),
+            output_tokens=n_tokens,
+            total=(decode / self.step_scale_).astype(np.float32),
+            prefill=(None if prefill is None
+                     else (prefill / self.prefill_scale_).astype(np.float32)),
+            step_values=(step_values / self.step_scale_).astype(np.float32),
+            step_offsets=step_offsets,
+        )
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        self.net_ = self._train(data, seed, total_norm=float(n_tokens.mean()))
+        self.history_ = self.net_.history
+        return self
+
+    def _train(self, data, seed, total_norm):
+        from skorch.callbacks import EarlyStopping, ProgressBar
+        from skorch.helper import predefined_split
+
+        from ._module import FactorizedLatencyModule
+        from ._net import BatchIterator, LatencyNet, WeightedLatencyLoss
+
+        rng = np.random.RandomState(seed)
+        n = len(data)
+        n_valid = int(round(self.validation_fraction * n))
+        callbacks = []
+        train_split = None
+        if n_valid >= 1 and n - n_valid >= 1:
+            order = rng.permutation(n)
+            valid = data.subset(np.sort(order[:n_valid]))
+            data = data.subset(np.sort(order[n_valid:]))
+            train_split = predefined_split(valid)
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor="valid_loss", patience=self.n_iter_no_change,
+                threshold=1e-4, load_best=True,
+                sink=print if self.verbose else _silent)))
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+
+        net = LatencyNet(
+            module=FactorizedLatencyModule,
+            module__n_features=self.n_features_in_,
+            module__hidden_size=self.hidden_size,
+            module__n_basis=self.n_basis,
+            module__with_prefill=self.prefill_scale_ is not None,
+            module__position_scale=float(self.max_output_tokens_),
+            criterion=WeightedLatencyLoss,
+            criterion__kind=self.loss,
+            criterion__prefill_weight=self.prefill_weight,
+            criterion__decode_total_weight=self.decode_total_weight,
+            criterion__positioned_weight=self.positioned_weight,
+            criterion__total_norm=total_norm,
+            optimizer=torch.optim.AdamW,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=BatchIterator,
+            iterator_train__shuffle=True,
+            iterator_train__seed=seed,
+            iterator_valid=BatchIterator,
+            train_split=train_split,
+            callbacks=callbacks,
+            device=self.device_,
+            verbose=int(self.verbose > 0),
+        )
+        devices = [self.device_] if self.device_.startswith("cuda") else []
+        # Seed a private copy of torch's RNG: fitting leaves the caller's
+        # global random state untouched.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            net.fit(data, None)
+        net.module_.eval()
+        return net
+
+    # ------------------------------------------------------------ predict
+    def predict_positions(self, X, positions):
+        """Per-token decode latency at the given positions.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations (an ``output_tokens`` column is ignored).
+        positions : array-like of int
+            Token positions, ``1`` being the first decode step.
+
+        Returns
+        -------
+        latencies : ndarray of shape (n_samples, n_positions), float64
+            Milliseconds per token.
+        """
+        scale, weights, _, _ = self._encode(X)
+        phi = self._basis(check_positions(positions))
+        out = np.empty((len(scale), len(phi)))
+        for start in range(0, len(scale), _ROW_CHUNK):
+            rows = slice(start, start + _ROW_CHUNK)
+            out[rows] = scale[rows, None] * (weights[rows] @ phi.T)
+        return out
+
+    def predict_total(self, X, output_tokens=None):
+        """Total decode latency, the sum of :meth:`predict_positions` over ``1..N``.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request. If neither this nor the column is given, the
+            expectation over ``output_tokens_distribution_`` is returned.
+
+        Returns
+        -------
+        totals : ndarray of shape (n_samples,), float64
+            Milliseconds.
+        """
+        scale, weights, _, n_tokens = self._encode(X, output_tokens)
+        if n_tokens is None:
+            return scale * (weights @ self._expected_basis_sum(None))
+        # Exact sums of the basis over 1..N, shared by all requests.
+        cumulative = np.cumsum(self._basis(np.arange(1, n_tokens.max() + 1)), axis=0)
+        return scale * np.einsum("ik,ik->i", weights, cumulative[n_tokens - 1])
+
+    def predict_prefill(self, X):
+        """Prefill latency per configuration.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations.
+
+        Returns
+        -------
+        prefill : ndarray of shape (n_samples,), float64
+            Milliseconds.
+        """
+        check_is_fitted(self)
+        if self.prefill_scale_ is None:
+            raise ValueError(
+                "This LatencyEstimator was fitted with a 1-D y (T_LLM_decode only) "
+                "and has no prefill head; fit it with y = [T_prefill_total, "
+                "T_LLM_decode] to predict prefill.")
+        return self._encode(X)[2]
+
+    def predict(self, X, output_tokens=None):
+        """Predict targets of the same shape as ``y`` in :meth:`fit`.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request; see :meth:`predict_total`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, 2), float64
+            ``T_LLM_decode``, or ``[T_prefill_total, T_LLM_decode]``.
+        """
+        total = self.predict_total(X, output_tokens)
+        if self.n_outputs_ == 1:
+            return total
+        return np.column_stack([self.predict_prefill(X), total])
+
+    def score(self, X, y, output_tokens=None):
+        """R² of :meth:`predict` (averaged over the columns of a 2-column ``y``).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        y : array-like of shape (n_samples,) or (n_samples, 2)
+            True targets, as in :meth:`fit`.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request; see :meth:`predict_total`.
+
+        Returns
+        -------
+        score : float
+        """
+        y = np.asarray(_select_target_columns(y), dtype=np.float64)
+        return float(r2_score(y, self.predict(X, output_tokens)))
+
+    def predict_budget(self, X, strategy="max", *, positions=(1, 5, 10, 20),
+                       position=None, output_tokens_distribution=None):
+        """Per-token decode latency to check against a budget, output length unknown.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations.
+        strategy : {"max", "position", "expectation"}, default="max"
+            - ``"max"``: the conservative maximum over the probe ``positions``;
+            - ``"position"``: the latency at ``position``, by default the
+              expected position of a decoded token under the output-length
+              distribution (``E[N (N + 1) / 2] / E[N]``);
+            - ``"expectation"``: the mean latency of a decoded token under the
+              output-length distribution, ``E[sum_{p<=N} f(p)] / E[N]``.
+        positions : sequence of int, default=(1, 5, 10, 20)
+            Probe positions of ``"max"``.
+        position : int, default=None
+            Position of ``"position"``.
+        output_tokens_distribution : dict or array-like, default=None
+            ``{"values": ..., "probabilities": ...}`` or a sample of output
+            lengths; ``None`` uses ``output_tokens_distribution_``.
+
+        Returns
+        -------
+        budget : ndarray of shape (n_samples,), float64
+            Milliseconds per token.
+        """
+        if strategy not in BUDGET_STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {BUDGET_STRATEGIES}; got {strategy!r}.")
+        check_is_fitted(self)
+        dist = (self.output_tokens_distribution_ if output_tokens_distribution is None
+                else check_distribution(output_tokens_distribution))
+        if strategy == "max":
+            return self.predict_positions(X, positions).max(axis=1)
+        if strategy == "position":
+            if position is None:
+                position = expected_position(dist)
+            return self.predict_positions(X, [position])[:, 0]
+        scale, weights, _, _ = self._encode(X)
+        mean_length = float(np.dot(dist["values"], dist["probabilities"]))
+        return scale * (weights @ self._expected_basis_sum(dist)) / mean_length
+
+    # ----------------------------------------------------------- internals
+    def _check_params(self):
+        for name in ("prefill_weight", "decode_total_weight", "positioned_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        if self.decode_total_weight == 0 and self.positioned_weight == 0:
+            raise ValueError(
+                "decode_total_weight and positioned_weight are both 0: nothing "
+                "would train the decode head.")
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {LOSS_KINDS}; got {self.loss!r}.")
+        for name in ("hidden_size", "n_basis", "max_epochs", "batch_size",
+                     "n_iter_no_change"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        if not (isinstance(self.validation_fraction, numbers.Real)
+                and 0 <= self.validation_fraction < 1):
+            raise ValueError("validation_fraction must be in [0, 1); got "
+                             f"{self.validation_fraction!r}.")
+        if self.log_features not in ("auto", "all", "none"):
+            raise ValueError("log_features must be 'auto', 'all' or 'none'; got "
+                             f"{self.log_features!r}.")
+        if self.default_output_tokens is not None:
+            check_output_tokens([self.default_output_tokens], 1, "default_output_tokens")
+
+    def _pop_output_tokens(self, X):
+        """Split the ``output_tokens`` column off a DataFrame ``X``."""
+        if isinstance(X, pd.DataFrame) and self.output_tokens_col in X.columns:
+            return X.drop(columns=self.output_tokens_col), X[self.output_tokens_col]
+        return X, None
+
+    def _resolve_output_tokens(self, output_tokens, from_column, n):
+        if output_tokens is not None and from_column is not None:
+            raise ValueError(
+                f"output_tokens was given both as an argument and as the column "
+                f"{self.output_tokens_col!r} of X; give it once.")
+        if output_tokens is None:
+            output_tokens = from_column
+        if output_tokens is None:
+            if self.default_output_tokens is None:
+                raise ValueError(
+                    "output_tokens is required to fit: pass output_tokens=... (one "
+                    f"integer >= 1 per sample), add a column {self.output_tokens_col!r} "
+                    "to the DataFrame X, or set default_output_tokens.")
+            output_tokens = self.default_output_tokens
+        return check_output_tokens(output_tokens, n)
+
+    def _check_finite_features(self, X_arr):
+        bad = ~np.isfinite(X_arr)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"X column {self._feature_label(col)} must be finite (no NaN or inf); sample {row} "
+                f"is {X_arr[row, col]}.")
+
+    def _feature_label(self, col):
+        names = getattr(self, "feature_names_in_", None)
+        return repr(str(names[col])) if names is not None else f"{col}"
+
+    def _fit_feature_transform(self, X_arr):
+        nonneg = (X_arr >= 0).all(axis=0)
+        if self.log_features == "all":
+            if not nonneg.all():
+                col = int(np.flatnonzero(~nonneg)[0])
+                raise ValueError(
+                    f"log_features='all' needs features >= 0; X column "
+                    f"{self._feature_label(col)} has negative values.")
+            mask = nonneg
+        elif self.log_features == "auto":
+            ratio = (X_arr.max(axis=0) + 1) / (X_arr.min(axis=0) + 1)
+            mask = nonneg & (ratio >= 10)
+        else:
+            mask = np.zeros(X_arr.shape[1], dtype=bool)
+        self.feature_log_mask_ = mask
+        logged = self._log_columns(X_arr)
+        self.feature_mean_ = logged.mean(axis=0)
+        std = logged.std(axis=0)
+        self.feature_scale_ = np.where(std > 0, std, 1.0)
+
+    def _log_columns(self, X_arr):
+        mask = self.feature_log_mask_
+        if not mask.any():
+            return X_arr
+        out = X_arr.copy()
+        sub = out[:, mask]
+        if (sub < 0).any():
+            row, j = np.argwhere(sub < 0)[0]
+            col = int(np.flatnonzero(mask)[j])
+            raise ValueError(
+                f"X column {self._feature_label(col)} was log-scaled at fit time "
+                f"and needs values >= 0; sample {row} is {sub[row, j]}.")
+        out[:, mask] = np.log1p(sub)
+        return out
+
+    def _transform_features(self, X_arr):
+        z = (self._log_columns(X_arr) - self.feature_mean_) / self.feature_scale_
+        return z.astype(np.float32)
+
+    def _module(self):
+        module = self.net_.module_
+        return module, next(module.parameters()).device
+
+    def _encode(self, X, output_tokens=None):
+        """``(scale_ms, weights, prefill_ms, output_tokens)`` for the rows of X.
+
+        ``scale_ms`` is ``step_scale_ * exp(s(c))`` so that a per-token
+        latency is ``scale_ms * (weights @ phi)``.
+        """
+        check_is_fitted(self)
+        X_features, from_column = self._pop_output_tokens(X)
+        X_arr = validate_data(self, X_features, reset=False, dtype=np.float64,
+                              ensure_all_finite=False)
+        self._check_finite_features(X_arr)
+        n = X_arr.shape[0]
+        if output_tokens is None and from_column is not None:
+            output_tokens = from_column
+        n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, n)
+        x = self._transform_features(X_arr)
+        module, device = self._module()
+        parts = []
+        with torch.no_grad():
+            for start in range(0, n, _ROW_CHUNK):
+                chunk = torch.from_numpy(x[start:start + _ROW_CHUNK]).to(device)
+                log_scale, weights, log_prefill = module.encode(chunk)
+                parts.append((log_scale, weights, log_prefill))
+        log_scale = _cat_numpy([p[0] for p in parts])
+        weights = _cat_numpy([p[1] for p in parts]).reshape(n, module.n_basis)
+        scale = self.step_scale_ * np.exp(log_scale)
+        prefill = None
+        if self.prefill_scale_ is not None:
+            prefill = self.prefill_scale_ * np.exp(_cat_numpy([p[2] for p in parts]))
+        return scale, weights, prefill, n_tokens
+
+    def _basis(self, positions):
+        """Basis curves at ``positions`` (int array), float64 of shape (P, K)."""
+        module, device = self._module()
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(positions), _POSITION_CHUNK):
+                chunk = torch.from_numpy(positions[start:start + _POSITION_CHUNK])
+                parts.append(module.basis(chunk.to(device)).double().cpu().numpy())
+        return np.concatenate(parts, axis=0)
+
+    def _expected_basis_sum(self, dist):
+        """``sum_p phi(p) P(N >= p)``: the basis summed over an output length
+        drawn from ``dist`` (default: the fitted distribution)."""
+        dist = self.output_tokens_distribution_ if dist is None else dist
+        surv = survival(dist)
+        return self._basis(np.arange(1, len(surv) + 1)).T @ surv
+
+
+def _cat_numpy(tensors):
+    if not tensors:
+        return np.zeros(0)
+    return torch.cat(tensors).double().cpu().numpy()
+
+
+def _silent(*args, **kwargs):
+    """A sink that prints nothing (skorch callbacks take a callable)."""
+
+
+def _select_target_columns(y):
+    """Order a DataFrame ``y`` as ``[T_prefill_total, T_LLM_decode]``."""
+    if isinstance(y, pd.DataFrame):
+        cols = set(y.columns)
+        if {PREFILL_COL, DECODE_COL} <= cols:
+            return y[[PREFILL_COL, DECODE_COL]]
+        if DECODE_COL in cols and y.shape[1] == 1:
+            return y[DECODE_COL]
+    return y

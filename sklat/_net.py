@@ -1,0 +1,163 @@
+"""skorch plumbing: packed request batches, the loss criterion and the net.
+
+A batch is built with vectorised numpy indexing (no Python loop over samples or
+positions). Per-step measurements are stored flat with offsets (CSR layout), so
+ragged lists of any length cost memory proportional to what was measured.
+"""
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from torch import nn
+
+from ._loss import combined_loss
+
+
+def _ragged_gather(offsets, rows):
+    """Flat indices of the segments ``rows`` of a CSR layout, and their lengths."""
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    new_offsets = np.concatenate(([0], np.cumsum(lengths)))
+    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
+    return np.repeat(starts, lengths) + within, lengths, within
+
+
+class RequestData(torch.utils.data.Dataset):
+    """Standardised training requests.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, d), float32
+    output_tokens : ndarray of shape (n,), int64
+    total : ndarray of shape (n,), float32
+        Total decode latency in standardised units.
+    prefill : ndarray of shape (n,) or None
+    step_values : ndarray of shape (m,), float32
+        All per-step measurements, concatenated.
+    step_offsets : ndarray of shape (n + 1,), int64
+        Request ``i`` owns ``step_values[step_offsets[i]:step_offsets[i + 1]]``
+        (empty when it has no per-step data).
+    """
+
+    def __init__(self, x, output_tokens, total, prefill, step_values, step_offsets):
+        self.x = x
+        self.output_tokens = output_tokens
+        self.total = total
+        self.prefill = prefill
+        self.step_values = step_values
+        self.step_offsets = step_offsets
+
+    def __len__(self):
+        return len(self.output_tokens)
+
+    def __getitem__(self, i):
+        return self.batch(np.asarray([i]))
+
+    def subset(self, rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        flat, lengths, _ = _ragged_gather(self.step_offsets, rows)
+        return RequestData(
+            self.x[rows], self.output_tokens[rows], self.total[rows],
+            None if self.prefill is None else self.prefill[rows],
+            self.step_values[flat], np.concatenate(([0], np.cumsum(lengths))),
+        )
+
+    def batch(self, rows):
+        """``(inputs, targets)`` tensors for the requests ``rows``."""
+        flat, lengths, within = _ragged_gather(self.step_offsets, rows)
+        step_sample = np.repeat(np.arange(len(rows)), lengths)
+        output_tokens = self.output_tokens[rows]
+        inputs = PackedBatch(
+            x=torch.from_numpy(self.x[rows]),
+            output_tokens=torch.from_numpy(output_tokens),
+            step_sample=torch.from_numpy(step_sample),
+            step_position=torch.from_numpy(within + 1),
+        )
+        targets = {"total": torch.from_numpy(self.total[rows])}
+        if self.prefill is not None:
+            targets["prefill"] = torch.from_numpy(self.prefill[rows])
+        if len(flat):
+            targets["steps"] = torch.from_numpy(self.step_values[flat])
+            targets["step_weight"] = torch.from_numpy(
+                (1.0 / output_tokens[step_sample]).astype(np.float32))
+            targets["n_step_requests"] = int(np.count_nonzero(lengths))
+        return inputs, targets
+
+
+class PackedBatch:
+    """Module inputs of one batch. ``len()`` is the number of requests, which
+    is what skorch records as the batch size."""
+
+    def __init__(self, **tensors):
+        self.tensors = tensors
+
+    def __len__(self):
+        return len(self.tensors["output_tokens"])
+
+    def to(self, device):
+        return {k: v.to(device) for k, v in self.tensors.items()}
+
+
+class BatchIterator:
+    """Mini-batches over a :class:`RequestData`, reshuffled each epoch from a
+    seeded generator so that two fits with the same seed see the same order."""
+
+    def __init__(self, dataset, batch_size, shuffle=False, seed=0):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self._rng = np.random.RandomState(seed)
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = self._rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            yield self.dataset.batch(order[start:start + self.batch_size])
+
+
+class WeightedLatencyLoss(nn.Module):
+    """The criterion: ``prefill_weight * prefill + decode_total_weight *
+    decode_total + positioned_weight * positioned`` (see :mod:`sklat._loss`)."""
+
+    def __init__(self, kind="log", prefill_weight=2.0, decode_total_weight=1.0,
+                 positioned_weight=0.5, total_norm=1.0):
+        super().__init__()
+        self.kind = kind
+        self.prefill_weight = prefill_weight
+        self.decode_total_weight = decode_total_weight
+        self.positioned_weight = positioned_weight
+        self.total_norm = total_norm
+
+    def forward(self, pred, target):
+        return combined_loss(
+            pred, target, kind=self.kind, prefill_weight=self.prefill_weight,
+            decode_total_weight=self.decode_total_weight,
+            positioned_weight=self.positioned_weight, total_norm=self.total_norm)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Raised when the training loss stops being finite."""
+
+
+class LatencyNet(NeuralNet):
+    """A skorch ``NeuralNet`` over :class:`RequestData` and packed batches."""
+
+    def infer(self, x, **fit_params):
+        return self.module_(**x.to(self.device), **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = {k: v.to(self.device) if torch.is_tensor(v) else v
+                  for k, v in y_true.items()}
+        loss = self.criterion_(y_pred, y_true)
+        if not torch.isfinite(loss):
+            epoch = len(self.history)
+            raise TrainingDivergedError(
+                f"training diverged at epoch {epoch}: the loss became {loss.item()}. "
+                "The learning rate is probably too high for this data (lower `lr`), "
+                "or the targets span too many orders of magnitude for "
+                "loss='mse' (use loss='log')."
+            )
+        return loss

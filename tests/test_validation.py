@@ -1,0 +1,205 @@
+"""Bad input gets a clear error naming what is wrong; each message is pinned."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+from sklat import LatencyEstimator
+from sklat.datasets import make_positioned_latency, true_decode_curve
+
+
+@pytest.fixture(scope="module")
+def d():
+    return make_positioned_latency(40, positioned_fraction=0.5, max_output_tokens=50,
+                                   random_state=0)
+
+
+def fit(d, est=None, X=None, y=None, **kw):
+    kw.setdefault("output_tokens", d.output_tokens)
+    est = est or LatencyEstimator(max_epochs=1, random_state=0)
+    return est.fit(d.X if X is None else X, d.y if y is None else y, **kw)
+
+
+def _with(arr, i, value):
+    arr = np.array(arr, dtype=np.float64)
+    arr[i] = value
+    return arr
+
+
+def test_nan_and_inf_in_X_name_column_and_sample(d):
+    X = d.X.astype(float)
+    X.iloc[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X column 'text_tokens' must be finite "
+                                         r"\(no NaN or inf\); sample 3 is nan"):
+        fit(d, X=X)
+    X.iloc[3, 1] = np.inf
+    with pytest.raises(ValueError, match="sample 3 is inf"):
+        fit(d, X=X)
+
+
+@pytest.mark.parametrize("col, label", [(0, "T_prefill_total"), (1, "T_LLM_decode")])
+@pytest.mark.parametrize("value, message", [
+    (np.nan, r"must be finite \(no NaN or inf\); sample 2"),
+    (np.inf, r"must be finite \(no NaN or inf\); sample 2"),
+    (0.0, r"must be positive latencies \(> 0\); sample 2 is 0.0"),
+    (-1.0, r"must be positive latencies \(> 0\); sample 2 is -1.0"),
+])
+def test_bad_targets(d, col, label, value, message):
+    y = d.y.to_numpy().copy()
+    y[2, col] = value
+    with pytest.raises(ValueError, match=rf"y column {col} \({label}\) {message}"):
+        fit(d, y=y)
+
+
+def test_bad_1d_target(d):
+    with pytest.raises(ValueError, match=r"y \(T_LLM_decode\) must be positive"):
+        fit(d, y=_with(d.y["T_LLM_decode"], 0, -5))
+
+
+def test_y_wrong_number_of_columns(d):
+    y3 = np.column_stack([d.y.to_numpy(), d.y.to_numpy()[:, :1]])
+    with pytest.raises(ValueError, match=r"y must have 1 column .* got shape \(40, 3\)"):
+        fit(d, y=y3)
+    frame = pd.DataFrame(y3, columns=["a", "b", "c"])
+    with pytest.raises(ValueError, match="got 3 columns"):
+        fit(d, y=frame)
+
+
+def test_y_dataframe_matched_by_name(d):
+    swapped = d.y[["T_LLM_decode", "T_prefill_total"]]
+    a = fit(d, y=swapped).predict(d.X, output_tokens=3)
+    b = fit(d).predict(d.X, output_tokens=3)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value, message", [
+    (0, r"output_tokens must be >= 1; sample 4 is 0"),
+    (-3, r"output_tokens must be >= 1; sample 4 is -3"),
+    (2.5, r"output_tokens must be integers; sample 4 is 2.5"),
+    (np.nan, r"output_tokens must be finite \(no NaN or inf\); sample 4"),
+])
+def test_bad_output_tokens(d, value, message):
+    with pytest.raises(ValueError, match=message):
+        fit(d, output_tokens=_with(d.output_tokens, 4, value), positioned_latencies=None)
+
+
+def test_output_tokens_shape_and_presence(d):
+    with pytest.raises(ValueError, match="output_tokens has 39 entries but X has 40"):
+        fit(d, output_tokens=d.output_tokens[:-1])
+    with pytest.raises(ValueError, match="output_tokens must be 1-D"):
+        fit(d, output_tokens=d.output_tokens[:, None])
+    with pytest.raises(ValueError, match="output_tokens is required to fit"):
+        LatencyEstimator().fit(d.X, d.y)
+    with pytest.raises(ValueError, match="given both as an argument and as the column"):
+        fit(d, X=d.X.assign(output_tokens=d.output_tokens))
+    with pytest.raises(TypeError, match="output_tokens must be numeric"):
+        fit(d, output_tokens=["a"] * 40)
+
+
+def test_bad_positioned_latencies(d):
+    n = d.output_tokens
+    good = [np.ones(k) for k in n]
+    with pytest.raises(ValueError, match=r"positioned_latencies\[1\] has 1 steps but "
+                                         rf"output_tokens\[1\] is {n[1]}"):
+        fit(d, positioned_latencies=[good[0], np.ones(1)] + good[2:])
+    bad = list(good)
+    bad[5] = _with(bad[5], 0, -1.0)
+    with pytest.raises(ValueError, match=r"positioned_latencies\[5\] must hold positive "
+                                         r"finite latencies; step 1 is -1.0"):
+        fit(d, positioned_latencies=bad)
+    bad[5] = np.ones((n[5], 1))
+    with pytest.raises(ValueError, match=r"positioned_latencies\[5\] must be 1-D"):
+        fit(d, positioned_latencies=bad)
+    with pytest.raises(ValueError, match="positioned_latencies has 3 entries but X has 40"):
+        fit(d, positioned_latencies=good[:3])
+    with pytest.raises(TypeError, match="positioned_latencies must be a list"):
+        fit(d, positioned_latencies=5)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"prefill_weight": -1}, "prefill_weight must be a finite number >= 0"),
+    ({"positioned_weight": np.nan}, "positioned_weight must be a finite number >= 0"),
+    ({"decode_total_weight": 0, "positioned_weight": 0}, "nothing would train"),
+    ({"loss": "huber"}, "loss must be one of"),
+    ({"hidden_size": 0}, "hidden_size must be an integer >= 1"),
+    ({"max_epochs": 2.5}, "max_epochs must be an integer >= 1"),
+    ({"lr": -1.0}, "lr must be a finite number >= 0"),
+    ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
+    ({"log_features": "some"}, "log_features must be 'auto', 'all' or 'none'"),
+    ({"default_output_tokens": 0}, "default_output_tokens must be >= 1"),
+    ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
+])
+def test_bad_params(d, params, message):
+    with pytest.raises(ValueError, match=message):
+        fit(d, LatencyEstimator(**{"max_epochs": 1, **params}))
+
+
+def test_device_errors(d, monkeypatch):
+    with pytest.raises(TypeError, match="device must be a string"):
+        fit(d, LatencyEstimator(device=0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        fit(d, LatencyEstimator(device="cuda"))
+    est = fit(d, LatencyEstimator(max_epochs=1, device="auto"))
+    assert est.device_ == "cpu"
+
+
+def test_log_features(d):
+    X = d.X.assign(neg=np.linspace(-1, 1, 40))
+    with pytest.raises(ValueError, match=r"log_features='all' needs features >= 0; "
+                                         r"X column 'neg'"):
+        fit(d, LatencyEstimator(max_epochs=1, log_features="all"), X=X)
+    est = fit(d)
+    assert est.feature_log_mask_.tolist() == [True, True, False, False, False]
+    X = d.X.copy()
+    X.loc[7, "text_tokens"] = -4
+    with pytest.raises(ValueError, match=r"X column 'text_tokens' was log-scaled at fit "
+                                         r"time and needs values >= 0; sample 7 is -4"):
+        est.predict_total(X, 3)
+
+
+def test_predict_errors(d):
+    with pytest.raises(NotFittedError):
+        LatencyEstimator().predict(d.X)
+    est = fit(d)
+    with pytest.raises(ValueError, match=r"positions must be >= 1 \(position 1 is the "
+                                         r"first decode step\); entry 1 is 0"):
+        est.predict_positions(d.X, [1, 0])
+    with pytest.raises(ValueError, match="positions must be integers; entry 0 is 1.5"):
+        est.predict_positions(d.X, [1.5])
+    with pytest.raises(ValueError, match="positions must be a non-empty 1-D"):
+        est.predict_positions(d.X, [])
+    with pytest.raises(ValueError, match="output_tokens must be >= 1; sample 0 is 0"):
+        est.predict_total(d.X, 0)
+    with pytest.raises(ValueError, match="Feature names seen at fit time, yet now "
+                                         "missing:\n- num_active_blocks"):
+        est.predict_total(d.X.iloc[:, :4], 3)
+    with pytest.raises(ValueError, match="output_tokens_distribution must be a dict or a "
+                                         "non-empty 1-D sample"):
+        est.predict_budget(d.X, "expectation", output_tokens_distribution=[[3]])
+    with pytest.raises(ValueError, match="probabilities'\\] must have one entry per"):
+        est.predict_budget(d.X, "expectation", output_tokens_distribution={
+            "values": [1, 2], "probabilities": [1.0]})
+    with pytest.raises(ValueError, match="must be finite and >= 0"):
+        est.predict_budget(d.X, "expectation", output_tokens_distribution={
+            "values": [1, 2], "probabilities": [1.5, -0.5]})
+
+
+def test_divergence_is_reported(d):
+    from sklat._net import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="training diverged at epoch 1"):
+        fit(d, LatencyEstimator(lr=1e12, max_epochs=5, loss="mse", random_state=0))
+
+
+def test_dataset_argument_errors():
+    with pytest.raises(ValueError, match="curve must be one of"):
+        make_positioned_latency(5, curve="cubic")
+    with pytest.raises(ValueError, match=r"positioned_fraction must be in \[0, 1\]"):
+        make_positioned_latency(5, positioned_fraction=2)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        make_positioned_latency(5, noise=-1)
+    with pytest.raises(ValueError, match="curve must be one of"):
+        true_decode_curve(make_positioned_latency(2).X, [1], curve="cubic")
