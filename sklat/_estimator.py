@@ -247,9 +247,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         from skorch.callbacks import EarlyStopping, ProgressBar
         from skorch.helper import predefined_split
 
-        from ._module import FactorizedLatencyModule
-        from ._net import BatchIterator, LatencyNet, WeightedLatencyLoss
-
         rng = np.random.RandomState(seed)
         n = len(data)
         n_valid = int(round(self.validation_fraction * n))
@@ -266,8 +263,22 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 sink=print if self.verbose else _silent)))
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
+        net = self._make_net(seed, total_norm, train_split, callbacks)
+        devices = [self.device_] if self.device_.startswith("cuda") else []
+        # Seed a private copy of torch's RNG: fitting leaves the caller's
+        # global random state untouched.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            net.fit(data, None)
+        net.module_.eval()
+        return net
 
-        net = LatencyNet(
+    def _make_net(self, seed, total_norm, train_split=None, callbacks=()):
+        """The skorch net for this estimator's parameters and fitted scales."""
+        from ._module import FactorizedLatencyModule
+        from ._net import BatchIterator, LatencyNet, WeightedLatencyLoss
+
+        return LatencyNet(
             module=FactorizedLatencyModule,
             module__n_features=self.n_features_in_,
             module__hidden_size=self.hidden_size,
@@ -290,18 +301,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             iterator_train__seed=seed,
             iterator_valid=BatchIterator,
             train_split=train_split,
-            callbacks=callbacks,
+            callbacks=list(callbacks),
             device=self.device_,
             verbose=int(self.verbose > 0),
         )
-        devices = [self.device_] if self.device_.startswith("cuda") else []
-        # Seed a private copy of torch's RNG: fitting leaves the caller's
-        # global random state untouched.
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            net.fit(data, None)
-        net.module_.eval()
-        return net
 
     # ------------------------------------------------------------ predict
     def predict_positions(self, X, positions):

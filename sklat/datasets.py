@@ -27,7 +27,7 @@ def _config_scale(X):
 
 
 def _saturating(positions):
-    # 25 ms at p=1, ~35 at 5, ~41 at 10, ~45 from 21 on.
+    # 25 ms at p=1, 34.7 at 5, 40.5 at 10, 44.3 at 21, 45 in the limit.
     return 45.0 - 20.0 * np.exp(-(positions - 1.0) / 6.0)
 
 
@@ -58,8 +58,8 @@ def true_decode_curve(X, positions, curve="saturating"):
     >>> from sklat.datasets import true_decode_curve
     >>> X = pd.DataFrame({"vision_tokens": [0], "text_tokens": [0], "tier_idx": [0],
     ...                   "top_k": [1], "num_active_blocks": [32]})
-    >>> true_decode_curve(X, [1, 21]).round(1)
-    array([[25. , 45. ]])
+    >>> true_decode_curve(X, [1, 5, 10, 21]).round(1)
+    array([[25. , 34.7, 40.5, 44.3]])
     """
     if curve not in CURVES:
         raise ValueError(f"curve must be one of {CURVES}; got {curve!r}.")
@@ -188,3 +188,37 @@ def _packed_truth(X, owner, position, curve):
     if curve == "linear":
         return scale * _linear(context + p)
     return scale * 0.5 * (_saturating(p) + _linear(context + p))
+
+
+def write_demo_results(results_dir):
+    """Write the demo results folder that ships in ``sklat/demo_data``.
+
+    ``vision_tiers/requests.csv``: 600 requests of
+    :func:`make_positioned_latency` (``random_state=0``, 5% noise), a fifth of
+    them with ``T_decode_per_step`` as JSON text; ``text_moe/requests.jsonl``:
+    400 requests (``random_state=1``), totals only.
+
+    Parameters
+    ----------
+    results_dir : str or path-like
+        Folder to create (it may exist).
+    """
+    import json
+    from pathlib import Path
+
+    root = Path(results_dir)
+    vision = make_positioned_latency(600, noise=0.05, positioned_fraction=0.2,
+                                     random_state=0).frame
+    text = make_positioned_latency(400, noise=0.05, random_state=1).frame
+    text = text.drop(columns="T_decode_per_step")
+    for frame in (vision, text):
+        frame.insert(0, "sample_id", np.arange(len(frame)))
+    vision["T_decode_per_step"] = [
+        None if s is None else json.dumps(np.round(s, 6).tolist())
+        for s in vision["T_decode_per_step"]]
+    (root / "vision_tiers").mkdir(parents=True, exist_ok=True)
+    (root / "text_moe").mkdir(parents=True, exist_ok=True)
+    vision.to_csv(root / "vision_tiers" / "requests.csv", index=False,
+                  float_format="%.6f")
+    text.to_json(root / "text_moe" / "requests.jsonl", orient="records", lines=True,
+                 double_precision=10)

@@ -1,0 +1,135 @@
+"""The ``sklat`` command, driven as a user would."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sklat
+from sklat.cli import main
+
+from .test_io import write_results
+
+FAST = ["--num_epochs", "15", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    write_results(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    assert main(["train", "--results_dir", str(results), "--use_all_datasets",
+                 "--output_dir", str(out), "--seed", "3407", "--val_fraction", "0.25",
+                 *FAST]) == 0
+    return out
+
+
+def test_train_writes_model_metrics_and_plots(trained):
+    files = sorted(p.name for p in trained.iterdir())
+    assert files == ["latency_curves.png", "metrics.json", "model.safetensors",
+                     "total_decode.png"]
+    m = json.loads((trained / "metrics.json").read_text())
+    assert m["train"]["n_requests"] + m["validation"]["n_requests"] == 50
+    assert m["validation"]["n_requests"] == round(0.25 * 50)
+    for split in ("train", "validation"):
+        for key in ("total_decode_mape_pct", "total_decode_mae_ms", "prefill_mape_pct",
+                    "prefill_mae_ms"):
+            assert np.isfinite(m[split][key]) and m[split][key] >= 0
+    assert "positioned_mape_pct" in m["train"]
+    assert set(m["datasets"]) == {"a", "b"}
+    assert "--seed 3407" in m["command"] and m["versions"]["sklat"] == sklat.__version__
+    assert m["epochs_run"] <= 15
+
+
+def test_written_model_reloads_and_predicts(trained, results):
+    est = sklat.load(trained / "model.safetensors")
+    res = sklat.io.load_results(results)
+    pred = est.predict_total(res.X, res.output_tokens)
+    assert pred.shape == (50,) and (pred > 0).all()
+
+
+def test_datasets_option_selects(results, tmp_path):
+    assert main(["train", "--results-dir", str(results), "--datasets", "b",
+                 "--output-dir", str(tmp_path), *FAST]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["datasets"] == ["b"]
+    assert m["train"]["n_requests"] + m["validation"]["n_requests"] == 20
+
+
+def test_several_datasets_need_a_choice(results, tmp_path, capsys):
+    assert main(["train", "--results_dir", str(results), "--output_dir",
+                 str(tmp_path / "o"), *FAST]) == 2
+    assert "pass --use_all_datasets or --datasets a,b" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_row_fails_cleanly(tmp_path, capsys):
+    write_results(tmp_path / "res")
+    path = tmp_path / "res" / "a" / "part1.csv"
+    frame = pd.read_csv(path)
+    frame.loc[4, "T_LLM_decode"] = -3.0
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    code = main(["train", "--results_dir", str(tmp_path / "res"), "--use_all_datasets",
+                 "--output_dir", str(out), *FAST])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "part1.csv, row 5, column 'T_LLM_decode': latencies must be > 0" in err
+    assert not out.exists()
+
+
+def test_predict_prints_positions_totals_prefill(trained, results, tmp_path, capsys):
+    configs = pd.read_csv(results / "a" / "part1.csv").head(4)
+    configs.to_csv(tmp_path / "c.csv", index=False)
+    assert main(["predict", "--model", str(trained), str(tmp_path / "c.csv"),
+                 "--positions", "1,5,10,20", "--output_tokens", "32"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns[-8:]) == [
+        "latency_p1_ms", "latency_p5_ms", "latency_p10_ms", "latency_p20_ms",
+        "output_tokens", "T_LLM_decode_ms", "T_prefill_total_ms",
+        "budget_max_ms_per_token"]
+    est = sklat.load(trained / "model.safetensors")
+    X = configs[list(est.feature_names_in_)]
+    np.testing.assert_allclose(table["T_LLM_decode_ms"], est.predict_total(X, 32),
+                               rtol=1e-4)
+    np.testing.assert_allclose(table["latency_p5_ms"],
+                               est.predict_positions(X, [5])[:, 0], rtol=1e-4)
+
+
+def test_predict_to_file_and_missing_columns(trained, tmp_path, capsys):
+    pd.DataFrame({"text_tokens": [10]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["predict", "--model", str(trained), str(tmp_path / "bad.csv")]) == 2
+    assert "missing feature column(s)" in capsys.readouterr().err
+    assert main(["predict", "--model", str(trained), str(tmp_path / "none.csv")]) == 2
+
+
+def test_help_is_complete():
+    out = subprocess.run([sys.executable, "-m", "sklat", "train", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for option in ("--results_dir", "--use_all_datasets", "--datasets", "--output_dir",
+                   "--batch_size", "--num_epochs", "--lr", "--device", "--seed",
+                   "--prefill_weight", "--decode_total_weight", "--positioned_weight",
+                   "--val_fraction", "--results-dir"):
+        assert option in out
+    out = subprocess.run([sys.executable, "-m", "sklat", "predict", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for option in ("--model", "--positions", "--output_tokens", "configs"):
+        assert option in out
+
+
+def test_console_script_runs_demo(tmp_path):
+    # The README's main job, on the bundled demo data.
+    proc = subprocess.run(["sklat", "train", "--output_dir", str(tmp_path / "demo"),
+                           "--num_epochs", "3"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "validation total-decode MAPE" in proc.stdout
+    assert (tmp_path / "demo" / "model.safetensors").exists()

@@ -1,0 +1,125 @@
+"""Reading results folders: formats, layouts, and bad rows."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklat.datasets import make_positioned_latency
+from sklat.io import ResultsFormatError, demo_results_dir, load_results
+
+
+def _frame(n, seed, steps=0.0):
+    return make_positioned_latency(n, positioned_fraction=steps, max_output_tokens=64,
+                                   random_state=seed).frame
+
+
+def write_results(root, csv_steps=0.5):
+    """Two datasets: ``a`` in CSV (per-step as JSON text), ``b`` in JSONL."""
+    a = _frame(30, 0, csv_steps)
+    a["T_decode_per_step"] = [None if s is None else json.dumps(list(s))
+                              for s in a["T_decode_per_step"]]
+    (root / "a").mkdir(parents=True)
+    a.assign(run_id="r1").to_csv(root / "a" / "part1.csv", index=False)
+    b = _frame(20, 1, 0.5)
+    b["T_decode_per_step"] = [None if s is None else list(s)
+                              for s in b["T_decode_per_step"]]
+    (root / "b").mkdir()
+    b.to_json(root / "b" / "x.jsonl", orient="records", lines=True, double_precision=15)
+    return a, b
+
+
+def test_two_datasets_two_formats(tmp_path):
+    a, b = write_results(tmp_path)
+    res = load_results(tmp_path)
+    assert len(res.X) == 50 and list(res.X.columns)[0] == "vision_tokens"
+    assert "run_id" not in res.X.columns and "run_id" in res.frame.columns
+    assert list(res.dataset[:30]) == ["a"] * 30 and list(res.dataset[30:]) == ["b"] * 20
+    np.testing.assert_array_equal(res.output_tokens[:30], a["output_tokens"])
+    for i, s in enumerate(res.positioned_latencies):
+        if s is not None:
+            assert len(s) == res.output_tokens[i]
+            assert np.isclose(s.sum(), res.y["T_LLM_decode"].iloc[i])
+    assert sum(s is not None for s in res.positioned_latencies) > 5
+    only_b = load_results(tmp_path, datasets=["b"])
+    assert len(only_b.X) == 20 and set(only_b.dataset) == {"b"}
+
+
+def test_parquet_and_top_level_files(tmp_path):
+    pytest.importorskip("pyarrow")
+    frame = _frame(12, 3, 1.0)
+    frame.to_parquet(tmp_path / "runs.parquet")
+    res = load_results(tmp_path)
+    assert set(res.dataset) == {"runs"} and len(res.X) == 12
+    assert all(s is not None for s in res.positioned_latencies)
+
+
+def test_features_override(tmp_path):
+    write_results(tmp_path)
+    res = load_results(tmp_path, features=["text_tokens", "top_k"])
+    assert list(res.X.columns) == ["text_tokens", "top_k"]
+
+
+def _bad(tmp_path, edit):
+    frame = _frame(10, 0, 1.0)
+    frame["T_decode_per_step"] = [json.dumps(list(s)) for s in frame["T_decode_per_step"]]
+    edit(frame)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    return tmp_path / "d.csv"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.pop("T_LLM_decode"),
+     r"d.csv: missing column\(s\) \['T_LLM_decode'\]"),
+    (lambda f: f.__setitem__("text_tokens", [1.0] * 3 + [np.nan] + [1.0] * 6),
+     r"d.csv, row 4, column 'text_tokens': expected a finite number"),
+    (lambda f: f.__setitem__("T_prefill_total", [-1.0] + [1.0] * 9),
+     r"d.csv, row 1, column 'T_prefill_total': latencies must be > 0"),
+    (lambda f: f.__setitem__("output_tokens", [0] + list(f["output_tokens"][1:])),
+     r"row 1, column 'output_tokens': expected an integer >= 1"),
+    (lambda f: f.__setitem__("T_decode_per_token_avg", f["T_decode_per_token_avg"] * 1.5),
+     r"row 1, column 'T_decode_per_token_avg': .* disagrees with T_LLM_decode"),
+    (lambda f: f.__setitem__("T_LLM_decode", f["T_LLM_decode"].where(
+        f.index != 2, f["T_LLM_decode"] * 2)),
+     r"row 3, column 'T_decode_per_token_avg'"),
+    (lambda f: f.__setitem__("T_decode_per_step", ["[1.0, 2.0]"] * 10),
+     r"row 1, column 'T_decode_per_step': 2 per-step latencies but output_tokens is"),
+    (lambda f: f.__setitem__("T_decode_per_step", ["not json"] * 10),
+     r"column 'T_decode_per_step': expected a JSON list"),
+])
+def test_bad_rows_are_named(tmp_path, edit, message):
+    _bad(tmp_path, edit)
+    with pytest.raises(ResultsFormatError, match=message):
+        load_results(tmp_path)
+
+
+def test_per_step_sum_disagrees(tmp_path):
+    def edit(f):
+        f.pop("T_decode_per_token_avg")
+        f.loc[5, "T_LLM_decode"] *= 1.2
+    _bad(tmp_path, edit)
+    with pytest.raises(ResultsFormatError, match=r"row 6, column 'T_decode_per_step': "
+                                                 r"per-step latencies sum to"):
+        load_results(tmp_path)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results(tmp_path / "nope")
+    with pytest.raises(ResultsFormatError, match="holds no .csv, .jsonl, .parquet files"):
+        load_results(tmp_path)
+    write_results(tmp_path)
+    with pytest.raises(ValueError, match=r"dataset\(s\) \['zzz'\] not found .* "
+                                         r"available: \['a', 'b'\]"):
+        load_results(tmp_path, datasets=["zzz"])
+
+
+def test_demo_results_match_their_generator(tmp_path):
+    from sklat.datasets import write_demo_results
+
+    write_demo_results(tmp_path)
+    shipped, regenerated = load_results(demo_results_dir()), load_results(tmp_path)
+    pd.testing.assert_frame_equal(shipped.X, regenerated.X)
+    np.testing.assert_allclose(shipped.y, regenerated.y, rtol=1e-9)
+    assert sum(s is not None for s in shipped.positioned_latencies) == 132

@@ -1,0 +1,129 @@
+"""Safe model files: round trip, CUDA -> CPU, and hostile files."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import sklat
+from sklat.persistence import ModelFileError, _digest
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    path = tmp_path / "model.safetensors"
+    sklat.save(fitted, path)
+    return path
+
+
+def test_round_trip_identical_predictions(fitted, small_data, saved):
+    loaded = sklat.load(saved)
+    X = small_data.X
+    np.testing.assert_array_equal(loaded.predict(X, output_tokens=33),
+                                  fitted.predict(X, output_tokens=33))
+    np.testing.assert_array_equal(loaded.predict_positions(X, [1, 2, 999]),
+                                  fitted.predict_positions(X, [1, 2, 999]))
+    np.testing.assert_array_equal(loaded.predict_budget(X, "expectation"),
+                                  fitted.predict_budget(X, "expectation"))
+    assert loaded.get_params() == fitted.get_params()
+    assert list(loaded.feature_names_in_) == list(fitted.feature_names_in_)
+    assert len(loaded.history_) == len(fitted.history_)
+    assert loaded.history_[-1, "train_loss"] == fitted.history_[-1, "train_loss"]
+
+
+def test_1d_model_round_trip(fitted_1d, small_data, tmp_path):
+    path = tmp_path / "m.safetensors"
+    sklat.save(fitted_1d, path)
+    loaded = sklat.load(path)
+    assert loaded.prefill_scale_ is None
+    np.testing.assert_array_equal(loaded.predict(small_data.X, output_tokens=5),
+                                  fitted_1d.predict(small_data.X, output_tokens=5))
+
+
+def test_cuda_trained_model_loads_on_cpu(fitted, small_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(fitted, "device_", "cuda")
+    path = tmp_path / "cuda.safetensors"
+    sklat.save(fitted, path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = sklat.load(path, device="auto")
+    assert loaded.device_ == "cpu"
+    np.testing.assert_array_equal(loaded.predict_total(small_data.X, 3),
+                                  fitted.predict_total(small_data.X, 3))
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        sklat.load(path, device="cuda")
+
+
+def test_pickle_renamed_as_model_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ModelFileError, match="is not a readable sklat model file"):
+        sklat.load(path)
+    assert not marker.exists()
+
+
+def test_truncated_file(saved):
+    data = saved.read_bytes()
+    saved.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="is not a readable sklat model file"):
+        sklat.load(saved)
+
+
+def test_tampered_weights(saved):
+    data = bytearray(saved.read_bytes())
+    data[-5] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="failed its integrity check"):
+        sklat.load(saved)
+
+
+def _rewrite(path, edit):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    with safe_open(path, framework="pt") as f:
+        doc = json.loads(f.metadata()["sklat"])
+    edit(doc)
+    body = json.dumps(doc)
+    save_file(tensors, path, metadata={"sklat": body, "sha256": _digest(body, tensors)})
+
+
+def test_incompatible_format_version(saved):
+    _rewrite(saved, lambda doc: doc.update(format_version=99))
+    with pytest.raises(ModelFileError, match="format version 99 .* reads version 1"):
+        sklat.load(saved)
+
+
+def test_other_format(saved):
+    _rewrite(saved, lambda doc: doc.update(format="something-else"))
+    with pytest.raises(ModelFileError, match="holds 'something-else'"):
+        sklat.load(saved)
+
+
+def test_plain_safetensors_file(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, os.fspath(path))
+    with pytest.raises(ModelFileError, match="not a sklat model"):
+        sklat.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        sklat.load(tmp_path / "nope.safetensors")
+
+
+def test_save_unfitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        sklat.save(sklat.LatencyEstimator(), "x.safetensors")

@@ -1,0 +1,91 @@
+"""Displays: what is drawn, not only that nothing raised."""
+
+import sys
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sklat.plotting import LatencyCurveDisplay, TotalLatencyDisplay  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_curve_from_estimator_draws_predictions(fitted, small_data):
+    X = small_data.X.iloc[:3]
+    positions = np.arange(1, 51)
+    measured = [None, np.full(20, 30.0), None]
+    disp = LatencyCurveDisplay.from_estimator(fitted, X, positions=positions,
+                                              measured=measured,
+                                              labels=["a", "b", "c"])
+    assert len(disp.lines_) == 3 and len(disp.measured_) == 1
+    expected = fitted.predict_positions(X, positions)
+    for line, row in zip(disp.lines_, expected):
+        np.testing.assert_array_equal(line.get_xdata(), positions)
+        np.testing.assert_allclose(line.get_ydata(), row)
+    offsets = disp.measured_[0].get_offsets()
+    np.testing.assert_array_equal(offsets[:, 0], np.arange(1, 21))
+    np.testing.assert_array_equal(offsets[:, 1], 30.0)
+    assert [t.get_text() for t in disp.ax_.get_legend().get_texts()] == ["a", "b", "c"]
+    assert disp.ax_.get_xlabel() == "token position"
+    assert disp.ax_.get_ylabel() == "decode latency (ms / token)"
+    assert disp.figure_ is disp.ax_.figure
+
+
+def test_curve_from_predictions_with_reference_on_given_axes():
+    fig, ax = plt.subplots()
+    disp = LatencyCurveDisplay.from_predictions(
+        [1, 2, 3], [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]], reference=[[1, 1, 1], [2, 2, 2]],
+        ax=ax)
+    assert disp.ax_ is ax
+    assert len(disp.lines_) == 2 and len(disp.reference_lines_) == 2
+    np.testing.assert_array_equal(disp.reference_lines_[1].get_ydata(), [2, 2, 2])
+    assert disp.reference_lines_[0].get_linestyle() == "--"
+    assert disp.lines_[0].get_color() == disp.reference_lines_[0].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == [
+        "config 0", "config 0 (reference)"]
+
+
+def test_plot_returns_self_and_redraws():
+    disp = LatencyCurveDisplay(positions=np.array([1, 2]), latencies=np.array([[1.0, 2.0]]))
+    assert disp.plot() is disp
+    _, ax = plt.subplots()
+    assert disp.plot(ax=ax, line_kw={"color": "red"}).ax_ is ax
+    assert disp.lines_[0].get_color() == "red"
+
+
+def test_curve_errors():
+    with pytest.raises(ValueError, match="latencies has 2 columns for 3 positions"):
+        LatencyCurveDisplay.from_predictions([1, 2, 3], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="labels has 1 entries for 2 curves"):
+        LatencyCurveDisplay.from_predictions([1], [[1.0], [2.0]], labels=["x"])
+
+
+def test_total_display(fitted, small_data):
+    d = small_data
+    disp = TotalLatencyDisplay.from_estimator(fitted, d.X, d.y,
+                                              output_tokens=d.output_tokens)
+    offsets = disp.scatter_.get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], d.y["T_LLM_decode"])
+    np.testing.assert_allclose(offsets[:, 1], fitted.predict_total(d.X, d.output_tokens))
+    lo, hi = disp.line_.get_xdata()
+    assert lo <= offsets.min() and hi >= offsets.max()
+    assert disp.ax_.get_xscale() == "log"
+    assert disp.ax_.get_xlabel() == "measured T_LLM_decode (ms)"
+    with pytest.raises(ValueError, match="y_true has 2 values but y_pred has 1"):
+        TotalLatencyDisplay.from_predictions([1.0, 2.0], [1.0])
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    disp = TotalLatencyDisplay(y_true=[1.0], y_pred=[1.0])
+    with pytest.raises(ImportError, match=r"pip install 'sklat\[plot\]'"):
+        disp.plot()
