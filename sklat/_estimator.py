@@ -98,7 +98,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     n_outputs_ : int
         ``1`` (``y`` was ``T_LLM_decode``) or ``2`` (``[T_prefill_total,
         T_LLM_decode]``): the width of :meth:`predict`'s output.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when ``X`` was a DataFrame with string column names.
     net_ : skorch.NeuralNet
         The trained skorch net; ``net_.module_`` is the torch module.
@@ -116,8 +116,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         training, used when ``output_tokens`` is unknown at prediction.
     max_output_tokens_ : int
         Longest output seen in training.
-    feature_log_mask_, feature_mean_, feature_scale_ : ndarray
-        The fitted feature transformation.
+    feature_log_mask_ : ndarray of shape (`n_features_in_`,), bool
+        Features that are ``log1p``-transformed.
+    feature_mean_ : ndarray of shape (`n_features_in_`,)
+        Means of the (log-transformed) features.
+    feature_scale_ : ndarray of shape (`n_features_in_`,)
+        Standard deviations of the (log-transformed) features.
 
     See Also
     --------
