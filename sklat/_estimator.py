@@ -329,9 +329,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         scale, weights, _, _ = self._encode(X)
         phi = self._basis(check_positions(positions))
         out = np.empty((len(scale), len(phi)))
+        # Written in place, a chunk of rows at a time: no temporary of the
+        # output's size, however many rows and positions.
         for start in range(0, len(scale), _ROW_CHUNK):
             rows = slice(start, start + _ROW_CHUNK)
-            out[rows] = scale[rows, None] * (weights[rows] @ phi.T)
+            np.matmul(weights[rows], phi.T, out=out[rows])
+            out[rows] *= scale[rows, None]
         return out
 
     def predict_total(self, X, output_tokens=None):

@@ -11,6 +11,7 @@ from skorch import NeuralNet
 from torch import nn
 
 from ._loss import combined_loss
+from .exceptions import TrainingDivergedError
 
 
 def _ragged_gather(offsets, rows):
@@ -136,10 +137,6 @@ class WeightedLatencyLoss(nn.Module):
             pred, target, kind=self.kind, prefill_weight=self.prefill_weight,
             decode_total_weight=self.decode_total_weight,
             positioned_weight=self.positioned_weight, total_norm=self.total_norm)
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Raised when the training loss stops being finite."""
 
 
 class LatencyNet(NeuralNet):

@@ -16,6 +16,8 @@ import platform
 
 import numpy as np
 
+from .exceptions import ModelFileError
+
 FORMAT = "sklat-latency-estimator"
 FORMAT_VERSION = 1
 
@@ -23,11 +25,6 @@ FORMAT_VERSION = 1
 _ARRAY_ATTRS = ("feature_log_mask_", "feature_mean_", "feature_scale_")
 _SCALAR_ATTRS = ("n_features_in_", "n_outputs_", "step_scale_", "prefill_scale_",
                  "max_output_tokens_")
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be loaded: not a sklat model, damaged, or from
-    an incompatible version."""
 
 
 def _versions():

@@ -111,3 +111,23 @@ def test_long_outputs_and_many_configs_are_chunked(fitted):
     idx = [0, _estimator._ROW_CHUNK - 1, _estimator._ROW_CHUNK, len(big) - 1]
     ref = fitted.predict_positions(big.iloc[idx], np.arange(1, 32769)).sum(axis=1)
     np.testing.assert_allclose(total[idx], ref, rtol=1e-9)
+
+
+def test_chunking_does_not_change_results(fitted, monkeypatch):
+    from sklat import _estimator
+
+    X = make_positioned_latency(50, random_state=4).X
+    n = np.arange(1, 51) * 97
+    positions = np.arange(1, 3001)
+    ref_positions = fitted.predict_positions(X, positions)
+    ref_total = fitted.predict_total(X, n)
+    ref_budget = fitted.predict_budget(X, "expectation")
+    monkeypatch.setattr(_estimator, "_ROW_CHUNK", 7)
+    monkeypatch.setattr(_estimator, "_POSITION_CHUNK", 101)
+    # Equal up to float32 rounding: the network runs in float32, and BLAS may
+    # round differently for batches of another size.
+    np.testing.assert_allclose(fitted.predict_positions(X, positions), ref_positions,
+                               rtol=1e-6)
+    np.testing.assert_allclose(fitted.predict_total(X, n), ref_total, rtol=1e-6)
+    np.testing.assert_allclose(fitted.predict_budget(X, "expectation"), ref_budget,
+                               rtol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-from sklat import LatencyEstimator
+from sklat import LatencyEstimator, TrainingDivergedError
 from sklat.datasets import make_positioned_latency, true_decode_curve
 
 
@@ -188,8 +188,6 @@ def test_predict_errors(d):
 
 
 def test_divergence_is_reported(d):
-    from sklat._net import TrainingDivergedError
-
     with pytest.raises(TrainingDivergedError, match="training diverged at epoch 1"):
         fit(d, LatencyEstimator(lr=1e12, max_epochs=5, loss="mse", random_state=0))
 
