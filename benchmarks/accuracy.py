@@ -1,9 +1,12 @@
-"""Accuracy of sklat against peers on synthetic families and real data.
+"""Accuracy of sklat against the peers a user would pick instead.
 
-Run: ``python benchmarks/accuracy.py [--quick]``; prints one table per data set.
-Metrics (percent): total-decode MAPE, prefill MAPE, positioned MAPE against the
-measured (noisy) steps and against the noiseless truth (synthetic data only):
-per request, the mean over its steps of ``|pred - ref| / ref``, averaged.
+Run: ``python benchmarks/accuracy.py [--quick] [--only NAMES] [--data synthetic,vidur,splitwise]``;
+prints one Markdown table per data set.
+
+Metrics (percent, on held-out requests): total-decode MAPE, prefill MAPE, and
+positioned MAPE (per request, the mean over its steps of ``|pred - ref| / ref``,
+averaged over requests) against the measured noisy steps and against the noiseless
+truth where it is known.
 """
 
 import argparse
@@ -13,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import KFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import AggregatedLinear, FlatAverage, PerStepOracle, TotalGBM  # noqa: E402
+from real_data import splitwise_requests, vidur_requests  # noqa: E402
 
 from sklat import LatencyEstimator  # noqa: E402
 from sklat.datasets import make_positioned_latency  # noqa: E402
@@ -23,9 +28,7 @@ from sklat.datasets import make_positioned_latency  # noqa: E402
 
 def positioned_mape(model, X, output_tokens, reference):
     """Mean over requests of the mean relative per-step error (percent).
-
-    ``reference(rows, positions)`` gives the reference per-step latencies.
-    """
+    ``reference(positions)`` gives the reference latencies, (n, len(positions))."""
     n = np.asarray(output_tokens)
     positions = np.arange(1, n.max() + 1)
     pred = model.predict_positions(X, positions)
@@ -39,14 +42,13 @@ def mape(pred, true):
     return 100 * float(np.mean(np.abs(pred - true) / true))
 
 
-def _with_steps(data, fraction, seed):
-    rng = np.random.RandomState(seed)
-    keep = rng.uniform(size=len(data.output_tokens)) < fraction
-    return [s if k else None for s, k in zip(data.positioned_latencies, keep)]
+def _with_steps(data, rows, fraction, seed):
+    keep = np.random.RandomState(seed).uniform(size=len(rows)) < fraction
+    return [data.positioned_latencies[i] if k else None for i, k in zip(rows, keep)]
 
 
 def methods(seed):
-    """name -> (model factory, fraction of training requests with steps)."""
+    """name -> (factory, fraction of training requests with per-step data)."""
     sk = lambda: LatencyEstimator(random_state=seed)  # noqa: E731
     return {
         "sklat (totals only)": (sk, 0.0),
@@ -55,69 +57,121 @@ def methods(seed):
         "flat average (GBM)": (FlatAverage, 0.0),
         "total GBM S(N)-S(N-1)": (TotalGBM, 0.0),
         "aggregated linear": (AggregatedLinear, 0.0),
-        "per-step oracle": (PerStepOracle, 1.0),
+        "per-step oracle (GBM)": (PerStepOracle, 1.0),
+        # sklat's own model fitted to every step: the same model class's floor.
+        "per-step oracle (sklat)": (lambda: LatencyEstimator(
+            decode_total_weight=0.0, positioned_weight=1.0, random_state=seed), 1.0),
     }
 
 
-def run_synthetic(curve, noise, n_train, seed=0, n_test=1000, only=None):
-    train = make_positioned_latency(n_train, noise=noise, curve=curve,
-                                    positioned_fraction=1.0, random_state=seed)
-    test = make_positioned_latency(n_test, noise=noise, curve=curve,
-                                   positioned_fraction=1.0, random_state=seed + 1000)
-    measured_test = _padded_steps(test)
+def _padded(steps, n):
+    out = np.ones((len(n), n.max()))
+    for i, s in enumerate(steps):
+        out[i, :n[i]] = s
+    return out
+
+
+def evaluate(data, train_rows, test_rows, *, seed=0, only=None):
+    """Fit every method on ``train_rows`` of ``data``, score on ``test_rows``."""
+    has_steps = all(s is not None for s in data.positioned_latencies)
+    X_test = data.X.iloc[test_rows]
+    n_test = data.output_tokens[test_rows]
+    y_test = data.y.to_numpy()[test_rows]
+    measured = _padded([data.positioned_latencies[i] for i in test_rows], n_test) \
+        if has_steps else None
     rows = []
     for name, (factory, fraction) in methods(seed).items():
         if only and not any(o in name for o in only):
             continue
+        if fraction > 0 and not has_steps:
+            continue  # needs per-step measurements the data set lacks
         start = time.perf_counter()
-        model = factory()
-        model.fit(train.X, train.y.to_numpy(), train.output_tokens,
-                  _with_steps(train, fraction, seed))
-        fit_s = time.perf_counter() - start
-        rows.append({
-            "method": name,
-            "total MAPE": mape(model.predict_total(test.X, test.output_tokens),
-                               test.y["T_LLM_decode"].to_numpy()),
-            "prefill MAPE": mape(model.predict_prefill(test.X),
-                                 test.y["T_prefill_total"].to_numpy()),
-            "pos. MAPE (measured)": positioned_mape(
-                model, test.X, test.output_tokens,
-                lambda p: measured_test[:, :len(p)]),
-            "pos. MAPE (truth)": positioned_mape(
-                model, test.X, test.output_tokens, lambda p: test.true_curve(test.X, p)),
-            "fit s": fit_s,
-        })
+        model = factory().fit(data.X.iloc[train_rows], data.y.to_numpy()[train_rows],
+                              data.output_tokens[train_rows],
+                              _with_steps(data, train_rows, fraction, seed))
+        fit_seconds = time.perf_counter() - start
+        row = {"method": name,
+               "total MAPE": mape(model.predict_total(X_test, n_test), y_test[:, 1]),
+               "prefill MAPE": mape(model.predict_prefill(X_test), y_test[:, 0])}
+        if measured is not None:
+            row["pos. MAPE (measured)"] = positioned_mape(
+                model, X_test, n_test, lambda p: measured[:, :len(p)])
+        if data.true_curve is not None:
+            row["pos. MAPE (truth)"] = positioned_mape(
+                model, X_test, n_test, lambda p: data.true_curve(X_test, p))
+        row["fit s"] = fit_seconds
+        rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 
 
-def _padded_steps(data):
-    n = data.output_tokens
-    out = np.ones((len(n), n.max()))
-    for i, steps in enumerate(data.positioned_latencies):
-        out[i, :n[i]] = steps
-    return out
+def _concat(a, b):
+    """One data set from a training and a test draw (rows: a then b)."""
+    import sklearn.utils
+
+    return sklearn.utils.Bunch(
+        X=pd.concat([a.X, b.X], ignore_index=True),
+        y=pd.concat([a.y, b.y], ignore_index=True),
+        output_tokens=np.concatenate([a.output_tokens, b.output_tokens]),
+        positioned_latencies=list(a.positioned_latencies) + list(b.positioned_latencies),
+        true_curve=a.true_curve)
+
+
+def synthetic(curve, noise, n_train, seed=0, n_test=1000):
+    make = lambda n, s: make_positioned_latency(  # noqa: E731
+        n, noise=noise, curve=curve, positioned_fraction=1.0, random_state=s)
+    data = _concat(make(n_train, seed), make(n_test, seed + 1000))
+    return data, np.arange(n_train), np.arange(n_train, n_train + n_test)
+
+
+def vidur(n_train, seed=0, n_test=1000):
+    data = _concat(vidur_requests(n_train, random_state=seed),
+                   vidur_requests(n_test, random_state=seed + 1000))
+    return data, np.arange(n_train), np.arange(n_train, n_train + n_test)
+
+
+def _print(title, table):
+    print(f"\n## {title}")
+    print(table.round(2).to_markdown())
+    sys.stdout.flush()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="one noise level and family only")
+                        help="one synthetic family and noise level only")
     parser.add_argument("--sizes", default="300,3000")
+    parser.add_argument("--data", default="synthetic,vidur,splitwise")
     parser.add_argument("--only", default=None,
                         help="comma-separated substrings of method names to run")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    curves = ["saturating"] if args.quick else ["saturating", "linear", "mixed"]
-    noises = [0.05] if args.quick else [0.0, 0.05, 0.15]
     only = args.only.split(",") if args.only else None
+    which = args.data.split(",")
     pd.set_option("display.width", 200)
-    for curve in curves:
-        for noise in noises:
-            for n in sizes:
-                table = run_synthetic(curve, noise, n, only=only)
-                print(f"\n## synthetic {curve}, noise {noise:.0%}, {n} training requests")
-                print(table.round(2).to_markdown())
-                sys.stdout.flush()
+    if "synthetic" in which:
+        curves = ["saturating"] if args.quick else ["saturating", "linear", "mixed"]
+        noises = [0.05] if args.quick else [0.0, 0.05, 0.15]
+        for curve in curves:
+            for noise in noises:
+                for n in sizes:
+                    data, tr, te = synthetic(curve, noise, n)
+                    _print(f"synthetic {curve}, noise {noise:.0%}, {n} training requests",
+                           evaluate(data, tr, te, only=only))
+    if "vidur" in which:
+        for n in sizes:
+            data, tr, te = vidur(n)
+            _print(f"Vidur A100 Llama-2-7B kernel curves, noise 5%, {n} training "
+                   "requests", evaluate(data, tr, te, only=only))
+    if "splitwise" in which:
+        data = splitwise_requests()
+        folds = [evaluate(data, tr, te, only=only) for tr, te in
+                 KFold(5, shuffle=True, random_state=0).split(data.X)]
+        _print(f"Splitwise real runs (totals only, {len(data.X)} requests, output <= 256 "
+               "tokens), 5-fold CV, mean over folds", sum(folds) / len(folds))
+        tr = np.flatnonzero(data.token_size == 128)
+        te = np.flatnonzero(data.token_size == 256)
+        _print(f"Splitwise: train on 128-token requests ({len(tr)}), predict the "
+               f"unseen 256-token totals ({len(te)})", evaluate(data, tr, te, only=only))
 
 
 if __name__ == "__main__":

@@ -10,19 +10,25 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     check_consistent_length, check_is_fitted, validate_data)
+from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.helper import predefined_split
 
 from ._device import resolve_device
 from ._distribution import (
     check_distribution, empirical_distribution, expected_position, survival)
 from ._loss import LOSS_KINDS
+from ._module import FactorizedLatencyModule
+from ._net import BatchIterator, LatencyNet, RequestData, WeightedLatencyLoss
 from ._validation import (
-    check_finite_positive, check_output_tokens, check_positioned_latencies,
+    check_output_tokens, check_positioned_latencies,
     check_positions, check_targets, DECODE_COL, PREFILL_COL)
 
 # Rows / positions evaluated at once at prediction time: bounds the
 # intermediate memory whatever the number of configurations or the length.
 _ROW_CHUNK = 8192
 _POSITION_CHUNK = 65536
+# Longest position whose basis values are tabulated at fit time.
+_BASIS_TABLE_MAX = 65536
 BUDGET_STRATEGIES = ("max", "position", "expectation")
 
 
@@ -116,6 +122,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         training, used when ``output_tokens`` is unknown at prediction.
     max_output_tokens_ : int
         Longest output seen in training.
+    position_basis_ : ndarray of shape (min(max_output_tokens_, 65536), n_basis)
+        The position basis curves ``phi_k(p)`` tabulated at positions
+        ``1..len``; later positions are computed on demand.
     feature_log_mask_ : ndarray of shape (`n_features_in_`,), bool
         Features that are ``log1p``-transformed.
     feature_mean_ : ndarray of shape (`n_features_in_`,)
@@ -232,7 +241,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.max_output_tokens_ = int(n_tokens.max())
         self.device_ = resolve_device(self.device)
 
-        from ._net import RequestData  # torch/skorch plumbing stays private
         data = RequestData(
             x=self._transform_features(X_arr),
             output_tokens=n_tokens,
@@ -245,12 +253,17 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         self.net_ = self._train(data, seed, total_norm=float(n_tokens.mean()))
         self.history_ = self.net_.history
+        self._tabulate_basis()
         return self
 
-    def _train(self, data, seed, total_norm):
-        from skorch.callbacks import EarlyStopping, ProgressBar
-        from skorch.helper import predefined_split
+    def _tabulate_basis(self):
+        """Evaluate the position encoder once for positions 1..max(N) seen in
+        training (capped): predictions then look positions up instead of
+        running the network, which keeps a single budget check cheap."""
+        n = min(self.max_output_tokens_, _BASIS_TABLE_MAX)
+        self.position_basis_ = self._run_basis(np.arange(1, n + 1))
 
+    def _train(self, data, seed, total_norm):
         rng = np.random.RandomState(seed)
         n = len(data)
         n_valid = int(round(self.validation_fraction * n))
@@ -279,9 +292,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
 
     def _make_net(self, seed, total_norm, train_split=None, callbacks=()):
         """The skorch net for this estimator's parameters and fitted scales."""
-        from ._module import FactorizedLatencyModule
-        from ._net import BatchIterator, LatencyNet, WeightedLatencyLoss
-
         return LatencyNet(
             module=FactorizedLatencyModule,
             module__n_features=self.n_features_in_,
@@ -569,8 +579,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         return z.astype(np.float32)
 
     def _module(self):
-        module = self.net_.module_
-        return module, next(module.parameters()).device
+        # net_.device follows the weights, also after unpickling a CUDA-trained
+        # net on a CPU-only machine (skorch maps it to "cpu").
+        return self.net_.module_, torch.device(self.net_.device)
 
     def _encode(self, X, output_tokens=None):
         """``(scale_ms, weights, prefill_ms, output_tokens)`` for the rows of X.
@@ -605,6 +616,17 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
 
     def _basis(self, positions):
         """Basis curves at ``positions`` (int array), float64 of shape (P, K)."""
+        table = self.position_basis_
+        if positions.max() <= len(table):
+            return table[positions - 1]
+        out = np.empty((len(positions), table.shape[1]))
+        known = positions <= len(table)
+        out[known] = table[positions[known] - 1]
+        out[~known] = self._run_basis(positions[~known])
+        return out
+
+    def _run_basis(self, positions):
+        """The position encoder on ``positions``, a chunk at a time."""
         module, device = self._module()
         parts = []
         with torch.no_grad():

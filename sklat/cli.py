@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"

@@ -209,4 +209,5 @@ def load(path, device="cpu"):
     net.history = History(doc["history"])
     est.net_ = net
     est.history_ = net.history
+    est._tabulate_basis()
     return est

@@ -131,3 +131,13 @@ def test_chunking_does_not_change_results(fitted, monkeypatch):
     np.testing.assert_allclose(fitted.predict_total(X, n), ref_total, rtol=1e-6)
     np.testing.assert_allclose(fitted.predict_budget(X, "expectation"), ref_budget,
                                rtol=1e-6)
+
+
+def test_tabulated_basis_matches_the_network(fitted):
+    # Positions inside the fit-time table are looked up, later ones computed:
+    # both agree with running the position encoder directly.
+    assert len(fitted.position_basis_) == fitted.max_output_tokens_
+    positions = np.array([1, 2, fitted.max_output_tokens_, fitted.max_output_tokens_ + 1,
+                          40_000])
+    np.testing.assert_allclose(fitted._basis(positions), fitted._run_basis(positions),
+                               rtol=1e-6)

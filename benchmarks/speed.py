@@ -1,0 +1,295 @@
+"""Cost of training and inference.
+
+Run: ``python benchmarks/speed.py [--device cpu|cuda] [--quick]``; prints Markdown tables.
+
+1. Training throughput (positions/s, s/epoch) of sklat's summed-position step,
+   against two reference implementations of the design document's model (decode
+   head = MLP over ``[h_c, h_p]``): a per-sample Python loop and a padded
+   ``B x max(N)`` batch; for three output-length distributions at equal ``sum(N)``.
+2. Inference latency for one configuration (median µs) of ``predict_total``,
+   ``predict_positions`` at (1, 5, 10, 20) and ``predict_budget``, against the
+   raw torch forward for the same work and LightGBM's single-row predict.
+3. Peak memory (RSS) for ``N = 32768``.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sklat import LatencyEstimator
+from sklat._loss import decode_total_loss
+from sklat._module import FactorizedLatencyModule, _mlp
+from sklat.datasets import make_positioned_latency
+
+HIDDEN = 64
+N_FEATURES = 5
+BATCH = 64
+
+
+class SeedModule(nn.Module):
+    """The design document's model: decode head = MLP over [h_c, h_p]."""
+
+    def __init__(self):
+        super().__init__()
+        self.config_encoder = _mlp(N_FEATURES, HIDDEN, HIDDEN)
+        self.position_encoder = _mlp(1, HIDDEN, HIDDEN)
+        self.head = nn.Sequential(nn.Linear(2 * HIDDEN, HIDDEN), nn.GELU(),
+                                  nn.Linear(HIDDEN, 1), nn.Softplus())
+
+    def curve(self, positions):
+        return self.position_encoder(torch.log1p(positions.float())[:, None] / 10.0)
+
+    def loop_totals(self, x, n):
+        """Per-sample Python loop."""
+        h_c = self.config_encoder(x)
+        totals = []
+        for i in range(len(n)):
+            p = torch.arange(1, int(n[i]) + 1, device=x.device)
+            h_p = self.curve(p)
+            z = torch.cat([h_c[i].expand(len(p), -1), h_p], dim=1)
+            totals.append(self.head(z).sum())
+        return torch.stack(totals)
+
+    def padded_totals(self, x, n):
+        """Every sample at positions 1..max(N), masked."""
+        h_c = self.config_encoder(x)
+        max_n = int(n.max())
+        h_p = self.curve(torch.arange(1, max_n + 1, device=x.device))
+        z = torch.cat([h_c[:, None, :].expand(-1, max_n, -1),
+                       h_p[None, :, :].expand(len(n), -1, -1)], dim=2)
+        f = self.head(z)[..., 0]
+        mask = torch.arange(1, max_n + 1, device=x.device)[None, :] <= n[:, None]
+        return (f * mask).sum(dim=1)
+
+
+def lengths(kind, count, rng):
+    if kind == "uniform 1-64":
+        return rng.randint(1, 65, count)
+    cap = 4096 if kind.endswith("4096") else 32768
+    sigma = 1.3 if cap == 4096 else 1.8
+    return np.clip(np.round(np.exp(rng.normal(np.log(64), sigma, count))), 1, cap
+                   ).astype(np.int64)
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_steps(step, batches, device, max_batches):
+    """Mean seconds per training step over up to ``max_batches`` batches."""
+    step(*batches[0])  # warm-up
+    _sync(device)
+    times = []
+    for x, n in batches[:max_batches]:
+        start = time.perf_counter()
+        step(x, n)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.mean(times))
+
+
+def training_table(device, total_positions, quick):
+    rng = np.random.RandomState(0)
+    rows = []
+    for kind in ["uniform 1-64", "long-tailed to 4096", "long-tailed to 32768"]:
+        # Draw requests until their lengths add up to total_positions.
+        n_all = lengths(kind, 4 * total_positions // 32 + 64, rng)
+        n_all = n_all[:np.searchsorted(np.cumsum(n_all), total_positions) + 1]
+        x_all = torch.randn(len(n_all), N_FEATURES)
+        batches = [(x_all[i:i + BATCH].to(device),
+                    torch.from_numpy(n_all[i:i + BATCH]).to(device))
+                   for i in range(0, len(n_all), BATCH)]
+        target = torch.ones(len(n_all))
+        fact = FactorizedLatencyModule(N_FEATURES, HIDDEN, 8, with_prefill=False,
+                                       position_scale=float(n_all.max())).to(device)
+        seed = SeedModule().to(device)
+        impls = {
+            "sklat (factorised, summed)": (fact, lambda m, x, n: m(x, n)["total"]),
+            "reference: padded B x max(N)": (seed, lambda m, x, n: m.padded_totals(x, n)),
+            "reference: per-sample loop": (seed, lambda m, x, n: m.loop_totals(x, n)),
+        }
+        for name, (module, totals) in impls.items():
+            opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+
+            def step(x, n, module=module, totals=totals, opt=opt):
+                opt.zero_grad()
+                t = target[:len(n)].to(x.device) * n
+                loss = decode_total_loss(totals(module, x, n) + 1e-3, t, "log")
+                loss.backward()
+                opt.step()
+
+            sample = 3 if (quick or name != "sklat (factorised, summed)") else len(batches)
+            try:
+                per_step = time_steps(step, batches, device, sample)
+            except (RuntimeError, MemoryError) as exc:  # out of memory
+                rows.append({"lengths": kind, "implementation": name,
+                             "note": f"failed: {str(exc)[:60]}"})
+                continue
+            # Cost of the measured batches, scaled to the whole epoch by positions.
+            measured = sum(int(n.sum()) for _, n in batches[:sample])
+            per_position = per_step * min(sample, len(batches)) / measured
+            rows.append({
+                "lengths": kind, "implementation": name, "requests": len(n_all),
+                "sum(N)": int(n_all.sum()), "max N": int(n_all.max()),
+                "s/epoch": per_position * n_all.sum(),
+                "positions/s": 1.0 / per_position,
+            })
+    table = pd.DataFrame(rows)
+    sk = table[table["implementation"].str.startswith("sklat")].set_index("lengths")
+    ratios = {
+        "long-tailed 4096 / uniform (s/epoch, sklat)":
+            sk.loc["long-tailed to 4096", "s/epoch"] / sk.loc["uniform 1-64", "s/epoch"],
+        "long-tailed 32768 / uniform (s/epoch, sklat)":
+            sk.loc["long-tailed to 32768", "s/epoch"] / sk.loc["uniform 1-64", "s/epoch"],
+    }
+    for kind in ["long-tailed to 4096", "long-tailed to 32768"]:
+        for ref in ["padded B x max(N)", "per-sample loop"]:
+            r = table[(table["lengths"] == kind)
+                      & (table["implementation"] == f"reference: {ref}")]
+            if len(r) and "s/epoch" in r and np.isfinite(r["s/epoch"].iloc[0]):
+                ratios[f"{ref} / sklat, {kind}"] = (
+                    r["s/epoch"].iloc[0] / sk.loc[kind, "s/epoch"])
+    return table, ratios
+
+
+def median_us(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * float(np.median(times))
+
+
+def inference_table(repeat):
+    data = make_positioned_latency(1000, random_state=0)
+    X = data.X.to_numpy(dtype=np.float64)
+    est = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
+        X, data.y, output_tokens=data.output_tokens)
+    est_df = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
+        data.X, data.y, output_tokens=data.output_tokens)
+    row = X[:1]
+    module = est.net_.module_
+    x_std = torch.from_numpy(est._transform_features(row))
+    probe = torch.tensor([1, 5, 10, 20])
+
+    def raw_forward():
+        with torch.no_grad():
+            log_scale, weights, _ = module.encode(x_std)
+            return torch.exp(log_scale)[:, None] * (weights @ module.basis(probe).T)
+
+    import lightgbm
+
+    gbm = lightgbm.LGBMRegressor(n_estimators=100, verbose=-1).fit(
+        np.column_stack([X, data.output_tokens]), data.y["T_LLM_decode"])
+    booster = gbm.booster_
+    gbm_row = np.column_stack([row, [[128]]])
+    rows = {
+        "predict_budget (max over 1,5,10,20)": median_us(lambda: est.predict_budget(row),
+                                                         repeat),
+        "predict_positions (1,5,10,20)": median_us(
+            lambda: est.predict_positions(row, [1, 5, 10, 20]), repeat),
+        "predict_total (N=128)": median_us(lambda: est.predict_total(row, 128), repeat),
+        "predict_budget, DataFrame row": median_us(
+            lambda: est_df.predict_budget(data.X.iloc[:1]), repeat),
+        "raw torch forward (encode + basis at 4 positions)": median_us(raw_forward,
+                                                                       repeat),
+        "LightGBM booster.predict, one row": median_us(lambda: booster.predict(gbm_row),
+                                                       repeat),
+    }
+    table = pd.DataFrame({"median µs": rows})
+    ratio = rows["predict_budget (max over 1,5,10,20)"] / rows[
+        "raw torch forward (encode + basis at 4 positions)"]
+    return table, ratio
+
+
+_MEMORY_SNIPPETS = {
+    "baseline (imports, a small fitted model)": "",
+    "training step, 64 requests x N=32768": """
+m = FactorizedLatencyModule(5, 64, 8, with_prefill=False, position_scale=32768.0)
+out = m(torch.randn(64, 5), torch.full((64,), 32768))
+out["total"].sum().backward()
+""",
+    "reference padded B x max(N) step, 64 requests x N=32768": """
+sys.path.insert(0, BENCH)
+from speed import SeedModule
+m = SeedModule()
+m.padded_totals(torch.randn(64, 5), torch.full((64,), 32768)).sum().backward()
+""",
+    "predict_total, 10,000 configs at N=32768": """
+est.predict_total(big, 32768)
+""",
+    "predict_positions, 100 configs x 32768 positions": """
+est.predict_positions(big[:100], np.arange(1, 32769))
+""",
+}
+
+
+def memory_table():
+    setup = f"""
+BENCH = {str(Path(__file__).resolve().parent)!r}
+import resource, sys, numpy as np, torch, json
+from sklat import LatencyEstimator
+from sklat._module import FactorizedLatencyModule
+from sklat.datasets import make_positioned_latency
+d = make_positioned_latency(200, max_output_tokens=256, random_state=0)
+est = LatencyEstimator(max_epochs=2, random_state=0, device='cpu').fit(
+    d.X.to_numpy(), d.y, output_tokens=d.output_tokens)
+# Configurations only: one-token requests keep the generator's own memory small.
+big = make_positioned_latency(10000, max_output_tokens=1, random_state=1).X.to_numpy()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+    rows = {}
+    for name, code in _MEMORY_SNIPPETS.items():
+        script = setup + code + """
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps([base, peak]))
+"""
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                             text=True, check=True).stdout
+        base, peak = json.loads(out.strip().splitlines()[-1])
+        rows[name] = {"peak RSS MiB": peak / 1024, "above baseline MiB": (peak - base) / 1024}
+    return pd.DataFrame(rows).T
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--positions", type=int, default=2**18,
+                        help="sum(N) of each training epoch (default 262144)")
+    parser.add_argument("--skip", default="", help="comma-separated: train,infer,memory")
+    args = parser.parse_args(argv)
+    skip = set(args.skip.split(","))
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"# sklat speed benchmark on {name} ({args.device}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads")
+    if "train" not in skip:
+        table, ratios = training_table(args.device, args.positions, args.quick)
+        print("\n## Training throughput (equal sum(N) per length distribution)")
+        print(table.round(4).to_markdown(index=False))
+        print("\nRatios:")
+        for k, v in ratios.items():
+            print(f"- {k}: {v:.2f}")
+    if "infer" not in skip:
+        table, ratio = inference_table(200 if args.quick else 3000)
+        print("\n## Inference, one configuration (CPU)")
+        print(table.round(1).to_markdown())
+        print(f"\npredict_budget / raw forward: {ratio:.2f}x")
+    if "memory" not in skip:
+        print("\n## Peak memory, N = 32768 (CPU, separate processes)")
+        print(memory_table().round(1).to_markdown())
+
+
+if __name__ == "__main__":
+    main()
