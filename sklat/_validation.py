@@ -19,6 +19,14 @@ def _first_bad(mask):
     return int(np.flatnonzero(mask)[0])
 
 
+def _reject(bad, values, template):
+    """Raise ``ValueError(template)`` for the first flagged entry; the template
+    may use ``{i}`` (its index) and ``{value}``."""
+    if bad.any():
+        i = _first_bad(bad)
+        raise ValueError(template.format(i=i, value=values[i]))
+
+
 def _as_float_vector(values, name):
     try:
         arr = np.asarray(values, dtype=np.float64)
@@ -29,15 +37,10 @@ def _as_float_vector(values, name):
 
 def check_finite_positive(values, name):
     """Raise if ``values`` (1-D float) holds NaN, inf or anything <= 0."""
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(f"{name} must be finite (no NaN or inf); sample {i} is {values[i]}.")
-    bad = values <= 0
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(
-            f"{name} must be positive latencies (> 0); sample {i} is {values[i]}.")
+    _reject(~np.isfinite(values), values,
+            name + " must be finite (no NaN or inf); sample {i} is {value}.")
+    _reject(values <= 0, values,
+            name + " must be positive latencies (> 0); sample {i} is {value}.")
 
 
 def check_output_tokens(output_tokens, n_samples, name="output_tokens"):
@@ -50,18 +53,10 @@ def check_output_tokens(output_tokens, n_samples, name="output_tokens"):
     if len(arr) != n_samples:
         raise ValueError(
             f"{name} has {len(arr)} entries but X has {n_samples} samples.")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(f"{name} must be finite (no NaN or inf); sample {i} is {arr[i]}.")
-    bad = arr != np.round(arr)
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(f"{name} must be integers; sample {i} is {arr[i]}.")
-    bad = arr < 1
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(f"{name} must be >= 1; sample {i} is {int(arr[i])}.")
+    _reject(~np.isfinite(arr), arr,
+            name + " must be finite (no NaN or inf); sample {i} is {value}.")
+    _reject(arr != np.round(arr), arr, name + " must be integers; sample {i} is {value}.")
+    _reject(arr < 1, arr, name + " must be >= 1; sample {i} is {value:.0f}.")
     return arr.astype(np.int64)
 
 
@@ -73,16 +68,10 @@ def check_positions(positions):
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(
             f"positions must be a non-empty 1-D sequence; got shape {arr.shape}.")
-    bad = ~np.isfinite(arr) | (arr != np.round(arr))
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(f"positions must be integers; entry {i} is {arr[i]}.")
-    bad = arr < 1
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(
-            f"positions must be >= 1 (position 1 is the first decode step); "
-            f"entry {i} is {int(arr[i])}.")
+    _reject(~np.isfinite(arr) | (arr != np.round(arr)), arr,
+            "positions must be integers; entry {i} is {value}.")
+    _reject(arr < 1, arr, "positions must be >= 1 (position 1 is the first decode step); "
+            "entry {i} is {value:.0f}.")
     return arr.astype(np.int64)
 
 
