@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -110,6 +111,7 @@ def test_predict_to_file_and_missing_columns(trained, tmp_path, capsys):
     assert main(["predict", "--model", str(trained), str(tmp_path / "bad.csv")]) == 2
     assert "missing feature column(s)" in capsys.readouterr().err
     assert main(["predict", "--model", str(trained), str(tmp_path / "none.csv")]) == 2
+    assert "none.csv does not exist" in capsys.readouterr().err
 
 
 def test_help_is_complete():
@@ -133,3 +135,21 @@ def test_console_script_runs_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "validation total-decode MAPE" in proc.stdout
     assert (tmp_path / "demo" / "model.safetensors").exists()
+
+
+def test_predict_writes_file(trained, results, tmp_path):
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(trained / "model.safetensors"),
+                 str(results / "b" / "x.jsonl"), "--output", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 20 and "T_LLM_decode_ms" in table and "output_tokens" in table
+
+
+@pytest.mark.parametrize("fraction, message", [
+    ("1.5", r"--val_fraction must be in \[0, 1\); got 1.5"),
+    ("0.99", r"--val_fraction 0.99 leaves too few training requests out of 50"),
+])
+def test_bad_val_fraction(results, tmp_path, capsys, fraction, message):
+    assert main(["train", "--results_dir", str(results), "--use_all_datasets",
+                 "--output_dir", str(tmp_path), "--val_fraction", fraction, *FAST]) == 2
+    assert re.search(message, capsys.readouterr().err)

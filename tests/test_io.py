@@ -87,6 +87,13 @@ def _bad(tmp_path, edit):
      r"row 1, column 'T_decode_per_step': 2 per-step latencies but output_tokens is"),
     (lambda f: f.__setitem__("T_decode_per_step", ["not json"] * 10),
      r"column 'T_decode_per_step': expected a JSON list"),
+    (lambda f: f.__setitem__("T_decode_per_step", ['["a"]'] * 10),
+     r"column 'T_decode_per_step': expected a list of numbers"),
+    (lambda f: f.__setitem__("T_decode_per_step", ["[[1.0], [2.0]]"] * 10),
+     r"column 'T_decode_per_step': expected a flat list, got shape \(2, 1\)"),
+    (lambda f: f.__setitem__("T_decode_per_step", [json.dumps(
+        [-1.0] + [1.0] * (n - 1)) for n in f["output_tokens"]]),
+     r"row 1, column 'T_decode_per_step': step 1 is -1.0; per-step latencies must be"),
 ])
 def test_bad_rows_are_named(tmp_path, edit, message):
     _bad(tmp_path, edit)
@@ -123,3 +130,9 @@ def test_demo_results_match_their_generator(tmp_path):
     pd.testing.assert_frame_equal(shipped.X, regenerated.X)
     np.testing.assert_allclose(shipped.y, regenerated.y, rtol=1e-9)
     assert sum(s is not None for s in shipped.positioned_latencies) == 132
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "d.csv").write_text("vision_tokens,text_tokens\n")
+    with pytest.raises(ResultsFormatError, match="d.csv: no rows"):
+        load_results(tmp_path)

@@ -127,3 +127,26 @@ def test_save_unfitted():
 
     with pytest.raises(NotFittedError):
         sklat.save(sklat.LatencyEstimator(), "x.safetensors")
+
+
+def test_unreadable_metadata(saved):
+    from safetensors.torch import load_file
+
+    tensors = load_file(saved)
+    body = "{not json"
+    save_file(tensors, saved, metadata={"sklat": body, "sha256": _digest(body, tensors)})
+    with pytest.raises(ModelFileError, match="has unreadable metadata"):
+        sklat.load(saved)
+
+
+def test_weights_that_do_not_fit(saved):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(saved)
+    with safe_open(saved, framework="pt") as f:
+        body = f.metadata()["sklat"]
+    tensors.pop(sorted(tensors)[0])
+    save_file(tensors, saved, metadata={"sklat": body, "sha256": _digest(body, tensors)})
+    with pytest.raises(ModelFileError, match="weights do not fit the model"):
+        sklat.load(saved)

@@ -144,6 +144,11 @@ def test_device_errors(d, monkeypatch):
         fit(d, LatencyEstimator(device="cuda"))
     est = fit(d, LatencyEstimator(max_epochs=1, device="auto"))
     assert est.device_ == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device='cuda:3' was requested but only 1 "
+                                         r"CUDA device\(s\) are visible"):
+        fit(d, LatencyEstimator(device="cuda:3"))
 
 
 def test_log_features(d):
