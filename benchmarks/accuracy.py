@@ -141,6 +141,9 @@ def main(argv=None):
                         help="one synthetic family and noise level only")
     parser.add_argument("--sizes", default="300,3000")
     parser.add_argument("--data", default="synthetic,vidur,splitwise")
+    parser.add_argument("--curves", default="saturating,linear,mixed")
+    parser.add_argument("--noises", default="0,0.05,0.15",
+                        help="comma-separated noise levels of the synthetic data")
     parser.add_argument("--only", default=None,
                         help="comma-separated substrings of method names to run")
     args = parser.parse_args(argv)
@@ -149,8 +152,8 @@ def main(argv=None):
     which = args.data.split(",")
     pd.set_option("display.width", 200)
     if "synthetic" in which:
-        curves = ["saturating"] if args.quick else ["saturating", "linear", "mixed"]
-        noises = [0.05] if args.quick else [0.0, 0.05, 0.15]
+        curves = ["saturating"] if args.quick else args.curves.split(",")
+        noises = [0.05] if args.quick else [float(v) for v in args.noises.split(",")]
         for curve in curves:
             for noise in noises:
                 for n in sizes:

@@ -138,7 +138,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         training, used when ``output_tokens`` is unknown at prediction.
     max_output_tokens_ : int
         Longest output seen in training.
-    position_basis_ : ndarray of shape (min(max_output_tokens_, 65536), n_basis)
+    position_basis_ : ndarray of shape (min(`max_output_tokens_`, 65536), `n_basis`)
         The position basis curves ``phi_k(p)`` tabulated at positions
         ``1..len``; later positions are computed on demand.
     feature_log_mask_ : ndarray of shape (`n_features_in_`,), bool
