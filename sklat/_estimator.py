@@ -5,13 +5,12 @@ import numbers
 import numpy as np
 import pandas as pd
 import torch
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     check_consistent_length, check_is_fitted, validate_data)
-from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
 
 from ._device import resolve_device
@@ -19,8 +18,7 @@ from ._distribution import (
     check_distribution, empirical_distribution, expected_position, survival)
 from ._loss import LOSS_KINDS
 from ._module import FactorizedLatencyModule
-from ._net import (
-    BatchIterator, LatencyNet, RequestData, WeightedLatencyLoss, per_request_loss)
+from ._net import BatchIterator, LatencyNet, RequestData, WeightedLatencyLoss
 from ._validation import (
     check_output_tokens, check_positioned_latencies,
     check_positions, check_targets, DECODE_COL, PREFILL_COL)
@@ -29,10 +27,6 @@ from ._validation import (
 # intermediate memory whatever the number of configurations or the length.
 _ROW_CHUNK = 8192
 _POSITION_CHUNK = 65536
-# Weight decay that holds the config MLP near zero, leaving a config
-# dependence close to linear in the (log-)features: what small, noisy data
-# sets support (benchmarks/RESULTS.md).
-_STRONG_CONFIG_MLP_DECAY = 3.0
 # Longest position whose basis values are tabulated at fit time.
 _BASIS_TABLE_MAX = 65536
 BUDGET_STRATEGIES = ("max", "position", "expectation")
@@ -75,14 +69,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Learning rate of the AdamW optimiser.
     weight_decay : float, default=1e-4
         AdamW weight decay.
-    config_mlp_decay : float or "auto", default="auto"
-        AdamW weight decay of the config encoder's MLP, which sits beside a
-        linear path: a large value keeps the config dependence near-linear in
-        the (log-)features. ``"auto"`` trains with a strong decay (3.0) and
-        with ``weight_decay``, and keeps the weakly decayed model only if its
-        held-out loss is lower by more than one standard error of the
-        per-request difference (twice the training time); without a
-        held-out part it uses ``weight_decay``.
     max_epochs : int, default=200
         Maximum number of passes over the training requests.
     batch_size : int, default=64
@@ -126,8 +112,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Per-epoch training (and held-out) losses.
     device_ : str
         The device training ran on.
-    config_mlp_decay_ : float
-        The config MLP's weight decay used (chosen when ``"auto"``).
     step_scale_ : float
         Median per-token decode latency of the training requests (the unit
         of the model's internal decode outputs).
@@ -177,7 +161,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         n_basis=8,
         lr=3e-3,
         weight_decay=1e-4,
-        config_mlp_decay="auto",
         max_epochs=200,
         batch_size=64,
         validation_fraction=0.1,
@@ -197,7 +180,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.n_basis = n_basis
         self.lr = lr
         self.weight_decay = weight_decay
-        self.config_mlp_decay = config_mlp_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
@@ -282,62 +264,33 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.position_basis_ = self._run_basis(np.arange(1, n + 1))
 
     def _train(self, data, seed, total_norm):
+        rng = np.random.RandomState(seed)
         n = len(data)
         n_valid = int(round(self.validation_fraction * n))
-        train_split = valid = None
+        callbacks = []
+        train_split = None
         if n_valid >= 1 and n - n_valid >= 1:
-            order = np.random.RandomState(seed).permutation(n)
+            order = rng.permutation(n)
             valid = data.subset(np.sort(order[:n_valid]))
             data = data.subset(np.sort(order[n_valid:]))
             train_split = predefined_split(valid)
-        devices = [self.device_] if self.device_.startswith("cuda") else []
-        fitted = []
-        for decay in self._config_mlp_decays(train_split is not None):
-            if self.verbose:
-                print(f"Training with config_mlp_decay={decay:g}")
-            net = self._make_net(seed, total_norm, decay, train_split,
-                                 self._callbacks(train_split is not None))
-            # Seed a private copy of torch's RNG: fitting leaves the caller's
-            # global random state untouched, and every candidate starts alike.
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                net.fit(data, None)
-            net.module_.eval()
-            fitted.append((decay, net))
-        chosen = 0
-        if len(fitted) == 2:
-            chosen = _one_standard_error_choice(
-                [per_request_loss(net, valid) for _, net in fitted])
-        self.config_mlp_decay_, net = fitted[chosen]
-        return net
-
-    def _callbacks(self, has_validation):
-        callbacks = []
-        if has_validation:
-            # Halve the step size when the held-out loss stalls: late epochs
-            # then settle instead of jittering around the optimum.
-            callbacks.append(("lr_schedule", LRScheduler(
-                policy=ReduceLROnPlateau, monitor="valid_loss",
-                patience=max(1, self.n_iter_no_change // 4), factor=0.5)))
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor="valid_loss", patience=self.n_iter_no_change,
                 threshold=1e-4, load_best=True,
                 sink=print if self.verbose else _silent)))
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
-        return callbacks
+        net = self._make_net(seed, total_norm, train_split, callbacks)
+        devices = [self.device_] if self.device_.startswith("cuda") else []
+        # Seed a private copy of torch's RNG: fitting leaves the caller's
+        # global random state untouched.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            net.fit(data, None)
+        net.module_.eval()
+        return net
 
-    def _config_mlp_decays(self, has_validation):
-        """Candidate weight decays of the config MLP."""
-        if self.config_mlp_decay != "auto":
-            return [float(self.config_mlp_decay)]
-        if not has_validation:
-            return [float(self.weight_decay)]
-        # The simpler model first: it is kept unless the other is clearly better.
-        return [_STRONG_CONFIG_MLP_DECAY, float(self.weight_decay)]
-
-    def _make_net(self, seed, total_norm, config_mlp_decay, train_split=None,
-                  callbacks=()):
+    def _make_net(self, seed, total_norm, train_split=None, callbacks=()):
         """The skorch net for this estimator's parameters and fitted scales."""
         return LatencyNet(
             module=FactorizedLatencyModule,
@@ -354,7 +307,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             criterion__total_norm=total_norm,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
-            optimizer__param_groups=[("config_encoder.*", {"weight_decay": config_mlp_decay})],
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
@@ -539,11 +491,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-        if not (self.config_mlp_decay == "auto" or (
-                isinstance(self.config_mlp_decay, numbers.Real)
-                and np.isfinite(self.config_mlp_decay) and self.config_mlp_decay >= 0)):
-            raise ValueError("config_mlp_decay must be 'auto' or a finite number >= 0; "
-                             f"got {self.config_mlp_decay!r}.")
         for name in ("lr", "weight_decay"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
@@ -715,14 +662,3 @@ def _select_target_columns(y):
         if DECODE_COL in cols and y.shape[1] == 1:
             return y[DECODE_COL]
     return y
-
-
-def _one_standard_error_choice(losses):
-    """Index of the model to keep among ``[simple, flexible]`` per-request
-    held-out losses: the flexible one only if it is better by more than one
-    standard error of the paired difference (Breiman's one-SE rule), so that
-    a small noisy validation set does not pick noise."""
-    diff = np.asarray(losses[0]) - np.asarray(losses[1])
-    if len(diff) < 2:
-        return 0 if diff.mean() <= 0 else 1
-    return int(diff.mean() > diff.std(ddof=1) / np.sqrt(len(diff)))

@@ -14,8 +14,7 @@ import torch
 LOSS_KINDS = ("log", "relative", "mse")
 
 
-def squared_error(pred, target, kind):
-    """Elementwise error of ``kind`` (see the module docstring)."""
+def _squared_error(pred, target, kind):
     if kind == "log":
         return (torch.log(pred) - torch.log(target)) ** 2
     if kind == "relative":
@@ -25,14 +24,14 @@ def squared_error(pred, target, kind):
 
 def prefill_loss(pred, target, kind):
     """Mean error of the prefill head."""
-    return squared_error(pred, target, kind).mean()
+    return _squared_error(pred, target, kind).mean()
 
 
 def decode_total_loss(pred, target, kind, total_norm=1.0):
     """Mean error of the summed per-position predictions against the totals."""
     if kind == "mse":
         pred, target = pred / total_norm, target / total_norm
-    return squared_error(pred, target, kind).mean()
+    return _squared_error(pred, target, kind).mean()
 
 
 def positioned_loss(pred, target, step_weight, n_requests, kind):
@@ -42,7 +41,7 @@ def positioned_loss(pred, target, step_weight, n_requests, kind):
     weighted sum divided by ``n_requests`` is the mean over requests of the
     mean over their steps.
     """
-    return (squared_error(pred, target, kind) * step_weight).sum() / n_requests
+    return (_squared_error(pred, target, kind) * step_weight).sum() / n_requests
 
 
 def combined_loss(pred, target, *, kind, prefill_weight, decode_total_weight,

@@ -66,11 +66,6 @@ class FactorizedLatencyModule(nn.Module):
         # Config encoder -> [log scale, K mixture logits, log prefill].
         n_out = 1 + n_basis + (1 if with_prefill else 0)
         self.config_encoder = _mlp(max(n_features, 1), hidden_size, n_out)
-        # A linear path beside the MLP. With the MLP's weights decayed hard
-        # (see LatencyEstimator.config_mlp_decay) the config dependence stays
-        # near-linear in the (log-)features, which small noisy data sets can
-        # support; the MLP adds what the data shows beyond that.
-        self.config_linear = nn.Linear(max(n_features, 1), n_out)
         self.position_encoder = _mlp(1, hidden_size, n_basis)
         # Start from the flat per-token average (1 in standardised units) and
         # the median prefill: the data has to earn every departure from it.
@@ -78,8 +73,6 @@ class FactorizedLatencyModule(nn.Module):
         last_position = self.position_encoder[-1]
         nn.init.zeros_(last_config.weight)
         nn.init.zeros_(last_config.bias)
-        nn.init.zeros_(self.config_linear.weight)
-        nn.init.zeros_(self.config_linear.bias)
         nn.init.zeros_(last_position.weight)
         nn.init.constant_(last_position.bias, _UNIT_BIAS)
         # Symmetry breaking between basis curves comes from small random
@@ -91,7 +84,7 @@ class FactorizedLatencyModule(nn.Module):
         """Per-sample quantities: log scale, mixture weights, log prefill."""
         if x.shape[1] == 0:
             x = x.new_zeros((x.shape[0], 1))
-        out = self.config_encoder(x) + self.config_linear(x)
+        out = self.config_encoder(x)
         log_scale = out[:, 0]
         weights = torch.softmax(out[:, 1:1 + self.n_basis], dim=1)
         log_prefill = out[:, 1 + self.n_basis] if self.with_prefill else None

@@ -10,7 +10,7 @@ import torch
 from skorch import NeuralNet
 from torch import nn
 
-from ._loss import combined_loss, squared_error
+from ._loss import combined_loss
 from .exceptions import TrainingDivergedError
 
 
@@ -158,28 +158,3 @@ class LatencyNet(NeuralNet):
                 "loss='mse' (use loss='log')."
             )
         return loss
-
-
-def per_request_loss(net, data):
-    """Each request's contribution to ``net``'s loss on ``data`` (evaluation
-    mode, no gradients), as a float64 array of length ``len(data)``."""
-    crit = net.criterion_
-    out = []
-    with torch.no_grad():
-        for inputs, targets in BatchIterator(data, 4096):
-            tensors = inputs.to(net.device)
-            pred = net.module_(**tensors)
-            loss = crit.decode_total_weight * squared_error(
-                pred["total"] / crit.total_norm if crit.kind == "mse" else pred["total"],
-                (targets["total"] / crit.total_norm if crit.kind == "mse"
-                 else targets["total"]).to(net.device), crit.kind)
-            if pred["prefill"] is not None and "prefill" in targets:
-                loss = loss + crit.prefill_weight * squared_error(
-                    pred["prefill"], targets["prefill"].to(net.device), crit.kind)
-            if pred["steps"] is not None and "steps" in targets:
-                per_step = squared_error(pred["steps"], targets["steps"].to(net.device),
-                                         crit.kind) * targets["step_weight"].to(net.device)
-                loss = loss + crit.positioned_weight * torch.zeros_like(loss).index_add_(
-                    0, tensors["step_sample"], per_step)
-            out.append(loss.double().cpu().numpy())
-    return np.concatenate(out)

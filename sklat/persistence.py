@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 # Fitted attributes stored as JSON (arrays as lists).
 _ARRAY_ATTRS = ("feature_log_mask_", "feature_mean_", "feature_scale_")
 _SCALAR_ATTRS = ("n_features_in_", "n_outputs_", "step_scale_", "prefill_scale_",
-                 "max_output_tokens_", "config_mlp_decay_")
+                 "max_output_tokens_")
 
 
 def _versions():
@@ -198,8 +198,7 @@ def load(path, device="cpu"):
         "probabilities": np.asarray(dist["probabilities"], dtype=np.float64)}
     est.device_ = resolve_device(device)
 
-    net = est._make_net(seed=0, total_norm=doc["total_norm"],
-                        config_mlp_decay=est.config_mlp_decay_)
+    net = est._make_net(seed=0, total_norm=doc["total_norm"])
     net.initialize()
     state = {k[len("module."):]: v for k, v in tensors.items()}
     try:

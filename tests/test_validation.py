@@ -193,7 +193,7 @@ def test_predict_errors(d):
 
 
 def test_divergence_is_reported(d):
-    with pytest.raises(TrainingDivergedError, match=r"training diverged at epoch \d+: the loss became"):
+    with pytest.raises(TrainingDivergedError, match="training diverged at epoch 1"):
         fit(d, LatencyEstimator(lr=1e12, max_epochs=5, loss="mse", random_state=0))
 
 
