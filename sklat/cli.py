@@ -176,11 +176,13 @@ def _metrics(est, res, rows):
     with_steps = [i for i in rows if res.positioned_latencies[i] is not None]
     out["n_requests_with_per_step"] = len(with_steps)
     if with_steps:
-        errors = []
-        for i in with_steps:  # one curve per request: lengths differ
-            steps = res.positioned_latencies[i]
-            pred = est.predict_positions(res.X.iloc[[i]], np.arange(1, len(steps) + 1))[0]
-            errors.append(np.mean(np.abs(pred - steps) / steps))
+        # One prediction for all of them up to the longest; each request's
+        # error is the mean over its own steps.
+        n_steps = res.output_tokens[with_steps]
+        curves = est.predict_positions(res.X.iloc[with_steps], np.arange(1, n_steps.max() + 1))
+        errors = [np.mean(np.abs(curve[:n] - res.positioned_latencies[i])
+                          / res.positioned_latencies[i])
+                  for i, n, curve in zip(with_steps, n_steps, curves)]
         out["positioned_mape_pct"] = float(np.mean(errors) * 100)
     by_dataset = {}
     for name in np.unique(res.dataset[rows]):
