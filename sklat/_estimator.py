@@ -18,7 +18,13 @@ from ._distribution import (
     check_distribution, empirical_distribution, expected_position, survival)
 from ._loss import LOSS_KINDS
 from ._module import FactorizedLatencyModule
-from ._net import BatchIterator, LatencyNet, RequestData, WeightedLatencyLoss
+from ._net import (
+    BatchIterator,
+    LatencyNet,
+    RequestData,
+    WeightAveraging,
+    WeightedLatencyLoss,
+)
 from ._validation import (
     check_output_tokens, check_positioned_latencies,
     check_positions, check_targets, DECODE_COL, PREFILL_COL)
@@ -68,14 +74,27 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     lr : float, default=3e-3
         Learning rate of the AdamW optimiser.
     weight_decay : float, default=1e-4
-        AdamW weight decay.
+        AdamW weight decay of the position encoder and of the linear part of
+        the config encoder.
+    config_mlp_weight_decay : float, default=0.1
+        AdamW weight decay of the config encoder's MLP, which corrects a
+        linear map of the (log-scaled, standardised) features. Larger values
+        keep configuration effects closer to log-linear (less variance on a
+        few hundred noisy requests); smaller ones let strongly interacting
+        features (model x hardware x parallelism) through.
+    weight_averaging : float, default=0.98
+        Decay of the exponential moving average of the weights taken after
+        every training step. The average is what the held-out loss scores
+        and what the fitted model keeps (from its best epoch); it smooths
+        out mini-batch noise. ``0`` keeps the plain weights.
     max_epochs : int, default=200
         Maximum number of passes over the training requests.
     batch_size : int, default=64
         Requests per mini-batch.
     validation_fraction : float, default=0.1
         Fraction of the training requests held out (seeded) to stop early and
-        restore the best weights. ``0`` trains for ``max_epochs`` on all data;
+        restore the best (averaged) weights. ``0`` trains for ``max_epochs``
+        on all data;
         so does a training set too small to hold out one request.
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
@@ -161,6 +180,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         n_basis=8,
         lr=3e-3,
         weight_decay=1e-4,
+        config_mlp_weight_decay=0.1,
+        weight_averaging=0.98,
         max_epochs=200,
         batch_size=64,
         validation_fraction=0.1,
@@ -180,6 +201,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.n_basis = n_basis
         self.lr = lr
         self.weight_decay = weight_decay
+        self.config_mlp_weight_decay = config_mlp_weight_decay
+        self.weight_averaging = weight_averaging
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
@@ -267,7 +290,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         rng = np.random.RandomState(seed)
         n = len(data)
         n_valid = int(round(self.validation_fraction * n))
-        callbacks = []
+        callbacks = [("weight_averaging", WeightAveraging(self.weight_averaging))]
         train_split = None
         if n_valid >= 1 and n - n_valid >= 1:
             order = rng.permutation(n)
@@ -276,7 +299,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             train_split = predefined_split(valid)
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor="valid_loss", patience=self.n_iter_no_change,
-                threshold=1e-4, load_best=True,
+                # WeightAveraging restores the best averaged weights.
+                threshold=1e-4, load_best=False,
                 sink=print if self.verbose else _silent)))
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
@@ -307,6 +331,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             criterion__total_norm=total_norm,
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=[
+                ("config_mlp.*", {"weight_decay": self.config_mlp_weight_decay})],
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
@@ -491,10 +517,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-        for name in ("lr", "weight_decay"):
+        for name in ("lr", "weight_decay", "config_mlp_weight_decay"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        if not (isinstance(self.weight_averaging, numbers.Real)
+                and 0 <= self.weight_averaging < 1):
+            raise ValueError("weight_averaging must be in [0, 1); got "
+                             f"{self.weight_averaging!r}.")
         if not (isinstance(self.validation_fraction, numbers.Real)
                 and 0 <= self.validation_fraction < 1):
             raise ValueError("validation_fraction must be in [0, 1); got "

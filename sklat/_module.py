@@ -5,7 +5,9 @@ The decode latency of configuration ``c`` at position ``p`` is factorised as
     f(c, p) = exp(s(c)) * sum_k w_k(c) * phi_k(p)
 
 where ``s`` (log scale) and ``w`` (softmax mixture weights) come from a config
-encoder that runs once per sample, and the ``K`` positive basis curves ``phi``
+encoder that runs once per sample (a linear map of the features plus an MLP
+correction, so that the log-linear part of a configuration's effect is learnt
+without the variance of a deep model), and the ``K`` positive basis curves ``phi``
 come from a position encoder that runs once per distinct position. The
 configuration sets the scale, the position shapes the curve. Because the
 position part is shared, the summed loss needs no per-(sample, position) work:
@@ -63,16 +65,20 @@ class FactorizedLatencyModule(nn.Module):
             "log_position_scale",
             torch.tensor(math.log1p(float(position_scale)), dtype=torch.float32),
         )
-        # Config encoder -> [log scale, K mixture logits, log prefill].
+        # Config encoder -> [log scale, K mixture logits, log prefill]: a
+        # linear part plus an MLP correction (regularised separately, see
+        # LatencyEstimator.config_mlp_weight_decay).
         n_out = 1 + n_basis + (1 if with_prefill else 0)
-        self.config_encoder = _mlp(max(n_features, 1), hidden_size, n_out)
+        self.config_linear = nn.Linear(max(n_features, 1), n_out)
+        self.config_mlp = _mlp(max(n_features, 1), hidden_size, n_out)
         self.position_encoder = _mlp(1, hidden_size, n_basis)
         # Start from the flat per-token average (1 in standardised units) and
         # the median prefill: the data has to earn every departure from it.
-        last_config = self.config_encoder[-1]
+        last_config = self.config_mlp[-1]
         last_position = self.position_encoder[-1]
-        nn.init.zeros_(last_config.weight)
-        nn.init.zeros_(last_config.bias)
+        for layer in (self.config_linear, last_config):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         nn.init.zeros_(last_position.weight)
         nn.init.constant_(last_position.bias, _UNIT_BIAS)
         # Symmetry breaking between basis curves comes from small random
@@ -84,7 +90,7 @@ class FactorizedLatencyModule(nn.Module):
         """Per-sample quantities: log scale, mixture weights, log prefill."""
         if x.shape[1] == 0:
             x = x.new_zeros((x.shape[0], 1))
-        out = self.config_encoder(x)
+        out = self.config_linear(x) + self.config_mlp(x)
         log_scale = out[:, 0]
         weights = torch.softmax(out[:, 1:1 + self.n_basis], dim=1)
         log_prefill = out[:, 1 + self.n_basis] if self.with_prefill else None

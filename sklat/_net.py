@@ -8,6 +8,7 @@ ragged lists of any length cost memory proportional to what was measured.
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from torch import nn
 
 from ._loss import combined_loss
@@ -143,7 +144,12 @@ class LatencyNet(NeuralNet):
     """A skorch ``NeuralNet`` over :class:`RequestData` and packed batches."""
 
     def infer(self, x, **fit_params):
-        return self.module_(**x.to(self.device), **fit_params)
+        module = self.module_
+        averaging = dict(getattr(self, "callbacks_", ())).get("weight_averaging")
+        if averaging is not None and averaging.active_ and not module.training:
+            # Held-out batches are scored with the averaged weights.
+            module = averaging.averaged_module
+        return module(**x.to(self.device), **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         y_true = {k: v.to(self.device) if torch.is_tensor(v) else v
@@ -158,3 +164,59 @@ class LatencyNet(NeuralNet):
                 "loss='mse' (use loss='log')."
             )
         return loss
+
+
+class WeightAveraging(Callback):
+    """Keep an exponential moving average of the weights; score the held-out
+    requests with it and end training with the averaged weights of the best
+    epoch (lowest held-out loss), or of the last epoch without a held-out set.
+
+    On a few hundred noisy requests the weights after any one mini-batch
+    step jitter around the optimum, and a held-out loss of a few dozen
+    requests is too noisy to pick the best of them; averaging removes most
+    of that jitter. ``decay=0`` keeps the plain weights.
+
+    Parameters
+    ----------
+    decay : float
+        Weight of the previous average at each training step, in [0, 1).
+    """
+
+    def __init__(self, decay=0.98):
+        self.decay = decay
+        self.active_ = False
+
+    @property
+    def averaged_module(self):
+        return self.average_.module
+
+    def on_train_begin(self, net, **kwargs):
+        self.average_ = torch.optim.swa_utils.AveragedModel(
+            net.module_, use_buffers=True,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.decay))
+        self.best_loss_ = np.inf
+        self.best_state_ = None
+        self.active_ = True
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.average_.update_parameters(net.module_)
+
+    def on_epoch_end(self, net, **kwargs):
+        loss = net.history[-1].get("valid_loss")
+        if loss is not None and loss < self.best_loss_:
+            self.best_loss_ = loss
+            self.best_state_ = _clone_state(self.averaged_module)
+
+    def on_train_end(self, net, **kwargs):
+        state = self.best_state_
+        if state is None:  # no held-out set (or no epoch ran): the last average
+            state = _clone_state(self.averaged_module)
+        net.module_.load_state_dict(state)
+        self.active_ = False
+        # The copy of the module is not needed after training (nor pickled).
+        self.average_ = self.best_state_ = None
+
+
+def _clone_state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}

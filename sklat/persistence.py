@@ -19,7 +19,7 @@ import numpy as np
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Fitted attributes stored as JSON (arrays as lists).
 _ARRAY_ATTRS = ("feature_log_mask_", "feature_mean_", "feature_scale_")

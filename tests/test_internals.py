@@ -128,3 +128,70 @@ def test_positioned_loss_weights_requests_equally():
     w = torch.tensor([1.0, .25, .25, .25, .25])
     loss = positioned_loss(pred, target, w, 2, "relative")
     assert torch.isclose(loss, torch.tensor(0.01 / 2))
+
+
+def _averaging_net(decay, valid, lr=0.05):
+    from skorch.callbacks import EarlyStopping
+    from skorch.helper import predefined_split
+
+    from sklat._net import LatencyNet, WeightAveraging, WeightedLatencyLoss
+
+    callbacks = [("weight_averaging", WeightAveraging(decay))]
+    if valid is not None:
+        callbacks.append(("early_stopping", EarlyStopping(
+            patience=3, load_best=False, sink=lambda *a: None)))
+    return LatencyNet(
+        module=FactorizedLatencyModule, module__n_features=2, module__hidden_size=8,
+        module__n_basis=2, module__position_scale=4.0, criterion=WeightedLatencyLoss,
+        optimizer=torch.optim.AdamW, lr=lr, max_epochs=12, batch_size=2,
+        iterator_train=BatchIterator, iterator_valid=BatchIterator,
+        train_split=None if valid is None else predefined_split(valid),
+        callbacks=callbacks, verbose=0)
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.7])
+def test_weight_averaging_ends_on_best_averaged_weights(decay):
+    # The held-out loss is computed with the averaged weights, and the net ends
+    # with those of the best epoch: re-scoring the held-out requests with the
+    # final module gives the lowest held-out loss in the history.
+    data = _data()
+    torch.manual_seed(0)
+    # A high learning rate makes the held-out loss jump, so the best epoch
+    # is not the last one.
+    net = _averaging_net(decay, valid=data, lr=0.2).fit(data, None)
+    valid_loss = net.history[:, "valid_loss"]
+    assert np.argmin(valid_loss) < len(valid_loss) - 1
+    net.module_.eval()
+    inputs, targets = data.batch(np.arange(len(data)))
+    with torch.no_grad():
+        loss = net.get_loss(net.module_(**inputs.to("cpu")), targets).item()
+    assert loss == pytest.approx(min(valid_loss), rel=1e-5)
+    # Training mode and the end of training both drop the averaged copy.
+    assert not dict(net.callbacks_)["weight_averaging"].active_
+
+
+def test_weight_averaging_without_held_out_set_keeps_last_average():
+    data = _data()
+    torch.manual_seed(0)
+    plain = _averaging_net(0.0, valid=None).fit(data, None)
+    torch.manual_seed(0)
+    averaged = _averaging_net(0.9, valid=None).fit(data, None)
+    # Same optimisation path, but the kept weights are an average of it.
+    assert len(plain.history) == len(averaged.history) == 12
+    a = torch.cat([p.flatten() for p in plain.module_.parameters()])
+    b = torch.cat([p.flatten() for p in averaged.module_.parameters()])
+    assert not torch.allclose(a, b)
+    np.testing.assert_allclose(plain.history[:, "train_loss"],
+                               averaged.history[:, "train_loss"], rtol=1e-6)
+
+
+def test_config_mlp_has_its_own_weight_decay(fitted):
+    mlp = {id(p) for p in fitted.net_.module_.config_mlp.parameters()}
+    seen = set()
+    for group in fitted.net_.optimizer_.param_groups:
+        for p in group["params"]:
+            expected = (fitted.config_mlp_weight_decay if id(p) in mlp
+                        else fitted.weight_decay)
+            assert group["weight_decay"] == expected
+            seen.add(id(p))
+    assert mlp < seen and len(seen) == len(list(fitted.net_.module_.parameters()))

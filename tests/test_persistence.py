@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import sklat
-from sklat.persistence import ModelFileError, _digest
+from sklat.persistence import FORMAT_VERSION, ModelFileError, _digest
 
 
 @pytest.fixture
@@ -100,7 +100,8 @@ def _rewrite(path, edit):
 
 def test_incompatible_format_version(saved):
     _rewrite(saved, lambda doc: doc.update(format_version=99))
-    with pytest.raises(ModelFileError, match="format version 99 .* reads version 1"):
+    expected = f"format version 99 .* reads version {FORMAT_VERSION}"
+    with pytest.raises(ModelFileError, match=expected):
         sklat.load(saved)
 
 

@@ -110,7 +110,9 @@ def test_long_outputs_and_many_configs_are_chunked(fitted):
     assert total.shape == (len(big),) and np.isfinite(total).all()
     idx = [0, _estimator._ROW_CHUNK - 1, _estimator._ROW_CHUNK, len(big) - 1]
     ref = fitted.predict_positions(big.iloc[idx], np.arange(1, 32769)).sum(axis=1)
-    np.testing.assert_allclose(total[idx], ref, rtol=1e-9)
+    # The float32 config encoder may round differently on 4 rows than on a
+    # full chunk (BLAS picks kernels by shape); anything beyond that is a bug.
+    np.testing.assert_allclose(total[idx], ref, rtol=1e-6)
 
 
 def test_chunking_does_not_change_results(fitted, monkeypatch):
