@@ -78,6 +78,10 @@ def build_parser():
     _add(train, "num_epochs", type=int, default=200,
          help="maximum epochs; training stops early on a held-out part (200)")
     _add(train, "lr", type=float, default=3e-3, help="learning rate (3e-3)")
+    _add(train, "config_mlp_weight_decay", type=float, default=0.1,
+         help="weight decay of the config encoder's MLP, which corrects a linear "
+              "config model; raise it (e.g. 1.0) for a few hundred noisy requests, "
+              "lower it for strongly interacting features (0.1)")
     _add(train, "device", choices=["auto", "cpu", "cuda"], default="auto",
          help="auto: CUDA if available, else CPU")
     _add(train, "seed", type=int, default=0,
@@ -256,7 +260,7 @@ def cmd_train(args, argv):
     est = LatencyEstimator(
         prefill_weight=args.prefill_weight, decode_total_weight=args.decode_total_weight,
         positioned_weight=args.positioned_weight, loss=args.loss, lr=args.lr,
-        max_epochs=args.num_epochs, batch_size=args.batch_size, device=args.device,
+        config_mlp_weight_decay=args.config_mlp_weight_decay, max_epochs=args.num_epochs, batch_size=args.batch_size, device=args.device,
         random_state=args.seed, verbose=0 if args.quiet else 1)
     if not args.quiet:
         print(f"sklat train: {len(train_rows)} training / {len(val_rows)} validation "

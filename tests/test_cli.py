@@ -51,6 +51,17 @@ def test_train_writes_model_metrics_and_plots(trained):
     assert m["epochs_run"] <= 15
 
 
+def test_training_options_reach_the_estimator(results, tmp_path):
+    out = tmp_path / "model"
+    assert main(["train", "--results-dir", str(results), "--use-all-datasets",
+                 "--output-dir", str(out), "--config-mlp-weight-decay", "0.7",
+                 "--lr", "0.002", "--batch-size", "16", "--num_epochs", "2",
+                 "--quiet"]) == 0
+    est = sklat.load(out / "model.safetensors")
+    assert (est.config_mlp_weight_decay, est.lr, est.batch_size, est.max_epochs) == (
+        0.7, 0.002, 16, 2)
+
+
 def test_written_model_reloads_and_predicts(trained, results):
     est = sklat.load(trained / "model.safetensors")
     res = sklat.io.load_results(results)
@@ -120,7 +131,7 @@ def test_help_is_complete():
     for option in ("--results_dir", "--use_all_datasets", "--datasets", "--output_dir",
                    "--batch_size", "--num_epochs", "--lr", "--device", "--seed",
                    "--prefill_weight", "--decode_total_weight", "--positioned_weight",
-                   "--val_fraction", "--results-dir"):
+                   "--val_fraction", "--config_mlp_weight_decay", "--results-dir"):
         assert option in out
     out = subprocess.run([sys.executable, "-m", "sklat", "predict", "--help"],
                          capture_output=True, text=True, check=True).stdout
