@@ -93,9 +93,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Requests per mini-batch.
     validation_fraction : float, default=0.1
         Fraction of the training requests held out (seeded) to stop early and
-        restore the best (averaged) weights. ``0`` trains for ``max_epochs``
-        on all data;
-        so does a training set too small to hold out one request.
+        keep the best (averaged) weights. ``0`` trains for ``max_epochs`` on
+        all data; so does a training set too small to hold out one request.
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"

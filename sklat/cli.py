@@ -260,7 +260,8 @@ def cmd_train(args, argv):
     est = LatencyEstimator(
         prefill_weight=args.prefill_weight, decode_total_weight=args.decode_total_weight,
         positioned_weight=args.positioned_weight, loss=args.loss, lr=args.lr,
-        config_mlp_weight_decay=args.config_mlp_weight_decay, max_epochs=args.num_epochs, batch_size=args.batch_size, device=args.device,
+        config_mlp_weight_decay=args.config_mlp_weight_decay,
+        max_epochs=args.num_epochs, batch_size=args.batch_size, device=args.device,
         random_state=args.seed, verbose=0 if args.quiet else 1)
     if not args.quiet:
         print(f"sklat train: {len(train_rows)} training / {len(val_rows)} validation "
