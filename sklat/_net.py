@@ -184,7 +184,12 @@ class WeightAveraging(Callback):
 
     def __init__(self, decay=0.98):
         self.decay = decay
-        self.active_ = False
+        self.average_ = None
+
+    @property
+    def active_(self):
+        """Whether training is running, so that held-out batches use the average."""
+        return self.average_ is not None
 
     @property
     def averaged_module(self):
@@ -196,7 +201,6 @@ class WeightAveraging(Callback):
             multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.decay))
         self.best_loss_ = np.inf
         self.best_state_ = None
-        self.active_ = True
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training:
@@ -213,7 +217,6 @@ class WeightAveraging(Callback):
         if state is None:  # no held-out set (or no epoch ran): the last average
             state = _clone_state(self.averaged_module)
         net.module_.load_state_dict(state)
-        self.active_ = False
         # The copy of the module is not needed after training (nor pickled).
         self.average_ = self.best_state_ = None
 
