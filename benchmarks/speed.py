@@ -27,7 +27,7 @@ from torch import nn
 
 from sklat import LatencyEstimator
 from sklat._loss import decode_total_loss
-from sklat._module import FactorizedLatencyModule, _mlp
+from sklat._module import CostTermsLatencyModule, _mlp
 from sklat.datasets import make_positioned_latency
 
 HIDDEN = 64
@@ -110,11 +110,11 @@ def training_table(device, total_positions, quick):
                     torch.from_numpy(n_all[i:i + BATCH]).to(device))
                    for i in range(0, len(n_all), BATCH)]
         target = torch.ones(len(n_all))
-        fact = FactorizedLatencyModule(N_FEATURES, HIDDEN, 8, with_prefill=False,
-                                       position_scale=float(n_all.max())).to(device)
+        fact = CostTermsLatencyModule(N_FEATURES, HIDDEN, 8, with_prefill=False,
+                                      position_scale=float(n_all.max())).to(device)
         seed = SeedModule().to(device)
         impls = {
-            "sklat (factorised, summed)": (fact, lambda m, x, n: m(x, n)["total"]),
+            "sklat (summed positions)": (fact, lambda m, x, n: m(x, n)["total"]),
             "reference: padded B x max(N)": (seed, lambda m, x, n: m.padded_totals(x, n)),
             "reference: per-sample loop": (seed, lambda m, x, n: m.loop_totals(x, n)),
         }
@@ -128,7 +128,7 @@ def training_table(device, total_positions, quick):
                 loss.backward()
                 opt.step()
 
-            sample = 3 if (quick or name != "sklat (factorised, summed)") else len(batches)
+            sample = 3 if (quick or name != "sklat (summed positions)") else len(batches)
             try:
                 per_step = time_steps(step, batches, device, sample)
             except (RuntimeError, MemoryError) as exc:  # out of memory
@@ -184,10 +184,14 @@ def inference_table(repeat):
     x_std = torch.from_numpy(est._transform_features(row))
     probe = torch.tensor([1, 5, 10, 20])
 
+    context = torch.zeros(1)
+
     def raw_forward():
         with torch.no_grad():
-            log_scale, weights, _ = module.encode(x_std)
-            return torch.exp(log_scale)[:, None] * (weights @ module.basis(probe).T)
+            coef = module.encode(x_std)
+            growth = context + probe / module.context_scale
+            return (coef["flat"][:, None] + coef["slope"][:, None] * growth[None, :]
+                    + coef["shape"] @ module.basis(probe).T)
 
     import lightgbm
 
@@ -217,8 +221,8 @@ def inference_table(repeat):
 _MEMORY_SNIPPETS = {
     "baseline (imports, a small fitted model)": "",
     "training step, 64 requests x N=32768": """
-m = FactorizedLatencyModule(5, 64, 8, with_prefill=False, position_scale=32768.0)
-out = m(torch.randn(64, 5), torch.full((64,), 32768))
+m = CostTermsLatencyModule(5, 64, 8, with_prefill=False, position_scale=32768.0)
+out = m(torch.randn(64, 5), torch.full((64,), 32768), torch.rand(64))
 out["total"].sum().backward()
 """,
     "reference padded B x max(N) step, 64 requests x N=32768": """
@@ -260,7 +264,7 @@ def peak_kib():
 BENCH = {str(Path(__file__).resolve().parent)!r}
 import resource, sys, numpy as np, torch, json
 from sklat import LatencyEstimator
-from sklat._module import FactorizedLatencyModule
+from sklat._module import CostTermsLatencyModule
 from sklat.datasets import make_positioned_latency
 d = make_positioned_latency(200, max_output_tokens=256, random_state=0)
 est = LatencyEstimator(max_epochs=2, random_state=0, device='cpu').fit(

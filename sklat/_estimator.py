@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import (
     check_consistent_length, check_is_fitted, validate_data)
 from skorch.callbacks import EarlyStopping, ProgressBar
@@ -16,8 +16,10 @@ from skorch.helper import predefined_split
 from ._device import resolve_device
 from ._distribution import (
     check_distribution, empirical_distribution, expected_position, survival)
+from ._features import (
+    LOG_FEATURES, FeatureTransform, context_lengths, resolve_context_features)
 from ._loss import LOSS_KINDS
-from ._module import FactorizedLatencyModule
+from ._module import CostTermsLatencyModule
 from ._net import (
     BatchIterator,
     LatencyNet,
@@ -50,10 +52,21 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         loss = prefill_weight * prefill + decode_total_weight * decode_total
              + positioned_weight * positioned
 
-    The decode head is factorised as ``f(c, p) = exp(s(c)) * sum_k w_k(c)
-    phi_k(p)``: the configuration sets the scale and mixes ``n_basis``
-    positive position curves, which keeps the model smooth and positive where
-    data is thin and makes the summed loss cost ``O(batch + max(N))``.
+    The decode latency is a sum of positive cost terms, as a decode step's
+    time is::
+
+        f(c, p) = A(c) + B(c) * (context_0(c) + p) / S + sum_k h_k(c) phi_k(p)
+
+    a flat cost per step (weights read), a cost growing with the running
+    context (KV cache read; ``context_0`` is the sum of ``context_features``),
+    and a learnt shape (start-up effects, saturation) mixing ``n_basis``
+    positive position curves. ``A`` and ``B`` are sums of ``n_cost_terms``
+    positive power laws of the features, so costs such as ``layers x experts
+    + layers`` are expressed exactly; an MLP corrects every per-configuration
+    quantity where features interact otherwise. The curve is positive and
+    smooth where data is thin, its learnt shape is held constant past the
+    longest training request (only the context term keeps its trend), and the
+    summed loss costs ``O(batch + max(N))``.
 
     Parameters
     ----------
@@ -71,6 +84,17 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Width of the hidden layers of the config and position encoders.
     n_basis : int, default=8
         Number of position basis curves mixed per configuration.
+    n_cost_terms : int, default=3
+        Positive power laws of the features summed in the flat cost, in the
+        context cost and in the prefill.
+    context_features : "auto", None or list of str or int, default="auto"
+        Columns whose sum is the context length at the first decode step (the
+        prompt, vision tokens included); the context term grows with
+        ``context_0 + p``. ``"auto"``: ``vision_tokens`` and ``text_tokens``
+        where ``X`` has them; ``None`` (or no such column): no context term,
+        so that past the longest training request the curve stays flat. Names
+        need a DataFrame ``X``; indices count features (without the
+        ``output_tokens`` column).
     lr : float, default=3e-3
         Learning rate of the AdamW optimiser.
     weight_decay : float, default=1e-4
@@ -98,9 +122,11 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"
-        Which features are ``log1p``-transformed before standardisation.
-        ``"auto"`` picks non-negative features whose ``(max + 1) / (min + 1)``
-        is at least 10 (token counts spanning orders of magnitude).
+        Which features are log-transformed before standardisation, so that a
+        linear map of them is a power law: ``log(x)``, or ``log1p(x)`` for a
+        feature that holds zeros. ``"auto"``: every non-negative feature;
+        ``"all"``: the same, but a negative feature is an error; ``"none"``:
+        no feature.
     output_tokens_col : str, default="output_tokens"
         Column of a DataFrame ``X`` holding ``output_tokens``; it is removed
         from the features.
@@ -142,9 +168,16 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Longest output seen in training.
     position_basis_ : ndarray of shape (min(`max_output_tokens_`, 65536), `n_basis`)
         The position basis curves ``phi_k(p)`` tabulated at positions
-        ``1..len``; later positions are computed on demand.
+        ``1..len``; later positions are computed on demand (the curves are
+        constant past `max_output_tokens_`).
+    context_features_ : ndarray of int
+        Indices of the features whose sum is the context length.
+    context_scale_ : float
+        ``S``: the median of ``context_0 + N`` over the training requests.
     feature_log_mask_ : ndarray of shape (`n_features_in_`,), bool
-        Features that are ``log1p``-transformed.
+        Features that are log-transformed.
+    feature_log_shift_ : ndarray of shape (`n_features_in_`,)
+        ``0`` for ``log(x)``, ``1`` for ``log1p(x)`` (features holding zeros).
     feature_mean_ : ndarray of shape (`n_features_in_`,)
         Means of the (log-transformed) features.
     feature_scale_ : ndarray of shape (`n_features_in_`,)
@@ -177,6 +210,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         loss="log",
         hidden_size=64,
         n_basis=8,
+        n_cost_terms=3,
+        context_features="auto",
         lr=3e-3,
         weight_decay=1e-4,
         config_mlp_weight_decay=0.1,
@@ -198,6 +233,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.loss = loss
         self.hidden_size = hidden_size
         self.n_basis = n_basis
+        self.n_cost_terms = n_cost_terms
+        self.context_features = context_features
         self.lr = lr
         self.weight_decay = weight_decay
         self.config_mlp_weight_decay = config_mlp_weight_decay
@@ -256,7 +293,16 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         step_values, step_offsets = check_positioned_latencies(
             positioned_latencies, n_tokens)
 
-        self._fit_feature_transform(X_arr)
+        transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
+        self.feature_log_mask_ = transform.log_mask
+        self.feature_log_shift_ = transform.log_shift
+        self.feature_mean_ = transform.mean
+        self.feature_scale_ = transform.scale
+        self.context_features_ = resolve_context_features(
+            self.context_features, getattr(self, "feature_names_in_", None),
+            self.n_features_in_)
+        context = context_lengths(X_arr, self.context_features_, self._feature_label)
+        self.context_scale_ = float(max(1.0, np.median(context + n_tokens)))
         self.step_scale_ = float(np.median(decode / n_tokens))
         self.prefill_scale_ = float(np.median(prefill)) if prefill is not None else None
         self.output_tokens_distribution_ = empirical_distribution(n_tokens)
@@ -266,6 +312,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         data = RequestData(
             x=self._transform_features(X_arr),
             output_tokens=n_tokens,
+            context=(context / self.context_scale_).astype(np.float32),
             total=(decode / self.step_scale_).astype(np.float32),
             prefill=(None if prefill is None
                      else (prefill / self.prefill_scale_).astype(np.float32)),
@@ -303,7 +350,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 sink=print if self.verbose else _silent)))
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
-        net = self._make_net(seed, total_norm, train_split, callbacks)
+        net = self._make_net(seed, total_norm, train_split, callbacks,
+                             initial_fit=self._initial_fit(data))
         devices = [self.device_] if self.device_.startswith("cuda") else []
         # Seed a private copy of torch's RNG: fitting leaves the caller's
         # global random state untouched.
@@ -313,15 +361,32 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         net.module_.eval()
         return net
 
-    def _make_net(self, seed, total_norm, train_split=None, callbacks=()):
+    def _initial_fit(self, data):
+        """Ridge fits of the log per-token average (on the features that are not
+        context features) and of the log prefill (on all), in standardised
+        units: where the power laws start."""
+        z = data.x.astype(np.float64)
+        keep = np.ones(z.shape[1], dtype=bool)
+        keep[self.context_features_] = False
+        fits = {"decode": _log_ridge(z, np.log(data.total / data.output_tokens), keep)}
+        fits["prefill"] = (None if data.prefill is None
+                           else _log_ridge(z, np.log(data.prefill), np.ones_like(keep)))
+        return fits
+
+    def _make_net(self, seed, total_norm, train_split=None, callbacks=(),
+                  initial_fit=None):
         """The skorch net for this estimator's parameters and fitted scales."""
         return LatencyNet(
-            module=FactorizedLatencyModule,
+            module=CostTermsLatencyModule,
             module__n_features=self.n_features_in_,
             module__hidden_size=self.hidden_size,
             module__n_basis=self.n_basis,
+            module__n_cost_terms=self.n_cost_terms,
             module__with_prefill=self.prefill_scale_ is not None,
             module__position_scale=float(self.max_output_tokens_),
+            module__context_scale=self.context_scale_,
+            module__context_features=[int(c) for c in self.context_features_],
+            module__initial_fit=initial_fit,
             criterion=WeightedLatencyLoss,
             criterion__kind=self.loss,
             criterion__prefill_weight=self.prefill_weight,
@@ -331,7 +396,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             optimizer=torch.optim.AdamW,
             optimizer__weight_decay=self.weight_decay,
             optimizer__param_groups=[
-                ("config_mlp.*", {"weight_decay": self.config_mlp_weight_decay})],
+                (pattern, {"weight_decay": self.config_mlp_weight_decay})
+                for pattern in ("decode_mlp.*", "prefill_mlp.*")],
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
@@ -361,15 +427,19 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         latencies : ndarray of shape (n_samples, n_positions), float64
             Milliseconds per token.
         """
-        scale, weights, _, _ = self._encode(X)
-        phi = self._basis(check_positions(positions))
-        out = np.empty((len(scale), len(phi)))
+        coef = self._encode(X)
+        positions = check_positions(positions)
+        phi = self._basis(positions)
+        growth = positions / self.context_scale_
+        out = np.empty((len(coef.flat), len(phi)))
         # Written in place, a chunk of rows at a time: no temporary of the
         # output's size, however many rows and positions.
-        for start in range(0, len(scale), _ROW_CHUNK):
+        for start in range(0, len(coef.flat), _ROW_CHUNK):
             rows = slice(start, start + _ROW_CHUNK)
-            np.matmul(weights[rows], phi.T, out=out[rows])
-            out[rows] *= scale[rows, None]
+            chunk = out[rows]
+            np.matmul(coef.shape[rows], phi.T, out=chunk)
+            chunk += (coef.flat[rows] + coef.slope[rows] * coef.context[rows])[:, None]
+            chunk += coef.slope[rows, None] * growth[None, :]
         return out
 
     def predict_total(self, X, output_tokens=None):
@@ -388,12 +458,16 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         totals : ndarray of shape (n_samples,), float64
             Milliseconds.
         """
-        scale, weights, _, n_tokens = self._encode(X, output_tokens)
-        if n_tokens is None:
-            return scale * (weights @ self._expected_basis_sum(None))
+        coef = self._encode(X, output_tokens)
+        if coef.output_tokens is None:
+            return self._expected_total(coef, self.output_tokens_distribution_)
+        n = coef.output_tokens
         # Exact sums of the basis over 1..N, shared by all requests.
-        cumulative = np.cumsum(self._basis(np.arange(1, n_tokens.max() + 1)), axis=0)
-        return scale * np.einsum("ik,ik->i", weights, cumulative[n_tokens - 1])
+        cumulative = np.cumsum(self._basis(np.arange(1, n.max() + 1)), axis=0)
+        n = n.astype(np.float64)
+        return (coef.flat * n
+                + coef.slope * (coef.context * n + n * (n + 1) / (2 * self.context_scale_))
+                + np.einsum("ik,ik->i", coef.shape, cumulative[coef.output_tokens - 1]))
 
     def predict_prefill(self, X):
         """Prefill latency per configuration.
@@ -414,7 +488,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 "This LatencyEstimator was fitted with a 1-D y (T_LLM_decode only) "
                 "and has no prefill head; fit it with y = [T_prefill_total, "
                 "T_LLM_decode] to predict prefill.")
-        return self._encode(X)[2]
+        return self._encode(X).prefill
 
     def predict(self, X, output_tokens=None):
         """Predict targets of the same shape as ``y`` in :meth:`fit`.
@@ -495,9 +569,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             if position is None:
                 position = expected_position(dist)
             return self.predict_positions(X, [position])[:, 0]
-        scale, weights, _, _ = self._encode(X)
         mean_length = float(np.dot(dist["values"], dist["probabilities"]))
-        return scale * (weights @ self._expected_basis_sum(dist)) / mean_length
+        return self._expected_total(self._encode(X), dist) / mean_length
 
     # ----------------------------------------------------------- internals
     def _check_params(self):
@@ -511,7 +584,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 "would train the decode head.")
         if self.loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {LOSS_KINDS}; got {self.loss!r}.")
-        for name in ("hidden_size", "n_basis", "max_epochs", "batch_size",
+        for name in ("hidden_size", "n_basis", "n_cost_terms", "max_epochs", "batch_size",
                      "n_iter_no_change"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 1:
@@ -528,7 +601,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 and 0 <= self.validation_fraction < 1):
             raise ValueError("validation_fraction must be in [0, 1); got "
                              f"{self.validation_fraction!r}.")
-        if self.log_features not in ("auto", "all", "none"):
+        if self.log_features not in LOG_FEATURES:
             raise ValueError("log_features must be 'auto', 'all' or 'none'; got "
                              f"{self.log_features!r}.")
         if self.default_output_tokens is not None:
@@ -568,44 +641,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         return repr(str(names[col])) if names is not None else f"{col}"
 
-    def _fit_feature_transform(self, X_arr):
-        nonneg = (X_arr >= 0).all(axis=0)
-        if self.log_features == "all":
-            if not nonneg.all():
-                col = int(np.flatnonzero(~nonneg)[0])
-                raise ValueError(
-                    f"log_features='all' needs features >= 0; X column "
-                    f"{self._feature_label(col)} has negative values.")
-            mask = nonneg
-        elif self.log_features == "auto":
-            ratio = (X_arr.max(axis=0) + 1) / (X_arr.min(axis=0) + 1)
-            mask = nonneg & (ratio >= 10)
-        else:
-            mask = np.zeros(X_arr.shape[1], dtype=bool)
-        self.feature_log_mask_ = mask
-        logged = self._log_columns(X_arr)
-        self.feature_mean_ = logged.mean(axis=0)
-        std = logged.std(axis=0)
-        self.feature_scale_ = np.where(std > 0, std, 1.0)
-
-    def _log_columns(self, X_arr):
-        mask = self.feature_log_mask_
-        if not mask.any():
-            return X_arr
-        out = X_arr.copy()
-        sub = out[:, mask]
-        if (sub < 0).any():
-            row, j = np.argwhere(sub < 0)[0]
-            col = int(np.flatnonzero(mask)[j])
-            raise ValueError(
-                f"X column {self._feature_label(col)} was log-scaled at fit time "
-                f"and needs values >= 0; sample {row} is {sub[row, j]}.")
-        out[:, mask] = np.log1p(sub)
-        return out
-
     def _transform_features(self, X_arr):
-        z = (self._log_columns(X_arr) - self.feature_mean_) / self.feature_scale_
-        return z.astype(np.float32)
+        transform = FeatureTransform(self.feature_log_mask_, self.feature_log_shift_,
+                                     self.feature_mean_, self.feature_scale_)
+        return transform.transform(X_arr, self._feature_label)
 
     def _module(self):
         # net_.device follows the weights, also after unpickling a CUDA-trained
@@ -613,10 +652,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         return self.net_.module_, torch.device(self.net_.device)
 
     def _encode(self, X, output_tokens=None):
-        """``(scale_ms, weights, prefill_ms, output_tokens)`` for the rows of X.
+        """The decode curve's coefficients for the rows of X, in milliseconds.
 
-        ``scale_ms`` is ``step_scale_ * exp(s(c))`` so that a per-token
-        latency is ``scale_ms * (weights @ phi)``.
+        Returns a Bunch with ``flat`` (n,), ``slope`` (n,) (per unit of
+        ``(context_0 + p) / S``), ``shape`` (n, K), ``context`` (n,)
+        (``context_0 / S``), ``prefill`` (n,) or None, and ``output_tokens``
+        (validated, or None).
         """
         check_is_fitted(self)
         X_features, from_column = self._pop_output_tokens(X)
@@ -628,23 +669,30 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             output_tokens = from_column
         n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, n)
         x = self._transform_features(X_arr)
+        context = context_lengths(X_arr, self.context_features_, self._feature_label)
         module, device = self._module()
         parts = []
         with torch.no_grad():
             for start in range(0, n, _ROW_CHUNK):
                 chunk = torch.from_numpy(x[start:start + _ROW_CHUNK]).to(device)
-                log_scale, weights, log_prefill = module.encode(chunk)
-                parts.append((log_scale, weights, log_prefill))
-        log_scale = _cat_numpy([p[0] for p in parts])
-        weights = _cat_numpy([p[1] for p in parts]).reshape(n, module.n_basis)
-        scale = self.step_scale_ * np.exp(log_scale)
-        prefill = None
-        if self.prefill_scale_ is not None:
-            prefill = self.prefill_scale_ * np.exp(_cat_numpy([p[2] for p in parts]))
-        return scale, weights, prefill, n_tokens
+                parts.append(module.encode(chunk))
+        coef = {key: _cat_numpy([p[key] for p in parts])
+                for key in ("flat", "slope", "shape", "prefill") if parts
+                and parts[0][key] is not None}
+        step, k = self.step_scale_, module.n_basis
+        return Bunch(
+            flat=step * coef.get("flat", np.zeros(0)),
+            slope=step * coef.get("slope", np.zeros(0)),
+            shape=step * coef.get("shape", np.zeros(0)).reshape(n, k),
+            context=context / self.context_scale_,
+            prefill=(self.prefill_scale_ * coef.get("prefill", np.zeros(0))
+                     if self.prefill_scale_ is not None else None),
+            output_tokens=n_tokens)
 
     def _basis(self, positions):
-        """Basis curves at ``positions`` (int array), float64 of shape (P, K)."""
+        """Basis curves at ``positions`` (int array), float64 of shape (P, K);
+        constant past the longest training request."""
+        positions = np.minimum(positions, self.max_output_tokens_)
         table = self.position_basis_
         if positions.max() <= len(table):
             return table[positions - 1]
@@ -664,12 +712,32 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 parts.append(module.basis(chunk.to(device)).double().cpu().numpy())
         return np.concatenate(parts, axis=0)
 
-    def _expected_basis_sum(self, dist):
-        """``sum_p phi(p) P(N >= p)``: the basis summed over an output length
-        drawn from ``dist`` (default: the fitted distribution)."""
-        dist = self.output_tokens_distribution_ if dist is None else dist
+    def _expected_total(self, coef, dist):
+        """Total decode latency with ``N`` drawn from ``dist``:
+        ``sum_p f(p) P(N >= p)``."""
         surv = survival(dist)
-        return self._basis(np.arange(1, len(surv) + 1)).T @ surv
+        values = dist["values"].astype(np.float64)
+        mean_n = float(np.dot(dist["probabilities"], values))
+        mean_triangle = float(np.dot(dist["probabilities"], values * (values + 1) / 2))
+        basis_sum = self._basis(np.arange(1, len(surv) + 1)).T @ surv
+        return (coef.flat * mean_n
+                + coef.slope * (coef.context * mean_n + mean_triangle / self.context_scale_)
+                + coef.shape @ basis_sum)
+
+
+def _log_ridge(z, target, keep, alpha=1.0):
+    """``(coef, intercept)`` of a ridge regression of ``target`` on the columns
+    ``keep`` of ``z`` (zeros elsewhere)."""
+    coef = np.zeros(z.shape[1])
+    sub = z[:, keep]
+    intercept = float(target.mean())
+    if sub.shape[1]:
+        centred = sub - sub.mean(axis=0)
+        gram = centred.T @ centred + alpha * np.eye(sub.shape[1])
+        coef[keep] = np.linalg.solve(gram, centred.T @ (target - intercept))
+        intercept -= float(sub.mean(axis=0) @ coef[keep])
+    return coef.astype(np.float32), intercept
+
 
 
 def _cat_numpy(tensors):

@@ -1,21 +1,34 @@
 """The torch module behind :class:`sklat.LatencyEstimator`.
 
-The decode latency of configuration ``c`` at position ``p`` is factorised as
+The decode latency of configuration ``c`` at position ``p`` is a sum of positive
+cost terms, the way a decode step's time is (weights read, KV cache read,
+start-up effects)::
 
-    f(c, p) = exp(s(c)) * sum_k w_k(c) * phi_k(p)
+    f(c, p) = A(c)                          flat cost per step
+            + B(c) * (context_0(c) + p) / S  cost growing with the running context
+            + sum_k h_k(c) * phi_k(p)        learnt shape (start-up, saturation)
 
-where ``s`` (log scale) and ``w`` (softmax mixture weights) come from a config
-encoder that runs once per sample (a linear map of the features plus an MLP
-correction, so that the log-linear part of a configuration's effect is learnt
-without the variance of a deep model), and the ``K`` positive basis curves ``phi``
-come from a position encoder that runs once per distinct position. The
-configuration sets the scale, the position shapes the curve. Because the
-position part is shared, the summed loss needs no per-(sample, position) work:
-``sum_{p<=N} f(c, p) = exp(s(c)) * w(c) . Phi[N]`` with ``Phi`` the cumulative
-sum of the basis table, so a batch costs ``O(B * K + max(N) * K)``.
+``A`` and ``B`` are each a sum of ``n_cost_terms`` positive power laws of the
+features, ``exp(theta_m . z(c))`` with ``z`` the standardised (log-)features, so
+that costs such as ``layers x experts + layers`` or ``layers x context`` are
+expressed exactly; ``h`` is a positive scale times softmax mixture weights of
+``K`` positive basis curves ``phi_k`` that a position encoder learns. Every
+per-configuration quantity is a linear map of ``z`` plus an MLP correction
+(regularised separately), computed once per request; the basis curves once per
+distinct position, held constant past the longest training request so that
+only the physical context term extrapolates. The prefill is a sum of
+``n_cost_terms`` power laws as well.
+
+The totals need no per-(sample, position) work::
+
+    sum_{p<=N} f(c, p) = A N + B (context_0 N + N (N + 1) / 2) / S + h . Phi[N]
+
+with ``Phi`` the cumulative sum of the basis table, so a batch costs
+``O(B + max(N))``.
 
 Everything here works in standardised units (latencies divided by scales fitted
-on the training data); :mod:`sklat._estimator` converts to the user's units.
+on the training data, context lengths divided by ``S``); :mod:`sklat._estimator`
+converts to the user's units.
 """
 
 import math
@@ -26,6 +39,12 @@ from torch.nn import functional as F
 
 # softplus(_UNIT_BIAS) == 1: the basis curves start flat at one.
 _UNIT_BIAS = math.log(math.expm1(1.0))
+# Share of the initial (flat, per-token average) latency given to each part; the
+# context term starts small (at a context of S).
+_INITIAL_SHARES = {"flat": 0.6, "context": 0.05, "shape": 0.35}
+# Standard deviation of the initial exponents of the power laws: small, but not
+# zero, so that the terms of one sum do not move in lockstep.
+_EXPONENT_INIT_STD = 0.1
 
 
 def _mlp(n_in, hidden_size, n_out):
@@ -38,7 +57,7 @@ def _mlp(n_in, hidden_size, n_out):
     )
 
 
-class FactorizedLatencyModule(nn.Module):
+class CostTermsLatencyModule(nn.Module):
     """Config encoder, position encoder, decode and prefill heads.
 
     Parameters
@@ -49,37 +68,101 @@ class FactorizedLatencyModule(nn.Module):
         Width of the hidden layers of both encoders.
     n_basis : int
         Number of position basis curves ``K``.
+    n_cost_terms : int
+        Power laws summed in the flat cost, the context cost and the prefill.
     with_prefill : bool
         Whether to build the prefill head.
     position_scale : float
-        Positions are encoded as ``log1p(p) / log1p(position_scale)``, so that
-        the longest request seen in training maps to 1.
+        The longest training request. Positions are encoded as
+        ``log1p(min(p, position_scale)) / log1p(position_scale)``.
+    context_scale : float
+        ``S``: context lengths (in tokens) are divided by it.
+    context_features : sequence of int
+        Feature columns whose sum is the context at the first decode step.
+    initial_fit : dict, optional
+        ``{"decode": (coef, intercept), "prefill": (coef, intercept) or None}``:
+        linear fits of the log per-token latency and of the log prefill on the
+        features, where the power laws start (instead of a flat average).
     """
 
-    def __init__(self, n_features, hidden_size=64, n_basis=8, with_prefill=True,
-                 position_scale=1024.0):
+    def __init__(self, n_features, hidden_size=64, n_basis=8, n_cost_terms=3,
+                 with_prefill=True, position_scale=1024.0, context_scale=1024.0,
+                 context_features=(), initial_fit=None):
         super().__init__()
         self.n_basis = n_basis
+        self.n_cost_terms = n_cost_terms
         self.with_prefill = with_prefill
-        self.register_buffer(
-            "log_position_scale",
-            torch.tensor(math.log1p(float(position_scale)), dtype=torch.float32),
-        )
-        # Config encoder -> [log scale, K mixture logits, log prefill]: a
-        # linear part plus an MLP correction (regularised separately, see
-        # LatencyEstimator.config_mlp_weight_decay).
-        n_out = 1 + n_basis + (1 if with_prefill else 0)
-        self.config_linear = nn.Linear(max(n_features, 1), n_out)
-        self.config_mlp = _mlp(max(n_features, 1), hidden_size, n_out)
+        self.register_buffer("position_scale",
+                             torch.tensor(float(position_scale), dtype=torch.float32))
+        self.register_buffer("context_scale",
+                             torch.tensor(float(context_scale), dtype=torch.float32))
+        m = n_cost_terms
+        # Output layout of the config encoder: flat terms, context terms (none
+        # without context features: the curve then has no term that grows past
+        # the trained lengths), log shape scale, K mixture logits, prefill terms.
+        widths = {"flat": m, "context": m if len(context_features) else 0, "shape": 1,
+                  "mixture": n_basis, "prefill": m if with_prefill else 0}
+        self._slices, start = {}, 0
+        for part, width in widths.items():
+            self._slices[part] = slice(start, start + width)
+            start += width
+        n_decode = self._slices["prefill"].start
+        n_in = max(n_features, 1)
+        self.config_linear = nn.Linear(n_in, start)
+        # MLP corrections, regularised separately (LatencyEstimator's
+        # config_mlp_weight_decay): one for the decode curve, one for the prefill.
+        self.decode_mlp = _mlp(n_in, hidden_size, n_decode)
+        self.prefill_mlp = _mlp(n_in, hidden_size, m) if with_prefill else None
+        # The context features reach the decode curve only through the running
+        # context ``context_0 + p`` of the context term (and the linear map of the
+        # shape's mixture weights): the flat cost does not grow with the prompt,
+        # and the KV read per cached token does not grow with the context itself.
+        # Without this the slope of the context term is not identified from the
+        # totals, and the curve past the trained lengths follows no physics.
+        linear_mask = torch.ones_like(self.config_linear.weight)
+        decode_input = torch.ones(n_in)
+        for col in context_features:
+            for part in ("flat", "context", "shape"):
+                linear_mask[self._slices[part], col] = 0.0
+            decode_input[col] = 0.0
+        self.register_buffer("linear_mask", linear_mask)
+        self.register_buffer("decode_input_mask", decode_input)
         self.position_encoder = _mlp(1, hidden_size, n_basis)
-        # Start from the flat per-token average (1 in standardised units) and
-        # the median prefill: the data has to earn every departure from it.
-        last_config = self.config_mlp[-1]
+        self._initialise(initial_fit)
+
+    def _initialise(self, initial_fit):
+        # Start from a flat curve at the per-token average (1 in standardised
+        # units) and the median prefill, or, with ``initial_fit``, at the
+        # closed-form log-linear fit of each configuration's per-token average and
+        # prefill: the data has to earn every other departure from it.
+        for mlp in (self.decode_mlp, self.prefill_mlp):
+            if mlp is not None:
+                nn.init.zeros_(mlp[-1].weight)
+                nn.init.zeros_(mlp[-1].bias)
+        with torch.no_grad():
+            weight, bias = self.config_linear.weight, self.config_linear.bias
+            weight.normal_(0.0, _EXPONENT_INIT_STD)
+            weight[self._slices["shape"]] = 0.0
+            weight[self._slices["mixture"]] = 0.0
+            m = self.n_cost_terms
+            bias[self._slices["flat"]] = math.log(_INITIAL_SHARES["flat"] / m)
+            bias[self._slices["context"]] = math.log(_INITIAL_SHARES["context"] / m)
+            if self._slices["context"].stop == self._slices["context"].start:
+                bias[self._slices["flat"]] = math.log(
+                    (_INITIAL_SHARES["flat"] + _INITIAL_SHARES["context"]) / m)
+            bias[self._slices["shape"]] = math.log(_INITIAL_SHARES["shape"])
+            bias[self._slices["mixture"]] = 0.0
+            bias[self._slices["prefill"]] = math.log(1.0 / m)
+            for part, key in (("flat", "decode"), ("context", "decode"),
+                              ("shape", "decode"), ("prefill", "prefill")):
+                if initial_fit is None or initial_fit.get(key) is None:
+                    continue
+                coef, intercept = initial_fit[key]
+                rows = self._slices[part]
+                if len(coef) == weight.shape[1]:
+                    weight[rows] += torch.as_tensor(coef, dtype=weight.dtype)
+                bias[rows] += float(intercept)
         last_position = self.position_encoder[-1]
-        for layer in (self.config_linear, last_config):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        nn.init.zeros_(last_position.weight)
         nn.init.constant_(last_position.bias, _UNIT_BIAS)
         # Symmetry breaking between basis curves comes from small random
         # output weights rather than exactly zero ones.
@@ -87,22 +170,38 @@ class FactorizedLatencyModule(nn.Module):
             last_position.weight.normal_(0.0, 1e-2)
 
     def encode(self, x):
-        """Per-sample quantities: log scale, mixture weights, log prefill."""
+        """Per-sample coefficients of the decode curve, and the prefill.
+
+        Returns
+        -------
+        dict with ``flat`` (B,), ``slope`` (B,) (the context cost per unit of
+        ``(context_0 + p) / S``), ``shape`` (B, K) and ``prefill`` (B,) or None.
+        """
         if x.shape[1] == 0:
             x = x.new_zeros((x.shape[0], 1))
-        out = self.config_linear(x) + self.config_mlp(x)
-        log_scale = out[:, 0]
-        weights = torch.softmax(out[:, 1:1 + self.n_basis], dim=1)
-        log_prefill = out[:, 1 + self.n_basis] if self.with_prefill else None
-        return log_scale, weights, log_prefill
+        out = F.linear(x, self.config_linear.weight * self.linear_mask,
+                       self.config_linear.bias)
+        correction = [self.decode_mlp(x * self.decode_input_mask)]
+        if self.prefill_mlp is not None:
+            correction.append(self.prefill_mlp(x))
+        out = out + torch.cat(correction, dim=1)
+        s = self._slices
+        shape = torch.exp(out[:, s["shape"]]) * torch.softmax(out[:, s["mixture"]], dim=1)
+        prefill = (torch.exp(out[:, s["prefill"]]).sum(dim=1) if self.with_prefill
+                   else None)
+        return {"flat": torch.exp(out[:, s["flat"]]).sum(dim=1),
+                "slope": torch.exp(out[:, s["context"]]).sum(dim=1),
+                "shape": shape, "prefill": prefill}
 
     def basis(self, positions):
         """Positive basis curves ``phi`` at ``positions`` (1-D), shape (P, K)."""
-        u = torch.log1p(positions.to(self.log_position_scale.dtype))
-        u = (u / self.log_position_scale).unsqueeze(1)
+        p = positions.to(self.position_scale.dtype)
+        p = torch.minimum(p, self.position_scale)
+        u = (torch.log1p(p) / torch.log1p(self.position_scale)).unsqueeze(1)
         return F.softplus(self.position_encoder(u))
 
-    def forward(self, x, output_tokens, step_sample=None, step_position=None):
+    def forward(self, x, output_tokens, context=None, step_sample=None,
+                step_position=None):
         """Summed decode totals, prefill and (optionally) per-step latencies.
 
         Parameters
@@ -110,6 +209,8 @@ class FactorizedLatencyModule(nn.Module):
         x : Tensor of shape (B, n_features)
         output_tokens : LongTensor of shape (B,)
             ``N`` of each request (>= 1).
+        context : Tensor of shape (B,), optional
+            ``context_0 / S`` of each request; zeros when omitted.
         step_sample, step_position : LongTensor of shape (M,), optional
             Batch row and position (>= 1) of each measured per-step latency.
 
@@ -117,16 +218,21 @@ class FactorizedLatencyModule(nn.Module):
         -------
         dict with ``total`` (B,), ``prefill`` (B,) or None, ``steps`` (M,) or None.
         """
-        log_scale, weights, log_prefill = self.encode(x)
+        coef = self.encode(x)
+        if context is None:
+            context = x.new_zeros(x.shape[0])
         max_n = int(output_tokens.max())
-        positions = torch.arange(1, max_n + 1, device=x.device)
-        phi = self.basis(positions)
+        phi = self.basis(torch.arange(1, max_n + 1, device=x.device))
         cumulative = torch.cumsum(phi, dim=0)
-        summed = (weights * cumulative[output_tokens - 1]).sum(dim=1)
-        total = torch.exp(log_scale) * summed
+        n = output_tokens.to(x.dtype)
+        context_sum = context * n + n * (n + 1) / (2 * self.context_scale.to(x.dtype))
+        total = (coef["flat"] * n + coef["slope"] * context_sum
+                 + (coef["shape"] * cumulative[output_tokens - 1]).sum(dim=1))
         steps = None
         if step_sample is not None and step_sample.numel() > 0:
-            per_step = (weights[step_sample] * phi[step_position - 1]).sum(dim=1)
-            steps = torch.exp(log_scale[step_sample]) * per_step
-        prefill = torch.exp(log_prefill) if log_prefill is not None else None
-        return {"total": total, "prefill": prefill, "steps": steps}
+            p = step_position.to(x.dtype)
+            steps = (coef["flat"][step_sample]
+                     + coef["slope"][step_sample]
+                     * (context[step_sample] + p / self.context_scale.to(x.dtype))
+                     + (coef["shape"][step_sample] * phi[step_position - 1]).sum(dim=1))
+        return {"total": total, "prefill": coef["prefill"], "steps": steps}

@@ -31,6 +31,9 @@ class RequestData(torch.utils.data.Dataset):
     ----------
     x : ndarray of shape (n, d), float32
     output_tokens : ndarray of shape (n,), int64
+    context : ndarray of shape (n,), float32
+        Context length at the first decode step, divided by the module's
+        context scale.
     total : ndarray of shape (n,), float32
         Total decode latency in standardised units.
     prefill : ndarray of shape (n,) or None
@@ -41,9 +44,11 @@ class RequestData(torch.utils.data.Dataset):
         (empty when it has no per-step data).
     """
 
-    def __init__(self, x, output_tokens, total, prefill, step_values, step_offsets):
+    def __init__(self, x, output_tokens, context, total, prefill, step_values,
+                 step_offsets):
         self.x = x
         self.output_tokens = output_tokens
+        self.context = context
         self.total = total
         self.prefill = prefill
         self.step_values = step_values
@@ -59,7 +64,7 @@ class RequestData(torch.utils.data.Dataset):
         rows = np.asarray(rows, dtype=np.int64)
         flat, lengths, _ = _ragged_gather(self.step_offsets, rows)
         return RequestData(
-            self.x[rows], self.output_tokens[rows], self.total[rows],
+            self.x[rows], self.output_tokens[rows], self.context[rows], self.total[rows],
             None if self.prefill is None else self.prefill[rows],
             self.step_values[flat], np.concatenate(([0], np.cumsum(lengths))),
         )
@@ -72,6 +77,7 @@ class RequestData(torch.utils.data.Dataset):
         inputs = PackedBatch(
             x=torch.from_numpy(self.x[rows]),
             output_tokens=torch.from_numpy(output_tokens),
+            context=torch.from_numpy(self.context[rows]),
             step_sample=torch.from_numpy(step_sample),
             step_position=torch.from_numpy(within + 1),
         )

@@ -46,6 +46,12 @@ def _int_list(text):
             f"expected comma-separated integers, got {text!r}") from None
 
 
+def _context_features(text):
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    return _csv_list(text)
+
+
 def build_parser():
     from . import __version__
 
@@ -82,6 +88,14 @@ def build_parser():
          help="weight decay of the config encoder's MLP, which corrects a linear "
               "config model; raise it (e.g. 1.0) for a few hundred noisy requests, "
               "lower it for strongly interacting features (0.1)")
+    _add(train, "context_features", type=_context_features, default="auto",
+         help="comma-separated feature columns whose sum is the context length at the "
+              "first decode step, so that a cost term grows with context + position; "
+              "'auto': vision_tokens and text_tokens where present; 'none': position "
+              "alone (auto)")
+    _add(train, "n_cost_terms", type=int, default=3,
+         help="positive power laws of the features summed in the flat cost, the "
+              "context cost and the prefill (3)")
     _add(train, "device", choices=["auto", "cpu", "cuda"], default="auto",
          help="auto: CUDA if available, else CPU")
     _add(train, "seed", type=int, default=0,
@@ -115,7 +129,52 @@ def build_parser():
          help="write CSV here instead of printing it")
     _add(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
     pred.set_defaults(func=cmd_predict)
+
+    _add_profile_parser(sub)
     return parser
+
+
+def _add_profile_parser(sub):
+    from .profile import ATTN_IMPLEMENTATIONS, DTYPES
+
+    prof = sub.add_parser(
+        "profile", help="measure a transformers model into a results folder",
+        description="Time the prefill and every decode step of greedy, KV-cached "
+                    "generation of a transformers causal language model over a grid of "
+                    "prompt and output lengths, and append one row per request to "
+                    "OUTPUT_DIR/DATASET/requests.csv (the format sklat train reads). "
+                    "Rerunning the same command resumes an interrupted run. Needs "
+                    "pip install 'sklat[profile]'.")
+    _add(prof, "model", required=True,
+         help="a folder with a transformers config.json (weights optional), the path "
+              "of a config.json, or a hub name")
+    _add(prof, "random_weights", action="store_true",
+         help="build the model from its configuration with seeded random weights "
+              "(nothing downloaded but the configuration)")
+    _add(prof, "prompt_tokens", type=_int_list, default=[64, 256, 1024],
+         help="comma-separated prompt lengths (64,256,1024)")
+    _add(prof, "output_tokens", type=_int_list, default=[16, 128, 512],
+         help="comma-separated numbers of decode steps (16,128,512)")
+    _add(prof, "repeats", type=int, default=3, help="measurements per grid point (3)")
+    _add(prof, "top_k", type=_int_list, default=None,
+         help="comma-separated experts per token to sweep (mixture-of-experts models)")
+    _add(prof, "num_active_blocks", type=_int_list, default=None,
+         help="comma-separated numbers of decoder layers to run, swept")
+    _add(prof, "device", default="auto", help="auto, cpu, cuda or cuda:<index> (auto)")
+    _add(prof, "dtype", choices=DTYPES, default="float32", help="(float32)")
+    _add(prof, "attn_implementation", choices=ATTN_IMPLEMENTATIONS, default="sdpa",
+         help="transformers attention implementation (sdpa)")
+    _add(prof, "output_dir", type=Path, required=True, help="results folder (created)")
+    _add(prof, "dataset", default=None,
+         help="dataset sub-folder name (default: <model>_<attn>_<dtype>)")
+    _add(prof, "seed", type=int, default=0,
+         help="seed of the random weights, the prompts and the order of the grid (0)")
+    _add(prof, "warmup", type=int, default=2,
+         help="untimed warm-up requests per top_k / num_active_blocks setting (2)")
+    _add(prof, "threads", type=int, default=None,
+         help="torch CPU threads while profiling (default: torch's own)")
+    prof.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    prof.set_defaults(func=cmd_profile)
 
 
 def main(argv=None):
@@ -127,6 +186,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"sklat {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sklat {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 # ------------------------------------------------------------------ train
@@ -261,6 +323,7 @@ def cmd_train(args, argv):
         prefill_weight=args.prefill_weight, decode_total_weight=args.decode_total_weight,
         positioned_weight=args.positioned_weight, loss=args.loss, lr=args.lr,
         config_mlp_weight_decay=args.config_mlp_weight_decay,
+        context_features=args.context_features, n_cost_terms=args.n_cost_terms,
         max_epochs=args.num_epochs, batch_size=args.batch_size, device=args.device,
         random_state=args.seed, verbose=0 if args.quiet else 1)
     if not args.quiet:
@@ -337,6 +400,30 @@ def cmd_predict(args, argv):
     else:
         out.to_csv(args.output, index=False, float_format="%.6f")
         print(f"sklat predict: wrote {len(out)} rows to {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------- profile
+def cmd_profile(args, argv):
+    from .profile import profile_model
+
+    try:
+        path = profile_model(
+            args.model, args.output_dir, prompt_tokens=args.prompt_tokens,
+            output_tokens=args.output_tokens, repeats=args.repeats, top_k=args.top_k,
+            num_active_blocks=args.num_active_blocks, random_weights=args.random_weights,
+            device=args.device, dtype=args.dtype,
+            attn_implementation=args.attn_implementation, dataset=args.dataset,
+            seed=args.seed, warmup=args.warmup, threads=args.threads,
+            progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("sklat profile: interrupted; the completed requests are kept, run the "
+              "same command again to measure the rest", file=sys.stderr)
+        return 130
+    with open(path) as f:
+        rows = sum(1 for _ in f) - 1
+    if not args.quiet:
+        print(f"sklat profile: {rows} requests in {path}")
     return 0
 
 

@@ -19,12 +19,14 @@ import numpy as np
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
-# Fitted attributes stored as JSON (arrays as lists).
-_ARRAY_ATTRS = ("feature_log_mask_", "feature_mean_", "feature_scale_")
+# Fitted attributes stored as JSON (arrays as lists), with their numpy dtypes.
+_ARRAY_ATTRS = {"feature_log_mask_": bool, "feature_log_shift_": np.float64,
+                "feature_mean_": np.float64, "feature_scale_": np.float64,
+                "context_features_": np.int64}
 _SCALAR_ATTRS = ("n_features_in_", "n_outputs_", "step_scale_", "prefill_scale_",
-                 "max_output_tokens_")
+                 "max_output_tokens_", "context_scale_")
 
 
 def _versions():
@@ -54,6 +56,12 @@ def _jsonable_params(est):
     for key, value in est.get_params(deep=False).items():
         if isinstance(value, np.generic):
             value = value.item()
+        if isinstance(value, (list, tuple, np.ndarray)):
+            # A list of column names or indices (context_features).
+            value = [v.item() if isinstance(v, np.generic) else v for v in value]
+            if all(isinstance(v, (int, str)) for v in value):
+                params[key] = value
+                continue
         if not (value is None or isinstance(value, (bool, int, float, str))):
             # A RandomState instance cannot be stored; a loaded model is
             # already trained, so only refits would see the difference.
@@ -187,9 +195,8 @@ def load(path, device="cpu"):
     attrs = doc["attributes"]
     for name in _SCALAR_ATTRS:
         setattr(est, name, attrs[name])
-    for name in _ARRAY_ATTRS:
-        setattr(est, name, np.asarray(attrs[name],
-                                      dtype=bool if name == "feature_log_mask_" else None))
+    for name, dtype in _ARRAY_ATTRS.items():
+        setattr(est, name, np.asarray(attrs[name], dtype=dtype))
     if "feature_names_in_" in attrs:
         est.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
     dist = attrs["output_tokens_distribution_"]

@@ -56,10 +56,18 @@ def test_training_options_reach_the_estimator(results, tmp_path):
     assert main(["train", "--results-dir", str(results), "--use-all-datasets",
                  "--output-dir", str(out), "--config-mlp-weight-decay", "0.7",
                  "--lr", "0.002", "--batch-size", "16", "--num_epochs", "2",
+                 "--context-features", "text_tokens", "--n-cost-terms", "2",
                  "--quiet"]) == 0
     est = sklat.load(out / "model.safetensors")
     assert (est.config_mlp_weight_decay, est.lr, est.batch_size, est.max_epochs) == (
         0.7, 0.002, 16, 2)
+    assert est.context_features == ["text_tokens"] and est.n_cost_terms == 2
+    assert list(est.feature_names_in_[est.context_features_]) == ["text_tokens"]
+    assert main(["train", "--results-dir", str(results), "--use-all-datasets",
+                 "--output-dir", str(out), "--num_epochs", "1", "--context_features",
+                 "none", "--quiet"]) == 0
+    est = sklat.load(out / "model.safetensors")
+    assert est.context_features is None and len(est.context_features_) == 0
 
 
 def test_written_model_reloads_and_predicts(trained, results):

@@ -77,3 +77,23 @@ def test_cuda_pickle_loads_without_cuda(gpu_model, data, monkeypatch):
 def test_long_outputs_on_cuda(gpu_model, data):
     total = gpu_model.predict_total(data.X.iloc[:100], 32768)
     assert np.isfinite(total).all() and (total > 0).all()
+
+
+def test_profile_on_cuda(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from sklat.io import load_results
+    from sklat.profile import profile_model
+
+    model = tmp_path / "tiny-llama"
+    transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=128, max_position_embeddings=256,
+    ).save_pretrained(model)
+    profile_model(model, tmp_path / "results", random_weights=True,
+                  prompt_tokens=[8, 64], output_tokens=[4, 16], repeats=1, device="cuda",
+                  dtype="bfloat16", progress=False)
+    res = load_results(tmp_path / "results", features=["text_tokens"])
+    assert len(res.X) == 4 and set(res.frame["device"]) == {"cuda"}
+    assert res.frame["device_name"].str.len().min() > 0
+    for n, steps in zip(res.output_tokens, res.positioned_latencies):
+        assert len(steps) == n and (steps > 0).all()

@@ -5,56 +5,134 @@ import pytest
 import torch
 
 from sklat._loss import combined_loss, decode_total_loss, positioned_loss, prefill_loss
-from sklat._module import FactorizedLatencyModule
+from sklat._module import CostTermsLatencyModule
 from sklat._net import BatchIterator, RequestData
 
 
 def _module(n_features=3, prefill=True):
     torch.manual_seed(0)
-    module = FactorizedLatencyModule(n_features, hidden_size=16, n_basis=4,
-                                     with_prefill=prefill, position_scale=100)
+    module = CostTermsLatencyModule(n_features, hidden_size=16, n_basis=4, n_cost_terms=2,
+                                    with_prefill=prefill, position_scale=30,
+                                    context_scale=50.0, context_features=(1,))
     # Leave the flat initialisation so the test sees a non-trivial curve.
     for p in module.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return module.double()
 
 
+def _explicit_curve(module, x, context, positions):
+    """f(c, p) of one request, term by term, at ``positions`` (1-D)."""
+    linear = torch.nn.functional.linear(x[None], module.config_linear.weight
+                                        * module.linear_mask, module.config_linear.bias)
+    mlp = module.decode_mlp(x[None] * module.decode_input_mask)
+    out = linear[:, :mlp.shape[1]] + mlp
+    m, k = module.n_cost_terms, module.n_basis
+    flat = torch.exp(out[0, :m]).sum()
+    slope = torch.exp(out[0, m:2 * m]).sum()
+    shape = torch.exp(out[0, 2 * m]) * torch.softmax(out[0, 2 * m + 1:2 * m + 1 + k], 0)
+    p = positions.to(x.dtype)
+    u = torch.log1p(torch.clamp(p, max=30.0)) / torch.log1p(torch.tensor(30.0))
+    phi = torch.nn.functional.softplus(module.position_encoder(u[:, None].to(x.dtype)))
+    return flat + slope * (context + p / 50.0) + phi @ shape
+
+
 def test_summed_total_equals_explicit_per_position_sum():
     module = _module()
     x = torch.randn(5, 3, dtype=torch.float64)
-    n = torch.tensor([1, 7, 3, 40, 12])
-    out = module(x, n)
-    log_scale, weights, _ = module.encode(x)
+    context = torch.rand(5, dtype=torch.float64) * 3
+    # 40 and 45 run past position_scale: the basis is held constant there.
+    n = torch.tensor([1, 7, 3, 40, 45])
+    out = module(x, n, context)
     for i in range(5):
-        phi = module.basis(torch.arange(1, int(n[i]) + 1))
-        explicit = torch.exp(log_scale[i]) * (phi @ weights[i]).sum()
-        assert torch.allclose(out["total"][i], explicit)
+        explicit = _explicit_curve(module, x[i], context[i], torch.arange(1, int(n[i]) + 1))
+        assert torch.allclose(out["total"][i], explicit.sum())
 
 
-def test_step_outputs_match_basis():
+def test_step_outputs_match_the_curve():
     module = _module()
     x = torch.randn(3, 3, dtype=torch.float64)
+    context = torch.tensor([0.0, 1.0, 2.5], dtype=torch.float64)
     n = torch.tensor([4, 2, 5])
     sample = torch.tensor([0, 0, 2, 2, 2])
     pos = torch.tensor([1, 4, 1, 3, 5])
-    out = module(x, n, sample, pos)
-    log_scale, weights, _ = module.encode(x)
-    phi = module.basis(pos)
-    expected = torch.exp(log_scale[sample]) * (weights[sample] * phi).sum(1)
+    out = module(x, n, context, sample, pos)
+    expected = torch.stack([_explicit_curve(module, x[i], context[i], pos[j:j + 1])[0]
+                            for j, i in enumerate(sample.tolist())])
     assert torch.allclose(out["steps"], expected)
 
 
-def test_initial_model_is_flat_average():
-    module = FactorizedLatencyModule(2, hidden_size=8, n_basis=3, position_scale=10)
+def test_cost_terms_sum_power_laws():
+    # With the MLP silent, the flat cost is a sum of exp(linear) terms: it can
+    # be a + b * x exactly (x = exp(z)), which one power law cannot be.
+    module = CostTermsLatencyModule(1, hidden_size=4, n_basis=2, n_cost_terms=2)
+    with torch.no_grad():
+        for p in module.decode_mlp.parameters():
+            p.zero_()
+        module.config_linear.weight[:2, 0] = torch.tensor([0.0, 1.0])
+        module.config_linear.bias[:2] = torch.tensor([np.log(2.0), np.log(3.0)])
+    z = torch.linspace(-2, 2, 7)[:, None]
+    flat = module.encode(z)["flat"]
+    assert torch.allclose(flat, 2 + 3 * torch.exp(z[:, 0]))
+
+
+def test_context_features_reach_decode_only_through_the_context():
+    # The flat cost, the context slope and the shape's scale ignore a context
+    # column; the prefill does not.
+    module = _module()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    moved = x.clone()
+    moved[:, 1] += torch.linspace(-2, 2, 6, dtype=torch.float64)
+    a, b = module.encode(x), module.encode(moved)
+    for key in ("flat", "slope"):
+        assert torch.allclose(a[key], b[key])
+    assert torch.allclose(a["shape"].sum(1), b["shape"].sum(1))
+    assert not torch.allclose(a["prefill"], b["prefill"])
+    moved[:, 0] += 1.0
+    assert not torch.allclose(module.encode(moved)["flat"], a["flat"])
+
+
+def test_initial_model_is_close_to_flat_average():
+    torch.manual_seed(0)
+    module = CostTermsLatencyModule(2, hidden_size=8, n_basis=3, position_scale=10,
+                                    context_scale=10.0)
     out = module(torch.randn(4, 2), torch.tensor([1, 2, 3, 10]))
-    assert torch.allclose(out["total"], torch.tensor([1.0, 2.0, 3.0, 10.0]), rtol=0.05)
-    assert torch.allclose(out["prefill"], torch.ones(4))
+    assert torch.allclose(out["total"], torch.tensor([1.0, 2.0, 3.0, 10.0]), rtol=0.15)
+    assert torch.allclose(out["prefill"], torch.ones(4), rtol=0.15)
+
+
+def test_initial_fit_starts_at_the_log_linear_model():
+    # Per-token latency exp(0.5 z0 - 0.3 z1 + 0.2) and prefill exp(z1): the
+    # untrained module starts near both (the exponents carry small noise).
+    torch.manual_seed(0)
+    fit = {"decode": (np.array([0.5, -0.3], dtype=np.float32), 0.2),
+           "prefill": (np.array([0.0, 1.0], dtype=np.float32), 0.0)}
+    module = CostTermsLatencyModule(2, hidden_size=8, n_basis=3, position_scale=10,
+                                    context_scale=10.0, initial_fit=fit)
+    z = torch.randn(64, 2)
+    out = module(z, torch.full((64,), 10))
+    per_token = torch.log(out["total"] / 10)
+    expected = 0.5 * z[:, 0] - 0.3 * z[:, 1] + 0.2
+    assert (per_token - expected).abs().mean() < 0.15
+    assert (torch.log(out["prefill"]) - z[:, 1]).abs().mean() < 0.15
+
+
+def test_log_ridge_leaves_out_excluded_columns():
+    from sklat._estimator import _log_ridge
+
+    rng = np.random.RandomState(0)
+    z = rng.normal(size=(200, 3))
+    coef, intercept = _log_ridge(z, z @ [1.0, -2.0, 0.5] + 3.0, np.array([True, False, True]),
+                                 alpha=1e-9)
+    # The excluded column gets no coefficient; the others absorb what they can.
+    assert coef[1] == 0
+    np.testing.assert_allclose(coef[[0, 2]], [1.0, 0.5], atol=0.2)
+    assert abs(intercept - 3.0) < 0.2
 
 
 def test_module_memory_bounded_for_long_outputs():
     # N = 32768 for 64 requests: the basis table is (32768, K), not (64, 32768, H).
-    module = FactorizedLatencyModule(3, hidden_size=64, n_basis=8)
-    out = module(torch.randn(64, 3), torch.full((64,), 32768))
+    module = CostTermsLatencyModule(3, hidden_size=64, n_basis=8)
+    out = module(torch.randn(64, 3), torch.full((64,), 32768), torch.rand(64))
     out["total"].sum().backward()
     assert torch.isfinite(out["total"]).all()
 
@@ -65,6 +143,7 @@ def _data():
     lengths = [0 if s is None else len(s) for s in steps]
     return RequestData(
         x=np.arange(8, dtype=np.float32).reshape(4, 2), output_tokens=n,
+        context=np.array([0.5, 1, 0, 2], dtype=np.float32),
         total=np.array([6.0, 1, 22, 3], dtype=np.float32),
         prefill=np.array([1.0, 2, 3, 4], dtype=np.float32),
         step_values=np.concatenate([s for s in steps if s is not None]).astype(np.float32),
@@ -141,7 +220,7 @@ def _averaging_net(decay, valid, lr=0.05):
         callbacks.append(("early_stopping", EarlyStopping(
             patience=3, load_best=False, sink=lambda *a: None)))
     return LatencyNet(
-        module=FactorizedLatencyModule, module__n_features=2, module__hidden_size=8,
+        module=CostTermsLatencyModule, module__n_features=2, module__hidden_size=8,
         module__n_basis=2, module__position_scale=4.0, criterion=WeightedLatencyLoss,
         optimizer=torch.optim.AdamW, lr=lr, max_epochs=12, batch_size=2,
         iterator_train=BatchIterator, iterator_valid=BatchIterator,
@@ -185,8 +264,10 @@ def test_weight_averaging_without_held_out_set_keeps_last_average():
                                averaged.history[:, "train_loss"], rtol=1e-6)
 
 
-def test_config_mlp_has_its_own_weight_decay(fitted):
-    mlp = {id(p) for p in fitted.net_.module_.config_mlp.parameters()}
+def test_config_mlps_have_their_own_weight_decay(fitted):
+    module = fitted.net_.module_
+    mlp = {id(p) for part in (module.decode_mlp, module.prefill_mlp)
+           for p in part.parameters()}
     seen = set()
     for group in fitted.net_.optimizer_.param_groups:
         for p in group["params"]:

@@ -161,12 +161,24 @@ def test_log_features(d):
                                          r"X column 'neg'"):
         fit(d, LatencyEstimator(max_epochs=1, log_features="all"), X=X)
     est = fit(d)
-    assert est.feature_log_mask_.tolist() == [True, True, False, False, False]
+    # Every non-negative feature: log(x), or log1p(x) where it holds zeros.
+    assert est.feature_log_mask_.tolist() == [True] * 5
+    assert est.feature_log_shift_.tolist() == [
+        float((d.X[c] == 0).any()) for c in d.X.columns]
+    assert est.feature_log_shift_[1] == 0  # text_tokens >= 16
     X = d.X.copy()
-    X.loc[7, "text_tokens"] = -4
-    with pytest.raises(ValueError, match=r"X column 'text_tokens' was log-scaled at fit "
+    X.loc[7, "vision_tokens"] = -4
+    with pytest.raises(ValueError, match=r"X column 'vision_tokens' was log-scaled at fit "
                                          r"time and needs values >= 0; sample 7 is -4"):
         est.predict_total(X, 3)
+    X = d.X.copy()
+    X.loc[3, "num_active_blocks"] = 0
+    with pytest.raises(ValueError, match=r"X column 'num_active_blocks' was log-scaled at "
+                                         r"fit time and needs values > 0; sample 3 is 0"):
+        est.predict_total(X, 3)
+    # A negative feature stays linear under "auto".
+    est = fit(d, LatencyEstimator(max_epochs=1), X=d.X.assign(neg=np.linspace(-1, 1, 40)))
+    assert est.feature_log_mask_.tolist() == [True] * 5 + [False]
 
 
 def test_predict_errors(d):

@@ -1,0 +1,139 @@
+"""The configuration features as the model sees them.
+
+- :class:`FeatureTransform`: the log scaling and standardisation fitted on the
+  training configurations. Costs scale as powers of counts (layers, experts,
+  tokens, parallelism), so a non-negative feature is taken as ``log(x)`` (or
+  ``log1p(x)`` where it holds zeros): a linear map of the result is then a
+  power law of the raw features.
+- :func:`resolve_context_features`: which columns add up to the context length
+  at the first decode step.
+"""
+
+import numbers
+
+import numpy as np
+
+AUTO_CONTEXT_FEATURES = ("vision_tokens", "text_tokens")
+LOG_FEATURES = ("auto", "all", "none")
+
+
+class FeatureTransform:
+    """``z = (log-scaled X - mean) / scale``, fitted on training configurations.
+
+    Parameters
+    ----------
+    log_mask : ndarray of bool
+        Columns that are log-transformed.
+    log_shift : ndarray of float
+        ``0`` (``log(x)``, the column was > 0 at fit time) or ``1``
+        (``log1p(x)``, it held zeros).
+    mean, scale : ndarray of float
+        Standardisation of the (log-)features.
+    """
+
+    def __init__(self, log_mask, log_shift, mean, scale):
+        self.log_mask = log_mask
+        self.log_shift = log_shift
+        self.mean = mean
+        self.scale = scale
+
+    @classmethod
+    def fit(cls, X_arr, log_features, label):
+        """Choose the log columns and standardise. ``label(col)`` names a column
+        in error messages."""
+        nonneg = (X_arr >= 0).all(axis=0)
+        if log_features == "all" and not nonneg.all():
+            col = int(np.flatnonzero(~nonneg)[0])
+            raise ValueError(f"log_features='all' needs features >= 0; X column "
+                             f"{label(col)} has negative values.")
+        mask = nonneg if log_features in ("auto", "all") else np.zeros_like(nonneg)
+        shift = np.where(mask & (X_arr > 0).all(axis=0), 0.0, 1.0)
+        transform = cls(mask, shift, None, None)
+        logged = transform._log_columns(X_arr, label)
+        std = logged.std(axis=0)
+        transform.mean = logged.mean(axis=0)
+        transform.scale = np.where(std > 0, std, 1.0)
+        return transform
+
+    def _log_columns(self, X_arr, label):
+        mask = self.log_mask
+        if not mask.any():
+            return X_arr
+        out = X_arr.copy()
+        sub = out[:, mask]
+        shift = self.log_shift[mask]
+        bad = sub + shift <= 0
+        if bad.any():
+            row, j = np.argwhere(bad)[0]
+            col = int(np.flatnonzero(mask)[j])
+            need = "> 0" if shift[j] == 0 else ">= 0"
+            raise ValueError(
+                f"X column {label(col)} was log-scaled at fit time and needs values "
+                f"{need}; sample {row} is {sub[row, j]}.")
+        out[:, mask] = np.log(sub + shift)
+        return out
+
+    def transform(self, X_arr, label):
+        """Standardised features, float32."""
+        z = (self._log_columns(X_arr, label) - self.mean) / self.scale
+        return z.astype(np.float32)
+
+
+def resolve_context_features(context_features, feature_names, n_features):
+    """Column indices whose sum is the context length at the first decode step.
+
+    ``"auto"``: the columns named ``vision_tokens`` and ``text_tokens`` among
+    ``feature_names`` (none if ``X`` had no column names); ``None``: no
+    context (and no context term); otherwise a list of feature names or column
+    indices.
+    """
+    if context_features is None:
+        return np.zeros(0, dtype=np.int64)
+    names = [] if feature_names is None else [str(c) for c in feature_names]
+    if isinstance(context_features, str):
+        if context_features != "auto":
+            raise ValueError(
+                "context_features must be 'auto', None or a list of feature names or "
+                f"column indices; got {context_features!r}.")
+        return np.asarray([names.index(c) for c in AUTO_CONTEXT_FEATURES if c in names],
+                          dtype=np.int64)
+    try:
+        entries = list(context_features)
+    except TypeError:
+        raise ValueError(
+            "context_features must be 'auto', None or a list of feature names or "
+            f"column indices; got {context_features!r}.") from None
+    indices = []
+    for entry in entries:
+        if isinstance(entry, str):
+            if entry not in names:
+                raise ValueError(
+                    f"context_features names {entry!r}, which is not a feature of X "
+                    f"(features: {names or 'X has no column names'}).")
+            indices.append(names.index(entry))
+        elif isinstance(entry, numbers.Integral) and not isinstance(entry, bool):
+            if not 0 <= entry < n_features:
+                raise ValueError(f"context_features index {entry} is out of range for "
+                                 f"{n_features} features.")
+            indices.append(int(entry))
+        else:
+            raise ValueError("context_features entries must be feature names or column "
+                             f"indices; got {entry!r}.")
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"context_features lists a feature twice: {entries!r}.")
+    return np.asarray(indices, dtype=np.int64)
+
+
+def context_lengths(X_arr, indices, label):
+    """Context length (tokens) at the first decode step of each row: the sum of
+    the context columns, which must be >= 0."""
+    if len(indices) == 0:
+        return np.zeros(len(X_arr))
+    sub = X_arr[:, indices]
+    bad = sub < 0
+    if bad.any():
+        row, j = np.argwhere(bad)[0]
+        raise ValueError(f"X column {label(int(indices[j]))} is a context feature (a "
+                         f"number of tokens) and must be >= 0; sample {row} is "
+                         f"{sub[row, j]}.")
+    return sub.sum(axis=1)

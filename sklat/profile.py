@@ -1,0 +1,500 @@
+"""Measure a transformers model into a results folder that ``sklat train`` reads.
+
+:func:`profile_model` (and ``sklat profile``) times the prefill and every decode
+step of greedy, KV-cached generation of a Hugging Face ``transformers`` causal
+language model over a grid of prompt lengths, output lengths and, for
+mixture-of-experts models, experts per token (``top_k``) and decoder layers run
+(``num_active_blocks``). Each request becomes one row of the results format
+(:mod:`sklat.io`), with its per-step latencies in ``T_decode_per_step``.
+
+Measurement discipline:
+
+- a request is the prompt forward (the prefill, which yields the first new token;
+  ``T_prefill_total``) followed by exactly ``output_tokens`` decode steps, each
+  one forward of the previous token through the KV cache and a greedy choice of
+  the next (end-of-sequence tokens are ignored). Decode step ``p`` attends to
+  ``prompt + p`` cached positions;
+- each step is timed on its own with ``time.perf_counter_ns``; on CUDA the
+  device is synchronised before the clock is read, so a step's time is its
+  whole latency, kernel launches included;
+- warm-up requests run before any timing, for every (``top_k``,
+  ``num_active_blocks``) setting; Python's garbage collector runs before a
+  request and is paused during it;
+- the grid is visited in a seeded random order, so that drift of the machine
+  (thermal, a neighbour's load) does not line up with one configuration;
+- rows are appended to ``<output_dir>/<dataset>/requests.csv`` as requests
+  finish: an interrupted run keeps its completed rows, and running the same
+  command again measures only what is missing.
+
+``transformers`` comes with the ``profile`` extra: ``pip install 'sklat[profile]'``.
+Random weights (``random_weights=True``) build the model from its configuration
+only, without downloading weights: timings depend on the shapes, not the values.
+"""
+
+import gc
+import itertools
+import json
+import os
+import platform
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._validation import DECODE_COL, PREFILL_COL
+from .io import AVG_COL, OUTPUT_TOKENS_COL, PER_STEP_COL
+
+RESULTS_FILE = "requests.csv"
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+DTYPES = ("float32", "bfloat16", "float16")
+# What makes two runs comparable: rows appended to an existing file must match.
+SETUP_COLUMNS = ("model", "random_weights", "device", "dtype", "attn_implementation",
+                 "threads", "seed")
+# One request of the grid; a resumed run skips the keys already in the file.
+KEY_COLUMNS = ("text_tokens", OUTPUT_TOKENS_COL, "top_k", "num_active_blocks", "repeat")
+_WARMUP_STEPS = 8
+
+
+def _check_lengths(values, name):
+    try:
+        arr = [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be integers >= 1; got {values!r}.") from None
+    if not arr or any(v < 1 or v != float(w) for v, w in zip(arr, values)):
+        raise ValueError(f"{name} must be a non-empty list of integers >= 1; got "
+                         f"{list(values)!r}.")
+    return sorted(set(arr))
+
+
+def _check_arguments(prompt_tokens, output_tokens, repeats, top_k, num_active_blocks,
+                     dtype, attn_implementation, warmup, threads):
+    lists = {
+        "prompt_tokens": _check_lengths(prompt_tokens, "prompt_tokens"),
+        "output_tokens": _check_lengths(output_tokens, "output_tokens"),
+        "top_k": None if top_k is None else _check_lengths(top_k, "top_k"),
+        "num_active_blocks": (None if num_active_blocks is None
+                              else _check_lengths(num_active_blocks, "num_active_blocks")),
+    }
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be None or an integer >= 1; got {threads!r}.")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}.")
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}; "
+                         f"got {attn_implementation!r}.")
+    return lists
+
+
+def _import_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(
+            "sklat profile needs the transformers package: pip install "
+            "'sklat[profile]'") from None
+    return transformers
+
+
+def _load_config(transformers, model):
+    try:
+        return transformers.AutoConfig.from_pretrained(os.fspath(model))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read a transformers configuration from {model!r}: "
+                         f"{exc}") from None
+
+
+def _n_experts(config):
+    for name in ("num_local_experts", "num_experts", "n_routed_experts"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _check_against_config(config, model, lists):
+    """Refuse a grid the model cannot run, before anything is timed."""
+    longest = max(lists["prompt_tokens"]) + max(lists["output_tokens"])
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and longest > limit:
+        raise ValueError(
+            f"the longest request needs {longest} positions (prompt "
+            f"{max(lists['prompt_tokens'])} + {max(lists['output_tokens'])} decode steps) "
+            f"but {model!r} has max_position_embeddings={limit}.")
+    if lists["top_k"] is not None:
+        experts = _n_experts(config)
+        if getattr(config, "num_experts_per_tok", None) is None or experts is None:
+            raise ValueError(
+                f"top_k was given but {model!r} is not a mixture-of-experts model "
+                "(its configuration has no num_experts_per_tok / number of experts).")
+        if max(lists["top_k"]) > experts:
+            raise ValueError(f"top_k must be <= the model's {experts} experts; got "
+                             f"{max(lists['top_k'])}.")
+    if lists["num_active_blocks"] is not None:
+        layers = config.num_hidden_layers
+        if max(lists["num_active_blocks"]) > layers:
+            raise ValueError(
+                f"num_active_blocks must be <= the model's {layers} decoder layers; "
+                f"got {max(lists['num_active_blocks'])}.")
+
+
+def _load_model(transformers, torch, model, config, random_weights, dtype,
+                attn_implementation, seed):
+    torch_dtype = getattr(torch, dtype)
+    auto = transformers.AutoModelForCausalLM
+    # transformers >= 4.56 calls the argument dtype, older releases torch_dtype.
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    dtype_kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    kwargs = {"attn_implementation": attn_implementation, dtype_kw: torch_dtype}
+    try:
+        if random_weights:
+            torch.manual_seed(seed)
+            return auto.from_config(config, **kwargs)
+        return auto.from_pretrained(os.fspath(model), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot build {model!r}: {exc}") from None
+
+
+class _Variants:
+    """Switches a loaded model between experts per token and layer counts."""
+
+    def __init__(self, model):
+        self.model = model
+        config = model.config
+        self.base_top_k = getattr(config, "num_experts_per_tok", None)
+        self.routers = [m for _, m in model.named_modules()
+                        if isinstance(getattr(m, "top_k", None), int)
+                        and m.top_k == self.base_top_k]
+        self.base_layers = config.num_hidden_layers
+        self.layer_types = getattr(config, "layer_types", None)
+        self.decoder = model.base_model
+        self.all_layers = self.decoder.layers
+
+    def set(self, top_k, num_active_blocks):
+        from torch import nn
+
+        config = self.model.config
+        if top_k is not None:
+            if not self.routers:
+                raise ValueError(
+                    f"cannot set top_k on {type(self.model).__name__}: none of its "
+                    "modules has a top_k attribute to change.")
+            for module in self.routers:
+                module.top_k = top_k
+            config.num_experts_per_tok = top_k
+        if num_active_blocks is not None:
+            self.decoder.layers = nn.ModuleList(list(self.all_layers)[:num_active_blocks])
+            config.num_hidden_layers = num_active_blocks
+            if isinstance(self.layer_types, list):
+                config.layer_types = self.layer_types[:num_active_blocks]
+
+
+def _forward_keywords(model):
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    extra = {}
+    # Only the last position's logits, as a serving engine computes them.
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            extra[name] = 1
+            break
+    return cache_kw, extra
+
+
+def _cache_of(output):
+    for name in ("cache", "past_key_values"):
+        if name in output:
+            return output[name]
+    raise ValueError("the model returned no KV cache; it cannot be profiled "
+                     "step by step.")
+
+
+def _time_request(torch, model, prompt_ids, n_steps, sync, cache_kw, extra):
+    """``(prefill_ms, per_step_ms)`` of one greedy request."""
+    gc.collect()
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    clock = time.perf_counter_ns
+    steps = np.empty(n_steps, dtype=np.int64)
+    try:
+        with torch.inference_mode():
+            sync()
+            start = clock()
+            out = model(input_ids=prompt_ids, use_cache=True, **extra)
+            token = out.logits[:, -1:].argmax(-1)
+            sync()
+            prefill = clock() - start
+            cache = _cache_of(out)
+            for p in range(n_steps):
+                start = clock()
+                out = model(input_ids=token, use_cache=True, **{cache_kw: cache}, **extra)
+                token = out.logits[:, -1:].argmax(-1)
+                sync()
+                steps[p] = clock() - start
+                cache = _cache_of(out)
+    finally:
+        if gc_enabled:
+            gc.enable()
+    return prefill / 1e6, steps / 1e6
+
+
+def _device_name(torch, device):
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} logical CPUs)"
+
+
+def _read_done(path, setup, columns):
+    """Keys of the requests already in ``path``; refuses a file of another setup
+    or with other columns."""
+    if not path.exists():
+        return set()
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        # A write cut short (the process was killed mid-row): drop the partial row.
+        text = text[:text.rfind("\n") + 1]
+        path.write_text(text)
+    if not text.strip():
+        return set()
+    header = text.split("\n", 1)[0].split(",")
+    if header != columns:
+        raise ValueError(
+            f"{path} has the columns {header}, but this grid writes {columns}; write "
+            "to another --dataset or --output_dir.")
+    frame = pd.read_csv(path, usecols=lambda c: c in KEY_COLUMNS + SETUP_COLUMNS,
+                        keep_default_na=False)
+    for col, value in setup.items():
+        seen = set(frame[col].astype(str)) if col in frame.columns else {"<missing>"}
+        if seen != {str(value)}:
+            raise ValueError(
+                f"{path} holds requests measured with {col}={sorted(seen)}, not "
+                f"{value!r}; write to another --dataset or --output_dir.")
+    keys = set()
+    for row in frame.itertuples(index=False):
+        keys.add(tuple(_key_part(getattr(row, c, "")) for c in KEY_COLUMNS))
+    return keys
+
+
+def _key_part(value):
+    return None if value in ("", None) or (isinstance(value, float) and np.isnan(value)) \
+        else int(value)
+
+
+def _default_dataset(model, attn_implementation, dtype):
+    stem = Path(os.fspath(model).rstrip("/")).name
+    stem = stem[:-len(".json")] if stem.endswith(".json") else stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}_{attn_implementation}_{dtype}")
+
+
+def profile_model(model, output_dir, *, prompt_tokens=(64, 256, 1024),
+                  output_tokens=(16, 128, 512), repeats=3, top_k=None,
+                  num_active_blocks=None, random_weights=False, device="auto",
+                  dtype="float32", attn_implementation="sdpa", dataset=None, seed=0,
+                  warmup=2, threads=None, progress=True):
+    """Time prefill and every decode step of a transformers model into a results folder.
+
+    Every combination of ``prompt_tokens`` x ``output_tokens`` (x ``top_k`` x
+    ``num_active_blocks`` where given) is measured ``repeats`` times, in a
+    seeded random order; see :mod:`sklat.profile` for how.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A local directory holding a transformers ``config.json`` (with or
+        without weights), the path of such a ``config.json``, or a Hugging Face
+        hub name.
+    output_dir : str or path-like
+        Results folder; rows go to ``<output_dir>/<dataset>/requests.csv``.
+    prompt_tokens : sequence of int, default=(64, 256, 1024)
+        Prompt lengths (random token ids, seeded).
+    output_tokens : sequence of int, default=(16, 128, 512)
+        Decode steps per request.
+    repeats : int, default=3
+        Measurements of each grid point.
+    top_k : sequence of int, default=None
+        Experts per token to sweep (mixture-of-experts models only).
+    num_active_blocks : sequence of int, default=None
+        Numbers of decoder layers to run (the first ones), swept.
+    random_weights : bool, default=False
+        Build the model from its configuration with seeded random weights
+        instead of loading weights.
+    device : str, default="auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+        Weights and activations.
+    attn_implementation : {"eager", "sdpa"}, default="sdpa"
+        The transformers attention implementation.
+    dataset : str, default=None
+        Dataset (sub-folder) name; default ``<model>_<attn>_<dtype>``.
+    seed : int, default=0
+        Seeds the random weights, the prompts and the order of the grid.
+    warmup : int, default=2
+        Untimed warm-up requests per (``top_k``, ``num_active_blocks``) setting.
+    threads : int, default=None
+        torch's CPU threads while profiling (restored afterwards); ``None``
+        keeps torch's setting.
+    progress : bool, default=True
+        Show a progress bar on standard error.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The results file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers import LlamaConfig
+    >>> from sklat.profile import profile_model
+    >>> from sklat.io import load_results
+    >>> tmp = tempfile.mkdtemp()
+    >>> LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...             num_attention_heads=2, num_key_value_heads=2, vocab_size=64,
+    ...             max_position_embeddings=128).save_pretrained(tmp + "/tiny")
+    >>> path = profile_model(tmp + "/tiny", tmp + "/results", random_weights=True,
+    ...                      prompt_tokens=[4, 16], output_tokens=[2, 8], repeats=1,
+    ...                      device="cpu", progress=False)
+    >>> res = load_results(tmp + "/results", features=["text_tokens"])
+    >>> len(res.X), sorted(set(res.output_tokens.tolist()))
+    (4, [2, 8])
+    """
+    from ._device import resolve_device
+
+    lists = _check_arguments(prompt_tokens, output_tokens, repeats, top_k,
+                             num_active_blocks, dtype, attn_implementation, warmup,
+                             threads)
+    device = resolve_device(device)
+    transformers = _import_transformers()
+    import torch
+
+    config = _load_config(transformers, model)
+    _check_against_config(config, model, lists)
+    dataset = dataset or _default_dataset(model, attn_implementation, dtype)
+    path = Path(output_dir) / dataset / RESULTS_FILE
+    setup = {"model": os.fspath(model), "random_weights": bool(random_weights),
+             "device": device, "dtype": dtype,
+             "attn_implementation": attn_implementation,
+             "threads": threads if threads is not None else torch.get_num_threads(),
+             "seed": seed}
+    columns = _columns(lists)
+    done = _read_done(path, setup, columns)
+    grid = list(itertools.product(
+        lists["top_k"] or [None], lists["num_active_blocks"] or [None],
+        lists["prompt_tokens"], lists["output_tokens"], range(repeats)))
+    # The order is drawn over the whole grid, so a resumed run keeps it.
+    order = np.random.RandomState(seed).permutation(len(grid))
+    jobs = [grid[i] for i in order
+            if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4]) not in done]
+    if not jobs:
+        return path
+
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        net = _load_model(transformers, torch, model, config, random_weights, dtype,
+                          attn_implementation, seed)
+        net.to(device).eval()
+        _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, device,
+                  seed, warmup, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return path
+
+
+def _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, device, seed,
+              warmup, progress):
+    from . import __version__
+
+    variants = _Variants(net)
+    cache_kw, extra = _forward_keywords(net)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") \
+        else (lambda: None)
+    vocab = net.config.vocab_size
+    descriptive = {
+        **setup, "device_name": _device_name(torch, device),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "sklat_version": __version__, "python_version": platform.python_version(),
+        "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+    }
+    warmed = set()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bar = _progress(len(jobs), progress)
+    try:
+        for top_k, blocks, prompt, n_steps, repeat in jobs:
+            variants.set(top_k, blocks)
+            if (top_k, blocks) not in warmed:
+                short = torch.zeros((1, min(lists["prompt_tokens"])), dtype=torch.long)
+                for _ in range(warmup):
+                    _time_request(torch, net, short.to(device), _WARMUP_STEPS, sync,
+                                  cache_kw, extra)
+                warmed.add((top_k, blocks))
+            # Prompt ids drawn from the request's own seed: the same request gets
+            # the same prompt in every run.
+            rng = np.random.RandomState(
+                [seed, prompt, n_steps, top_k or 0, blocks or 0, repeat])
+            ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt))).to(device)
+            prefill, steps = _time_request(torch, net, ids, n_steps, sync, cache_kw,
+                                           extra)
+            row = {"vision_tokens": 0, "text_tokens": prompt}
+            if top_k is not None:
+                row["top_k"] = top_k
+            if blocks is not None:
+                row["num_active_blocks"] = blocks
+            _append_row(path, columns, row, prefill, steps, repeat, descriptive)
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+_DESCRIPTIVE_COLUMNS = ("repeat",) + SETUP_COLUMNS + (
+    "device_name", "torch_version", "transformers_version", "sklat_version",
+    "python_version", "run_id")
+
+
+def _columns(lists):
+    """The columns of a results file, in order, for this grid."""
+    features = ["vision_tokens", "text_tokens"]
+    features += [name for name in ("top_k", "num_active_blocks") if lists[name] is not None]
+    return features + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, AVG_COL,
+                       PER_STEP_COL] + list(_DESCRIPTIVE_COLUMNS)
+
+
+def _append_row(path, columns, features, prefill, steps, repeat, descriptive):
+    steps = np.round(steps, 6)
+    total = float(steps.sum())
+    row = {**features, OUTPUT_TOKENS_COL: len(steps), PREFILL_COL: round(prefill, 6),
+           DECODE_COL: total, AVG_COL: total / len(steps),
+           PER_STEP_COL: json.dumps(steps.tolist()), "repeat": repeat, **descriptive}
+    frame = pd.DataFrame([row], columns=columns)
+    new = not path.exists() or path.stat().st_size == 0
+    # One write per row: an interruption loses at most the row in flight.
+    text = frame.to_csv(index=False, header=new, float_format="%.6f")
+    with open(path, "a", newline="") as f:
+        f.write(text)
+        f.flush()
+
+
+def _progress(total, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc="sklat profile", unit="request",
+                file=sys.stderr, dynamic_ncols=True)
