@@ -1,6 +1,7 @@
 """Accuracy of sklat against the peers a user would pick instead.
 
-Run: ``python benchmarks/accuracy.py [--quick] [--only NAMES] [--data synthetic,vidur,splitwise]``;
+Run: ``python benchmarks/accuracy.py [--quick] [--only NAMES]
+[--data synthetic,vidur,splitwise,profiled] [--sets NAMES]``;
 prints one Markdown table per data set.
 
 Metrics (percent, on held-out requests): total-decode MAPE, prefill MAPE, and
@@ -10,6 +11,7 @@ truth where it is known, positioned and total MAPE.
 """
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -20,22 +22,24 @@ from sklearn.model_selection import KFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import AggregatedLinear, FlatAverage, PerStepOracle, TotalGBM  # noqa: E402
-from real_data import splitwise_requests, vidur_requests  # noqa: E402
+from real_data import (  # noqa: E402
+    profiled_requests, profiled_sets, splitwise_requests, vidur_requests)
 
 from sklat import LatencyEstimator  # noqa: E402
 from sklat.datasets import make_positioned_latency  # noqa: E402
 
 
-def positioned_mape(model, X, output_tokens, reference):
-    """Mean over requests of the mean relative per-step error (percent).
-    ``reference(positions)`` gives the reference latencies, (n, len(positions))."""
+def positioned_mape(model, X, output_tokens, reference, first=1):
+    """Mean over requests of the mean relative per-step error (percent), over
+    positions ``first..N``. ``reference(positions)`` gives the reference
+    latencies, (n, len(positions))."""
     n = np.asarray(output_tokens)
     positions = np.arange(1, n.max() + 1)
     pred = model.predict_positions(X, positions)
     ref = reference(positions)
-    mask = positions[None, :] <= n[:, None]
+    mask = (positions[None, :] <= n[:, None]) & (positions[None, :] >= first)
     err = np.where(mask, np.abs(pred - ref) / np.where(mask, ref, 1.0), 0.0)
-    return 100 * float(np.mean(err.sum(axis=1) / n))
+    return 100 * float(np.mean(err.sum(axis=1) / mask.sum(axis=1)))
 
 
 def mape(pred, true):
@@ -47,9 +51,21 @@ def _with_steps(data, rows, fraction, seed):
     return [data.positioned_latencies[i] if k else None for i, k in zip(rows, keep)]
 
 
+SKLAT_PARAMS = {}  # --set NAME=VALUE: parameters of the sklat rows
+
+
+def parse_set(items):
+    """``["name=value", ...]`` -> ``{name: Python literal value}``."""
+    params = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        params[name] = ast.literal_eval(value)
+    return params
+
+
 def methods(seed):
     """name -> (factory, fraction of training requests with per-step data)."""
-    sk = lambda: LatencyEstimator(random_state=seed)  # noqa: E731
+    sk = lambda: LatencyEstimator(random_state=seed, **SKLAT_PARAMS)  # noqa: E731
     return {
         "sklat (totals only)": (sk, 0.0),
         "sklat (+10% steps)": (sk, 0.1),
@@ -57,10 +73,13 @@ def methods(seed):
         "flat average (GBM)": (FlatAverage, 0.0),
         "total GBM S(N)-S(N-1)": (TotalGBM, 0.0),
         "aggregated linear": (AggregatedLinear, 0.0),
+        "aggregated linear (products)": (
+            lambda: AggregatedLinear(config_basis="products"), 0.0),
         "per-step oracle (GBM)": (PerStepOracle, 1.0),
         # sklat's own model fitted to every step: the same model class's floor.
-        "per-step oracle (sklat)": (lambda: LatencyEstimator(
-            decode_total_weight=0.0, positioned_weight=1.0, random_state=seed), 1.0),
+        "per-step oracle (sklat)": (lambda: LatencyEstimator(**{
+            "random_state": seed, **SKLAT_PARAMS, "decode_total_weight": 0.0,
+            "positioned_weight": 1.0}), 1.0),
     }
 
 
@@ -77,8 +96,9 @@ def _padded(steps, n):
     return out
 
 
-def evaluate(data, train_rows, test_rows, *, seed=0, only=None):
-    """Fit every method on ``train_rows`` of ``data``, score on ``test_rows``."""
+def evaluate(data, train_rows, test_rows, *, seed=0, only=None, late_from=None):
+    """Fit every method on ``train_rows`` of ``data``, score on ``test_rows``;
+    with ``late_from``, also the positioned error past that position."""
     has_steps = all(s is not None for s in data.positioned_latencies)
     X_test = data.X.iloc[test_rows]
     n_test = data.output_tokens[test_rows]
@@ -102,6 +122,10 @@ def evaluate(data, train_rows, test_rows, *, seed=0, only=None):
         if measured is not None:
             row["pos. MAPE (measured)"] = positioned_mape(
                 model, X_test, n_test, lambda p: measured[:, :len(p)])
+            if late_from is not None:
+                row[f"pos. MAPE past {late_from - 1}"] = positioned_mape(
+                    model, X_test, n_test, lambda p: measured[:, :len(p)],
+                    first=late_from)
         if data.true_curve is not None:
             row["pos. MAPE (truth)"] = positioned_mape(
                 model, X_test, n_test, lambda p: data.true_curve(X_test, p))
@@ -137,6 +161,23 @@ def vidur(n_train, seed=0, n_test=1000):
     return data, np.arange(n_train), np.arange(n_train, n_train + n_test)
 
 
+def profiled_splits(data, seeds=(0,), test_fraction=0.3, short=250, long=500):
+    """``(title, [(train rows, test rows), ...], late_from)`` of a measured set:
+    seeded splits by request (one per seed), and an extrapolation split (train
+    on N <= short, test on N > long, scoring positions past ``short`` too)."""
+    n = len(data.output_tokens)
+    n_test = int(round(test_fraction * n))
+    orders = [np.random.RandomState(seed).permutation(n) for seed in seeds]
+    yield (f"by request ({n - n_test} train / {n_test} test"
+           + (f", mean over split seeds {', '.join(map(str, seeds))})" if len(seeds) > 1
+              else f", split seed {seeds[0]})"),
+           [(np.sort(o[n_test:]), np.sort(o[:n_test])) for o in orders], None)
+    tr = np.flatnonzero(data.output_tokens <= short)
+    te = np.flatnonzero(data.output_tokens > long)
+    yield (f"extrapolation (train N <= {short}: {len(tr)}, test N > {long}: {len(te)})",
+           [(tr, te)], short + 1)
+
+
 def _print(title, table):
     print(f"\n## {title}")
     print(table.round(2).to_markdown())
@@ -148,13 +189,23 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="one synthetic family and noise level only")
     parser.add_argument("--sizes", default="300,3000")
-    parser.add_argument("--data", default="synthetic,vidur,splitwise")
+    parser.add_argument("--data", default="synthetic,vidur,splitwise,profiled")
     parser.add_argument("--curves", default="saturating,linear,mixed")
     parser.add_argument("--noises", default="0,0.05,0.15",
                         help="comma-separated noise levels of the synthetic data")
+    parser.add_argument("--sets", default=None,
+                        help="comma-separated measured sets under benchmarks/data "
+                             "(default: all) for --data profiled")
+    parser.add_argument("--split_seeds", default="0,1,2",
+                        help="seeds of the by-request splits of the measured sets "
+                             "(the table is their mean)")
     parser.add_argument("--only", default=None,
                         help="comma-separated substrings of method names to run")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a LatencyEstimator parameter of the sklat rows (Python "
+                             "literal value)")
     args = parser.parse_args(argv)
+    SKLAT_PARAMS.update(parse_set(args.set))
     sizes = [int(s) for s in args.sizes.split(",")]
     only = args.only.split(",") if args.only else None
     which = args.data.split(",")
@@ -173,6 +224,14 @@ def main(argv=None):
             data, tr, te = vidur(n)
             _print(f"Vidur A100 Llama-2-7B kernel curves, noise 5%, {n} training "
                    "requests", evaluate(data, tr, te, only=only))
+    if "profiled" in which:
+        for name in (args.sets.split(",") if args.sets else profiled_sets()):
+            data = profiled_requests(name)
+            seeds = [int(v) for v in args.split_seeds.split(",")]
+            for title, splits, late in profiled_splits(data, seeds=seeds):
+                tables = [evaluate(data, tr, te, only=only, late_from=late)
+                          for tr, te in splits]
+                _print(f"measured {name}: {title}", sum(tables) / len(tables))
     if "splitwise" in which:
         data = splitwise_requests()
         folds = [evaluate(data, tr, te, only=only) for tr, te in

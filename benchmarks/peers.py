@@ -6,6 +6,8 @@ of configuration features, y ``[T_prefill_total, T_LLM_decode]``) and
 ``predict_prefill(X)``.
 """
 
+import itertools
+
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import RidgeCV
@@ -83,12 +85,35 @@ def _position_basis(p, scale):
                             np.exp(-(p - 1) / 4.0), np.exp(-(p - 1) / 16.0)])
 
 
+def _raw_products(arr, order=3):
+    """The raw features and their products of up to ``order`` distinct features
+    (layers x experts, layers x context, ...): physical cost terms."""
+    cols = [arr[:, list(idx)].prod(axis=1)
+            for k in range(1, order + 1)
+            for idx in itertools.combinations(range(arr.shape[1]), k)]
+    return np.column_stack(cols)
+
+
 class AggregatedLinear(_PrefillGBM):
-    """Closed form: f(c, p) = sum_jk w_jk a_j(c) b_k(p), ridge on summed basis."""
+    """Closed form: f(c, p) = sum_jk w_jk a_j(c) b_k(p), ridge on summed basis.
+
+    ``config_basis="log"``: ``a`` = 1 and the standardised (log-)features;
+    ``"products"``: 1 and the standardised raw features with their products of
+    up to three features (the hand-made interactions of a physical model).
+    """
+
+    def __init__(self, config_basis="log"):
+        self.config_basis = config_basis
+
+    def _config_features(self, X):
+        arr = np.asarray(X, dtype=np.float64)
+        if self.config_basis == "products":
+            return _raw_products(arr)
+        return _log_where(arr, self.log_mask_)
 
     def fit(self, X, y, output_tokens, positioned_latencies=None):
         arr, self.log_mask_ = _config_matrix(X)
-        self.scaler_ = StandardScaler().fit(_log_where(arr, self.log_mask_))
+        self.scaler_ = StandardScaler().fit(self._config_features(X))
         self.scale_ = float(np.max(output_tokens))
         n = np.asarray(output_tokens)
         cumulative = np.cumsum(_position_basis(np.arange(1, n.max() + 1), self.scale_),
@@ -102,8 +127,7 @@ class AggregatedLinear(_PrefillGBM):
         return self
 
     def _config_basis(self, X):
-        a = self.scaler_.transform(_log_where(np.asarray(X, dtype=np.float64),
-                                              self.log_mask_))
+        a = self.scaler_.transform(self._config_features(X))
         return np.column_stack([np.ones(len(a)), a])
 
     def _design(self, X, b):

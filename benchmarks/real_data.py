@@ -7,6 +7,8 @@
   num_tokens = prompt``. Measurement-like noise is added; the noiseless ``f``
   is the per-position truth.
 - :func:`splitwise_requests`: Splitwise's real end-to-end runs (totals only).
+- :func:`profiled_requests`: the per-step sets measured with ``sklat profile``
+  under ``benchmarks/data`` (see its README).
 """
 
 import os
@@ -16,6 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+PROFILED = Path(__file__).resolve().parent / "data"
+PROFILED_FEATURES = ["vision_tokens", "text_tokens", "top_k", "num_active_blocks"]
 DATA = Path(os.environ.get("SKLAT_SHARED_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data"))
 N_LAYERS = 32
@@ -82,7 +86,9 @@ def splitwise_requests():
     raw = pd.read_csv(DATA / "splitwise_perf_model.csv")
     raw = raw[raw["token_size"] <= 256].reset_index(drop=True)
     X = pd.DataFrame({
-        "prompt_size": raw["prompt_size"],
+        # The prompt is the results format's text_tokens: the context at the first
+        # decode step (LatencyEstimator's context_features="auto" finds it).
+        "text_tokens": raw["prompt_size"],
         "batch_size": raw["batch_size"],
         "tensor_parallel": raw["tensor_parallel"],
         "is_bloom_176b": (raw["model"] == "bloom-176b").astype(int),
@@ -94,3 +100,22 @@ def splitwise_requests():
     return Bunch(X=X, y=y, output_tokens=(raw["token_size"] - 1).to_numpy(),
                  positioned_latencies=[None] * len(raw), true_curve=None,
                  token_size=raw["token_size"].to_numpy())
+
+
+def profiled_sets():
+    """Names of the measured per-step sets under benchmarks/data."""
+    return sorted(p.parent.name for p in PROFILED.glob("*/requests.csv"))
+
+
+def profiled_requests(name):
+    """A per-step set measured with ``sklat profile``: the feature columns it
+    holds (of vision_tokens, text_tokens, top_k, num_active_blocks), totals and
+    every request's steps."""
+    from sklat.io import load_results
+
+    path = PROFILED / name
+    columns = pd.read_csv(path / "requests.csv", nrows=0).columns
+    features = [c for c in PROFILED_FEATURES if c in columns]
+    res = load_results(PROFILED, datasets=[name], features=features)
+    return Bunch(X=res.X, y=res.y, output_tokens=res.output_tokens,
+                 positioned_latencies=res.positioned_latencies, true_curve=None)

@@ -2,7 +2,7 @@
 linear model: the variance behind one benchmark table.
 
 Run: ``python benchmarks/seeds.py [--set NAME=VALUE ...] [--noises 0.1,0.15]
-[--size 300] [--seeds 0,1,2] [--curve saturating] [--splitwise]``.
+[--size 300] [--seeds 0,1,2] [--curve saturating] [--splitwise] [--vidur]``.
 
 Prints, per noise level and data seed, sklat's positioned MAPE against the
 noiseless truth, the lowest held-out loss of its training history, and the
@@ -13,7 +13,6 @@ too (``--set`` only names parameters the version has).
 """
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 
@@ -22,19 +21,11 @@ import pandas as pd
 from sklearn.model_selection import KFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import mape, positioned_mape, synthetic  # noqa: E402
+from accuracy import mape, parse_set, positioned_mape, synthetic, vidur  # noqa: E402
 from peers import AggregatedLinear  # noqa: E402
 from real_data import splitwise_requests  # noqa: E402
 
 from sklat import LatencyEstimator  # noqa: E402
-
-
-def _parse_set(items):
-    params = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        params[name] = ast.literal_eval(value)
-    return params
 
 
 def seed_table(params, noises, size, seeds, curve):
@@ -56,6 +47,27 @@ def seed_table(params, noises, size, seeds, curve):
                 "aggregated linear pos. MAPE (truth)": positioned_mape(
                     linear, X_test, n_test, truth),
             })
+    return pd.DataFrame(rows)
+
+
+def vidur_table(params, size, seeds):
+    """sklat and the aggregated linear model on the Vidur kernel curves, per data seed."""
+    rows = []
+    for seed in seeds:
+        data, tr, te = vidur(size, seed=seed)
+        X_test, n_test = data.X.iloc[te], data.output_tokens[te]
+        truth = lambda p: data.true_curve(X_test, p)  # noqa: E731
+        fit_args = (data.X.iloc[tr], data.y.to_numpy()[tr], data.output_tokens[tr])
+        est = LatencyEstimator(random_state=0, **params).fit(*fit_args)
+        linear = AggregatedLinear().fit(*fit_args)
+        rows.append({
+            "data seed": seed,
+            "sklat pos. MAPE (truth)": positioned_mape(est, X_test, n_test, truth),
+            "sklat total MAPE": mape(est.predict_total(X_test, n_test),
+                                     data.y.to_numpy()[te, 1]),
+            "aggregated linear pos. MAPE (truth)": positioned_mape(
+                linear, X_test, n_test, truth),
+        })
     return pd.DataFrame(rows)
 
 
@@ -82,8 +94,10 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--curve", default="saturating")
     parser.add_argument("--splitwise", action="store_true")
+    parser.add_argument("--vidur", action="store_true",
+                        help="also the Vidur kernel curves, --size requests, per data seed")
     args = parser.parse_args(argv)
-    params = _parse_set(args.set)
+    params = parse_set(args.set)
     table = seed_table(params, [float(v) for v in args.noises.split(",")], args.size,
                        [int(v) for v in args.seeds.split(",")], args.curve)
     print(f"## sklat {params or 'defaults'}, {args.curve}, {args.size} training requests")
@@ -91,6 +105,12 @@ def main(argv=None):
     means = table.drop(columns=["noise", "data seed"]).mean()
     print("\nmean: " + ", ".join(f"{k} {v:.2f}" for k, v in means.items()
                                  if "MAPE" in k))
+    if args.vidur:
+        vidur_rows = vidur_table(params, args.size, [int(v) for v in args.seeds.split(",")])
+        print(f"\n## Vidur kernel curves, {args.size} training requests")
+        print(vidur_rows.round(4).to_markdown(index=False))
+        print("\nmean: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                     vidur_rows.drop(columns="data seed").mean().items()))
     if args.splitwise:
         print("\n" + ", ".join(f"{k}: {v:.2f}" for k, v in splitwise_row(params).items()))
 

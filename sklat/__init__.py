@@ -4,7 +4,7 @@ from ._estimator import LatencyEstimator
 from .exceptions import ModelFileError, TrainingDivergedError
 from .persistence import load, save
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["LatencyEstimator", "ModelFileError", "TrainingDivergedError", "load", "save",
            "__version__"]

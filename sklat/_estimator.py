@@ -677,16 +677,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 chunk = torch.from_numpy(x[start:start + _ROW_CHUNK]).to(device)
                 parts.append(module.encode(chunk))
         coef = {key: _cat_numpy([p[key] for p in parts])
-                for key in ("flat", "slope", "shape", "prefill") if parts
-                and parts[0][key] is not None}
-        step, k = self.step_scale_, module.n_basis
+                for key in ("flat", "slope", "shape", "prefill")
+                if parts[0][key] is not None}
+        step = self.step_scale_
         return Bunch(
-            flat=step * coef.get("flat", np.zeros(0)),
-            slope=step * coef.get("slope", np.zeros(0)),
-            shape=step * coef.get("shape", np.zeros(0)).reshape(n, k),
+            flat=step * coef["flat"], slope=step * coef["slope"],
+            shape=step * coef["shape"].reshape(n, module.n_basis),
             context=context / self.context_scale_,
-            prefill=(self.prefill_scale_ * coef.get("prefill", np.zeros(0))
-                     if self.prefill_scale_ is not None else None),
+            prefill=(self.prefill_scale_ * coef["prefill"] if "prefill" in coef else None),
             output_tokens=n_tokens)
 
     def _basis(self, positions):

@@ -30,6 +30,13 @@ OUTPUT_TOKENS_COL = "output_tokens"
 PER_STEP_COL = "T_decode_per_step"
 AVG_COL = "T_decode_per_token_avg"
 SUFFIXES = (".csv", ".jsonl", ".parquet")
+# Descriptive columns written by ``sklat profile`` (see :mod:`sklat.profile`).
+PROFILE_COLUMNS = ("repeat", "model", "random_weights", "device", "dtype",
+                   "attn_implementation", "threads", "seed", "device_name", "torch_version",
+                   "transformers_version", "sklat_version", "python_version", "run_id")
+# Columns a results file may hold that are never configuration features.
+NON_FEATURE_COLUMNS = {OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, PER_STEP_COL, AVG_COL,
+                       "sample_id", *PROFILE_COLUMNS}
 
 
 class ResultsFormatError(ValueError):
@@ -101,9 +108,14 @@ def _check_frame(frame, path, features, rtol):
     required = features + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL]
     missing = [c for c in required if c not in frame.columns]
     if missing:
+        hint = ""
+        if set(missing) & set(features):
+            hint = (" Choose the feature columns with --features (sklat train) or "
+                    "features= (load_results); this file has "
+                    f"{[c for c in frame.columns if c not in NON_FEATURE_COLUMNS]}.")
         raise ResultsFormatError(
             f"{path}: missing column(s) {missing}; a results file needs "
-            f"{required}.")
+            f"{required}.{hint}")
     for col in required + ([AVG_COL] if AVG_COL in frame.columns else []):
         values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values)

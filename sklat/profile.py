@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ._validation import DECODE_COL, PREFILL_COL
-from .io import AVG_COL, OUTPUT_TOKENS_COL, PER_STEP_COL
+from .io import AVG_COL, OUTPUT_TOKENS_COL, PER_STEP_COL, PROFILE_COLUMNS
 
 RESULTS_FILE = "requests.csv"
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -465,17 +465,12 @@ def _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, devic
         bar.close()
 
 
-_DESCRIPTIVE_COLUMNS = ("repeat",) + SETUP_COLUMNS + (
-    "device_name", "torch_version", "transformers_version", "sklat_version",
-    "python_version", "run_id")
-
-
 def _columns(lists):
     """The columns of a results file, in order, for this grid."""
     features = ["vision_tokens", "text_tokens"]
     features += [name for name in ("top_k", "num_active_blocks") if lists[name] is not None]
     return features + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, AVG_COL,
-                       PER_STEP_COL] + list(_DESCRIPTIVE_COLUMNS)
+                       PER_STEP_COL] + list(PROFILE_COLUMNS)
 
 
 def _append_row(path, columns, features, prefill, steps, repeat, descriptive):

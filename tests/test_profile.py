@@ -248,3 +248,12 @@ def test_cli_reports_errors_and_interruptions(llama, tmp_path, capsys, monkeypat
     monkeypatch.setattr(profile_mod, "profile_model", interrupt)
     assert main(["profile", "--model", str(llama), "--output_dir", str(tmp_path)]) == 130
     assert "run the same command again" in capsys.readouterr().err
+
+
+def test_default_features_missing_suggests_features(profiled, tmp_path, capsys):
+    out, _ = profiled
+    assert main(["train", "--results_dir", str(out), "--output_dir", str(tmp_path),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "missing column(s) ['tier_idx', 'top_k', 'num_active_blocks']" in err
+    assert "--features" in err and "['vision_tokens', 'text_tokens']" in err

@@ -124,6 +124,7 @@ def test_bad_positioned_latencies(d):
     ({"decode_total_weight": 0, "positioned_weight": 0}, "nothing would train"),
     ({"loss": "huber"}, "loss must be one of"),
     ({"hidden_size": 0}, "hidden_size must be an integer >= 1"),
+    ({"n_cost_terms": 0}, "n_cost_terms must be an integer >= 1; got 0"),
     ({"max_epochs": 2.5}, "max_epochs must be an integer >= 1"),
     ({"lr": -1.0}, "lr must be a finite number >= 0"),
     ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
