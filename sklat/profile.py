@@ -162,29 +162,33 @@ def _load_model(transformers, torch, model, config, random_weights, dtype,
 
 
 class _Variants:
-    """Switches a loaded model between experts per token and layer counts."""
+    """Switches a loaded model between experts per token and layer counts; refuses,
+    before anything is timed, a sweep the model cannot do."""
 
-    def __init__(self, model):
+    def __init__(self, model, sweep_top_k, sweep_blocks):
         self.model = model
         config = model.config
-        self.base_top_k = getattr(config, "num_experts_per_tok", None)
+        base_top_k = getattr(config, "num_experts_per_tok", None)
         self.routers = [m for _, m in model.named_modules()
                         if isinstance(getattr(m, "top_k", None), int)
-                        and m.top_k == self.base_top_k]
-        self.base_layers = config.num_hidden_layers
+                        and m.top_k == base_top_k]
+        if sweep_top_k and not self.routers:
+            raise ValueError(
+                f"cannot set top_k on {type(model).__name__}: none of its modules has a "
+                "top_k attribute to change.")
         self.layer_types = getattr(config, "layer_types", None)
         self.decoder = model.base_model
-        self.all_layers = self.decoder.layers
+        self.all_layers = getattr(self.decoder, "layers", None)
+        if sweep_blocks and not hasattr(self.all_layers, "__getitem__"):
+            raise ValueError(
+                f"cannot set num_active_blocks on {type(model).__name__}: its decoder "
+                "has no list of layers named 'layers'.")
 
     def set(self, top_k, num_active_blocks):
         from torch import nn
 
         config = self.model.config
         if top_k is not None:
-            if not self.routers:
-                raise ValueError(
-                    f"cannot set top_k on {type(self.model).__name__}: none of its "
-                    "modules has a top_k attribute to change.")
             for module in self.routers:
                 module.top_k = top_k
             config.num_experts_per_tok = top_k
@@ -298,7 +302,9 @@ def _key_part(value):
 
 
 def _default_dataset(model, attn_implementation, dtype):
-    stem = Path(os.fspath(model).rstrip("/")).name
+    path = Path(os.fspath(model).rstrip("/"))
+    # A model folder or hub name by its last part; a config.json by its folder.
+    stem = path.parent.name if path.name == "config.json" else path.name
     stem = stem[:-len(".json")] if stem.endswith(".json") else stem
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}_{attn_implementation}_{dtype}")
 
@@ -423,7 +429,8 @@ def _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, devic
               warmup, progress):
     from . import __version__
 
-    variants = _Variants(net)
+    variants = _Variants(net, lists["top_k"] is not None,
+                         lists["num_active_blocks"] is not None)
     cache_kw, extra = _forward_keywords(net)
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") \
         else (lambda: None)

@@ -161,7 +161,7 @@ def test_variants_change_the_model(mixtral):
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(mixtral))
-    variants = profile_mod._Variants(model)
+    variants = profile_mod._Variants(model, True, True)
     assert variants.routers
     variants.set(1, 1)
     assert len(model.base_model.layers) == 1 and model.config.num_hidden_layers == 1
@@ -202,6 +202,22 @@ def test_bad_arguments_are_refused_before_timing(llama, tmp_path, no_timing, kw,
     with pytest.raises(ValueError, match=message):
         _profile(llama, tmp_path, **kw)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_sweep_the_model_cannot_do_is_refused(llama, tmp_path, no_timing, monkeypatch):
+    # A model class whose decoder keeps its layers under another name.
+    real = profile_mod._Variants.__init__
+
+    def renamed(self, model, *args):
+        model.base_model.blocks = model.base_model.layers
+        del model.base_model.layers
+        real(self, model, *args)
+
+    monkeypatch.setattr(profile_mod._Variants, "__init__", renamed)
+    with pytest.raises(ValueError, match="cannot set num_active_blocks on "
+                                         "LlamaForCausalLM: its decoder has no list"):
+        _profile(llama, tmp_path, num_active_blocks=[1])
+    assert not any(tmp_path.rglob("*.csv"))
 
 
 def test_top_k_beyond_the_experts(mixtral, tmp_path, no_timing):
@@ -257,3 +273,13 @@ def test_default_features_missing_suggests_features(profiled, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing column(s) ['tier_idx', 'top_k', 'num_active_blocks']" in err
     assert "--features" in err and "['vision_tokens', 'text_tokens']" in err
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("path/to/tiny-llama", "tiny-llama_sdpa_float32"),
+    ("path/to/tiny-llama/config.json", "tiny-llama_sdpa_float32"),
+    ("my config.json", "my-config_sdpa_float32"),
+    ("meta-llama/Llama-3.2-1B", "Llama-3.2-1B_sdpa_float32"),
+])
+def test_default_dataset_names(model, expected):
+    assert profile_mod._default_dataset(model, "sdpa", "float32") == expected
