@@ -16,8 +16,9 @@ expressed exactly; ``h`` is a positive scale times softmax mixture weights of
 per-configuration quantity is a linear map of ``z`` plus an MLP correction
 (regularised separately), computed once per request; the basis curves once per
 distinct position, held constant past the longest training request so that
-only the physical context term extrapolates. The prefill is a sum of
-``n_cost_terms`` power laws as well.
+only the physical context term extrapolates. The context features reach the
+decode curve only through ``context_0 + p`` (and the linear map of the shape's
+mixture weights). The prefill is a sum of ``n_cost_terms`` power laws as well.
 
 The totals need no per-(sample, position) work::
 

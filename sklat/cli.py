@@ -91,8 +91,8 @@ def build_parser():
     _add(train, "context_features", type=_context_features, default="auto",
          help="comma-separated feature columns whose sum is the context length at the "
               "first decode step, so that a cost term grows with context + position; "
-              "'auto': vision_tokens and text_tokens where present; 'none': position "
-              "alone (auto)")
+              "'auto': vision_tokens and text_tokens where present; 'none': no such "
+              "term, the curve stays flat past the longest training request (auto)")
     _add(train, "n_cost_terms", type=int, default=3,
          help="positive power laws of the features summed in the flat cost, the "
               "context cost and the prefill (3)")
