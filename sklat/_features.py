@@ -15,6 +15,8 @@ import numpy as np
 
 AUTO_CONTEXT_FEATURES = ("vision_tokens", "text_tokens")
 LOG_FEATURES = ("auto", "all", "none")
+_CONTEXT_FEATURES_EXPECTED = ("context_features must be 'auto', None or a list of feature "
+                              "names or column indices")
 
 
 class FeatureTransform:
@@ -92,17 +94,14 @@ def resolve_context_features(context_features, feature_names, n_features):
     names = [] if feature_names is None else [str(c) for c in feature_names]
     if isinstance(context_features, str):
         if context_features != "auto":
-            raise ValueError(
-                "context_features must be 'auto', None or a list of feature names or "
-                f"column indices; got {context_features!r}.")
+            raise ValueError(_CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.")
         return np.asarray([names.index(c) for c in AUTO_CONTEXT_FEATURES if c in names],
                           dtype=np.int64)
     try:
         entries = list(context_features)
     except TypeError:
         raise ValueError(
-            "context_features must be 'auto', None or a list of feature names or "
-            f"column indices; got {context_features!r}.") from None
+            _CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.") from None
     indices = []
     for entry in entries:
         if isinstance(entry, str):

@@ -146,11 +146,12 @@ class CostTermsLatencyModule(nn.Module):
             weight[self._slices["shape"]] = 0.0
             weight[self._slices["mixture"]] = 0.0
             m = self.n_cost_terms
-            bias[self._slices["flat"]] = math.log(_INITIAL_SHARES["flat"] / m)
+            has_context = self._slices["context"].stop > self._slices["context"].start
+            # Without a context term its share goes to the flat cost.
+            flat_share = _INITIAL_SHARES["flat"] + (
+                0.0 if has_context else _INITIAL_SHARES["context"])
+            bias[self._slices["flat"]] = math.log(flat_share / m)
             bias[self._slices["context"]] = math.log(_INITIAL_SHARES["context"] / m)
-            if self._slices["context"].stop == self._slices["context"].start:
-                bias[self._slices["flat"]] = math.log(
-                    (_INITIAL_SHARES["flat"] + _INITIAL_SHARES["context"]) / m)
             bias[self._slices["shape"]] = math.log(_INITIAL_SHARES["shape"])
             bias[self._slices["mixture"]] = 0.0
             bias[self._slices["prefill"]] = math.log(1.0 / m)
