@@ -26,14 +26,21 @@ def main():
     synthetic = make_positioned_latency(300, noise=0.1, random_state=0)
     measured = profiled_requests("llama_dense_eager")
     times = {}
-    for name, data in (("synthetic 300, 10% noise", synthetic),
-                       ("llama_dense_eager (195)", measured)):
+    for name, data in (
+        ("synthetic 300, 10% noise", synthetic),
+        ("llama_dense_eager (195)", measured),
+    ):
         start = time.perf_counter()
         est = LatencyEstimator(random_state=0, device="cpu").fit(
-            data.X, data.y, output_tokens=data.output_tokens)
+            data.X, data.y, output_tokens=data.output_tokens
+        )
         times[name] = (time.perf_counter() - start, len(est.history_))
-    print(f"sklat {sklat.__version__}: " + "; ".join(
-        f"{name} {seconds:.2f} s ({epochs} epochs)" for name, (seconds, epochs) in times.items()))
+    print(
+        f"sklat {sklat.__version__}: "
+        + "; ".join(
+            f"{name} {seconds:.2f} s ({epochs} epochs)" for name, (seconds, epochs) in times.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def _log_where(arr, mask):
 class _PrefillGBM:
     def _fit_prefill(self, X, y):
         self.prefill_ = HistGradientBoostingRegressor(random_state=0).fit(
-            X, np.log(np.asarray(y)[:, 0]))
+            X, np.log(np.asarray(y)[:, 0])
+        )
 
     def predict_prefill(self, X):
         return np.exp(self.prefill_.predict(X))
@@ -58,8 +59,7 @@ class TotalGBM(_PrefillGBM):
 
     def fit(self, X, y, output_tokens, positioned_latencies=None):
         Z = np.column_stack([np.asarray(X, dtype=np.float64), output_tokens])
-        self.model_ = HistGradientBoostingRegressor(random_state=0).fit(
-            Z, np.asarray(y)[:, 1])
+        self.model_ = HistGradientBoostingRegressor(random_state=0).fit(Z, np.asarray(y)[:, 1])
         self._fit_prefill(X, y)
         return self
 
@@ -81,16 +81,25 @@ class TotalGBM(_PrefillGBM):
 def _position_basis(p, scale):
     """Simple position basis functions b_k(p)."""
     p = np.asarray(p, dtype=np.float64)
-    return np.column_stack([np.ones_like(p), np.log1p(p) / np.log1p(scale), p / scale,
-                            np.exp(-(p - 1) / 4.0), np.exp(-(p - 1) / 16.0)])
+    return np.column_stack(
+        [
+            np.ones_like(p),
+            np.log1p(p) / np.log1p(scale),
+            p / scale,
+            np.exp(-(p - 1) / 4.0),
+            np.exp(-(p - 1) / 16.0),
+        ]
+    )
 
 
 def _raw_products(arr, order=3):
     """The raw features and their products of up to ``order`` distinct features
     (layers x experts, layers x context, ...): physical cost terms."""
-    cols = [arr[:, list(idx)].prod(axis=1)
-            for k in range(1, order + 1)
-            for idx in itertools.combinations(range(arr.shape[1]), k)]
+    cols = [
+        arr[:, list(idx)].prod(axis=1)
+        for k in range(1, order + 1)
+        for idx in itertools.combinations(range(arr.shape[1]), k)
+    ]
     return np.column_stack(cols)
 
 
@@ -116,13 +125,13 @@ class AggregatedLinear(_PrefillGBM):
         self.scaler_ = StandardScaler().fit(self._config_features(X))
         self.scale_ = float(np.max(output_tokens))
         n = np.asarray(output_tokens)
-        cumulative = np.cumsum(_position_basis(np.arange(1, n.max() + 1), self.scale_),
-                               axis=0)
+        cumulative = np.cumsum(_position_basis(np.arange(1, n.max() + 1), self.scale_), axis=0)
         design = self._design(X, cumulative[n - 1])
         # Relative error: divide each row by its total, as sklat's loss does.
         t = np.asarray(y)[:, 1]
         self.model_ = RidgeCV(alphas=np.logspace(-6, 2, 17), fit_intercept=False).fit(
-            design / t[:, None], np.ones_like(t))
+            design / t[:, None], np.ones_like(t)
+        )
         self._fit_prefill(X, y)
         return self
 
@@ -141,8 +150,7 @@ class AggregatedLinear(_PrefillGBM):
 
     def predict_total(self, X, output_tokens):
         n = np.asarray(output_tokens)
-        cumulative = np.cumsum(_position_basis(np.arange(1, n.max() + 1), self.scale_),
-                               axis=0)
+        cumulative = np.cumsum(_position_basis(np.arange(1, n.max() + 1), self.scale_), axis=0)
         return self.model_.predict(self._design(X, cumulative[n - 1]))
 
 
@@ -157,7 +165,8 @@ class PerStepOracle(_PrefillGBM):
         pos = np.arange(len(rows)) - starts + 1
         steps = np.concatenate(positioned_latencies)
         self.model_ = HistGradientBoostingRegressor(random_state=0, max_iter=300).fit(
-            np.column_stack([arr[rows], np.log(pos)]), np.log(steps))
+            np.column_stack([arr[rows], np.log(pos)]), np.log(steps)
+        )
         self._fit_prefill(X, y)
         return self
 

@@ -20,11 +20,22 @@ from sklearn.utils import Bunch
 
 PROFILED = Path(__file__).resolve().parent / "data"
 PROFILED_FEATURES = ["vision_tokens", "text_tokens", "top_k", "num_active_blocks"]
-DATA = Path(os.environ.get("SKLAT_SHARED_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("SKLAT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 N_LAYERS = 32
-TOKEN_OPS = ["emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
-             "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj", "add"]
+TOKEN_OPS = [
+    "emb",
+    "input_layernorm",
+    "attn_pre_proj",
+    "attn_rope",
+    "attn_post_proj",
+    "post_attention_layernorm",
+    "mlp_up_proj",
+    "mlp_act",
+    "mlp_down_proj",
+    "add",
+]
 
 
 def _vidur_tables():
@@ -63,8 +74,11 @@ def vidur_requests(n, *, noise=0.05, random_state=0):
     offsets = np.concatenate(([0], np.cumsum(n_tokens)))
     position = np.arange(offsets[-1]) - offsets[owner] + 1
     truth = decode(prompt[owner] + position)
-    steps = (truth * np.exp(noise * rng.standard_normal(n))[owner]
-             * np.exp(noise * rng.standard_normal(len(truth))))
+    steps = (
+        truth
+        * np.exp(noise * rng.standard_normal(n))[owner]
+        * np.exp(noise * rng.standard_normal(len(truth)))
+    )
     total = np.bincount(owner, weights=steps, minlength=n)
     pre = prefill(prompt) * np.exp(noise * rng.standard_normal(n))
     X = pd.DataFrame({"prompt_tokens": prompt})
@@ -73,10 +87,13 @@ def vidur_requests(n, *, noise=0.05, random_state=0):
         p = np.asarray(positions)[None, :]
         return decode(X["prompt_tokens"].to_numpy()[:, None] + p)
 
-    return Bunch(X=X, y=pd.DataFrame({"T_prefill_total": pre, "T_LLM_decode": total}),
-                 output_tokens=n_tokens,
-                 positioned_latencies=[steps[offsets[i]:offsets[i + 1]] for i in range(n)],
-                 true_curve=true_curve)
+    return Bunch(
+        X=X,
+        y=pd.DataFrame({"T_prefill_total": pre, "T_LLM_decode": total}),
+        output_tokens=n_tokens,
+        positioned_latencies=[steps[offsets[i] : offsets[i + 1]] for i in range(n)],
+        true_curve=true_curve,
+    )
 
 
 def splitwise_requests():
@@ -85,21 +102,32 @@ def splitwise_requests():
     a request of ``token_size`` tokens has ``token_size - 1`` decode steps."""
     raw = pd.read_csv(DATA / "splitwise_perf_model.csv")
     raw = raw[raw["token_size"] <= 256].reset_index(drop=True)
-    X = pd.DataFrame({
-        # The prompt is the results format's text_tokens: the context at the first
-        # decode step (LatencyEstimator's context_features="auto" finds it).
-        "text_tokens": raw["prompt_size"],
-        "batch_size": raw["batch_size"],
-        "tensor_parallel": raw["tensor_parallel"],
-        "is_bloom_176b": (raw["model"] == "bloom-176b").astype(int),
-        "is_h100": raw["hardware"].str.startswith("h100").astype(int),
-        "is_power_capped": (raw["hardware"] == "h100-80gb-pcap").astype(int),
-    })
-    y = pd.DataFrame({"T_prefill_total": raw["prompt_time"],
-                      "T_LLM_decode": raw["e2e_time"] - raw["prompt_time"]})
-    return Bunch(X=X, y=y, output_tokens=(raw["token_size"] - 1).to_numpy(),
-                 positioned_latencies=[None] * len(raw), true_curve=None,
-                 token_size=raw["token_size"].to_numpy())
+    X = pd.DataFrame(
+        {
+            # The prompt is the results format's text_tokens: the context at the first
+            # decode step (LatencyEstimator's context_features="auto" finds it).
+            "text_tokens": raw["prompt_size"],
+            "batch_size": raw["batch_size"],
+            "tensor_parallel": raw["tensor_parallel"],
+            "is_bloom_176b": (raw["model"] == "bloom-176b").astype(int),
+            "is_h100": raw["hardware"].str.startswith("h100").astype(int),
+            "is_power_capped": (raw["hardware"] == "h100-80gb-pcap").astype(int),
+        }
+    )
+    y = pd.DataFrame(
+        {
+            "T_prefill_total": raw["prompt_time"],
+            "T_LLM_decode": raw["e2e_time"] - raw["prompt_time"],
+        }
+    )
+    return Bunch(
+        X=X,
+        y=y,
+        output_tokens=(raw["token_size"] - 1).to_numpy(),
+        positioned_latencies=[None] * len(raw),
+        true_curve=None,
+        token_size=raw["token_size"].to_numpy(),
+    )
 
 
 def profiled_sets():
@@ -117,5 +145,10 @@ def profiled_requests(name):
     columns = pd.read_csv(path / "requests.csv", nrows=0).columns
     features = [c for c in PROFILED_FEATURES if c in columns]
     res = load_results(PROFILED, datasets=[name], features=features)
-    return Bunch(X=res.X, y=res.y, output_tokens=res.output_tokens,
-                 positioned_latencies=res.positioned_latencies, true_curve=None)
+    return Bunch(
+        X=res.X,
+        y=res.y,
+        output_tokens=res.output_tokens,
+        positioned_latencies=res.positioned_latencies,
+        true_curve=None,
+    )

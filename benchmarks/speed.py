@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,9 @@ class SeedModule(nn.Module):
         super().__init__()
         self.config_encoder = _mlp(N_FEATURES, HIDDEN, HIDDEN)
         self.position_encoder = _mlp(1, HIDDEN, HIDDEN)
-        self.head = nn.Sequential(nn.Linear(2 * HIDDEN, HIDDEN), nn.GELU(),
-                                  nn.Linear(HIDDEN, 1), nn.Softplus())
+        self.head = nn.Sequential(
+            nn.Linear(2 * HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, 1), nn.Softplus()
+        )
 
     def curve(self, positions):
         return self.position_encoder(torch.log1p(positions.float())[:, None] / 10.0)
@@ -64,8 +66,9 @@ class SeedModule(nn.Module):
         h_c = self.config_encoder(x)
         max_n = int(n.max())
         h_p = self.curve(torch.arange(1, max_n + 1, device=x.device))
-        z = torch.cat([h_c[:, None, :].expand(-1, max_n, -1),
-                       h_p[None, :, :].expand(len(n), -1, -1)], dim=2)
+        z = torch.cat(
+            [h_c[:, None, :].expand(-1, max_n, -1), h_p[None, :, :].expand(len(n), -1, -1)], dim=2
+        )
         f = self.head(z)[..., 0]
         mask = torch.arange(1, max_n + 1, device=x.device)[None, :] <= n[:, None]
         return (f * mask).sum(dim=1)
@@ -76,8 +79,7 @@ def lengths(kind, count, rng):
         return rng.randint(1, 65, count)
     cap = 4096 if kind.endswith("4096") else 32768
     sigma = 1.3 if cap == 4096 else 1.8
-    return np.clip(np.round(np.exp(rng.normal(np.log(64), sigma, count))), 1, cap
-                   ).astype(np.int64)
+    return np.clip(np.round(np.exp(rng.normal(np.log(64), sigma, count))), 1, cap).astype(np.int64)
 
 
 def _sync(device):
@@ -104,14 +106,16 @@ def training_table(device, total_positions, quick):
     for kind in ["uniform 1-64", "long-tailed to 4096", "long-tailed to 32768"]:
         # Draw requests until their lengths add up to total_positions.
         n_all = lengths(kind, 4 * total_positions // 32 + 64, rng)
-        n_all = n_all[:np.searchsorted(np.cumsum(n_all), total_positions) + 1]
+        n_all = n_all[: np.searchsorted(np.cumsum(n_all), total_positions) + 1]
         x_all = torch.randn(len(n_all), N_FEATURES)
-        batches = [(x_all[i:i + BATCH].to(device),
-                    torch.from_numpy(n_all[i:i + BATCH]).to(device))
-                   for i in range(0, len(n_all), BATCH)]
+        batches = [
+            (x_all[i : i + BATCH].to(device), torch.from_numpy(n_all[i : i + BATCH]).to(device))
+            for i in range(0, len(n_all), BATCH)
+        ]
         target = torch.ones(len(n_all))
-        fact = CostTermsLatencyModule(N_FEATURES, HIDDEN, 8, with_prefill=False,
-                                      position_scale=float(n_all.max())).to(device)
+        fact = CostTermsLatencyModule(
+            N_FEATURES, HIDDEN, 8, with_prefill=False, position_scale=float(n_all.max())
+        ).to(device)
         seed = SeedModule().to(device)
         impls = {
             "sklat (summed positions)": (fact, lambda m, x, n: m(x, n)["total"]),
@@ -123,7 +127,7 @@ def training_table(device, total_positions, quick):
 
             def step(x, n, module=module, totals=totals, opt=opt):
                 opt.zero_grad()
-                t = target[:len(n)].to(x.device) * n
+                t = target[: len(n)].to(x.device) * n
                 loss = decode_total_loss(totals(module, x, n) + 1e-3, t, "log")
                 loss.backward()
                 opt.step()
@@ -132,33 +136,37 @@ def training_table(device, total_positions, quick):
             try:
                 per_step = time_steps(step, batches, device, sample)
             except (RuntimeError, MemoryError) as exc:  # out of memory
-                rows.append({"lengths": kind, "implementation": name,
-                             "note": f"failed: {str(exc)[:60]}"})
+                rows.append(
+                    {"lengths": kind, "implementation": name, "note": f"failed: {str(exc)[:60]}"}
+                )
                 continue
             # Cost of the measured batches, scaled to the whole epoch by positions.
             measured = sum(int(n.sum()) for _, n in batches[:sample])
             per_position = per_step * min(sample, len(batches)) / measured
-            rows.append({
-                "lengths": kind, "implementation": name, "requests": len(n_all),
-                "sum(N)": int(n_all.sum()), "max N": int(n_all.max()),
-                "s/epoch": per_position * n_all.sum(),
-                "positions/s": 1.0 / per_position,
-            })
+            rows.append(
+                {
+                    "lengths": kind,
+                    "implementation": name,
+                    "requests": len(n_all),
+                    "sum(N)": int(n_all.sum()),
+                    "max N": int(n_all.max()),
+                    "s/epoch": per_position * n_all.sum(),
+                    "positions/s": 1.0 / per_position,
+                }
+            )
     table = pd.DataFrame(rows)
     sk = table[table["implementation"].str.startswith("sklat")].set_index("lengths")
     ratios = {
-        "long-tailed 4096 / uniform (s/epoch, sklat)":
-            sk.loc["long-tailed to 4096", "s/epoch"] / sk.loc["uniform 1-64", "s/epoch"],
-        "long-tailed 32768 / uniform (s/epoch, sklat)":
-            sk.loc["long-tailed to 32768", "s/epoch"] / sk.loc["uniform 1-64", "s/epoch"],
+        "long-tailed 4096 / uniform (s/epoch, sklat)": sk.loc["long-tailed to 4096", "s/epoch"]
+        / sk.loc["uniform 1-64", "s/epoch"],
+        "long-tailed 32768 / uniform (s/epoch, sklat)": sk.loc["long-tailed to 32768", "s/epoch"]
+        / sk.loc["uniform 1-64", "s/epoch"],
     }
     for kind in ["long-tailed to 4096", "long-tailed to 32768"]:
         for ref in ["padded B x max(N)", "per-sample loop"]:
-            r = table[(table["lengths"] == kind)
-                      & (table["implementation"] == f"reference: {ref}")]
+            r = table[(table["lengths"] == kind) & (table["implementation"] == f"reference: {ref}")]
             if len(r) and "s/epoch" in r and np.isfinite(r["s/epoch"].iloc[0]):
-                ratios[f"{ref} / sklat, {kind}"] = (
-                    r["s/epoch"].iloc[0] / sk.loc[kind, "s/epoch"])
+                ratios[f"{ref} / sklat, {kind}"] = r["s/epoch"].iloc[0] / sk.loc[kind, "s/epoch"]
     return table, ratios
 
 
@@ -176,9 +184,11 @@ def inference_table(repeat):
     data = make_positioned_latency(1000, random_state=0)
     X = data.X.to_numpy(dtype=np.float64)
     est = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
-        X, data.y, output_tokens=data.output_tokens)
+        X, data.y, output_tokens=data.output_tokens
+    )
     est_df = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
-        data.X, data.y, output_tokens=data.output_tokens)
+        data.X, data.y, output_tokens=data.output_tokens
+    )
     row = X[:1]
     module = est.net_.module_
     x_std = torch.from_numpy(est._transform_features(row))
@@ -190,31 +200,36 @@ def inference_table(repeat):
         with torch.no_grad():
             coef = module.encode(x_std)
             growth = context + probe / module.context_scale
-            return (coef["flat"][:, None] + coef["slope"][:, None] * growth[None, :]
-                    + coef["shape"] @ module.basis(probe).T)
+            return (
+                coef["flat"][:, None]
+                + coef["slope"][:, None] * growth[None, :]
+                + coef["shape"] @ module.basis(probe).T
+            )
 
     import lightgbm
 
     gbm = lightgbm.LGBMRegressor(n_estimators=100, verbose=-1).fit(
-        np.column_stack([X, data.output_tokens]), data.y["T_LLM_decode"])
+        np.column_stack([X, data.output_tokens]), data.y["T_LLM_decode"]
+    )
     booster = gbm.booster_
     gbm_row = np.column_stack([row, [[128]]])
     rows = {
-        "predict_budget (max over 1,5,10,20)": median_us(lambda: est.predict_budget(row),
-                                                         repeat),
+        "predict_budget (max over 1,5,10,20)": median_us(lambda: est.predict_budget(row), repeat),
         "predict_positions (1,5,10,20)": median_us(
-            lambda: est.predict_positions(row, [1, 5, 10, 20]), repeat),
+            lambda: est.predict_positions(row, [1, 5, 10, 20]), repeat
+        ),
         "predict_total (N=128)": median_us(lambda: est.predict_total(row, 128), repeat),
         "predict_budget, DataFrame row": median_us(
-            lambda: est_df.predict_budget(data.X.iloc[:1]), repeat),
-        "raw torch forward (encode + basis at 4 positions)": median_us(raw_forward,
-                                                                       repeat),
-        "LightGBM booster.predict, one row": median_us(lambda: booster.predict(gbm_row),
-                                                       repeat),
+            lambda: est_df.predict_budget(data.X.iloc[:1]), repeat
+        ),
+        "raw torch forward (encode + basis at 4 positions)": median_us(raw_forward, repeat),
+        "LightGBM booster.predict, one row": median_us(lambda: booster.predict(gbm_row), repeat),
     }
     table = pd.DataFrame({"median µs": rows})
-    ratio = rows["predict_budget (max over 1,5,10,20)"] / rows[
-        "raw torch forward (encode + basis at 4 positions)"]
+    ratio = (
+        rows["predict_budget (max over 1,5,10,20)"]
+        / rows["raw torch forward (encode + basis at 4 positions)"]
+    )
     return table, ratio
 
 
@@ -275,12 +290,17 @@ base = peak_kib()
 """
     rows = {}
     for name, code in _MEMORY_SNIPPETS.items():
-        script = setup + code + """
+        script = (
+            setup
+            + code
+            + """
 peak = peak_kib()
 print(json.dumps([base, peak]))
 """
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                             text=True, check=True).stdout
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
         base, peak = json.loads(out.strip().splitlines()[-1])
         rows[name] = {"peak RSS MiB": peak / 1024, "above baseline MiB": (peak - base) / 1024}
     return pd.DataFrame(rows).T
@@ -295,9 +315,50 @@ def default_fit_table(device):
         est = LatencyEstimator(random_state=0, device=device)
         start = time.perf_counter()
         est.fit(data.X, data.y, output_tokens=data.output_tokens)
-        rows[f"noise {noise:.0%}"] = {"fit s": time.perf_counter() - start,
-                                      "epochs": len(est.history_),
-                                      "max N": int(data.output_tokens.max())}
+        rows[f"noise {noise:.0%}"] = {
+            "fit s": time.perf_counter() - start,
+            "epochs": len(est.history_),
+            "max N": int(data.output_tokens.max()),
+        }
+    return pd.DataFrame(rows).T
+
+
+_SPIN = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
+
+
+def busy_neighbour_table(repeat=3):
+    """Default fit of 300 synthetic requests, alone and beside one busy process
+    (a spinning Python loop), with ``n_threads="auto"`` (the default) and with
+    torch's own thread count (one per core): median of ``repeat`` fits."""
+    data = make_positioned_latency(300, noise=0.05, random_state=0)
+    cores = torch.get_num_threads()
+
+    def fit_seconds(n_threads):
+        times = []
+        for _ in range(repeat):
+            est = LatencyEstimator(random_state=0, device="cpu", n_threads=n_threads)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.fit(data.X, data.y, output_tokens=data.output_tokens)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times)), len(est.history_)
+
+    rows = {}
+    for label, n_threads in (("auto (default)", "auto"), (f"{cores} (torch's default)", cores)):
+        quiet, epochs = fit_seconds(n_threads)
+        spinner = subprocess.Popen([sys.executable, "-c", _SPIN])
+        try:
+            busy, _ = fit_seconds(n_threads)
+        finally:
+            spinner.kill()
+            spinner.wait()
+        rows[f"n_threads={label}"] = {
+            "quiet s": quiet,
+            "one busy process s": busy,
+            "busy / quiet": busy / quiet,
+            "epochs": epochs,
+        }
     return pd.DataFrame(rows).T
 
 
@@ -305,15 +366,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--positions", type=int, default=2**18,
-                        help="sum(N) of each training epoch (default 262144)")
-    parser.add_argument("--skip", default="",
-                        help="comma-separated: train,infer,memory,fit")
+    parser.add_argument(
+        "--positions",
+        type=int,
+        default=2**18,
+        help="sum(N) of each training epoch (default 262144)",
+    )
+    parser.add_argument("--skip", default="", help="comma-separated: train,infer,memory,busy,fit")
     args = parser.parse_args(argv)
     skip = set(args.skip.split(","))
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"# sklat speed benchmark on {name} ({args.device}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads")
+    print(
+        f"# sklat speed benchmark on {name} ({args.device}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
     if "train" not in skip:
         table, ratios = training_table(args.device, args.positions, args.quick)
         print("\n## Training throughput (equal sum(N) per length distribution)")
@@ -329,6 +395,9 @@ def main(argv=None):
     if "memory" not in skip:
         print("\n## Peak memory, N = 32768 (CPU, separate processes)")
         print(memory_table().round(1).to_markdown())
+    if "busy" not in skip:
+        print("\n## Default fit beside a busy process (300 requests, CPU)")
+        print(busy_neighbour_table().round(2).to_markdown())
     if "fit" not in skip:
         print("\n## Default fit, 2,000 requests, N up to 1,024")
         print(default_fit_table(args.device).round(2).to_markdown())

@@ -1,10 +1,17 @@
 """sklat: per-position decode latency learnt from total decode latencies."""
 
+from ._constants import MAX_OUTPUT_TOKENS
 from ._estimator import LatencyEstimator
+from ._version import __version__
 from .exceptions import ModelFileError, TrainingDivergedError
 from .persistence import load, save
 
-__version__ = "0.3.0"
-
-__all__ = ["LatencyEstimator", "ModelFileError", "TrainingDivergedError", "load", "save",
-           "__version__"]
+__all__ = [
+    "LatencyEstimator",
+    "MAX_OUTPUT_TOKENS",
+    "ModelFileError",
+    "TrainingDivergedError",
+    "load",
+    "save",
+    "__version__",
+]

@@ -8,8 +8,7 @@ from ._validation import check_output_tokens
 def empirical_distribution(output_tokens):
     """``{"values", "probabilities"}`` of the observed output lengths."""
     values, counts = np.unique(output_tokens, return_counts=True)
-    return {"values": values.astype(np.int64),
-            "probabilities": counts / counts.sum()}
+    return {"values": values.astype(np.int64), "probabilities": counts / counts.sum()}
 
 
 def check_distribution(dist):
@@ -18,30 +17,33 @@ def check_distribution(dist):
         if set(dist) != {"values", "probabilities"}:
             raise ValueError(
                 "output_tokens_distribution as a dict needs exactly the keys "
-                f"'values' and 'probabilities'; got {sorted(dist)}.")
+                f"'values' and 'probabilities'; got {sorted(dist)}."
+            )
         values = np.asarray(dist["values"])
-        values = check_output_tokens(values, len(values),
-                                     "output_tokens_distribution['values']")
+        values = check_output_tokens(values, len(values), "output_tokens_distribution['values']")
         probs = np.asarray(dist["probabilities"], dtype=np.float64)
         if probs.shape != values.shape:
             raise ValueError(
                 "output_tokens_distribution['probabilities'] must have one entry "
-                f"per value; got {probs.shape} for {values.shape} values.")
+                f"per value; got {probs.shape} for {values.shape} values."
+            )
         if not np.isfinite(probs).all() or (probs < 0).any():
-            raise ValueError(
-                "output_tokens_distribution['probabilities'] must be finite and >= 0.")
+            raise ValueError("output_tokens_distribution['probabilities'] must be finite and >= 0.")
         if not np.isclose(probs.sum(), 1.0, rtol=1e-6):
             raise ValueError(
                 "output_tokens_distribution['probabilities'] must sum to 1; "
-                f"they sum to {probs.sum()}.")
+                f"they sum to {probs.sum()}."
+            )
         return {"values": values, "probabilities": probs}
     sample = np.asarray(dist)
     if sample.ndim != 1 or sample.size == 0:
         raise ValueError(
             "output_tokens_distribution must be a dict or a non-empty 1-D sample "
-            f"of output lengths; got shape {sample.shape}.")
+            f"of output lengths; got shape {sample.shape}."
+        )
     return empirical_distribution(
-        check_output_tokens(sample, len(sample), "output_tokens_distribution"))
+        check_output_tokens(sample, len(sample), "output_tokens_distribution")
+    )
 
 
 def survival(dist):

@@ -1,43 +1,44 @@
-"""The scikit-learn façade: :class:`LatencyEstimator`."""
+"""The scikit-learn façade: :class:`LatencyEstimator`.
 
-import numbers
+The work lives in private modules: parameter checks in :mod:`sklat._params`,
+input checks in :mod:`sklat._validation`, the feature transform in
+:mod:`sklat._features`, training in :mod:`sklat._training`, the curve's
+evaluation in :mod:`sklat._inference`, the fitted state's export and restore
+in :mod:`sklat._state`.
+"""
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
-    check_consistent_length, check_is_fitted, validate_data)
-from skorch.callbacks import EarlyStopping, ProgressBar
-from skorch.helper import predefined_split
-
-from ._device import resolve_device
-from ._distribution import (
-    check_distribution, empirical_distribution, expected_position, survival)
-from ._features import (
-    LOG_FEATURES, FeatureTransform, context_lengths, resolve_context_features)
-from ._loss import LOSS_KINDS
-from ._module import CostTermsLatencyModule
-from ._net import (
-    BatchIterator,
-    LatencyNet,
-    RequestData,
-    WeightAveraging,
-    WeightedLatencyLoss,
+    _check_sample_weight,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
 )
-from ._validation import (
-    check_output_tokens, check_positioned_latencies,
-    check_positions, check_targets, DECODE_COL, PREFILL_COL)
 
-# Rows / positions evaluated at once at prediction time: bounds the
-# intermediate memory whatever the number of configurations or the length.
-_ROW_CHUNK = 8192
-_POSITION_CHUNK = 65536
-# Longest position whose basis values are tabulated at fit time.
-_BASIS_TABLE_MAX = 65536
-BUDGET_STRATEGIES = ("max", "position", "expectation")
+from . import _inference
+from ._constants import BUDGET_STRATEGIES, PROBE_POSITIONS
+from ._device import resolve_device
+from ._distribution import check_distribution, empirical_distribution, expected_position
+from ._features import (
+    FeatureTransform,
+    context_lengths,
+    resolve_context_features,
+    warn_if_standardised,
+)
+from ._net import RequestData
+from ._params import check_params
+from ._training import auto_threads, step_work, torch_threads, train
+from ._validation import (
+    check_output_tokens,
+    check_positioned_latencies,
+    check_positions,
+    check_targets,
+    select_targets,
+)
 
 
 class LatencyEstimator(RegressorMixin, BaseEstimator):
@@ -138,6 +139,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         ``"cuda:<index>"``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and the held-out split.
+    n_threads : "auto" or int, default="auto"
+        torch CPU threads while training and predicting. ``"auto"``: one
+        thread for work as small as this model's usual size (more threads gain
+        nothing there, and lose 3-5x as soon as another process competes for a
+        core), torch's default for larger work. The caller's setting is
+        restored afterwards.
     verbose : int, default=0
         ``1`` prints a line per epoch, ``2`` adds a progress bar per epoch.
 
@@ -182,6 +189,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Means of the (log-transformed) features.
     feature_scale_ : ndarray of shape (`n_features_in_`,)
         Standard deviations of the (log-transformed) features.
+    total_norm_ : float
+        Mean output length of the training requests (divides the total-decode
+        error of ``loss="mse"``).
 
     See Also
     --------
@@ -224,6 +234,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         output_tokens_col="output_tokens",
         default_output_tokens=None,
         device="auto",
+        n_threads="auto",
         random_state=None,
         verbose=0,
     ):
@@ -247,6 +258,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.output_tokens_col = output_tokens_col
         self.default_output_tokens = default_output_tokens
         self.device = device
+        self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
 
@@ -260,6 +272,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     def fit(self, X, y, output_tokens=None, positioned_latencies=None):
         """Train on requests whose total decode latency is known.
 
+        A fit that fails (bad input, a diverged training, Ctrl-C, which is
+        re-raised as ``KeyboardInterrupt``) leaves the estimator as it was:
+        fitted with its previous state, or unfitted.
+
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
@@ -267,9 +283,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             in the column ``output_tokens_col``.
         y : array-like of shape (n_samples,) or (n_samples, 2)
             ``T_LLM_decode``, or ``[T_prefill_total, T_LLM_decode]`` (a
-            DataFrame is matched by these names). Milliseconds, > 0.
+            DataFrame must name its columns so). Milliseconds, > 0.
         output_tokens : array-like of shape (n_samples,), default=None
-            Number of decoded tokens ``N`` of each request (integers >= 1).
+            Number of decoded tokens ``N`` of each request (integers in
+            ``1..MAX_OUTPUT_TOKENS``).
         positioned_latencies : list of length n_samples, default=None
             Per request, ``None`` or its ``N`` per-step decode latencies.
 
@@ -278,137 +295,83 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self : LatencyEstimator
             The fitted estimator.
         """
-        self._check_params()
+        previous = {
+            k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")
+        }
+        try:
+            return self._fit(X, y, output_tokens, positioned_latencies)
+        except BaseException:
+            for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+                delattr(self, key)
+            vars(self).update(previous)
+            raise
+
+    def _fit(self, X, y, output_tokens, positioned_latencies):
+        check_params(self)
         X_features, from_column = self._pop_output_tokens(X)
         if y is None:  # scikit-learn's own "requires y" error
             validate_data(self, X_features, y)
-        X_arr = validate_data(self, X_features, dtype=np.float64,
-                              ensure_all_finite=False)
+        X_arr = validate_data(self, X_features, dtype=np.float64, ensure_all_finite=False)
         self._check_finite_features(X_arr)
-        decode, prefill, two_columns = check_targets(_select_target_columns(y))
-        self.n_outputs_ = 2 if two_columns else 1
+        decode, prefill, two_columns = check_targets(y)
         check_consistent_length(X_arr, decode)
         n = X_arr.shape[0]
         n_tokens = self._resolve_output_tokens(output_tokens, from_column, n)
-        step_values, step_offsets = check_positioned_latencies(
-            positioned_latencies, n_tokens)
-
+        step_values, step_offsets = check_positioned_latencies(positioned_latencies, n_tokens)
+        context_features = resolve_context_features(
+            self.context_features, getattr(self, "feature_names_in_", None), self.n_features_in_
+        )
+        context = context_lengths(X_arr, context_features, self._feature_label)
+        if self.log_features == "auto":
+            warn_if_standardised(X_arr, self._feature_label)
         transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
+        device = resolve_device(self.device)
+
+        self.n_outputs_ = 2 if two_columns else 1
         self.feature_log_mask_ = transform.log_mask
         self.feature_log_shift_ = transform.log_shift
         self.feature_mean_ = transform.mean
         self.feature_scale_ = transform.scale
-        self.context_features_ = resolve_context_features(
-            self.context_features, getattr(self, "feature_names_in_", None),
-            self.n_features_in_)
-        context = context_lengths(X_arr, self.context_features_, self._feature_label)
+        self.context_features_ = context_features
         self.context_scale_ = float(max(1.0, np.median(context + n_tokens)))
         self.step_scale_ = float(np.median(decode / n_tokens))
         self.prefill_scale_ = float(np.median(prefill)) if prefill is not None else None
         self.output_tokens_distribution_ = empirical_distribution(n_tokens)
         self.max_output_tokens_ = int(n_tokens.max())
-        self.device_ = resolve_device(self.device)
+        self.total_norm_ = float(n_tokens.mean())
+        self.device_ = device
 
         data = RequestData(
             x=self._transform_features(X_arr),
             output_tokens=n_tokens,
             context=(context / self.context_scale_).astype(np.float32),
             total=(decode / self.step_scale_).astype(np.float32),
-            prefill=(None if prefill is None
-                     else (prefill / self.prefill_scale_).astype(np.float32)),
+            prefill=(
+                None if prefill is None else (prefill / self.prefill_scale_).astype(np.float32)
+            ),
             step_values=(step_values / self.step_scale_).astype(np.float32),
             step_offsets=step_offsets,
         )
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        self.net_ = self._train(data, seed, total_norm=float(n_tokens.mean()))
-        self.history_ = self.net_.history
-        self._tabulate_basis()
+        threads = auto_threads(
+            self.n_threads, step_work(self, self.n_features_in_, self.max_output_tokens_)
+        )
+        with torch_threads(threads):
+            self.net_ = train(self, data, seed=seed, net_kwargs=self._net_kwargs())
+            self.history_ = self.net_.history
+            self.position_basis_ = _inference.tabulate_basis(self)
         return self
 
-    def _tabulate_basis(self):
-        """Evaluate the position encoder once for positions 1..max(N) seen in
-        training (capped): predictions then look positions up instead of
-        running the network, which keeps a single budget check cheap."""
-        n = min(self.max_output_tokens_, _BASIS_TABLE_MAX)
-        self.position_basis_ = self._run_basis(np.arange(1, n + 1))
-
-    def _train(self, data, seed, total_norm):
-        rng = np.random.RandomState(seed)
-        n = len(data)
-        n_valid = int(round(self.validation_fraction * n))
-        callbacks = [("weight_averaging", WeightAveraging(self.weight_averaging))]
-        train_split = None
-        if n_valid >= 1 and n - n_valid >= 1:
-            order = rng.permutation(n)
-            valid = data.subset(np.sort(order[:n_valid]))
-            data = data.subset(np.sort(order[n_valid:]))
-            train_split = predefined_split(valid)
-            callbacks.append(("early_stopping", EarlyStopping(
-                monitor="valid_loss", patience=self.n_iter_no_change,
-                # WeightAveraging restores the best averaged weights.
-                threshold=1e-4, load_best=False,
-                sink=print if self.verbose else _silent)))
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        net = self._make_net(seed, total_norm, train_split, callbacks,
-                             initial_fit=self._initial_fit(data))
-        devices = [self.device_] if self.device_.startswith("cuda") else []
-        # Seed a private copy of torch's RNG: fitting leaves the caller's
-        # global random state untouched.
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            net.fit(data, None)
-        net.module_.eval()
-        return net
-
-    def _initial_fit(self, data):
-        """Ridge fits of the log per-token average (on the features that are not
-        context features) and of the log prefill (on all), in standardised
-        units: where the power laws start."""
-        z = data.x.astype(np.float64)
-        keep = np.ones(z.shape[1], dtype=bool)
-        keep[self.context_features_] = False
-        fits = {"decode": _log_ridge(z, np.log(data.total / data.output_tokens), keep)}
-        fits["prefill"] = (None if data.prefill is None
-                           else _log_ridge(z, np.log(data.prefill), np.ones_like(keep)))
-        return fits
-
-    def _make_net(self, seed, total_norm, train_split=None, callbacks=(),
-                  initial_fit=None):
-        """The skorch net for this estimator's parameters and fitted scales."""
-        return LatencyNet(
-            module=CostTermsLatencyModule,
-            module__n_features=self.n_features_in_,
-            module__hidden_size=self.hidden_size,
-            module__n_basis=self.n_basis,
-            module__n_cost_terms=self.n_cost_terms,
-            module__with_prefill=self.prefill_scale_ is not None,
-            module__position_scale=float(self.max_output_tokens_),
-            module__context_scale=self.context_scale_,
-            module__context_features=[int(c) for c in self.context_features_],
-            module__initial_fit=initial_fit,
-            criterion=WeightedLatencyLoss,
-            criterion__kind=self.loss,
-            criterion__prefill_weight=self.prefill_weight,
-            criterion__decode_total_weight=self.decode_total_weight,
-            criterion__positioned_weight=self.positioned_weight,
-            criterion__total_norm=total_norm,
-            optimizer=torch.optim.AdamW,
-            optimizer__weight_decay=self.weight_decay,
-            optimizer__param_groups=[
-                (pattern, {"weight_decay": self.config_mlp_weight_decay})
-                for pattern in ("decode_mlp.*", "prefill_mlp.*")],
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            iterator_train=BatchIterator,
-            iterator_train__shuffle=True,
-            iterator_train__seed=seed,
-            iterator_valid=BatchIterator,
-            train_split=train_split,
-            callbacks=list(callbacks),
+    def _net_kwargs(self):
+        """What the net's shape and loss depend on, from the fitted state."""
+        return dict(
+            n_features=self.n_features_in_,
+            with_prefill=self.prefill_scale_ is not None,
+            max_output_tokens=self.max_output_tokens_,
+            context_scale=self.context_scale_,
+            context_features=self.context_features_,
+            total_norm=self.total_norm_,
             device=self.device_,
-            verbose=int(self.verbose > 0),
         )
 
     # ------------------------------------------------------------ predict
@@ -428,19 +391,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             Milliseconds per token.
         """
         coef = self._encode(X)
-        positions = check_positions(positions)
-        phi = self._basis(positions)
-        growth = positions / self.context_scale_
-        out = np.empty((len(coef.flat), len(phi)))
-        # Written in place, a chunk of rows at a time: no temporary of the
-        # output's size, however many rows and positions.
-        for start in range(0, len(coef.flat), _ROW_CHUNK):
-            rows = slice(start, start + _ROW_CHUNK)
-            chunk = out[rows]
-            np.matmul(coef.shape[rows], phi.T, out=chunk)
-            chunk += (coef.flat[rows] + coef.slope[rows] * coef.context[rows])[:, None]
-            chunk += coef.slope[rows, None] * growth[None, :]
-        return out
+        return _inference.curve(self, coef, check_positions(positions))
 
     def predict_total(self, X, output_tokens=None):
         """Total decode latency, the sum of :meth:`predict_positions` over ``1..N``.
@@ -458,16 +409,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         totals : ndarray of shape (n_samples,), float64
             Milliseconds.
         """
-        coef = self._encode(X, output_tokens)
+        return self._total(self._encode(X, output_tokens))
+
+    def _total(self, coef):
         if coef.output_tokens is None:
-            return self._expected_total(coef, self.output_tokens_distribution_)
-        n = coef.output_tokens
-        # Exact sums of the basis over 1..N, shared by all requests.
-        cumulative = np.cumsum(self._basis(np.arange(1, n.max() + 1)), axis=0)
-        n = n.astype(np.float64)
-        return (coef.flat * n
-                + coef.slope * (coef.context * n + n * (n + 1) / (2 * self.context_scale_))
-                + np.einsum("ik,ik->i", coef.shape, cumulative[coef.output_tokens - 1]))
+            return _inference.expected_total(self, coef, self.output_tokens_distribution_)
+        return _inference.total(self, coef, coef.output_tokens)
 
     def predict_prefill(self, X):
         """Prefill latency per configuration.
@@ -482,13 +429,17 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         prefill : ndarray of shape (n_samples,), float64
             Milliseconds.
         """
+        self._check_prefill_head()
+        return self._encode(X).prefill
+
+    def _check_prefill_head(self):
         check_is_fitted(self)
         if self.prefill_scale_ is None:
             raise ValueError(
                 "This LatencyEstimator was fitted with a 1-D y (T_LLM_decode only) "
                 "and has no prefill head; fit it with y = [T_prefill_total, "
-                "T_LLM_decode] to predict prefill.")
-        return self._encode(X).prefill
+                "T_LLM_decode] to predict prefill."
+            )
 
     def predict(self, X, output_tokens=None):
         """Predict targets of the same shape as ``y`` in :meth:`fit`.
@@ -505,12 +456,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, 2), float64
             ``T_LLM_decode``, or ``[T_prefill_total, T_LLM_decode]``.
         """
-        total = self.predict_total(X, output_tokens)
+        coef = self._encode(X, output_tokens)
+        total = self._total(coef)
         if self.n_outputs_ == 1:
             return total
-        return np.column_stack([self.predict_prefill(X), total])
+        return np.column_stack([coef.prefill, total])
 
-    def score(self, X, y, output_tokens=None):
+    def score(self, X, y, output_tokens=None, sample_weight=None):
         """R² of :meth:`predict` (averaged over the columns of a 2-column ``y``).
 
         Parameters
@@ -521,16 +473,29 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             True targets, as in :meth:`fit`.
         output_tokens : int or array-like of shape (n_samples,), default=None
             ``N`` per request; see :meth:`predict_total`.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the requests in the R².
 
         Returns
         -------
         score : float
+            The coefficient of determination R² (1 is a perfect prediction).
         """
-        y = np.asarray(_select_target_columns(y), dtype=np.float64)
-        return float(r2_score(y, self.predict(X, output_tokens)))
+        y = np.asarray(select_targets(y), dtype=np.float64)
+        y_pred = self.predict(X, output_tokens)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, y_pred)
+        return float(r2_score(y, y_pred, sample_weight=sample_weight))
 
-    def predict_budget(self, X, strategy="max", *, positions=(1, 5, 10, 20),
-                       position=None, output_tokens_distribution=None):
+    def predict_budget(
+        self,
+        X,
+        strategy="max",
+        *,
+        positions=PROBE_POSITIONS,
+        position=None,
+        output_tokens_distribution=None,
+    ):
         """Per-token decode latency to check against a budget, output length unknown.
 
         Parameters
@@ -557,12 +522,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         budget : ndarray of shape (n_samples,), float64
             Milliseconds per token.
         """
-        if strategy not in BUDGET_STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {BUDGET_STRATEGIES}; got {strategy!r}.")
+        if not isinstance(strategy, str) or strategy not in BUDGET_STRATEGIES:
+            raise ValueError(f"strategy must be one of {BUDGET_STRATEGIES}; got {strategy!r}.")
         check_is_fitted(self)
-        dist = (self.output_tokens_distribution_ if output_tokens_distribution is None
-                else check_distribution(output_tokens_distribution))
+        dist = (
+            self.output_tokens_distribution_
+            if output_tokens_distribution is None
+            else check_distribution(output_tokens_distribution)
+        )
         if strategy == "max":
             return self.predict_positions(X, positions).max(axis=1)
         if strategy == "position":
@@ -570,43 +537,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 position = expected_position(dist)
             return self.predict_positions(X, [position])[:, 0]
         mean_length = float(np.dot(dist["values"], dist["probabilities"]))
-        return self._expected_total(self._encode(X), dist) / mean_length
+        return _inference.expected_total(self, self._encode(X), dist) / mean_length
 
     # ----------------------------------------------------------- internals
-    def _check_params(self):
-        for name in ("prefill_weight", "decode_total_weight", "positioned_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        if self.decode_total_weight == 0 and self.positioned_weight == 0:
-            raise ValueError(
-                "decode_total_weight and positioned_weight are both 0: nothing "
-                "would train the decode head.")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"loss must be one of {LOSS_KINDS}; got {self.loss!r}.")
-        for name in ("hidden_size", "n_basis", "n_cost_terms", "max_epochs", "batch_size",
-                     "n_iter_no_change"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-        for name in ("lr", "weight_decay", "config_mlp_weight_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        if not (isinstance(self.weight_averaging, numbers.Real)
-                and 0 <= self.weight_averaging < 1):
-            raise ValueError("weight_averaging must be in [0, 1); got "
-                             f"{self.weight_averaging!r}.")
-        if not (isinstance(self.validation_fraction, numbers.Real)
-                and 0 <= self.validation_fraction < 1):
-            raise ValueError("validation_fraction must be in [0, 1); got "
-                             f"{self.validation_fraction!r}.")
-        if self.log_features not in LOG_FEATURES:
-            raise ValueError("log_features must be 'auto', 'all' or 'none'; got "
-                             f"{self.log_features!r}.")
-        if self.default_output_tokens is not None:
-            check_output_tokens([self.default_output_tokens], 1, "default_output_tokens")
-
     def _pop_output_tokens(self, X):
         """Split the ``output_tokens`` column off a DataFrame ``X``."""
         if isinstance(X, pd.DataFrame) and self.output_tokens_col in X.columns:
@@ -617,7 +550,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if output_tokens is not None and from_column is not None:
             raise ValueError(
                 f"output_tokens was given both as an argument and as the column "
-                f"{self.output_tokens_col!r} of X; give it once.")
+                f"{self.output_tokens_col!r} of X; give it once."
+            )
         if output_tokens is None:
             output_tokens = from_column
         if output_tokens is None:
@@ -625,44 +559,66 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 raise ValueError(
                     "output_tokens is required to fit: pass output_tokens=... (one "
                     f"integer >= 1 per sample), add a column {self.output_tokens_col!r} "
-                    "to the DataFrame X, or set default_output_tokens.")
+                    "to the DataFrame X, or set default_output_tokens."
+                )
             output_tokens = self.default_output_tokens
         return check_output_tokens(output_tokens, n)
+
+    def _as_known_features(self, X):
+        """``X`` as float64 when it is exactly what ``fit`` saw (a DataFrame
+        with the fitted columns in order, or a numeric array without names
+        when fitted without names), else None. scikit-learn's validate_data
+        then has nothing to check or warn about; skipping it keeps a one-row
+        budget check within a small multiple of the network's own time."""
+        names = getattr(self, "feature_names_in_", None)
+        if isinstance(X, pd.DataFrame):
+            if names is None or list(X.columns) != list(names):
+                return None
+            try:
+                return X.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError):
+                return None
+        if (
+            names is None
+            and isinstance(X, np.ndarray)
+            and X.ndim == 2
+            and X.shape[1] == self.n_features_in_
+            and X.shape[0] >= 1
+            and X.dtype.kind in "iuf"
+        ):
+            return X.astype(np.float64, copy=False)
+        return None
 
     def _check_finite_features(self, X_arr):
         bad = ~np.isfinite(X_arr)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise ValueError(
-                f"X column {self._feature_label(col)} must be finite (no NaN or inf); sample {row} "
-                f"is {X_arr[row, col]}.")
+                f"X column {self._feature_label(col)} must be finite (no NaN or inf); "
+                f"sample {row} is {X_arr[row, col]}."
+            )
 
     def _feature_label(self, col):
         names = getattr(self, "feature_names_in_", None)
         return repr(str(names[col])) if names is not None else f"{col}"
 
     def _transform_features(self, X_arr):
-        transform = FeatureTransform(self.feature_log_mask_, self.feature_log_shift_,
-                                     self.feature_mean_, self.feature_scale_)
+        transform = FeatureTransform(
+            self.feature_log_mask_, self.feature_log_shift_, self.feature_mean_, self.feature_scale_
+        )
         return transform.transform(X_arr, self._feature_label)
 
-    def _module(self):
-        # net_.device follows the weights, also after unpickling a CUDA-trained
-        # net on a CPU-only machine (skorch maps it to "cpu").
-        return self.net_.module_, torch.device(self.net_.device)
-
     def _encode(self, X, output_tokens=None):
-        """The decode curve's coefficients for the rows of X, in milliseconds.
-
-        Returns a Bunch with ``flat`` (n,), ``slope`` (n,) (per unit of
-        ``(context_0 + p) / S``), ``shape`` (n, K), ``context`` (n,)
-        (``context_0 / S``), ``prefill`` (n,) or None, and ``output_tokens``
-        (validated, or None).
-        """
+        """Validate ``X`` (and ``output_tokens``) and return the curve's
+        coefficients (see :func:`sklat._inference.encode`) with
+        ``output_tokens`` (validated, or None)."""
         check_is_fitted(self)
         X_features, from_column = self._pop_output_tokens(X)
-        X_arr = validate_data(self, X_features, reset=False, dtype=np.float64,
-                              ensure_all_finite=False)
+        X_arr = self._as_known_features(X_features)
+        if X_arr is None:
+            X_arr = validate_data(
+                self, X_features, reset=False, dtype=np.float64, ensure_all_finite=False
+            )
         self._check_finite_features(X_arr)
         n = X_arr.shape[0]
         if output_tokens is None and from_column is not None:
@@ -670,90 +626,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, n)
         x = self._transform_features(X_arr)
         context = context_lengths(X_arr, self.context_features_, self._feature_label)
-        module, device = self._module()
-        parts = []
-        with torch.no_grad():
-            for start in range(0, n, _ROW_CHUNK):
-                chunk = torch.from_numpy(x[start:start + _ROW_CHUNK]).to(device)
-                parts.append(module.encode(chunk))
-        coef = {key: _cat_numpy([p[key] for p in parts])
-                for key in ("flat", "slope", "shape", "prefill")
-                if parts[0][key] is not None}
-        step = self.step_scale_
-        return Bunch(
-            flat=step * coef["flat"], slope=step * coef["slope"],
-            shape=step * coef["shape"].reshape(n, module.n_basis),
-            context=context / self.context_scale_,
-            prefill=(self.prefill_scale_ * coef["prefill"] if "prefill" in coef else None),
-            output_tokens=n_tokens)
-
-    def _basis(self, positions):
-        """Basis curves at ``positions`` (int array), float64 of shape (P, K);
-        constant past the longest training request."""
-        positions = np.minimum(positions, self.max_output_tokens_)
-        table = self.position_basis_
-        if positions.max() <= len(table):
-            return table[positions - 1]
-        out = np.empty((len(positions), table.shape[1]))
-        known = positions <= len(table)
-        out[known] = table[positions[known] - 1]
-        out[~known] = self._run_basis(positions[~known])
-        return out
-
-    def _run_basis(self, positions):
-        """The position encoder on ``positions``, a chunk at a time."""
-        module, device = self._module()
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(positions), _POSITION_CHUNK):
-                chunk = torch.from_numpy(positions[start:start + _POSITION_CHUNK])
-                parts.append(module.basis(chunk.to(device)).double().cpu().numpy())
-        return np.concatenate(parts, axis=0)
-
-    def _expected_total(self, coef, dist):
-        """Total decode latency with ``N`` drawn from ``dist``:
-        ``sum_p f(p) P(N >= p)``."""
-        surv = survival(dist)
-        values = dist["values"].astype(np.float64)
-        mean_n = float(np.dot(dist["probabilities"], values))
-        mean_triangle = float(np.dot(dist["probabilities"], values * (values + 1) / 2))
-        basis_sum = self._basis(np.arange(1, len(surv) + 1)).T @ surv
-        return (coef.flat * mean_n
-                + coef.slope * (coef.context * mean_n + mean_triangle / self.context_scale_)
-                + coef.shape @ basis_sum)
-
-
-def _log_ridge(z, target, keep, alpha=1.0):
-    """``(coef, intercept)`` of a ridge regression of ``target`` on the columns
-    ``keep`` of ``z`` (zeros elsewhere)."""
-    coef = np.zeros(z.shape[1])
-    sub = z[:, keep]
-    intercept = float(target.mean())
-    if sub.shape[1]:
-        centred = sub - sub.mean(axis=0)
-        gram = centred.T @ centred + alpha * np.eye(sub.shape[1])
-        coef[keep] = np.linalg.solve(gram, centred.T @ (target - intercept))
-        intercept -= float(sub.mean(axis=0) @ coef[keep])
-    return coef.astype(np.float32), intercept
-
-
-
-def _cat_numpy(tensors):
-    if not tensors:
-        return np.zeros(0)
-    return torch.cat(tensors).double().cpu().numpy()
-
-
-def _silent(*args, **kwargs):
-    """A sink that prints nothing (skorch callbacks take a callable)."""
-
-
-def _select_target_columns(y):
-    """Order a DataFrame ``y`` as ``[T_prefill_total, T_LLM_decode]``."""
-    if isinstance(y, pd.DataFrame):
-        cols = set(y.columns)
-        if {PREFILL_COL, DECODE_COL} <= cols:
-            return y[[PREFILL_COL, DECODE_COL]]
-        if DECODE_COL in cols and y.shape[1] == 1:
-            return y[DECODE_COL]
-    return y
+        threads = auto_threads(self.n_threads, n * self.hidden_size**2 * 4)
+        with torch_threads(threads):
+            coef = _inference.encode(self, x, context)
+        coef.output_tokens = n_tokens
+        return coef

@@ -10,13 +10,16 @@
 """
 
 import numbers
+import warnings
 
 import numpy as np
 
-AUTO_CONTEXT_FEATURES = ("vision_tokens", "text_tokens")
+from ._constants import AUTO_CONTEXT_FEATURES
+
 LOG_FEATURES = ("auto", "all", "none")
-_CONTEXT_FEATURES_EXPECTED = ("context_features must be 'auto', None or a list of feature "
-                              "names or column indices")
+_CONTEXT_FEATURES_EXPECTED = (
+    "context_features must be 'auto', None or a list of feature names or column indices"
+)
 
 
 class FeatureTransform:
@@ -46,8 +49,10 @@ class FeatureTransform:
         nonneg = (X_arr >= 0).all(axis=0)
         if log_features == "all" and not nonneg.all():
             col = int(np.flatnonzero(~nonneg)[0])
-            raise ValueError(f"log_features='all' needs features >= 0; X column "
-                             f"{label(col)} has negative values.")
+            raise ValueError(
+                f"log_features='all' needs features >= 0; X column "
+                f"{label(col)} has negative values."
+            )
         mask = nonneg if log_features in ("auto", "all") else np.zeros_like(nonneg)
         shift = np.where(mask & (X_arr > 0).all(axis=0), 0.0, 1.0)
         transform = cls(mask, shift, None, None)
@@ -71,7 +76,8 @@ class FeatureTransform:
             need = "> 0" if shift[j] == 0 else ">= 0"
             raise ValueError(
                 f"X column {label(col)} was log-scaled at fit time and needs values "
-                f"{need}; sample {row} is {sub[row, j]}.")
+                f"{need}; sample {row} is {sub[row, j]}."
+            )
         out[:, mask] = np.log(sub + shift)
         return out
 
@@ -79,6 +85,28 @@ class FeatureTransform:
         """Standardised features, float32."""
         z = (self._log_columns(X_arr, label) - self.mean) / self.scale
         return z.astype(np.float32)
+
+
+def warn_if_standardised(X_arr, label):
+    """Warn when a feature looks standardised (mean 0, standard deviation 1,
+    negative values): behind a ``StandardScaler`` the raw counts are gone, the
+    automatic log scaling cannot apply, and costs that are power laws of the
+    counts (layers x experts, tokens) stop being linear in the features."""
+    if len(X_arr) < 3:
+        return
+    mean, std = X_arr.mean(axis=0), X_arr.std(axis=0)
+    looks = (np.abs(mean) < 1e-6) & (np.abs(std - 1) < 1e-3) & (X_arr < 0).any(axis=0)
+    if looks.any():
+        cols = ", ".join(label(int(c)) for c in np.flatnonzero(looks))
+        warnings.warn(
+            f"X column(s) {cols} look standardised (mean 0, standard deviation 1): "
+            "log_features='auto' cannot log-scale them, so power-law costs of the raw "
+            "counts are not captured and accuracy can drop sharply. Give "
+            "LatencyEstimator the raw configuration features (it standardises them "
+            "itself), e.g. drop the StandardScaler in front of it.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def resolve_context_features(context_features, feature_names, n_features):
@@ -95,29 +123,32 @@ def resolve_context_features(context_features, feature_names, n_features):
     if isinstance(context_features, str):
         if context_features != "auto":
             raise ValueError(_CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.")
-        return np.asarray([names.index(c) for c in AUTO_CONTEXT_FEATURES if c in names],
-                          dtype=np.int64)
+        return np.asarray(
+            [names.index(c) for c in AUTO_CONTEXT_FEATURES if c in names], dtype=np.int64
+        )
     try:
         entries = list(context_features)
     except TypeError:
-        raise ValueError(
-            _CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.") from None
+        raise ValueError(_CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.") from None
     indices = []
     for entry in entries:
         if isinstance(entry, str):
             if entry not in names:
                 raise ValueError(
                     f"context_features names {entry!r}, which is not a feature of X "
-                    f"(features: {names or 'X has no column names'}).")
+                    f"(features: {names or 'X has no column names'})."
+                )
             indices.append(names.index(entry))
         elif isinstance(entry, numbers.Integral) and not isinstance(entry, bool):
             if not 0 <= entry < n_features:
-                raise ValueError(f"context_features index {entry} is out of range for "
-                                 f"{n_features} features.")
+                raise ValueError(
+                    f"context_features index {entry} is out of range for {n_features} features."
+                )
             indices.append(int(entry))
         else:
-            raise ValueError("context_features entries must be feature names or column "
-                             f"indices; got {entry!r}.")
+            raise ValueError(
+                f"context_features entries must be feature names or column indices; got {entry!r}."
+            )
     if len(set(indices)) != len(indices):
         raise ValueError(f"context_features lists a feature twice: {entries!r}.")
     return np.asarray(indices, dtype=np.int64)
@@ -132,7 +163,9 @@ def context_lengths(X_arr, indices, label):
     bad = sub < 0
     if bad.any():
         row, j = np.argwhere(bad)[0]
-        raise ValueError(f"X column {label(int(indices[j]))} is a context feature (a "
-                         f"number of tokens) and must be >= 0; sample {row} is "
-                         f"{sub[row, j]}.")
+        raise ValueError(
+            f"X column {label(int(indices[j]))} is a context feature (a "
+            f"number of tokens) and must be >= 0; sample {row} is "
+            f"{sub[row, j]}."
+        )
     return sub.sum(axis=1)

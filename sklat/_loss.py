@@ -44,8 +44,9 @@ def positioned_loss(pred, target, step_weight, n_requests, kind):
     return (_squared_error(pred, target, kind) * step_weight).sum() / n_requests
 
 
-def combined_loss(pred, target, *, kind, prefill_weight, decode_total_weight,
-                  positioned_weight, total_norm=1.0):
+def combined_loss(
+    pred, target, *, kind, prefill_weight, decode_total_weight, positioned_weight, total_norm=1.0
+):
     """``prefill_weight * prefill + decode_total_weight * total
     + positioned_weight * positioned``; absent terms count as zero.
 
@@ -53,13 +54,11 @@ def combined_loss(pred, target, *, kind, prefill_weight, decode_total_weight,
     optionally ``prefill``, and ``steps``/``step_weight``/``n_step_requests``
     when the batch has per-step measurements.
     """
-    loss = decode_total_weight * decode_total_loss(
-        pred["total"], target["total"], kind, total_norm)
+    loss = decode_total_weight * decode_total_loss(pred["total"], target["total"], kind, total_norm)
     if pred["prefill"] is not None and target.get("prefill") is not None:
-        loss = loss + prefill_weight * prefill_loss(
-            pred["prefill"], target["prefill"], kind)
+        loss = loss + prefill_weight * prefill_loss(pred["prefill"], target["prefill"], kind)
     if pred["steps"] is not None and target.get("steps") is not None:
         loss = loss + positioned_weight * positioned_loss(
-            pred["steps"], target["steps"], target["step_weight"],
-            target["n_step_requests"], kind)
+            pred["steps"], target["steps"], target["step_weight"], target["n_step_requests"], kind
+        )
     return loss

@@ -86,23 +86,39 @@ class CostTermsLatencyModule(nn.Module):
         features, where the power laws start (instead of a flat average).
     """
 
-    def __init__(self, n_features, hidden_size=64, n_basis=8, n_cost_terms=3,
-                 with_prefill=True, position_scale=1024.0, context_scale=1024.0,
-                 context_features=(), initial_fit=None):
+    def __init__(
+        self,
+        n_features,
+        hidden_size=64,
+        n_basis=8,
+        n_cost_terms=3,
+        with_prefill=True,
+        position_scale=1024.0,
+        context_scale=1024.0,
+        context_features=(),
+        initial_fit=None,
+    ):
         super().__init__()
         self.n_basis = n_basis
         self.n_cost_terms = n_cost_terms
         self.with_prefill = with_prefill
-        self.register_buffer("position_scale",
-                             torch.tensor(float(position_scale), dtype=torch.float32))
-        self.register_buffer("context_scale",
-                             torch.tensor(float(context_scale), dtype=torch.float32))
+        self.register_buffer(
+            "position_scale", torch.tensor(float(position_scale), dtype=torch.float32)
+        )
+        self.register_buffer(
+            "context_scale", torch.tensor(float(context_scale), dtype=torch.float32)
+        )
         m = n_cost_terms
         # Output layout of the config encoder: flat terms, context terms (none
         # without context features: the curve then has no term that grows past
         # the trained lengths), log shape scale, K mixture logits, prefill terms.
-        widths = {"flat": m, "context": m if len(context_features) else 0, "shape": 1,
-                  "mixture": n_basis, "prefill": m if with_prefill else 0}
+        widths = {
+            "flat": m,
+            "context": m if len(context_features) else 0,
+            "shape": 1,
+            "mixture": n_basis,
+            "prefill": m if with_prefill else 0,
+        }
         self._slices, start = {}, 0
         for part, width in widths.items():
             self._slices[part] = slice(start, start + width)
@@ -149,14 +165,19 @@ class CostTermsLatencyModule(nn.Module):
             has_context = self._slices["context"].stop > self._slices["context"].start
             # Without a context term its share goes to the flat cost.
             flat_share = _INITIAL_SHARES["flat"] + (
-                0.0 if has_context else _INITIAL_SHARES["context"])
+                0.0 if has_context else _INITIAL_SHARES["context"]
+            )
             bias[self._slices["flat"]] = math.log(flat_share / m)
             bias[self._slices["context"]] = math.log(_INITIAL_SHARES["context"] / m)
             bias[self._slices["shape"]] = math.log(_INITIAL_SHARES["shape"])
             bias[self._slices["mixture"]] = 0.0
             bias[self._slices["prefill"]] = math.log(1.0 / m)
-            for part, key in (("flat", "decode"), ("context", "decode"),
-                              ("shape", "decode"), ("prefill", "prefill")):
+            for part, key in (
+                ("flat", "decode"),
+                ("context", "decode"),
+                ("shape", "decode"),
+                ("prefill", "prefill"),
+            ):
                 if initial_fit is None or initial_fit.get(key) is None:
                     continue
                 coef, intercept = initial_fit[key]
@@ -181,19 +202,20 @@ class CostTermsLatencyModule(nn.Module):
         """
         if x.shape[1] == 0:
             x = x.new_zeros((x.shape[0], 1))
-        out = F.linear(x, self.config_linear.weight * self.linear_mask,
-                       self.config_linear.bias)
+        out = F.linear(x, self.config_linear.weight * self.linear_mask, self.config_linear.bias)
         correction = [self.decode_mlp(x * self.decode_input_mask)]
         if self.prefill_mlp is not None:
             correction.append(self.prefill_mlp(x))
         out = out + torch.cat(correction, dim=1)
         s = self._slices
         shape = torch.exp(out[:, s["shape"]]) * torch.softmax(out[:, s["mixture"]], dim=1)
-        prefill = (torch.exp(out[:, s["prefill"]]).sum(dim=1) if self.with_prefill
-                   else None)
-        return {"flat": torch.exp(out[:, s["flat"]]).sum(dim=1),
-                "slope": torch.exp(out[:, s["context"]]).sum(dim=1),
-                "shape": shape, "prefill": prefill}
+        prefill = torch.exp(out[:, s["prefill"]]).sum(dim=1) if self.with_prefill else None
+        return {
+            "flat": torch.exp(out[:, s["flat"]]).sum(dim=1),
+            "slope": torch.exp(out[:, s["context"]]).sum(dim=1),
+            "shape": shape,
+            "prefill": prefill,
+        }
 
     def basis(self, positions):
         """Positive basis curves ``phi`` at ``positions`` (1-D), shape (P, K)."""
@@ -202,8 +224,7 @@ class CostTermsLatencyModule(nn.Module):
         u = (torch.log1p(p) / torch.log1p(self.position_scale)).unsqueeze(1)
         return F.softplus(self.position_encoder(u))
 
-    def forward(self, x, output_tokens, context=None, step_sample=None,
-                step_position=None):
+    def forward(self, x, output_tokens, context=None, step_sample=None, step_position=None):
         """Summed decode totals, prefill and (optionally) per-step latencies.
 
         Parameters
@@ -228,13 +249,18 @@ class CostTermsLatencyModule(nn.Module):
         cumulative = torch.cumsum(phi, dim=0)
         n = output_tokens.to(x.dtype)
         context_sum = context * n + n * (n + 1) / (2 * self.context_scale.to(x.dtype))
-        total = (coef["flat"] * n + coef["slope"] * context_sum
-                 + (coef["shape"] * cumulative[output_tokens - 1]).sum(dim=1))
+        total = (
+            coef["flat"] * n
+            + coef["slope"] * context_sum
+            + (coef["shape"] * cumulative[output_tokens - 1]).sum(dim=1)
+        )
         steps = None
         if step_sample is not None and step_sample.numel() > 0:
             p = step_position.to(x.dtype)
-            steps = (coef["flat"][step_sample]
-                     + coef["slope"][step_sample]
-                     * (context[step_sample] + p / self.context_scale.to(x.dtype))
-                     + (coef["shape"][step_sample] * phi[step_position - 1]).sum(dim=1))
+            steps = (
+                coef["flat"][step_sample]
+                + coef["slope"][step_sample]
+                * (context[step_sample] + p / self.context_scale.to(x.dtype))
+                + (coef["shape"][step_sample] * phi[step_position - 1]).sum(dim=1)
+            )
         return {"total": total, "prefill": coef["prefill"], "steps": steps}

@@ -8,6 +8,7 @@ ragged lists of any length cost memory proportional to what was measured.
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch import callbacks as skorch_callbacks
 from skorch.callbacks import Callback
 from torch import nn
 
@@ -44,8 +45,7 @@ class RequestData(torch.utils.data.Dataset):
         (empty when it has no per-step data).
     """
 
-    def __init__(self, x, output_tokens, context, total, prefill, step_values,
-                 step_offsets):
+    def __init__(self, x, output_tokens, context, total, prefill, step_values, step_offsets):
         self.x = x
         self.output_tokens = output_tokens
         self.context = context
@@ -64,9 +64,13 @@ class RequestData(torch.utils.data.Dataset):
         rows = np.asarray(rows, dtype=np.int64)
         flat, lengths, _ = _ragged_gather(self.step_offsets, rows)
         return RequestData(
-            self.x[rows], self.output_tokens[rows], self.context[rows], self.total[rows],
+            self.x[rows],
+            self.output_tokens[rows],
+            self.context[rows],
+            self.total[rows],
             None if self.prefill is None else self.prefill[rows],
-            self.step_values[flat], np.concatenate(([0], np.cumsum(lengths))),
+            self.step_values[flat],
+            np.concatenate(([0], np.cumsum(lengths))),
         )
 
     def batch(self, rows):
@@ -87,7 +91,8 @@ class RequestData(torch.utils.data.Dataset):
         if len(flat):
             targets["steps"] = torch.from_numpy(self.step_values[flat])
             targets["step_weight"] = torch.from_numpy(
-                (1.0 / output_tokens[step_sample]).astype(np.float32))
+                (1.0 / output_tokens[step_sample]).astype(np.float32)
+            )
             targets["n_step_requests"] = int(np.count_nonzero(lengths))
         return inputs, targets
 
@@ -123,15 +128,21 @@ class BatchIterator:
         n = len(self.dataset)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
-            yield self.dataset.batch(order[start:start + self.batch_size])
+            yield self.dataset.batch(order[start : start + self.batch_size])
 
 
 class WeightedLatencyLoss(nn.Module):
     """The criterion: ``prefill_weight * prefill + decode_total_weight *
     decode_total + positioned_weight * positioned`` (see :mod:`sklat._loss`)."""
 
-    def __init__(self, kind="log", prefill_weight=2.0, decode_total_weight=1.0,
-                 positioned_weight=0.5, total_norm=1.0):
+    def __init__(
+        self,
+        kind="log",
+        prefill_weight=2.0,
+        decode_total_weight=1.0,
+        positioned_weight=0.5,
+        total_norm=1.0,
+    ):
         super().__init__()
         self.kind = kind
         self.prefill_weight = prefill_weight
@@ -141,13 +152,46 @@ class WeightedLatencyLoss(nn.Module):
 
     def forward(self, pred, target):
         return combined_loss(
-            pred, target, kind=self.kind, prefill_weight=self.prefill_weight,
+            pred,
+            target,
+            kind=self.kind,
+            prefill_weight=self.prefill_weight,
             decode_total_weight=self.decode_total_weight,
-            positioned_weight=self.positioned_weight, total_norm=self.total_norm)
+            positioned_weight=self.positioned_weight,
+            total_norm=self.total_norm,
+        )
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training, carried past skorch (which would swallow a
+    ``KeyboardInterrupt`` and return a half-trained net as if it had finished)."""
+
+
+class _EarlyStop(KeyboardInterrupt):
+    """How :class:`EarlyStopping` ends training: skorch stops on a
+    ``KeyboardInterrupt``, and this one is told apart from Ctrl-C."""
+
+
+class EarlyStopping(skorch_callbacks.EarlyStopping):
+    """skorch's early stopping, whose stop is not taken for a Ctrl-C."""
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            return super().on_epoch_end(net, **kwargs)
+        except KeyboardInterrupt:
+            raise _EarlyStop from None
 
 
 class LatencyNet(NeuralNet):
     """A skorch ``NeuralNet`` over :class:`RequestData` and packed batches."""
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except _EarlyStop:
+            raise
+        except KeyboardInterrupt:
+            raise TrainingInterrupted from None
 
     def infer(self, x, **fit_params):
         module = self.module_
@@ -158,16 +202,18 @@ class LatencyNet(NeuralNet):
         return module(**x.to(self.device), **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = {k: v.to(self.device) if torch.is_tensor(v) else v
-                  for k, v in y_true.items()}
+        y_true = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in y_true.items()}
         loss = self.criterion_(y_pred, y_true)
         if not torch.isfinite(loss):
             epoch = len(self.history)
+            hint = "The learning rate is probably too high for this data (lower `lr`)"
+            if self.criterion_.kind != "log":
+                hint += (
+                    f", or the targets span too many orders of magnitude for "
+                    f"loss={self.criterion_.kind!r} (use loss='log')"
+                )
             raise TrainingDivergedError(
-                f"training diverged at epoch {epoch}: the loss became {loss.item()}. "
-                "The learning rate is probably too high for this data (lower `lr`), "
-                "or the targets span too many orders of magnitude for "
-                "loss='mse' (use loss='log')."
+                f"training diverged at epoch {epoch}: the loss became {loss.item()}. {hint}."
             )
         return loss
 
@@ -203,8 +249,10 @@ class WeightAveraging(Callback):
 
     def on_train_begin(self, net, **kwargs):
         self.average_ = torch.optim.swa_utils.AveragedModel(
-            net.module_, use_buffers=True,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.decay))
+            net.module_,
+            use_buffers=True,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.decay),
+        )
         self.best_loss_ = np.inf
         self.best_state_ = None
 

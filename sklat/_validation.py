@@ -1,7 +1,10 @@
-"""Input checks shared by the estimator, the data loaders and the CLI.
+"""Input checks shared by the estimator, the results reader and the CLI.
 
 Every error names the column or sample at fault and what was expected; nothing
-is dropped, clipped or guessed.
+is dropped, clipped or guessed. Callers say where values come from with
+``where``, a function from an index to its location: ``"sample 3"`` for arrays
+passed to the estimator (indices from 0, as in numpy), ``"row 4"`` for rows of
+a file (counted from 1, as a spreadsheet does).
 """
 
 import numbers
@@ -11,92 +14,150 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import DataConversionWarning
 
-PREFILL_COL = "T_prefill_total"
-DECODE_COL = "T_LLM_decode"
+from ._constants import DECODE_COL, MAX_OUTPUT_TOKENS, PREFILL_COL
 
 
-def _first_bad(mask):
-    return int(np.flatnonzero(mask)[0])
+def sample_at(i):
+    """Location of entry ``i`` of an array (from 0)."""
+    return f"sample {i}"
 
 
-def _reject(bad, values, template):
-    """Raise ``ValueError(template)`` for the first flagged entry; the template
-    may use ``{i}`` (its index) and ``{value}``."""
-    if bad.any():
-        i = _first_bad(bad)
-        raise ValueError(template.format(i=i, value=values[i]))
+def row_at(i):
+    """Location of row ``i`` (from 0) of a file, counted from 1."""
+    return f"row {i + 1}"
 
 
-def _as_float_vector(values, name):
+def _reject(bad, values, message, where):
+    """Raise ``ValueError`` for the first flagged entry: ``message`` ends with
+    ``; <where(i)> is <value>.``"""
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{message}; {where(i)} is {_show(values[i])}.")
+
+
+def _show(value):
+    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
+        return str(float(value))
+    return repr(value)
+
+
+def as_float_array(values, name):
+    """``values`` as float64; complex, boolean and non-numeric input is refused
+    rather than silently converted."""
+    arr = values.to_numpy() if isinstance(values, (pd.Series, pd.DataFrame)) else values
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real numbers; got complex values.")
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must be numbers, not booleans (True / False).")
     try:
-        arr = np.asarray(values, dtype=np.float64)
+        return arr.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be numeric; got {exc}") from None
-    return arr
 
 
-def check_finite_positive(values, name):
+def check_finite(values, name, where=sample_at, shown=None):
+    """Raise if ``values`` (1-D float) holds NaN or inf."""
+    _reject(
+        ~np.isfinite(values),
+        values if shown is None else shown,
+        f"{name} must be finite (no NaN or inf)",
+        where,
+    )
+
+
+def check_finite_positive(values, name, where=sample_at, shown=None):
     """Raise if ``values`` (1-D float) holds NaN, inf or anything <= 0."""
-    _reject(~np.isfinite(values), values,
-            name + " must be finite (no NaN or inf); sample {i} is {value}.")
-    _reject(values <= 0, values,
-            name + " must be positive latencies (> 0); sample {i} is {value}.")
+    check_finite(values, name, where, shown)
+    _reject(values <= 0, values, f"{name} must be positive latencies (> 0)", where)
 
 
-def check_output_tokens(output_tokens, n_samples, name="output_tokens"):
+def check_token_counts(values, name, where=sample_at, shown=None):
+    """Raise unless ``values`` (1-D float) are integers in ``1..MAX_OUTPUT_TOKENS``;
+    return them as int64."""
+    check_finite(values, name, where, shown)
+    _reject(values != np.round(values), values, f"{name} must be integers", where)
+    _reject(values < 1, values, f"{name} must be >= 1", where)
+    _reject(
+        values > MAX_OUTPUT_TOKENS,
+        values,
+        f"{name} must be <= {MAX_OUTPUT_TOKENS} (sklat.MAX_OUTPUT_TOKENS)",
+        where,
+    )
+    return values.astype(np.int64)
+
+
+def check_output_tokens(output_tokens, n_samples, name="output_tokens", where=sample_at):
     """Validate ``N`` per request: 1-D, length ``n_samples``, integers >= 1."""
-    if isinstance(output_tokens, numbers.Number):
+    if isinstance(output_tokens, numbers.Number) and not isinstance(output_tokens, bool):
         output_tokens = np.full(n_samples, output_tokens)
-    arr = _as_float_vector(output_tokens, name)
+    arr = as_float_array(output_tokens, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
     if len(arr) != n_samples:
-        raise ValueError(
-            f"{name} has {len(arr)} entries but X has {n_samples} samples.")
-    _reject(~np.isfinite(arr), arr,
-            name + " must be finite (no NaN or inf); sample {i} is {value}.")
-    _reject(arr != np.round(arr), arr, name + " must be integers; sample {i} is {value}.")
-    _reject(arr < 1, arr, name + " must be >= 1; sample {i} is {value:.0f}.")
-    return arr.astype(np.int64)
+        raise ValueError(f"{name} has {len(arr)} entries but X has {n_samples} samples.")
+    return check_token_counts(arr, name, where)
 
 
 def check_positions(positions):
     """Validate the positions of :meth:`predict_positions`: integers >= 1."""
-    arr = _as_float_vector(positions, "positions")
+    arr = as_float_array(positions, "positions")
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"positions must be a non-empty 1-D sequence; got shape {arr.shape}.")
+    entry = "entry {}".format
+    _reject(~np.isfinite(arr) | (arr != np.round(arr)), arr, "positions must be integers", entry)
+    _reject(arr < 1, arr, "positions must be >= 1 (position 1 is the first decode step)", entry)
+    _reject(
+        arr > MAX_OUTPUT_TOKENS,
+        arr,
+        f"positions must be <= {MAX_OUTPUT_TOKENS} (sklat.MAX_OUTPUT_TOKENS)",
+        entry,
+    )
+    if arr.size > MAX_OUTPUT_TOKENS:
         raise ValueError(
-            f"positions must be a non-empty 1-D sequence; got shape {arr.shape}.")
-    _reject(~np.isfinite(arr) | (arr != np.round(arr)), arr,
-            "positions must be integers; entry {i} is {value}.")
-    _reject(arr < 1, arr, "positions must be >= 1 (position 1 is the first decode step); "
-            "entry {i} is {value:.0f}.")
+            f"positions holds {arr.size} entries; at most "
+            f"{MAX_OUTPUT_TOKENS} (sklat.MAX_OUTPUT_TOKENS) are allowed."
+        )
     return arr.astype(np.int64)
+
+
+def select_targets(y):
+    """``y`` with its columns in the order ``[T_prefill_total, T_LLM_decode]``.
+
+    A DataFrame is matched by column names, never by position: its columns
+    must be ``T_LLM_decode`` alone or ``T_prefill_total`` and ``T_LLM_decode``.
+    Arrays are taken as they come.
+    """
+    if not isinstance(y, pd.DataFrame):
+        return y
+    cols = [str(c) for c in y.columns]
+    if sorted(cols) == sorted([PREFILL_COL, DECODE_COL]):
+        return y[[PREFILL_COL, DECODE_COL]]
+    if cols == [DECODE_COL]:
+        return y[DECODE_COL]
+    raise ValueError(
+        f"a DataFrame y must have the columns [{DECODE_COL!r}] or [{PREFILL_COL!r}, "
+        f"{DECODE_COL!r}] (matched by name); got {cols}. Rename its columns, or pass "
+        "a numpy array ordered [T_prefill_total, T_LLM_decode]."
+    )
 
 
 def check_targets(y):
     """Return ``(decode_total, prefill_or_None, y_was_2d)`` from ``y``.
 
     ``y`` is 1-D ``T_LLM_decode`` or two columns ``[T_prefill_total,
-    T_LLM_decode]``; a DataFrame is matched by those names.
+    T_LLM_decode]``; a DataFrame is matched by these names.
     """
-    if isinstance(y, pd.DataFrame):
-        cols = list(y.columns)
-        if {PREFILL_COL, DECODE_COL} <= set(cols):
-            y = y[[PREFILL_COL, DECODE_COL]]
-        elif cols == [DECODE_COL]:
-            y = y[DECODE_COL]
-        elif y.shape[1] not in (1, 2):
-            raise ValueError(
-                f"y must have 1 column ({DECODE_COL}) or 2 columns "
-                f"({PREFILL_COL}, {DECODE_COL}); got {y.shape[1]} columns {cols}.")
-    arr = _as_float_vector(y, "y")
+    arr = as_float_array(select_targets(y), "y")
     if arr.ndim == 2 and arr.shape[1] == 1:
         warnings.warn(
             "A column-vector y was passed when a 1d array was expected. Please "
             "change the shape of y to (n_samples,), for example using ravel().",
-            DataConversionWarning, stacklevel=3)
+            DataConversionWarning,
+            stacklevel=3,
+        )
         arr = arr[:, 0]
     if arr.ndim == 1:
         check_finite_positive(arr, f"y ({DECODE_COL})")
@@ -104,10 +165,30 @@ def check_targets(y):
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(
             f"y must have 1 column ({DECODE_COL}) or 2 columns ({PREFILL_COL}, "
-            f"{DECODE_COL}); got shape {arr.shape}.")
+            f"{DECODE_COL}); got shape {arr.shape}."
+        )
     check_finite_positive(arr[:, 0], f"y column 0 ({PREFILL_COL})")
     check_finite_positive(arr[:, 1], f"y column 1 ({DECODE_COL})")
     return arr[:, 1], arr[:, 0], True
+
+
+def check_steps(steps, n_tokens, name):
+    """One request's per-step latencies: 1-D, ``n_tokens`` of them, finite, > 0."""
+    arr = as_float_array(steps, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
+    if len(arr) != n_tokens:
+        raise ValueError(
+            f"{name} has {len(arr)} steps but output_tokens is {n_tokens}; a per-step "
+            "list must have one latency per output token."
+        )
+    _reject(
+        ~np.isfinite(arr) | (arr <= 0),
+        arr,
+        f"{name} must hold positive finite latencies",
+        lambda j: f"step {j + 1}",
+    )
+    return arr
 
 
 def check_positioned_latencies(positioned, output_tokens):
@@ -122,33 +203,19 @@ def check_positioned_latencies(positioned, output_tokens):
     if isinstance(positioned, (str, bytes)) or not hasattr(positioned, "__len__"):
         raise TypeError(
             "positioned_latencies must be a list with one entry per sample "
-            f"(None or a 1-D array); got {type(positioned).__name__}.")
+            f"(None or a 1-D array); got {type(positioned).__name__}."
+        )
     if len(positioned) != n:
         raise ValueError(
-            f"positioned_latencies has {len(positioned)} entries but X has "
-            f"{n} samples.")
-    entries = list(positioned.values if isinstance(positioned, pd.Series)
-                   else positioned)
+            f"positioned_latencies has {len(positioned)} entries but X has {n} samples."
+        )
+    entries = list(positioned.values if isinstance(positioned, pd.Series) else positioned)
     lengths = np.zeros(n, dtype=np.int64)
     arrays = []
     for i, steps in enumerate(entries):
         if steps is None or (np.isscalar(steps) and pd.isna(steps)):
             continue
-        arr = _as_float_vector(steps, f"positioned_latencies[{i}]")
-        if arr.ndim != 1:
-            raise ValueError(
-                f"positioned_latencies[{i}] must be 1-D; got shape {arr.shape}.")
-        if len(arr) != output_tokens[i]:
-            raise ValueError(
-                f"positioned_latencies[{i}] has {len(arr)} steps but "
-                f"output_tokens[{i}] is {output_tokens[i]}; a per-step list must "
-                "have one latency per output token.")
-        bad = ~np.isfinite(arr) | (arr <= 0)
-        if bad.any():
-            j = _first_bad(bad)
-            raise ValueError(
-                f"positioned_latencies[{i}] must hold positive finite latencies; "
-                f"step {j + 1} is {arr[j]}.")
+        arr = check_steps(steps, output_tokens[i], f"positioned_latencies[{i}]")
         lengths[i] = len(arr)
         arrays.append(arr)
     values = np.concatenate(arrays) if arrays else np.zeros(0)

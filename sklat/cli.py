@@ -15,6 +15,7 @@ prefill for the configurations of a CSV / JSONL / Parquet file.
 """
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -22,15 +23,31 @@ from pathlib import Path
 
 import numpy as np
 
+from ._constants import (
+    BUDGET_STRATEGIES,
+    DECODE_COL,
+    DEFAULT_FEATURES,
+    OUTPUT_TOKENS_COL,
+    PREFILL_COL,
+    PROBE_POSITIONS,
+)
+
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
+# Requests drawn in latency_curves.png, and its range of positions.
+_CURVES_DRAWN = 4
+_CURVE_POSITIONS_MIN, _CURVE_POSITIONS_MAX = 64, 1024
+# Share of the requests that sklat train holds out for its validation metrics.
+_HOLDOUT_FRACTION = 0.2
 
 
-def _add(parser, name, **kwargs):
-    """An option under its underscore and its dashed spelling."""
-    names = [f"--{name}"]
-    if "_" in name:
-        names.append(f"--{name.replace('_', '-')}")
+def _add(parser, name, *aliases, **kwargs):
+    """An option under its underscore and its dashed spelling (and aliases)."""
+    names = []
+    for spelling in (name, *aliases):
+        names.append(f"--{spelling}")
+        if "_" in spelling:
+            names.append(f"--{spelling.replace('_', '-')}")
     parser.add_argument(*names, dest=name, **kwargs)
 
 
@@ -43,7 +60,8 @@ def _int_list(text):
         return [int(s) for s in _csv_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def _context_features(text):
@@ -52,142 +70,389 @@ def _context_features(text):
     return _csv_list(text)
 
 
+def _threads(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
+def _estimator_defaults():
+    """LatencyEstimator's defaults: the CLI shows and uses the same ones."""
+    from ._estimator import LatencyEstimator
+
+    return {
+        name: p.default
+        for name, p in inspect.signature(LatencyEstimator.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
 def build_parser():
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="sklat",
         description="Learn per-position LLM decode latency from total decode "
-                    "latencies, and predict with it.")
+        "latencies, and predict with it.",
+    )
     parser.add_argument("--version", action="version", version=f"sklat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = sub.add_parser(
-        "train", help="train a model from a folder of profiling results",
-        description="Train a LatencyEstimator from a folder of profiling results and "
-                    "write the model, metrics.json and plots to --output_dir. "
-                    "Options also accept dashed spellings (--results-dir).")
-    _add(train, "results_dir", type=Path, default=None,
-         help="folder of results (<dataset>/*.csv|*.jsonl|*.parquet, or files at the "
-              "top); default: the synthetic demo results shipped with sklat")
-    which = train.add_mutually_exclusive_group()
-    _add(which, "use_all_datasets", action="store_true",
-         help="read every dataset of --results_dir")
-    _add(which, "datasets", type=_csv_list, default=None,
-         help="comma-separated dataset names to read")
-    _add(train, "output_dir", type=Path, required=True,
-         help="folder to write the model, metrics and plots to (created)")
-    _add(train, "features", type=_csv_list, default=None,
-         help="comma-separated feature columns (default: vision_tokens,text_tokens,"
-              "tier_idx,top_k,num_active_blocks)")
-    _add(train, "batch_size", type=int, default=64, help="requests per batch (64)")
-    _add(train, "num_epochs", type=int, default=200,
-         help="maximum epochs; training stops early on a held-out part (200)")
-    _add(train, "lr", type=float, default=3e-3, help="learning rate (3e-3)")
-    _add(train, "config_mlp_weight_decay", type=float, default=0.1,
-         help="weight decay of the config encoder's MLP, which corrects a linear "
-              "config model; raise it (e.g. 1.0) for a few hundred noisy requests, "
-              "lower it for strongly interacting features (0.1)")
-    _add(train, "context_features", type=_context_features, default="auto",
-         help="comma-separated feature columns whose sum is the context length at the "
-              "first decode step, so that a cost term grows with context + position; "
-              "'auto': vision_tokens and text_tokens where present; 'none': no such "
-              "term, the curve stays flat past the longest training request (auto)")
-    _add(train, "n_cost_terms", type=int, default=3,
-         help="positive power laws of the features summed in the flat cost, the "
-              "context cost and the prefill (3)")
-    _add(train, "device", choices=["auto", "cpu", "cuda"], default="auto",
-         help="auto: CUDA if available, else CPU")
-    _add(train, "seed", type=int, default=0,
-         help="seed of the split, initialisation and shuffling (0)")
-    _add(train, "prefill_weight", type=float, default=2.0, help="(2.0)")
-    _add(train, "decode_total_weight", type=float, default=1.0, help="(1.0)")
-    _add(train, "positioned_weight", type=float, default=0.5, help="(0.5)")
-    _add(train, "loss", choices=["log", "relative", "mse"], default="log",
-         help="error measure of every loss term (log)")
-    _add(train, "val_fraction", type=float, default=0.2,
-         help="fraction of requests held out for the validation metrics (0.2)")
-    train.add_argument("--quiet", "-q", action="store_true",
-                       help="no per-epoch progress")
-    train.set_defaults(func=cmd_train)
-
-    pred = sub.add_parser(
-        "predict", help="predict latencies for configurations with a trained model",
-        description="Print (or write) per-position decode latencies, total decode "
-                    "latency and prefill for each configuration of CONFIGS.")
-    _add(pred, "model", type=Path, required=True,
-         help=f"a model file, or a train --output_dir holding {MODEL_FILE}")
-    pred.add_argument("configs", type=Path,
-                      help="CSV / JSONL / Parquet file with the model's feature "
-                           "columns (and optionally output_tokens)")
-    _add(pred, "positions", type=_int_list, default=[1, 5, 10, 20],
-         help="comma-separated positions (1,5,10,20)")
-    _add(pred, "output_tokens", type=int, default=None,
-         help="output length for the totals; default: the file's output_tokens "
-              "column, else the expectation over the training output lengths")
-    _add(pred, "output", type=Path, default=None,
-         help="write CSV here instead of printing it")
-    _add(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
-    pred.set_defaults(func=cmd_predict)
-
+    _add_train_parser(sub)
+    _add_predict_parser(sub)
     _add_profile_parser(sub)
     return parser
+
+
+def _add_train_parser(sub):
+    d = _estimator_defaults()
+    train = sub.add_parser(
+        "train",
+        help="train a model from a folder of profiling results",
+        description="Train a LatencyEstimator from a folder of profiling results and "
+        "write the model, metrics.json and plots to --output_dir. "
+        "Options also accept dashed spellings (--results-dir); each "
+        "estimator option has the LatencyEstimator parameter's name and "
+        "default.",
+    )
+    _add(
+        train,
+        "results_dir",
+        type=Path,
+        default=None,
+        help="folder of results (<dataset>/*.csv|*.jsonl|*.parquet, or files at the "
+        "top); default: the synthetic demo results shipped with sklat",
+    )
+    which = train.add_mutually_exclusive_group()
+    _add(which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir")
+    _add(
+        which,
+        "datasets",
+        type=_csv_list,
+        default=None,
+        help="comma-separated dataset names to read",
+    )
+    _add(
+        train,
+        "output_dir",
+        type=Path,
+        required=True,
+        help="folder to write the model, metrics and plots to (created; an existing "
+        "non-empty folder needs --overwrite)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="write into an existing, non-empty --output_dir"
+    )
+    _add(
+        train,
+        "features",
+        type=_csv_list,
+        default=None,
+        help=f"comma-separated feature columns (default: {','.join(DEFAULT_FEATURES)})",
+    )
+    _add(
+        train,
+        "holdout_fraction",
+        "val_fraction",
+        type=float,
+        default=_HOLDOUT_FRACTION,
+        help="share of the requests held out of training entirely, to report the "
+        f"validation metrics of metrics.json ({_HOLDOUT_FRACTION}); not to be "
+        "confused with --validation_fraction",
+    )
+    _add(
+        train,
+        "seed",
+        type=int,
+        default=0,
+        help="seed of the hold-out split, initialisation and shuffling (0)",
+    )
+    _add(
+        train,
+        "device",
+        choices=["auto", "cpu", "cuda"],
+        default=d["device"],
+        help="auto: CUDA if available, else CPU (%(default)s)",
+    )
+    est = train.add_argument_group(
+        "estimator", "LatencyEstimator parameters (see its documentation)"
+    )
+    _add(
+        est,
+        "max_epochs",
+        "num_epochs",
+        type=int,
+        default=d["max_epochs"],
+        help="maximum passes over the training requests; training stops earlier when "
+        "the held-out loss stops improving (%(default)s)",
+    )
+    _add(
+        est,
+        "batch_size",
+        type=int,
+        default=d["batch_size"],
+        help="requests per mini-batch (%(default)s)",
+    )
+    _add(est, "lr", type=float, default=d["lr"], help="learning rate (%(default)s)")
+    _add(
+        est,
+        "validation_fraction",
+        type=float,
+        default=d["validation_fraction"],
+        help="share of the TRAINING requests the estimator holds out to stop early and "
+        "keep its best weights (%(default)s)",
+    )
+    _add(
+        est,
+        "prefill_weight",
+        type=float,
+        default=d["prefill_weight"],
+        help="weight of the prefill error in the loss; 0 ignores T_prefill_total (%(default)s)",
+    )
+    _add(
+        est,
+        "decode_total_weight",
+        type=float,
+        default=d["decode_total_weight"],
+        help="weight of the error of the summed per-position curve against each "
+        "request's T_LLM_decode (%(default)s)",
+    )
+    _add(
+        est,
+        "positioned_weight",
+        type=float,
+        default=d["positioned_weight"],
+        help="weight of the per-step error, for requests with T_decode_per_step (%(default)s)",
+    )
+    _add(
+        est,
+        "loss",
+        choices=["log", "relative", "mse"],
+        default=d["loss"],
+        help="error measure of every loss term (%(default)s)",
+    )
+    _add(
+        est,
+        "config_mlp_weight_decay",
+        type=float,
+        default=d["config_mlp_weight_decay"],
+        help="weight decay of the config encoder's MLP, which corrects a linear "
+        "config model; raise it (e.g. 1.0) for a few hundred noisy requests, "
+        "lower it for strongly interacting features (%(default)s)",
+    )
+    _add(
+        est,
+        "context_features",
+        type=_context_features,
+        default=d["context_features"],
+        help="comma-separated feature columns whose sum is the context length at the "
+        "first decode step, so that a cost term grows with context + position; "
+        "'auto': vision_tokens and text_tokens where present; 'none': no such "
+        "term, the curve stays flat past the longest training request "
+        "(%(default)s)",
+    )
+    _add(
+        est,
+        "n_cost_terms",
+        type=int,
+        default=d["n_cost_terms"],
+        help="positive power laws of the features summed in the flat cost, the "
+        "context cost and the prefill (%(default)s)",
+    )
+    _add(
+        est,
+        "n_threads",
+        type=_threads,
+        default=d["n_threads"],
+        help="torch CPU threads; auto: one for small models (%(default)s)",
+    )
+    train.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no per-epoch progress (the final metrics are still printed)",
+    )
+    train.set_defaults(func=cmd_train)
+
+
+def _add_predict_parser(sub):
+    pred = sub.add_parser(
+        "predict",
+        help="predict latencies for configurations with a trained model",
+        description="Print (or write) per-position decode latencies, total decode "
+        "latency, prefill and a per-token budget for each configuration "
+        "of CONFIGS.",
+    )
+    _add(
+        pred,
+        "model",
+        type=Path,
+        required=True,
+        help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
+    )
+    pred.add_argument(
+        "configs",
+        type=Path,
+        help="CSV / JSONL / Parquet file with the model's feature "
+        "columns (and optionally output_tokens)",
+    )
+    _add(
+        pred,
+        "positions",
+        type=_int_list,
+        default=list(PROBE_POSITIONS),
+        help="comma-separated positions (%(default)s)",
+    )
+    _add(
+        pred,
+        "output_tokens",
+        type=int,
+        default=None,
+        help="output length for the totals; default: the file's output_tokens "
+        "column, else the expectation over the training output lengths (said "
+        "on stderr)",
+    )
+    _add(
+        pred,
+        "budget_strategy",
+        choices=BUDGET_STRATEGIES,
+        default="max",
+        help="how the budget column summarises the curve: its maximum over "
+        "--positions, its value at the expected position, or the expected "
+        "per-token latency (%(default)s)",
+    )
+    _add(pred, "output", type=Path, default=None, help="write CSV here instead of printing it")
+    _add(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
+    pred.set_defaults(func=cmd_predict)
 
 
 def _add_profile_parser(sub):
     from .profile import ATTN_IMPLEMENTATIONS, DTYPES
 
     prof = sub.add_parser(
-        "profile", help="measure a transformers model into a results folder",
+        "profile",
+        help="measure a transformers model into a results folder",
         description="Time the prefill and every decode step of greedy, KV-cached "
-                    "generation of a transformers causal language model over a grid of "
-                    "prompt and output lengths, and append one row per request to "
-                    "OUTPUT_DIR/DATASET/requests.csv (the format sklat train reads). "
-                    "Rerunning the same command resumes an interrupted run. Needs "
-                    "pip install 'sklat[profile]'.")
-    _add(prof, "model", required=True,
-         help="a folder with a transformers config.json (weights optional), the path "
-              "of a config.json, or a hub name")
-    _add(prof, "random_weights", action="store_true",
-         help="build the model from its configuration with seeded random weights "
-              "(nothing downloaded but the configuration)")
-    _add(prof, "prompt_tokens", type=_int_list, default=[64, 256, 1024],
-         help="comma-separated prompt lengths (64,256,1024)")
-    _add(prof, "output_tokens", type=_int_list, default=[16, 128, 512],
-         help="comma-separated numbers of decode steps (16,128,512)")
+        "generation of a transformers causal language model over a grid of "
+        "prompt and output lengths, and append one row per request to "
+        "OUTPUT_DIR/DATASET/requests.csv (the format sklat train reads). "
+        "Rerunning the same command resumes an interrupted run. Needs "
+        "pip install 'sklat[profile]'.",
+    )
+    _add(
+        prof,
+        "model",
+        required=True,
+        help="a folder with a transformers config.json (weights optional), the path "
+        "of a config.json, or a hub name",
+    )
+    _add(
+        prof,
+        "random_weights",
+        action="store_true",
+        help="build the model from its configuration with seeded random weights "
+        "(nothing downloaded but the configuration)",
+    )
+    _add(
+        prof,
+        "prompt_tokens",
+        type=_int_list,
+        default=[64, 256, 1024],
+        help="comma-separated prompt lengths (64,256,1024)",
+    )
+    _add(
+        prof,
+        "output_tokens",
+        type=_int_list,
+        default=[16, 128, 512],
+        help="comma-separated numbers of decode steps (16,128,512)",
+    )
     _add(prof, "repeats", type=int, default=3, help="measurements per grid point (3)")
-    _add(prof, "top_k", type=_int_list, default=None,
-         help="comma-separated experts per token to sweep (mixture-of-experts models)")
-    _add(prof, "num_active_blocks", type=_int_list, default=None,
-         help="comma-separated numbers of decoder layers to run, swept")
+    _add(
+        prof,
+        "top_k",
+        type=_int_list,
+        default=None,
+        help="comma-separated experts per token to sweep (mixture-of-experts models)",
+    )
+    _add(
+        prof,
+        "num_active_blocks",
+        type=_int_list,
+        default=None,
+        help="comma-separated numbers of decoder layers to run, swept",
+    )
     _add(prof, "device", default="auto", help="auto, cpu, cuda or cuda:<index> (auto)")
     _add(prof, "dtype", choices=DTYPES, default="float32", help="(float32)")
-    _add(prof, "attn_implementation", choices=ATTN_IMPLEMENTATIONS, default="sdpa",
-         help="transformers attention implementation (sdpa)")
+    _add(
+        prof,
+        "attn_implementation",
+        choices=ATTN_IMPLEMENTATIONS,
+        default="sdpa",
+        help="transformers attention implementation (sdpa)",
+    )
     _add(prof, "output_dir", type=Path, required=True, help="results folder (created)")
-    _add(prof, "dataset", default=None,
-         help="dataset sub-folder name (default: <model>_<attn>_<dtype>)")
-    _add(prof, "seed", type=int, default=0,
-         help="seed of the random weights, the prompts and the order of the grid (0)")
-    _add(prof, "warmup", type=int, default=2,
-         help="untimed warm-up requests per top_k / num_active_blocks setting (2)")
-    _add(prof, "threads", type=int, default=None,
-         help="torch CPU threads while profiling (default: torch's own)")
+    _add(
+        prof,
+        "dataset",
+        default=None,
+        help="dataset sub-folder name (default: <model>_<attn>_<dtype>)",
+    )
+    _add(
+        prof,
+        "seed",
+        type=int,
+        default=0,
+        help="seed of the random weights, the prompts and the order of the grid (0)",
+    )
+    _add(
+        prof,
+        "warmup",
+        type=int,
+        default=2,
+        help="untimed warm-up requests per top_k / num_active_blocks setting (2)",
+    )
+    _add(
+        prof,
+        "threads",
+        type=int,
+        default=None,
+        help="torch CPU threads while profiling (default: torch's own)",
+    )
     prof.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     prof.set_defaults(func=cmd_profile)
 
 
 def main(argv=None):
-    """Run the ``sklat`` command line; returns the exit status."""
+    """Run the ``sklat`` command line.
+
+    A user error (bad input, a missing or unreadable file, a path that cannot
+    be written) is one line on stderr and exit status 2; Ctrl-C is exit
+    status 130.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments after ``sklat``; ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    status : int
+        The exit status: 0, 2 (user error) or 130 (interrupted).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args, argv if argv is not None else sys.argv[1:])
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            exc = "input nested too deeply"
         print(f"sklat {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sklat {args.command}: interrupted", file=sys.stderr)
+        print(f"sklat {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
 
 
@@ -203,68 +468,81 @@ def _select_datasets(args):
     if len(found) > 1 and not args.use_all_datasets:
         raise ValueError(
             f"{args.results_dir} holds several datasets {sorted(found)}: pass "
-            "--use_all_datasets or --datasets a,b.")
+            "--use_all_datasets or --datasets a,b."
+        )
     return args.results_dir, None
+
+
+def _check_output_dir(path, overwrite):
+    """Refuse, before any training, a folder that cannot or should not be
+    written."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {path} exists and is not a folder.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ValueError(
+            f"--output_dir {path} exists and is not empty; pass --overwrite "
+            "to write into it, or choose another folder."
+        )
+    parent = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not parent.is_dir():
+        raise ValueError(f"--output_dir {path}: {parent} is not a folder.")
 
 
 def _split(n, fraction, seed):
     if not 0 <= fraction < 1:
-        raise ValueError(f"--val_fraction must be in [0, 1); got {fraction}.")
+        raise ValueError(f"--holdout_fraction must be in [0, 1); got {fraction}.")
     order = np.random.RandomState(seed).permutation(n)
     n_val = int(round(fraction * n))
     if n_val and n - n_val < 2:
-        raise ValueError(f"--val_fraction {fraction} leaves too few training requests "
-                         f"out of {n}.")
+        raise ValueError(
+            f"--holdout_fraction {fraction} leaves too few training requests out of {n}."
+        )
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def _mape(pred, true):
-    return float(np.mean(np.abs(pred - true) / true) * 100)
 
 
 def _metrics(est, res, rows):
     """Prefill / total / positioned errors on the requests ``rows``."""
+    from .metrics import mape, positioned_mape
+
     if len(rows) == 0:
         return None
     X = res.X.iloc[rows]
     n = res.output_tokens[rows]
-    total = res.y["T_LLM_decode"].to_numpy()[rows]
-    prefill = res.y["T_prefill_total"].to_numpy()[rows]
-    pred_total = est.predict_total(X, n)
-    pred_prefill = est.predict_prefill(X)
+    total = res.y[DECODE_COL].to_numpy()[rows]
+    prefill = res.y[PREFILL_COL].to_numpy()[rows]
+    pred_prefill, pred_total = est.predict(X, n).T
     out = {
         "n_requests": int(len(rows)),
-        "total_decode_mape_pct": _mape(pred_total, total),
+        "total_decode_mape_pct": mape(total, pred_total),
         "total_decode_mae_ms": float(np.mean(np.abs(pred_total - total))),
-        "prefill_mape_pct": _mape(pred_prefill, prefill),
+        "prefill_mape_pct": mape(prefill, pred_prefill),
         "prefill_mae_ms": float(np.mean(np.abs(pred_prefill - prefill))),
     }
     with_steps = [i for i in rows if res.positioned_latencies[i] is not None]
     out["n_requests_with_per_step"] = len(with_steps)
     if with_steps:
-        # One prediction for all of them up to the longest; each request's
-        # error is the mean over its own steps.
+        # One prediction for all of them up to the longest.
         n_steps = res.output_tokens[with_steps]
         curves = est.predict_positions(res.X.iloc[with_steps], np.arange(1, n_steps.max() + 1))
-        errors = [np.mean(np.abs(curve[:n] - res.positioned_latencies[i])
-                          / res.positioned_latencies[i])
-                  for i, n, curve in zip(with_steps, n_steps, curves)]
-        out["positioned_mape_pct"] = float(np.mean(errors) * 100)
+        out["positioned_mape_pct"] = positioned_mape(
+            [res.positioned_latencies[i] for i in with_steps], curves
+        )
     by_dataset = {}
     for name in np.unique(res.dataset[rows]):
         sel = res.dataset[rows] == name
         by_dataset[str(name)] = {
             "n_requests": int(sel.sum()),
-            "total_decode_mape_pct": _mape(pred_total[sel], total[sel])}
+            "total_decode_mape_pct": mape(total[sel], pred_total[sel]),
+        }
     out["by_dataset"] = by_dataset
     return out
 
 
-def _representative(res, rows, k=4):
+def _representative(res, rows, k=_CURVES_DRAWN):
     """Up to ``k`` requests to draw: those with per-step data first, then
     spread over the range of per-token averages."""
-    with_steps = [i for i in rows if res.positioned_latencies[i] is not None][:k - 1]
-    avg = res.y["T_LLM_decode"].to_numpy()[rows] / res.output_tokens[rows]
+    with_steps = [i for i in rows if res.positioned_latencies[i] is not None][: k - 1]
+    avg = res.y[DECODE_COL].to_numpy()[rows] / res.output_tokens[rows]
     ordered = np.asarray(rows)[np.argsort(avg)]
     picks = list(with_steps)
     for q in np.linspace(0, 1, k):
@@ -280,8 +558,10 @@ def _write_plots(est, res, rows, output_dir):
     try:
         import matplotlib
     except ImportError:
-        print("sklat train: plots not written: matplotlib is missing "
-              "(pip install 'sklat[plot]')", file=sys.stderr)
+        print(
+            "sklat train: plots not written: matplotlib is missing (pip install 'sklat[plot]')",
+            file=sys.stderr,
+        )
         return []
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -290,20 +570,25 @@ def _write_plots(est, res, rows, output_dir):
 
     picks = _representative(res, rows)
     measured = [res.positioned_latencies[i] for i in picks]
-    longest = max([len(m) for m in measured if m is not None] + [64])
-    positions = np.arange(1, min(longest, 1024) + 1)
-    labels = [f"{res.dataset[i]} #{i}: " + ", ".join(
-        f"{c}={res.X.iloc[i][c]:g}" for c in res.X.columns) for i in picks]
+    longest = max([len(m) for m in measured if m is not None] + [_CURVE_POSITIONS_MIN])
+    positions = np.arange(1, min(longest, _CURVE_POSITIONS_MAX) + 1)
+    labels = [
+        f"{res.dataset[i]} row {i + 1}: "
+        + ", ".join(f"{c}={res.X.iloc[i][c]:g}" for c in res.X.columns)
+        for i in picks
+    ]
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    LatencyCurveDisplay.from_estimator(est, res.X.iloc[picks], positions=positions,
-                                       measured=measured, labels=labels, ax=ax)
+    LatencyCurveDisplay.from_estimator(
+        est, res.X.iloc[picks], positions=positions, measured=measured, labels=labels, ax=ax
+    )
     ax.set_title("Predicted decode latency by position (points: measured steps)")
     fig.tight_layout()
     fig.savefig(output_dir / "latency_curves.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    TotalLatencyDisplay.from_estimator(est, res.X.iloc[rows], res.y.iloc[rows],
-                                       output_tokens=res.output_tokens[rows], ax=ax)
+    TotalLatencyDisplay.from_estimator(
+        est, res.X.iloc[rows], res.y.iloc[rows], output_tokens=res.output_tokens[rows], ax=ax
+    )
     ax.set_title("Total decode latency (validation requests)")
     fig.tight_layout()
     fig.savefig(output_dir / "total_decode.png", dpi=110)
@@ -311,34 +596,54 @@ def _write_plots(est, res, rows, output_dir):
     return ["latency_curves.png", "total_decode.png"]
 
 
+_ESTIMATOR_OPTIONS = (
+    "prefill_weight",
+    "decode_total_weight",
+    "positioned_weight",
+    "loss",
+    "lr",
+    "config_mlp_weight_decay",
+    "context_features",
+    "n_cost_terms",
+    "max_epochs",
+    "batch_size",
+    "validation_fraction",
+    "device",
+    "n_threads",
+)
+
+
 def cmd_train(args, argv):
     from . import LatencyEstimator, save
     from .io import load_results
     from .persistence import _versions
 
+    _check_output_dir(args.output_dir, args.overwrite)
     results_dir, datasets = _select_datasets(args)
     res = load_results(results_dir, datasets=datasets, features=args.features)
-    train_rows, val_rows = _split(len(res.X), args.val_fraction, args.seed)
+    train_rows, val_rows = _split(len(res.X), args.holdout_fraction, args.seed)
     est = LatencyEstimator(
-        prefill_weight=args.prefill_weight, decode_total_weight=args.decode_total_weight,
-        positioned_weight=args.positioned_weight, loss=args.loss, lr=args.lr,
-        config_mlp_weight_decay=args.config_mlp_weight_decay,
-        context_features=args.context_features, n_cost_terms=args.n_cost_terms,
-        max_epochs=args.num_epochs, batch_size=args.batch_size, device=args.device,
-        random_state=args.seed, verbose=0 if args.quiet else 1)
+        **{name: getattr(args, name) for name in _ESTIMATOR_OPTIONS},
+        random_state=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
     if not args.quiet:
-        print(f"sklat train: {len(train_rows)} training / {len(val_rows)} validation "
-              f"requests from {sorted(set(res.dataset))} in {results_dir}")
+        print(
+            f"sklat train: {len(train_rows)} training / {len(val_rows)} held-out "
+            f"requests from {sorted(set(res.dataset))} in {results_dir}"
+        )
     start = time.perf_counter()
-    est.fit(res.X.iloc[train_rows], res.y.iloc[train_rows],
-            output_tokens=res.output_tokens[train_rows],
-            positioned_latencies=[res.positioned_latencies[i] for i in train_rows])
+    est.fit(
+        res.X.iloc[train_rows],
+        res.y.iloc[train_rows],
+        output_tokens=res.output_tokens[train_rows],
+        positioned_latencies=[res.positioned_latencies[i] for i in train_rows],
+    )
     fit_seconds = time.perf_counter() - start
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save(est, args.output_dir / MODEL_FILE)
-    plots = _write_plots(est, res, val_rows if len(val_rows) else train_rows,
-                         args.output_dir)
+    plots = _write_plots(est, res, val_rows if len(val_rows) else train_rows, args.output_dir)
     metrics = {
         "train": _metrics(est, res, train_rows),
         "validation": _metrics(est, res, val_rows),
@@ -353,48 +658,100 @@ def cmd_train(args, argv):
     }
     # Written last: its presence marks a completed run.
     (args.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    split = "validation" if metrics["validation"] else "train"
+    val = metrics[split]
+    print(
+        f"sklat train: done in {fit_seconds:.1f} s on {est.device_}; {split} "
+        f"total-decode MAPE {val['total_decode_mape_pct']:.2f}%, "
+        f"prefill MAPE {val['prefill_mape_pct']:.2f}%"
+        + (
+            f", positioned MAPE {val['positioned_mape_pct']:.2f}%"
+            if "positioned_mape_pct" in val
+            else ""
+        )
+    )
     if not args.quiet:
-        val = metrics["validation"] or metrics["train"]
-        print(f"sklat train: done in {fit_seconds:.1f} s on {est.device_}; "
-              f"validation total-decode MAPE {val['total_decode_mape_pct']:.2f}%, "
-              f"prefill MAPE {val['prefill_mape_pct']:.2f}%"
-              + (f", positioned MAPE {val['positioned_mape_pct']:.2f}%"
-                 if "positioned_mape_pct" in val else ""))
-        print(f"sklat train: wrote {args.output_dir}/"
-              f"{{{', '.join(metrics['files'] + [METRICS_FILE])}}}")
+        print(
+            f"sklat train: wrote {args.output_dir}/"
+            f"{{{', '.join(metrics['files'] + [METRICS_FILE])}}}"
+        )
     return 0
 
 
 # ---------------------------------------------------------------- predict
-def cmd_predict(args, argv):
-    from . import load
-    from .io import _read_file
+def _check_output_file(path):
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; give a file name.")
+    if not path.parent.is_dir():
+        raise ValueError(f"--output {path}: the folder {path.parent} does not exist.")
 
-    path = args.model / MODEL_FILE if args.model.is_dir() else args.model
-    est = load(path, device=args.device)
-    if not args.configs.exists():
-        raise FileNotFoundError(f"configuration file {args.configs} does not exist.")
-    frame = _read_file(args.configs)
-    names = list(getattr(est, "feature_names_in_", []))
+
+def _read_configs(path, names):
+    """The configurations of ``path`` as the model's features, checked with
+    rows counted from 1; and their output_tokens column, if any."""
+    import pandas as pd
+
+    from ._validation import check_finite, check_token_counts, row_at
+    from .io import read_table
+
+    frame = read_table(path)
+    if frame.empty:
+        raise ValueError(f"{path}: no rows.")
     missing = [c for c in names if c not in frame.columns]
     if missing:
-        raise ValueError(f"{args.configs}: missing feature column(s) {missing}; the "
-                         f"model was trained on {names}.")
+        raise ValueError(
+            f"{path}: missing feature column(s) {missing}; the model was trained on {names}."
+        )
     X = frame[names] if names else frame
-    n = args.output_tokens
-    if n is None and "output_tokens" in frame.columns:
-        n = frame["output_tokens"].to_numpy()
+    for col in X.columns:
+        values = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=np.float64)
+        check_finite(values, f"{path}: column {col!r}", row_at, shown=X[col].to_numpy())
+    n = None
+    if OUTPUT_TOKENS_COL in frame.columns:
+        raw = frame[OUTPUT_TOKENS_COL]
+        n = check_token_counts(
+            pd.to_numeric(raw, errors="coerce").to_numpy(np.float64),
+            f"{path}: column {OUTPUT_TOKENS_COL!r}",
+            row_at,
+            shown=raw.to_numpy(),
+        )
+    return X, n
+
+
+def cmd_predict(args, argv):
+    from . import load
+    from ._validation import check_output_tokens
+
+    _check_output_file(args.output)
+    path = args.model / MODEL_FILE if args.model.is_dir() else args.model
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist.")
+    est = load(path, device=args.device)
+    X, n = _read_configs(args.configs, list(getattr(est, "feature_names_in_", [])))
+    if args.output_tokens is not None:
+        n = check_output_tokens(args.output_tokens, len(X), "--output_tokens")
     out = X.copy()
     curve = est.predict_positions(X, args.positions)
     for j, p in enumerate(args.positions):
         out[f"latency_p{p}_ms"] = curve[:, j]
     if n is not None:
-        out["output_tokens"] = n
-    out["T_LLM_decode_ms"] = est.predict_total(X, n)
+        out[OUTPUT_TOKENS_COL] = n
+    else:
+        dist = est.output_tokens_distribution_
+        mean_n = float(np.dot(dist["values"], dist["probabilities"]))
+        print(
+            f"sklat predict: no output_tokens given; {DECODE_COL}_ms is the expected "
+            f"total over the training output lengths (mean N = {mean_n:.1f})",
+            file=sys.stderr,
+        )
+    out[f"{DECODE_COL}_ms"] = est.predict_total(X, n)
     if est.prefill_scale_ is not None:
-        out["T_prefill_total_ms"] = est.predict_prefill(X)
-    out["budget_max_ms_per_token"] = est.predict_budget(X, "max",
-                                                        positions=args.positions)
+        out[f"{PREFILL_COL}_ms"] = est.predict_prefill(X)
+    out[f"budget_{args.budget_strategy}_ms_per_token"] = est.predict_budget(
+        X, args.budget_strategy, positions=args.positions
+    )
     if args.output is None:
         out.to_csv(sys.stdout, index=False, float_format="%.4f")
     else:
@@ -409,16 +766,29 @@ def cmd_profile(args, argv):
 
     try:
         path = profile_model(
-            args.model, args.output_dir, prompt_tokens=args.prompt_tokens,
-            output_tokens=args.output_tokens, repeats=args.repeats, top_k=args.top_k,
-            num_active_blocks=args.num_active_blocks, random_weights=args.random_weights,
-            device=args.device, dtype=args.dtype,
-            attn_implementation=args.attn_implementation, dataset=args.dataset,
-            seed=args.seed, warmup=args.warmup, threads=args.threads,
-            progress=not args.quiet)
+            args.model,
+            args.output_dir,
+            prompt_tokens=args.prompt_tokens,
+            output_tokens=args.output_tokens,
+            repeats=args.repeats,
+            top_k=args.top_k,
+            num_active_blocks=args.num_active_blocks,
+            random_weights=args.random_weights,
+            device=args.device,
+            dtype=args.dtype,
+            attn_implementation=args.attn_implementation,
+            dataset=args.dataset,
+            seed=args.seed,
+            warmup=args.warmup,
+            threads=args.threads,
+            progress=not args.quiet,
+        )
     except KeyboardInterrupt:
-        print("sklat profile: interrupted; the completed requests are kept, run the "
-              "same command again to measure the rest", file=sys.stderr)
+        print(
+            "sklat profile: interrupted; the completed requests are kept, run the "
+            "same command again to measure the rest",
+            file=sys.stderr,
+        )
         return 130
     with open(path) as f:
         rows = sum(1 for _ in f) - 1

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
+from ._constants import DEFAULT_FEATURES
 from ._validation import check_positions
 
-FEATURES = ["vision_tokens", "text_tokens", "tier_idx", "top_k", "num_active_blocks"]
+FEATURES = list(DEFAULT_FEATURES)
 CURVES = ("saturating", "linear", "mixed")
 _VISION_TOKENS_BY_TIER = np.array([0, 64, 256, 576])
 
@@ -51,6 +52,7 @@ def true_decode_curve(X, positions, curve="saturating"):
     Returns
     -------
     latencies : ndarray of shape (n_samples, n_positions)
+        Milliseconds per token.
 
     Examples
     --------
@@ -65,8 +67,9 @@ def true_decode_curve(X, positions, curve="saturating"):
         raise ValueError(f"curve must be one of {CURVES}; got {curve!r}.")
     p = check_positions(positions).astype(np.float64)[None, :]
     scale = _config_scale(X)[:, None]
-    context = (X["vision_tokens"].to_numpy(dtype=np.float64)
-               + X["text_tokens"].to_numpy(dtype=np.float64))[:, None]
+    context = (
+        X["vision_tokens"].to_numpy(dtype=np.float64) + X["text_tokens"].to_numpy(dtype=np.float64)
+    )[:, None]
     saturating = np.broadcast_to(_saturating(p), (len(scale), p.shape[1]))
     if curve == "saturating":
         return scale * saturating
@@ -77,15 +80,34 @@ def true_decode_curve(X, positions, curve="saturating"):
 
 
 def true_prefill(X):
-    """Noiseless prefill latency (ms) of configurations."""
-    context = (X["vision_tokens"].to_numpy(dtype=np.float64)
-               + X["text_tokens"].to_numpy(dtype=np.float64))
+    """Noiseless prefill latency (ms) of configurations.
+
+    Parameters
+    ----------
+    X : DataFrame with the columns of :data:`FEATURES`
+        Configurations.
+
+    Returns
+    -------
+    prefill : ndarray of shape (n_configs,)
+        Milliseconds.
+    """
+    context = X["vision_tokens"].to_numpy(dtype=np.float64) + X["text_tokens"].to_numpy(
+        dtype=np.float64
+    )
     return _config_scale(X) * (20.0 + 0.05 * context)
 
 
-def make_positioned_latency(n_samples=1000, *, noise=0.05, positioned_fraction=0.0,
-                            curve="saturating", max_output_tokens=1024,
-                            median_output_tokens=64, random_state=None):
+def make_positioned_latency(
+    n_samples=1000,
+    *,
+    noise=0.05,
+    positioned_fraction=0.0,
+    curve="saturating",
+    max_output_tokens=1024,
+    median_output_tokens=64,
+    random_state=None,
+):
     """Synthetic requests whose per-step latencies come from known curves.
 
     Each request draws a configuration (vision tier and tokens, text tokens,
@@ -138,20 +160,22 @@ def make_positioned_latency(n_samples=1000, *, noise=0.05, positioned_fraction=0
     if curve not in CURVES:
         raise ValueError(f"curve must be one of {CURVES}; got {curve!r}.")
     if not 0 <= positioned_fraction <= 1:
-        raise ValueError(
-            f"positioned_fraction must be in [0, 1]; got {positioned_fraction!r}.")
+        raise ValueError(f"positioned_fraction must be in [0, 1]; got {positioned_fraction!r}.")
     if noise < 0:
         raise ValueError(f"noise must be >= 0; got {noise!r}.")
     rng = check_random_state(random_state)
     tier = rng.randint(0, len(_VISION_TOKENS_BY_TIER), n_samples)
-    X = pd.DataFrame({
-        "vision_tokens": _VISION_TOKENS_BY_TIER[tier],
-        "text_tokens": np.round(np.exp(rng.uniform(np.log(16), np.log(2048),
-                                                   n_samples))).astype(np.int64),
-        "tier_idx": tier,
-        "top_k": rng.choice([1, 2, 4, 8], n_samples),
-        "num_active_blocks": rng.randint(8, 33, n_samples),
-    })
+    X = pd.DataFrame(
+        {
+            "vision_tokens": _VISION_TOKENS_BY_TIER[tier],
+            "text_tokens": np.round(
+                np.exp(rng.uniform(np.log(16), np.log(2048), n_samples))
+            ).astype(np.int64),
+            "tier_idx": tier,
+            "top_k": rng.choice([1, 2, 4, 8], n_samples),
+            "num_active_blocks": rng.randint(8, 33, n_samples),
+        }
+    )
     n_tokens = np.exp(rng.normal(np.log(median_output_tokens), 1.2, n_samples))
     n_tokens = np.clip(np.round(n_tokens), 1, max_output_tokens).astype(np.int64)
 
@@ -167,21 +191,34 @@ def make_positioned_latency(n_samples=1000, *, noise=0.05, positioned_fraction=0
     prefill = true_prefill(X) * np.exp(noise * rng.standard_normal(n_samples))
 
     has_steps = rng.uniform(size=n_samples) < positioned_fraction
-    positioned = [steps[offsets[i]:offsets[i + 1]].copy() if has_steps[i] else None
-                  for i in range(n_samples)]
+    positioned = [
+        steps[offsets[i] : offsets[i + 1]].copy() if has_steps[i] else None
+        for i in range(n_samples)
+    ]
     y = pd.DataFrame({"T_prefill_total": prefill, "T_LLM_decode": decode_total})
-    frame = X.assign(output_tokens=n_tokens, **y,
-                     T_decode_per_token_avg=decode_total / n_tokens,
-                     T_decode_per_step=positioned)
-    return Bunch(X=X, y=y, output_tokens=n_tokens, positioned_latencies=positioned,
-                 frame=frame, true_curve=curve_fn, true_prefill=true_prefill)
+    frame = X.assign(
+        output_tokens=n_tokens,
+        **y,
+        T_decode_per_token_avg=decode_total / n_tokens,
+        T_decode_per_step=positioned,
+    )
+    return Bunch(
+        X=X,
+        y=y,
+        output_tokens=n_tokens,
+        positioned_latencies=positioned,
+        frame=frame,
+        true_curve=curve_fn,
+        true_prefill=true_prefill,
+    )
 
 
 def _packed_truth(X, owner, position, curve):
     """The true curve at each (request, position) pair of a packed layout."""
     scale = _config_scale(X)[owner]
-    context = (X["vision_tokens"].to_numpy(dtype=np.float64)
-               + X["text_tokens"].to_numpy(dtype=np.float64))[owner]
+    context = (
+        X["vision_tokens"].to_numpy(dtype=np.float64) + X["text_tokens"].to_numpy(dtype=np.float64)
+    )[owner]
     p = position.astype(np.float64)
     if curve == "saturating":
         return scale * _saturating(p)
@@ -207,18 +244,18 @@ def write_demo_results(results_dir):
     from pathlib import Path
 
     root = Path(results_dir)
-    vision = make_positioned_latency(600, noise=0.05, positioned_fraction=0.2,
-                                     random_state=0).frame
+    vision = make_positioned_latency(600, noise=0.05, positioned_fraction=0.2, random_state=0).frame
     text = make_positioned_latency(400, noise=0.05, random_state=1).frame
     text = text.drop(columns="T_decode_per_step")
     for frame in (vision, text):
         frame.insert(0, "sample_id", np.arange(len(frame)))
     vision["T_decode_per_step"] = [
         None if s is None else json.dumps(np.round(s, 6).tolist())
-        for s in vision["T_decode_per_step"]]
+        for s in vision["T_decode_per_step"]
+    ]
     (root / "vision_tiers").mkdir(parents=True, exist_ok=True)
     (root / "text_moe").mkdir(parents=True, exist_ok=True)
-    vision.to_csv(root / "vision_tiers" / "requests.csv", index=False,
-                  float_format="%.6f")
-    text.to_json(root / "text_moe" / "requests.jsonl", orient="records", lines=True,
-                 double_precision=10)
+    vision.to_csv(root / "vision_tiers" / "requests.csv", index=False, float_format="%.6f")
+    text.to_json(
+        root / "text_moe" / "requests.jsonl", orient="records", lines=True, double_precision=10
+    )

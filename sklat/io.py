@@ -13,47 +13,171 @@ Columns (latencies in milliseconds): the configuration features (by default
 ``T_decode_per_token_avg`` (must equal ``T_LLM_decode / output_tokens``) and
 ``T_decode_per_step`` (the per-step latencies: a list, or JSON text in CSV).
 Other columns (``run_id``, ``sample_id``...) are kept out of the features.
+
+Files are recognised by their suffix, whatever its case (``RUN.CSV``). Only
+regular files are read: a folder, device or pipe named like a results file is
+skipped with a warning. Every error names the file, and the row (or line)
+and column where it can.
 """
 
 import json
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from ._validation import DECODE_COL, PREFILL_COL
+from ._constants import (
+    AVG_COL,
+    DECODE_COL,
+    DEFAULT_FEATURES,
+    OUTPUT_TOKENS_COL,
+    PER_STEP_COL,
+    PREFILL_COL,
+)
+from ._validation import (
+    check_finite,
+    check_finite_positive,
+    check_steps,
+    check_token_counts,
+    row_at,
+)
 
-DEFAULT_FEATURES = ["vision_tokens", "text_tokens", "tier_idx", "top_k",
-                    "num_active_blocks"]
-OUTPUT_TOKENS_COL = "output_tokens"
-PER_STEP_COL = "T_decode_per_step"
-AVG_COL = "T_decode_per_token_avg"
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 # Descriptive columns written by ``sklat profile`` (see :mod:`sklat.profile`).
-PROFILE_COLUMNS = ("repeat", "model", "random_weights", "device", "dtype",
-                   "attn_implementation", "threads", "seed", "device_name", "torch_version",
-                   "transformers_version", "sklat_version", "python_version", "run_id")
+PROFILE_COLUMNS = (
+    "repeat",
+    "model",
+    "random_weights",
+    "device",
+    "dtype",
+    "attn_implementation",
+    "threads",
+    "seed",
+    "device_name",
+    "torch_version",
+    "transformers_version",
+    "sklat_version",
+    "python_version",
+    "run_id",
+)
 # Columns a results file may hold that are never configuration features.
-NON_FEATURE_COLUMNS = {OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, PER_STEP_COL, AVG_COL,
-                       "sample_id", *PROFILE_COLUMNS}
+NON_FEATURE_COLUMNS = {
+    OUTPUT_TOKENS_COL,
+    PREFILL_COL,
+    DECODE_COL,
+    PER_STEP_COL,
+    AVG_COL,
+    "sample_id",
+    *PROFILE_COLUMNS,
+}
 
 
 class ResultsFormatError(ValueError):
     """A results file that breaks the format: names the file, row and column."""
 
 
-def _read_file(path):
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    if path.suffix == ".jsonl":
-        return pd.read_json(path, lines=True)
+def _suffix(path):
+    """The file type, whatever the case of its suffix (``UPPER.CSV``)."""
+    return path.suffix.lower()
+
+
+def _is_regular_file(path):
+    """Regular files only: a device (``/dev/zero``), a FIFO or a socket could
+    make a read never end."""
     try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_table(path):
+    """One results or configuration file (CSV, JSONL or Parquet) as a DataFrame.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; its suffix (any case) says the format.
+
+    Returns
+    -------
+    frame : DataFrame
+        The file's rows, unchecked.
+
+    Raises
+    ------
+    ResultsFormatError
+        If ``path`` is not a regular file, has an unknown suffix or cannot be
+        parsed; the message names the file (and the line, for JSONL).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    if not _is_regular_file(path):
+        raise ResultsFormatError(
+            f"{path} is not a regular file (a folder, device or "
+            "pipe); sklat reads regular files only."
+        )
+    kind = _suffix(path)
+    if kind not in SUFFIXES:
+        raise ResultsFormatError(
+            f"{path}: unknown file type {path.suffix!r}; expected one of {', '.join(SUFFIXES)}."
+        )
+    try:
+        if kind == ".csv":
+            return pd.read_csv(path)
+        if kind == ".jsonl":
+            return _read_jsonl(path)
         return pd.read_parquet(path)
     except ImportError as exc:
         raise ImportError(
-            f"reading {path} needs a Parquet engine: pip install 'sklat[parquet]' "
-            f"({exc})") from None
+            f"reading {path} needs a Parquet engine: pip install 'sklat[parquet]' ({exc})"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ResultsFormatError(f"{path}: the file is empty (no header row).") from None
+    except (ValueError, OSError, RecursionError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ResultsFormatError):
+            raise
+        raise ResultsFormatError(f"{path}: cannot be read as {kind[1:].upper()}: {exc}") from None
+
+
+def _read_jsonl(path):
+    """JSON Lines, one object per non-blank line; a bad line is named."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise ResultsFormatError(
+                    f"{path}, line {number}: not a JSON object ({reason})."
+                ) from None
+            if not isinstance(record, dict):
+                raise ResultsFormatError(
+                    f"{path}, line {number}: expected a JSON object, got {type(record).__name__}."
+                )
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _data_files(folder):
+    """The results files of ``folder``, sorted; anything else that looks like one
+    (a folder named ``x.csv``, a pipe) is skipped with a warning."""
+    files = []
+    for path in sorted(folder.iterdir()):
+        if _suffix(path) not in SUFFIXES:
+            continue
+        if _is_regular_file(path):
+            files.append(path)
+        else:
+            warnings.warn(f"skipping {path}: not a regular file.", UserWarning, stacklevel=3)
+    return files
 
 
 def discover_datasets(results_dir):
@@ -64,79 +188,94 @@ def discover_datasets(results_dir):
     found = {}
     for path in sorted(root.iterdir()):
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
+            files = _data_files(path)
             if files:
                 found[path.name] = files
-        elif path.suffix in SUFFIXES:
-            found.setdefault(path.stem, []).append(path)
+        elif _suffix(path) in SUFFIXES:
+            if _is_regular_file(path):
+                found.setdefault(path.stem, []).append(path)
+            else:
+                warnings.warn(f"skipping {path}: not a regular file.", UserWarning, stacklevel=2)
     if not found:
         raise ResultsFormatError(
             f"{root} holds no {', '.join(SUFFIXES)} files, neither at the top nor in "
-            "dataset sub-folders.")
+            "dataset sub-folders."
+        )
     return found
 
 
 def _where(path, row, column):
-    return f"{path}, row {row + 1}, column {column!r}"
+    return f"{path}, {row_at(row)}, column {column!r}"
 
 
-def _parse_steps(value, path, row):
+def _parse_steps(value, path, row, n_tokens):
     if value is None or (np.isscalar(value) and pd.isna(value)):
         return None
     if isinstance(value, str):
         if not value.strip():
             return None
+        if value.count(",") >= n_tokens:
+            # Refused before parsing: a huge list costs memory to parse.
+            raise ResultsFormatError(
+                f"{_where(path, row, PER_STEP_COL)}: more than {n_tokens} per-step "
+                f"latencies but output_tokens is {n_tokens}."
+            )
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ResultsFormatError(
                 f"{_where(path, row, PER_STEP_COL)}: expected a JSON list of "
-                f"per-step latencies, got {value[:40]!r}.") from None
+                f"per-step latencies, got {value[:40]!r}."
+            ) from None
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise ResultsFormatError(
-            f"{_where(path, row, PER_STEP_COL)}: expected a list of numbers.") from None
+            f"{_where(path, row, PER_STEP_COL)}: expected a list of numbers."
+        ) from None
     if arr.ndim != 1:
         raise ResultsFormatError(
-            f"{_where(path, row, PER_STEP_COL)}: expected a flat list, got shape "
-            f"{arr.shape}.")
+            f"{_where(path, row, PER_STEP_COL)}: expected a flat list, got shape {arr.shape}."
+        )
     return arr
 
 
-def _check_frame(frame, path, features, rtol):
-    required = features + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL]
+def _check_columns(frame, path, features):
+    required = list(features) + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         hint = ""
         if set(missing) & set(features):
-            hint = (" Choose the feature columns with --features (sklat train) or "
-                    "features= (load_results); this file has "
-                    f"{[c for c in frame.columns if c not in NON_FEATURE_COLUMNS]}.")
+            hint = (
+                " Choose the feature columns with --features (sklat train) or "
+                "features= (load_results); this file has "
+                f"{[c for c in frame.columns if c not in NON_FEATURE_COLUMNS]}."
+            )
         raise ResultsFormatError(
-            f"{path}: missing column(s) {missing}; a results file needs "
-            f"{required}.{hint}")
-    for col in required + ([AVG_COL] if AVG_COL in frame.columns else []):
-        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise ResultsFormatError(
-                f"{_where(path, row, col)}: expected a finite number, got "
-                f"{frame[col].iloc[row]!r}.")
-        if col in (PREFILL_COL, DECODE_COL, AVG_COL) and (values <= 0).any():
-            row = int(np.flatnonzero(values <= 0)[0])
-            raise ResultsFormatError(
-                f"{_where(path, row, col)}: latencies must be > 0, got {values[row]}.")
-        frame[col] = values
+            f"{path}: missing column(s) {missing}; a results file needs {required}.{hint}"
+        )
+    return required
+
+
+def _check_frame(frame, path, features, rtol):
+    """Validate (and convert in place) one results file; returns its per-step
+    lists. The checks are the estimator's own, located by file, row, column."""
+    required = _check_columns(frame, path, features)
+    try:
+        for col in required + ([AVG_COL] if AVG_COL in frame.columns else []):
+            raw = frame[col].to_numpy()
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+            name = f"{path}: column {col!r}"
+            if col == OUTPUT_TOKENS_COL:
+                values = check_token_counts(values, name, row_at, shown=raw)
+            elif col in (PREFILL_COL, DECODE_COL, AVG_COL):
+                check_finite_positive(values, name, row_at, shown=raw)
+            else:
+                check_finite(values, name, row_at, shown=raw)
+            frame[col] = values
+    except ValueError as exc:
+        raise ResultsFormatError(str(exc)) from None
     n = frame[OUTPUT_TOKENS_COL].to_numpy()
-    bad = (n < 1) | (n != np.round(n))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ResultsFormatError(
-            f"{_where(path, row, OUTPUT_TOKENS_COL)}: expected an integer >= 1, got "
-            f"{n[row]}.")
-    frame[OUTPUT_TOKENS_COL] = n.astype(np.int64)
     total = frame[DECODE_COL].to_numpy()
     if AVG_COL in frame.columns:
         avg = frame[AVG_COL].to_numpy()
@@ -146,26 +285,23 @@ def _check_frame(frame, path, features, rtol):
             raise ResultsFormatError(
                 f"{_where(path, row, AVG_COL)}: {avg[row]} x output_tokens {n[row]} = "
                 f"{avg[row] * n[row]:.6g} disagrees with {DECODE_COL} = {total[row]:.6g} "
-                f"(rtol {rtol}).")
+                f"(rtol {rtol})."
+            )
     steps = [None] * len(frame)
     if PER_STEP_COL in frame.columns:
         for row, value in enumerate(frame[PER_STEP_COL].tolist()):
-            arr = _parse_steps(value, path, row)
+            arr = _parse_steps(value, path, row, n[row])
             if arr is None:
                 continue
-            if len(arr) != n[row]:
-                raise ResultsFormatError(
-                    f"{_where(path, row, PER_STEP_COL)}: {len(arr)} per-step latencies "
-                    f"but output_tokens is {n[row]}.")
-            if not np.isfinite(arr).all() or (arr <= 0).any():
-                step = int(np.flatnonzero(~np.isfinite(arr) | (arr <= 0))[0])
-                raise ResultsFormatError(
-                    f"{_where(path, row, PER_STEP_COL)}: step {step + 1} is {arr[step]}; "
-                    "per-step latencies must be finite and > 0.")
+            try:
+                arr = check_steps(arr, n[row], _where(path, row, PER_STEP_COL))
+            except ValueError as exc:
+                raise ResultsFormatError(str(exc)) from None
             if not np.isclose(arr.sum(), total[row], rtol=rtol, atol=0):
                 raise ResultsFormatError(
                     f"{_where(path, row, PER_STEP_COL)}: per-step latencies sum to "
-                    f"{arr.sum():.6g} but {DECODE_COL} is {total[row]:.6g} (rtol {rtol}).")
+                    f"{arr.sum():.6g} but {DECODE_COL} is {total[row]:.6g} (rtol {rtol})."
+                )
             steps[row] = arr
     return steps
 
@@ -213,13 +349,14 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
     if datasets is not None:
         unknown = [d for d in datasets if d not in found]
         if unknown:
-            raise ValueError(f"dataset(s) {unknown} not found in {results_dir}; "
-                             f"available: {sorted(found)}.")
+            raise ValueError(
+                f"dataset(s) {unknown} not found in {results_dir}; available: {sorted(found)}."
+            )
         found = {d: found[d] for d in datasets}
     frames, steps = [], []
     for name, files in found.items():
         for path in files:
-            frame = _read_file(path)
+            frame = read_table(path)
             if frame.empty:
                 raise ResultsFormatError(f"{path}: no rows.")
             steps.extend(_check_frame(frame, path, features, rtol))
@@ -242,5 +379,10 @@ def demo_results_dir():
     (the design document's saturating curve, 5% noise): ``vision_tiers``
     (CSV, per-step data for a fifth of the requests) and ``text_moe`` (JSONL,
     totals only). They are not measurements of real hardware.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The folder, inside the installed package.
     """
     return Path(__file__).resolve().parent / "demo_data"

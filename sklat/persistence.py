@@ -5,8 +5,10 @@ module's weights; its header metadata holds, as JSON, the estimator's
 parameters, fitted attributes, training history and the versions that wrote
 it, plus a SHA-256 digest of all of it. :func:`load` parses that header and the
 raw tensor bytes only: nothing is unpickled, so a file from someone else cannot
-run code. Use these for models you exchange or keep; ``joblib`` (pickle)
-remains fine for your own, trusted files.
+run code, and every value is checked before the model is built. The digest
+detects accidents (truncation, bit flips, edits by hand); it has no key, so it
+does not prove who wrote a file. Use these for models you exchange or keep;
+``joblib`` (pickle) remains fine for your own, trusted files.
 """
 
 import hashlib
@@ -19,14 +21,10 @@ import numpy as np
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 3
-
-# Fitted attributes stored as JSON (arrays as lists), with their numpy dtypes.
-_ARRAY_ATTRS = {"feature_log_mask_": bool, "feature_log_shift_": np.float64,
-                "feature_mean_": np.float64, "feature_scale_": np.float64,
-                "context_features_": np.int64}
-_SCALAR_ATTRS = ("n_features_in_", "n_outputs_", "step_scale_", "prefill_scale_",
-                 "max_output_tokens_", "context_scale_")
+FORMAT_VERSION = 4
+# JSON metadata nested deeper than this is refused before parsing (sklat
+# writes at most 4 levels).
+_MAX_JSON_DEPTH = 32
 
 
 def _versions():
@@ -34,20 +32,29 @@ def _versions():
     import skorch
     import torch
 
-    from . import __version__
-    return {"sklat": __version__, "torch": torch.__version__,
-            "scikit-learn": sklearn.__version__, "skorch": skorch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    from ._version import __version__
+
+    return {
+        "sklat": __version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skorch": skorch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _digest(metadata, tensors):
+    import torch
+
     h = hashlib.sha256(metadata.encode())
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
+        # Raw bytes whatever the dtype (numpy has no bfloat16).
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -95,30 +102,21 @@ def save(estimator, path):
     True
     """
     from safetensors.torch import save_file
-    from sklearn.utils.validation import check_is_fitted
 
-    check_is_fitted(estimator)
-    net = estimator.net_
-    tensors = {f"module.{k}": v.detach().cpu().contiguous()
-               for k, v in net.module_.state_dict().items()}
-    attrs = {a: getattr(estimator, a) for a in _SCALAR_ATTRS}
-    attrs.update({a: getattr(estimator, a).tolist() for a in _ARRAY_ATTRS})
-    attrs["n_features_in_"] = int(attrs["n_features_in_"])
-    if hasattr(estimator, "feature_names_in_"):
-        attrs["feature_names_in_"] = [str(c) for c in estimator.feature_names_in_]
-    dist = estimator.output_tokens_distribution_
-    attrs["output_tokens_distribution_"] = {
-        "values": dist["values"].tolist(), "probabilities": dist["probabilities"].tolist()}
-    attrs["device_"] = estimator.device_
-    body = json.dumps({
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "versions": _versions(),
-        "params": _jsonable_params(estimator),
-        "attributes": attrs,
-        "total_norm": float(net.criterion_.total_norm),
-        "history": json.loads(json.dumps(list(net.history), default=_json_default)),
-    }, allow_nan=False)
+    from ._state import export_state
+
+    attrs, tensors, history = export_state(estimator)
+    body = json.dumps(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "params": _jsonable_params(estimator),
+            "attributes": attrs,
+            "history": json.loads(json.dumps(history, default=_json_default)),
+        },
+        allow_nan=False,
+    )
     metadata = {"sklat": body, "sha256": _digest(body, tensors)}
     save_file(tensors, os.fspath(path), metadata=metadata)
 
@@ -129,8 +127,43 @@ def _json_default(value):
     return str(value)
 
 
+def _json_depth(text):
+    """Deepest nesting of brackets in JSON ``text`` (strings skipped), without
+    parsing it: a file nested 100,000 deep is refused before ``json.loads``
+    recurses into it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def load(path, device="cpu"):
     """Load a model written by :func:`save` without unpickling anything.
+
+    Every part of the file is checked before the model is built: the
+    parameters pass the estimator's own checks, the fitted attributes are
+    checked for type, shape, range and finiteness, the weights must have the
+    shapes the parameters imply and be finite. A file that fails any check
+    raises :class:`~sklat.ModelFileError`, quickly and without allocating
+    more than the file holds.
+
+    The SHA-256 digest stored in the file detects accidents (a truncated
+    copy, a flipped bit, an edit by hand); it has no key, so it does not
+    prove who wrote the file. Loading never runs code from the file.
 
     Parameters
     ----------
@@ -149,72 +182,65 @@ def load(path, device="cpu"):
     ------
     ModelFileError
         If the file is not a sklat model (a pickle, say), was altered or
-        truncated, or was written by an incompatible format version.
+        truncated, holds values out of range, or was written by an
+        incompatible format version.
     """
-    import torch
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
-    from skorch.history import History
 
-    from ._device import resolve_device
-    from ._estimator import LatencyEstimator
+    from ._state import restore_state
 
     path = os.fspath(path)
     try:
-        tensors = load_file(path, device="cpu")
-        from safetensors import safe_open
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        tensors = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise ModelFileError(
             f"{path} is not a readable sklat model file (expected the safetensors "
-            f"format written by sklat.save): {exc}") from None
+            f"format written by sklat.save): {exc}"
+        ) from None
     body = metadata.get("sklat")
     if body is None:
-        raise ModelFileError(f"{path} is a safetensors file but not a sklat model "
-                             "(no 'sklat' metadata).")
+        raise ModelFileError(
+            f"{path} is a safetensors file but not a sklat model (no 'sklat' metadata)."
+        )
     if _digest(body, tensors) != metadata.get("sha256"):
-        raise ModelFileError(f"{path} failed its integrity check: the weights or "
-                             "metadata were modified after sklat.save wrote them.")
+        raise ModelFileError(
+            f"{path} failed its integrity check: the weights or "
+            "metadata were modified after sklat.save wrote them."
+        )
+    if _json_depth(body) > _MAX_JSON_DEPTH:
+        raise ModelFileError(
+            f"{path} has metadata nested deeper than "
+            f"{_MAX_JSON_DEPTH} levels; sklat does not write such files."
+        )
     try:
         doc = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelFileError(f"{path} has unreadable metadata: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ModelFileError(
+            f"{path}: the metadata must be a JSON object, not {type(doc).__name__}."
+        )
     if doc.get("format") != FORMAT:
         raise ModelFileError(f"{path} holds {doc.get('format')!r}, not {FORMAT!r}.")
     if doc.get("format_version") != FORMAT_VERSION:
+        versions = doc.get("versions")
+        writer = versions.get("sklat") if isinstance(versions, dict) else None
         raise ModelFileError(
             f"{path} was written in sklat model format version "
-            f"{doc.get('format_version')} (by sklat "
-            f"{doc.get('versions', {}).get('sklat')}); this sklat reads version "
-            f"{FORMAT_VERSION}. Re-save it with a matching sklat version.")
-
-    est = LatencyEstimator(**doc["params"])
-    attrs = doc["attributes"]
-    for name in _SCALAR_ATTRS:
-        setattr(est, name, attrs[name])
-    for name, dtype in _ARRAY_ATTRS.items():
-        setattr(est, name, np.asarray(attrs[name], dtype=dtype))
-    if "feature_names_in_" in attrs:
-        est.feature_names_in_ = np.asarray(attrs["feature_names_in_"], dtype=object)
-    dist = attrs["output_tokens_distribution_"]
-    est.output_tokens_distribution_ = {
-        "values": np.asarray(dist["values"], dtype=np.int64),
-        "probabilities": np.asarray(dist["probabilities"], dtype=np.float64)}
-    est.device_ = resolve_device(device)
-
-    net = est._make_net(seed=0, total_norm=doc["total_norm"])
-    net.initialize()
-    state = {k[len("module."):]: v for k, v in tensors.items()}
+            f"{doc.get('format_version')} (by sklat {writer}); this sklat reads version "
+            f"{FORMAT_VERSION}. Re-save it with a matching sklat version."
+        )
+    missing = [k for k in ("params", "attributes", "history") if k not in doc]
+    if missing:
+        raise ModelFileError(f"{path}: the metadata lacks {missing}.")
     try:
-        net.module_.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{path}: weights do not fit the model: {exc}") from None
-    net.module_.to(torch.device(est.device_)).eval()
-    net.history = History(doc["history"])
-    est.net_ = net
-    est.history_ = net.history
-    est._tabulate_basis()
-    return est
+        return restore_state(doc["params"], doc["attributes"], tensors, doc["history"], device)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"{path} holds an invalid model: {exc}") from None

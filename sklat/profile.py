@@ -52,8 +52,15 @@ RESULTS_FILE = "requests.csv"
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 DTYPES = ("float32", "bfloat16", "float16")
 # What makes two runs comparable: rows appended to an existing file must match.
-SETUP_COLUMNS = ("model", "random_weights", "device", "dtype", "attn_implementation",
-                 "threads", "seed")
+SETUP_COLUMNS = (
+    "model",
+    "random_weights",
+    "device",
+    "dtype",
+    "attn_implementation",
+    "threads",
+    "seed",
+)
 # One request of the grid; a resumed run skips the keys already in the file.
 KEY_COLUMNS = ("text_tokens", OUTPUT_TOKENS_COL, "top_k", "num_active_blocks", "repeat")
 _WARMUP_STEPS = 8
@@ -65,19 +72,30 @@ def _check_lengths(values, name):
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be integers >= 1; got {values!r}.") from None
     if not arr or any(v < 1 or v != float(w) for v, w in zip(arr, values)):
-        raise ValueError(f"{name} must be a non-empty list of integers >= 1; got "
-                         f"{list(values)!r}.")
+        raise ValueError(f"{name} must be a non-empty list of integers >= 1; got {list(values)!r}.")
     return sorted(set(arr))
 
 
-def _check_arguments(prompt_tokens, output_tokens, repeats, top_k, num_active_blocks,
-                     dtype, attn_implementation, warmup, threads):
+def _check_arguments(
+    prompt_tokens,
+    output_tokens,
+    repeats,
+    top_k,
+    num_active_blocks,
+    dtype,
+    attn_implementation,
+    warmup,
+    threads,
+):
     lists = {
         "prompt_tokens": _check_lengths(prompt_tokens, "prompt_tokens"),
         "output_tokens": _check_lengths(output_tokens, "output_tokens"),
         "top_k": None if top_k is None else _check_lengths(top_k, "top_k"),
-        "num_active_blocks": (None if num_active_blocks is None
-                              else _check_lengths(num_active_blocks, "num_active_blocks")),
+        "num_active_blocks": (
+            None
+            if num_active_blocks is None
+            else _check_lengths(num_active_blocks, "num_active_blocks")
+        ),
     }
     for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -87,8 +105,10 @@ def _check_arguments(prompt_tokens, output_tokens, repeats, top_k, num_active_bl
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}.")
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}; "
-                         f"got {attn_implementation!r}.")
+        raise ValueError(
+            f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}; "
+            f"got {attn_implementation!r}."
+        )
     return lists
 
 
@@ -97,8 +117,8 @@ def _import_transformers():
         import transformers
     except ImportError:
         raise ImportError(
-            "sklat profile needs the transformers package: pip install "
-            "'sklat[profile]'") from None
+            "sklat profile needs the transformers package: pip install 'sklat[profile]'"
+        ) from None
     return transformers
 
 
@@ -106,8 +126,9 @@ def _load_config(transformers, model):
     try:
         return transformers.AutoConfig.from_pretrained(os.fspath(model))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read a transformers configuration from {model!r}: "
-                         f"{exc}") from None
+        raise ValueError(
+            f"cannot read a transformers configuration from {model!r}: {exc}"
+        ) from None
 
 
 def _n_experts(config):
@@ -126,26 +147,31 @@ def _check_against_config(config, model, lists):
         raise ValueError(
             f"the longest request needs {longest} positions (prompt "
             f"{max(lists['prompt_tokens'])} + {max(lists['output_tokens'])} decode steps) "
-            f"but {model!r} has max_position_embeddings={limit}.")
+            f"but {model!r} has max_position_embeddings={limit}."
+        )
     if lists["top_k"] is not None:
         experts = _n_experts(config)
         if getattr(config, "num_experts_per_tok", None) is None or experts is None:
             raise ValueError(
                 f"top_k was given but {model!r} is not a mixture-of-experts model "
-                "(its configuration has no num_experts_per_tok / number of experts).")
+                "(its configuration has no num_experts_per_tok / number of experts)."
+            )
         if max(lists["top_k"]) > experts:
-            raise ValueError(f"top_k must be <= the model's {experts} experts; got "
-                             f"{max(lists['top_k'])}.")
+            raise ValueError(
+                f"top_k must be <= the model's {experts} experts; got {max(lists['top_k'])}."
+            )
     if lists["num_active_blocks"] is not None:
         layers = config.num_hidden_layers
         if max(lists["num_active_blocks"]) > layers:
             raise ValueError(
                 f"num_active_blocks must be <= the model's {layers} decoder layers; "
-                f"got {max(lists['num_active_blocks'])}.")
+                f"got {max(lists['num_active_blocks'])}."
+            )
 
 
-def _load_model(transformers, torch, model, config, random_weights, dtype,
-                attn_implementation, seed):
+def _load_model(
+    transformers, torch, model, config, random_weights, dtype, attn_implementation, seed
+):
     torch_dtype = getattr(torch, dtype)
     auto = transformers.AutoModelForCausalLM
     # transformers >= 4.56 calls the argument dtype, older releases torch_dtype.
@@ -169,20 +195,24 @@ class _Variants:
         self.model = model
         config = model.config
         base_top_k = getattr(config, "num_experts_per_tok", None)
-        self.routers = [m for _, m in model.named_modules()
-                        if isinstance(getattr(m, "top_k", None), int)
-                        and m.top_k == base_top_k]
+        self.routers = [
+            m
+            for _, m in model.named_modules()
+            if isinstance(getattr(m, "top_k", None), int) and m.top_k == base_top_k
+        ]
         if sweep_top_k and not self.routers:
             raise ValueError(
                 f"cannot set top_k on {type(model).__name__}: none of its modules has a "
-                "top_k attribute to change.")
+                "top_k attribute to change."
+            )
         self.layer_types = getattr(config, "layer_types", None)
         self.decoder = model.base_model
         self.all_layers = getattr(self.decoder, "layers", None)
         if sweep_blocks and not hasattr(self.all_layers, "__getitem__"):
             raise ValueError(
                 f"cannot set num_active_blocks on {type(model).__name__}: its decoder "
-                "has no list of layers named 'layers'.")
+                "has no list of layers named 'layers'."
+            )
 
     def set(self, top_k, num_active_blocks):
         from torch import nn
@@ -217,8 +247,7 @@ def _cache_of(output):
     for name in ("cache", "past_key_values"):
         if name in output:
             return output[name]
-    raise ValueError("the model returned no KV cache; it cannot be profiled "
-                     "step by step.")
+    raise ValueError("the model returned no KV cache; it cannot be profiled step by step.")
 
 
 def _time_request(torch, model, prompt_ids, n_steps, sync, cache_kw, extra):
@@ -273,7 +302,7 @@ def _read_done(path, setup, columns):
     text = path.read_text()
     if text and not text.endswith("\n"):
         # A write cut short (the process was killed mid-row): drop the partial row.
-        text = text[:text.rfind("\n") + 1]
+        text = text[: text.rfind("\n") + 1]
         path.write_text(text)
     if not text.strip():
         return set()
@@ -281,15 +310,18 @@ def _read_done(path, setup, columns):
     if header != columns:
         raise ValueError(
             f"{path} has the columns {header}, but this grid writes {columns}; write "
-            "to another --dataset or --output_dir.")
-    frame = pd.read_csv(path, usecols=lambda c: c in KEY_COLUMNS + SETUP_COLUMNS,
-                        keep_default_na=False)
+            "to another --dataset or --output_dir."
+        )
+    frame = pd.read_csv(
+        path, usecols=lambda c: c in KEY_COLUMNS + SETUP_COLUMNS, keep_default_na=False
+    )
     for col, value in setup.items():
         seen = set(frame[col].astype(str)) if col in frame.columns else {"<missing>"}
         if seen != {str(value)}:
             raise ValueError(
                 f"{path} holds requests measured with {col}={sorted(seen)}, not "
-                f"{value!r}; write to another --dataset or --output_dir.")
+                f"{value!r}; write to another --dataset or --output_dir."
+            )
     keys = set()
     for row in frame.itertuples(index=False):
         keys.add(tuple(_key_part(getattr(row, c, "")) for c in KEY_COLUMNS))
@@ -297,23 +329,40 @@ def _read_done(path, setup, columns):
 
 
 def _key_part(value):
-    return None if value in ("", None) or (isinstance(value, float) and np.isnan(value)) \
+    return (
+        None
+        if value in ("", None) or (isinstance(value, float) and np.isnan(value))
         else int(value)
+    )
 
 
 def _default_dataset(model, attn_implementation, dtype):
     path = Path(os.fspath(model).rstrip("/"))
     # A model folder or hub name by its last part; a config.json by its folder.
     stem = path.parent.name if path.name == "config.json" else path.name
-    stem = stem[:-len(".json")] if stem.endswith(".json") else stem
+    stem = stem[: -len(".json")] if stem.endswith(".json") else stem
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}_{attn_implementation}_{dtype}")
 
 
-def profile_model(model, output_dir, *, prompt_tokens=(64, 256, 1024),
-                  output_tokens=(16, 128, 512), repeats=3, top_k=None,
-                  num_active_blocks=None, random_weights=False, device="auto",
-                  dtype="float32", attn_implementation="sdpa", dataset=None, seed=0,
-                  warmup=2, threads=None, progress=True):
+def profile_model(
+    model,
+    output_dir,
+    *,
+    prompt_tokens=(64, 256, 1024),
+    output_tokens=(16, 128, 512),
+    repeats=3,
+    top_k=None,
+    num_active_blocks=None,
+    random_weights=False,
+    device="auto",
+    dtype="float32",
+    attn_implementation="sdpa",
+    dataset=None,
+    seed=0,
+    warmup=2,
+    threads=None,
+    progress=True,
+):
     """Time prefill and every decode step of a transformers model into a results folder.
 
     Every combination of ``prompt_tokens`` x ``output_tokens`` (x ``top_k`` x
@@ -383,9 +432,17 @@ def profile_model(model, output_dir, *, prompt_tokens=(64, 256, 1024),
     """
     from ._device import resolve_device
 
-    lists = _check_arguments(prompt_tokens, output_tokens, repeats, top_k,
-                             num_active_blocks, dtype, attn_implementation, warmup,
-                             threads)
+    lists = _check_arguments(
+        prompt_tokens,
+        output_tokens,
+        repeats,
+        top_k,
+        num_active_blocks,
+        dtype,
+        attn_implementation,
+        warmup,
+        threads,
+    )
     device = resolve_device(device)
     transformers = _import_transformers()
     import torch
@@ -394,20 +451,33 @@ def profile_model(model, output_dir, *, prompt_tokens=(64, 256, 1024),
     _check_against_config(config, model, lists)
     dataset = dataset or _default_dataset(model, attn_implementation, dtype)
     path = Path(output_dir) / dataset / RESULTS_FILE
-    setup = {"model": os.fspath(model), "random_weights": bool(random_weights),
-             "device": device, "dtype": dtype,
-             "attn_implementation": attn_implementation,
-             "threads": threads if threads is not None else torch.get_num_threads(),
-             "seed": seed}
+    setup = {
+        "model": os.fspath(model),
+        "random_weights": bool(random_weights),
+        "device": device,
+        "dtype": dtype,
+        "attn_implementation": attn_implementation,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "seed": seed,
+    }
     columns = _columns(lists)
     done = _read_done(path, setup, columns)
-    grid = list(itertools.product(
-        lists["top_k"] or [None], lists["num_active_blocks"] or [None],
-        lists["prompt_tokens"], lists["output_tokens"], range(repeats)))
+    grid = list(
+        itertools.product(
+            lists["top_k"] or [None],
+            lists["num_active_blocks"] or [None],
+            lists["prompt_tokens"],
+            lists["output_tokens"],
+            range(repeats),
+        )
+    )
     # The order is drawn over the whole grid, so a resumed run keeps it.
     order = np.random.RandomState(seed).permutation(len(grid))
-    jobs = [grid[i] for i in order
-            if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4]) not in done]
+    jobs = [
+        grid[i]
+        for i in order
+        if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4]) not in done
+    ]
     if not jobs:
         return path
 
@@ -415,31 +485,45 @@ def profile_model(model, output_dir, *, prompt_tokens=(64, 256, 1024),
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        net = _load_model(transformers, torch, model, config, random_weights, dtype,
-                          attn_implementation, seed)
+        net = _load_model(
+            transformers, torch, model, config, random_weights, dtype, attn_implementation, seed
+        )
         net.to(device).eval()
-        _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, device,
-                  seed, warmup, progress)
+        _run_grid(
+            torch,
+            transformers,
+            net,
+            jobs,
+            path,
+            setup,
+            columns,
+            lists,
+            device,
+            seed,
+            warmup,
+            progress,
+        )
     finally:
         torch.set_num_threads(previous_threads)
     return path
 
 
-def _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, device, seed,
-              warmup, progress):
+def _run_grid(
+    torch, transformers, net, jobs, path, setup, columns, lists, device, seed, warmup, progress
+):
     from . import __version__
 
-    variants = _Variants(net, lists["top_k"] is not None,
-                         lists["num_active_blocks"] is not None)
+    variants = _Variants(net, lists["top_k"] is not None, lists["num_active_blocks"] is not None)
     cache_kw, extra = _forward_keywords(net)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") \
-        else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     vocab = net.config.vocab_size
     descriptive = {
-        **setup, "device_name": _device_name(torch, device),
+        **setup,
+        "device_name": _device_name(torch, device),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
-        "sklat_version": __version__, "python_version": platform.python_version(),
+        "sklat_version": __version__,
+        "python_version": platform.python_version(),
         "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
     }
     warmed = set()
@@ -451,16 +535,15 @@ def _run_grid(torch, transformers, net, jobs, path, setup, columns, lists, devic
             if (top_k, blocks) not in warmed:
                 short = torch.zeros((1, min(lists["prompt_tokens"])), dtype=torch.long)
                 for _ in range(warmup):
-                    _time_request(torch, net, short.to(device), _WARMUP_STEPS, sync,
-                                  cache_kw, extra)
+                    _time_request(
+                        torch, net, short.to(device), _WARMUP_STEPS, sync, cache_kw, extra
+                    )
                 warmed.add((top_k, blocks))
             # Prompt ids drawn from the request's own seed: the same request gets
             # the same prompt in every run.
-            rng = np.random.RandomState(
-                [seed, prompt, n_steps, top_k or 0, blocks or 0, repeat])
+            rng = np.random.RandomState([seed, prompt, n_steps, top_k or 0, blocks or 0, repeat])
             ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt))).to(device)
-            prefill, steps = _time_request(torch, net, ids, n_steps, sync, cache_kw,
-                                           extra)
+            prefill, steps = _time_request(torch, net, ids, n_steps, sync, cache_kw, extra)
             row = {"vision_tokens": 0, "text_tokens": prompt}
             if top_k is not None:
                 row["top_k"] = top_k
@@ -476,16 +559,26 @@ def _columns(lists):
     """The columns of a results file, in order, for this grid."""
     features = ["vision_tokens", "text_tokens"]
     features += [name for name in ("top_k", "num_active_blocks") if lists[name] is not None]
-    return features + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, AVG_COL,
-                       PER_STEP_COL] + list(PROFILE_COLUMNS)
+    return (
+        features
+        + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, AVG_COL, PER_STEP_COL]
+        + list(PROFILE_COLUMNS)
+    )
 
 
 def _append_row(path, columns, features, prefill, steps, repeat, descriptive):
     steps = np.round(steps, 6)
     total = float(steps.sum())
-    row = {**features, OUTPUT_TOKENS_COL: len(steps), PREFILL_COL: round(prefill, 6),
-           DECODE_COL: total, AVG_COL: total / len(steps),
-           PER_STEP_COL: json.dumps(steps.tolist()), "repeat": repeat, **descriptive}
+    row = {
+        **features,
+        OUTPUT_TOKENS_COL: len(steps),
+        PREFILL_COL: round(prefill, 6),
+        DECODE_COL: total,
+        AVG_COL: total / len(steps),
+        PER_STEP_COL: json.dumps(steps.tolist()),
+        "repeat": repeat,
+        **descriptive,
+    }
     frame = pd.DataFrame([row], columns=columns)
     new = not path.exists() or path.stat().st_size == 0
     # One write per row: an interruption loses at most the row in flight.
@@ -498,5 +591,11 @@ def _append_row(path, columns, features, prefill, steps, repeat, descriptive):
 def _progress(total, enabled):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc="sklat profile", unit="request",
-                file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        disable=not enabled,
+        desc="sklat profile",
+        unit="request",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )

@@ -28,22 +28,40 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(results, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "model"
-    assert main(["train", "--results_dir", str(results), "--use_all_datasets",
-                 "--output_dir", str(out), "--seed", "3407", "--val_fraction", "0.25",
-                 *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(results),
+                "--use_all_datasets",
+                "--output_dir",
+                str(out),
+                "--seed",
+                "3407",
+                "--val_fraction",
+                "0.25",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_train_writes_model_metrics_and_plots(trained):
     files = sorted(p.name for p in trained.iterdir())
-    assert files == ["latency_curves.png", "metrics.json", "model.safetensors",
-                     "total_decode.png"]
+    assert files == ["latency_curves.png", "metrics.json", "model.safetensors", "total_decode.png"]
     m = json.loads((trained / "metrics.json").read_text())
     assert m["train"]["n_requests"] + m["validation"]["n_requests"] == 50
     assert m["validation"]["n_requests"] == round(0.25 * 50)
     for split in ("train", "validation"):
-        for key in ("total_decode_mape_pct", "total_decode_mae_ms", "prefill_mape_pct",
-                    "prefill_mae_ms"):
+        for key in (
+            "total_decode_mape_pct",
+            "total_decode_mae_ms",
+            "prefill_mape_pct",
+            "prefill_mae_ms",
+        ):
             assert np.isfinite(m[split][key]) and m[split][key] >= 0
     assert "positioned_mape_pct" in m["train"]
     assert set(m["datasets"]) == {"a", "b"}
@@ -53,19 +71,60 @@ def test_train_writes_model_metrics_and_plots(trained):
 
 def test_training_options_reach_the_estimator(results, tmp_path):
     out = tmp_path / "model"
-    assert main(["train", "--results-dir", str(results), "--use-all-datasets",
-                 "--output-dir", str(out), "--config-mlp-weight-decay", "0.7",
-                 "--lr", "0.002", "--batch-size", "16", "--num_epochs", "2",
-                 "--context-features", "text_tokens", "--n-cost-terms", "2",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--results-dir",
+                str(results),
+                "--use-all-datasets",
+                "--output-dir",
+                str(out),
+                "--config-mlp-weight-decay",
+                "0.7",
+                "--lr",
+                "0.002",
+                "--batch-size",
+                "16",
+                "--num_epochs",
+                "2",
+                "--context-features",
+                "text_tokens",
+                "--n-cost-terms",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     est = sklat.load(out / "model.safetensors")
     assert (est.config_mlp_weight_decay, est.lr, est.batch_size, est.max_epochs) == (
-        0.7, 0.002, 16, 2)
+        0.7,
+        0.002,
+        16,
+        2,
+    )
     assert est.context_features == ["text_tokens"] and est.n_cost_terms == 2
     assert list(est.feature_names_in_[est.context_features_]) == ["text_tokens"]
-    assert main(["train", "--results-dir", str(results), "--use-all-datasets",
-                 "--output-dir", str(out), "--num_epochs", "1", "--context_features",
-                 "none", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--results-dir",
+                str(results),
+                "--use-all-datasets",
+                "--output-dir",
+                str(out),
+                "--num_epochs",
+                "1",
+                "--context_features",
+                "none",
+                "--quiet",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     est = sklat.load(out / "model.safetensors")
     assert est.context_features is None and len(est.context_features_) == 0
 
@@ -78,16 +137,31 @@ def test_written_model_reloads_and_predicts(trained, results):
 
 
 def test_datasets_option_selects(results, tmp_path):
-    assert main(["train", "--results-dir", str(results), "--datasets", "b",
-                 "--output-dir", str(tmp_path), *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--results-dir",
+                str(results),
+                "--datasets",
+                "b",
+                "--output-dir",
+                str(tmp_path),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["datasets"] == ["b"]
     assert m["train"]["n_requests"] + m["validation"]["n_requests"] == 20
 
 
 def test_several_datasets_need_a_choice(results, tmp_path, capsys):
-    assert main(["train", "--results_dir", str(results), "--output_dir",
-                 str(tmp_path / "o"), *FAST]) == 2
+    assert (
+        main(["train", "--results_dir", str(results), "--output_dir", str(tmp_path / "o"), *FAST])
+        == 2
+    )
     assert "pass --use_all_datasets or --datasets a,b" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -99,30 +173,58 @@ def test_bad_row_fails_cleanly(tmp_path, capsys):
     frame.loc[4, "T_LLM_decode"] = -3.0
     frame.to_csv(path, index=False)
     out = tmp_path / "out"
-    code = main(["train", "--results_dir", str(tmp_path / "res"), "--use_all_datasets",
-                 "--output_dir", str(out), *FAST])
+    code = main(
+        [
+            "train",
+            "--results_dir",
+            str(tmp_path / "res"),
+            "--use_all_datasets",
+            "--output_dir",
+            str(out),
+            *FAST,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
-    assert "part1.csv, row 5, column 'T_LLM_decode': latencies must be > 0" in err
+    assert "part1.csv: column 'T_LLM_decode' must be positive latencies (> 0); row 5 is -3.0" in err
     assert not out.exists()
 
 
 def test_predict_prints_positions_totals_prefill(trained, results, tmp_path, capsys):
     configs = pd.read_csv(results / "a" / "part1.csv").head(4)
     configs.to_csv(tmp_path / "c.csv", index=False)
-    assert main(["predict", "--model", str(trained), str(tmp_path / "c.csv"),
-                 "--positions", "1,5,10,20", "--output_tokens", "32"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(trained),
+                str(tmp_path / "c.csv"),
+                "--positions",
+                "1,5,10,20",
+                "--output_tokens",
+                "32",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(table.columns[-8:]) == [
-        "latency_p1_ms", "latency_p5_ms", "latency_p10_ms", "latency_p20_ms",
-        "output_tokens", "T_LLM_decode_ms", "T_prefill_total_ms",
-        "budget_max_ms_per_token"]
+        "latency_p1_ms",
+        "latency_p5_ms",
+        "latency_p10_ms",
+        "latency_p20_ms",
+        "output_tokens",
+        "T_LLM_decode_ms",
+        "T_prefill_total_ms",
+        "budget_max_ms_per_token",
+    ]
     est = sklat.load(trained / "model.safetensors")
     X = configs[list(est.feature_names_in_)]
-    np.testing.assert_allclose(table["T_LLM_decode_ms"], est.predict_total(X, 32),
-                               rtol=1e-4)
-    np.testing.assert_allclose(table["latency_p5_ms"],
-                               est.predict_positions(X, [5])[:, 0], rtol=1e-4)
+    np.testing.assert_allclose(table["T_LLM_decode_ms"], est.predict_total(X, 32), rtol=1e-4)
+    np.testing.assert_allclose(
+        table["latency_p5_ms"], est.predict_positions(X, [5])[:, 0], rtol=1e-4
+    )
 
 
 def test_predict_to_file_and_missing_columns(trained, tmp_path, capsys):
@@ -134,23 +236,52 @@ def test_predict_to_file_and_missing_columns(trained, tmp_path, capsys):
 
 
 def test_help_is_complete():
-    out = subprocess.run([sys.executable, "-m", "sklat", "train", "--help"],
-                         capture_output=True, text=True, check=True).stdout
-    for option in ("--results_dir", "--use_all_datasets", "--datasets", "--output_dir",
-                   "--batch_size", "--num_epochs", "--lr", "--device", "--seed",
-                   "--prefill_weight", "--decode_total_weight", "--positioned_weight",
-                   "--val_fraction", "--config_mlp_weight_decay", "--results-dir"):
+    out = subprocess.run(
+        [sys.executable, "-m", "sklat", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for option in (
+        "--results_dir",
+        "--use_all_datasets",
+        "--datasets",
+        "--output_dir",
+        "--batch_size",
+        "--num_epochs",
+        "--max_epochs",
+        "--lr",
+        "--device",
+        "--seed",
+        "--prefill_weight",
+        "--decode_total_weight",
+        "--positioned_weight",
+        "--val_fraction",
+        "--holdout_fraction",
+        "--validation_fraction",
+        "--overwrite",
+        "--n_threads",
+        "--config_mlp_weight_decay",
+        "--results-dir",
+    ):
         assert option in out
-    out = subprocess.run([sys.executable, "-m", "sklat", "predict", "--help"],
-                         capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--positions", "--output_tokens", "configs"):
+    out = subprocess.run(
+        [sys.executable, "-m", "sklat", "predict", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for option in ("--model", "--positions", "--output_tokens", "--budget_strategy", "configs"):
         assert option in out
 
 
 def test_console_script_runs_demo(tmp_path):
     # The README's main job, on the bundled demo data.
-    proc = subprocess.run(["sklat", "train", "--output_dir", str(tmp_path / "demo"),
-                           "--num_epochs", "3"], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["sklat", "train", "--output_dir", str(tmp_path / "demo"), "--num_epochs", "3"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "validation total-decode MAPE" in proc.stdout
     assert (tmp_path / "demo" / "model.safetensors").exists()
@@ -158,17 +289,271 @@ def test_console_script_runs_demo(tmp_path):
 
 def test_predict_writes_file(trained, results, tmp_path):
     out = tmp_path / "pred.csv"
-    assert main(["predict", "--model", str(trained / "model.safetensors"),
-                 str(results / "b" / "x.jsonl"), "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(trained / "model.safetensors"),
+                str(results / "b" / "x.jsonl"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
     assert len(table) == 20 and "T_LLM_decode_ms" in table and "output_tokens" in table
 
 
-@pytest.mark.parametrize("fraction, message", [
-    ("1.5", r"--val_fraction must be in \[0, 1\); got 1.5"),
-    ("0.99", r"--val_fraction 0.99 leaves too few training requests out of 50"),
-])
+@pytest.mark.parametrize(
+    "fraction, message",
+    [
+        ("1.5", r"--holdout_fraction must be in \[0, 1\); got 1.5"),
+        ("0.99", r"--holdout_fraction 0.99 leaves too few training requests out of 50"),
+    ],
+)
 def test_bad_val_fraction(results, tmp_path, capsys, fraction, message):
-    assert main(["train", "--results_dir", str(results), "--use_all_datasets",
-                 "--output_dir", str(tmp_path), "--val_fraction", fraction, *FAST]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(results),
+                "--use_all_datasets",
+                "--output_dir",
+                str(tmp_path),
+                "--val_fraction",
+                fraction,
+                *FAST,
+            ]
+        )
+        == 2
+    )
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_estimator_options_share_the_estimators_defaults_and_names():
+    from sklat.cli import _ESTIMATOR_OPTIONS, build_parser
+
+    args = build_parser().parse_args(["train", "--output_dir", "x"])
+    defaults = sklat.LatencyEstimator().get_params()
+    for name in _ESTIMATOR_OPTIONS:
+        assert getattr(args, name) == defaults[name], name
+    for spelling in ("--num_epochs", "--max_epochs", "--max-epochs"):
+        assert (
+            build_parser().parse_args(["train", "--output_dir", "x", spelling, "7"]).max_epochs == 7
+        )
+    args = build_parser().parse_args(
+        ["train", "--output_dir", "x", "--val_fraction", "0.3", "--validation_fraction", "0.2"]
+    )
+    assert (args.holdout_fraction, args.validation_fraction) == (0.3, 0.2)
+
+
+def _no_training(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(sklat.LatencyEstimator, "fit", fail)
+
+
+def test_output_dir_is_checked_before_training(results, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "old.txt").write_text("keep me")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for out, message in (
+        (used, "exists and is not empty; pass --overwrite"),
+        (a_file, "exists and is not a folder"),
+    ):
+        assert (
+            main(
+                [
+                    "train",
+                    "--results_dir",
+                    str(results),
+                    "--use_all_datasets",
+                    "--output_dir",
+                    str(out),
+                    *FAST,
+                ]
+            )
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert (used / "old.txt").read_text() == "keep me"
+
+
+def test_overwrite_writes_into_an_existing_folder(results, tmp_path):
+    (tmp_path / "old.txt").write_text("")
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(results),
+                "--use_all_datasets",
+                "--output_dir",
+                str(tmp_path),
+                "--overwrite",
+                "--num_epochs",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_quiet_still_prints_the_final_metrics_and_logs_carry_no_colour(results, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(results),
+                "--use_all_datasets",
+                "--output_dir",
+                str(tmp_path / "q"),
+                "--num_epochs",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "validation total-decode MAPE" in out
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(results),
+                "--use_all_datasets",
+                "--output_dir",
+                str(tmp_path / "v"),
+                "--num_epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "\x1b[" not in out
+
+
+def test_interrupted_training_writes_nothing(results, tmp_path, capsys, monkeypatch):
+    from sklat import _net
+
+    real, calls = _net.LatencyNet.train_step, {"n": 0}
+
+    def interrupt_third_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_net.LatencyNet, "train_step", interrupt_third_step)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(results),
+                "--use_all_datasets",
+                "--output_dir",
+                str(out),
+                "--num_epochs",
+                "50",
+                "-q",
+            ]
+        )
+        == 130
+    )
+    assert "interrupted; nothing was written" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict_budget_strategy_and_the_n_it_used(trained, results, tmp_path, capsys):
+    configs = pd.read_csv(results / "a" / "part1.csv").head(3).drop(columns="output_tokens")
+    configs.to_csv(tmp_path / "c.csv", index=False)
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(trained),
+                str(tmp_path / "c.csv"),
+                "--budget_strategy",
+                "expectation",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(captured.out))
+    est = sklat.load(trained / "model.safetensors")
+    X = configs[list(est.feature_names_in_)]
+    np.testing.assert_allclose(
+        table["budget_expectation_ms_per_token"], est.predict_budget(X, "expectation"), rtol=1e-4
+    )
+    assert "output_tokens" not in table
+    assert "no output_tokens given" in captured.err and "mean N =" in captured.err
+
+
+@pytest.mark.parametrize(
+    "edit, args, message",
+    [
+        (
+            lambda f: f.__setitem__("top_k", [1.0, np.nan, 2.0]),
+            [],
+            r"c.csv: column 'top_k' must be finite \(no NaN or inf\); row 2 is nan",
+        ),
+        (
+            lambda f: f.__setitem__("output_tokens", [1, 2, 1e19]),
+            [],
+            r"c.csv: column 'output_tokens' must be <= 1048576 .*; row 3 is 1e\+19",
+        ),
+        (lambda f: None, ["--output_tokens", "1000000000"], r"--output_tokens must be <= 1048576"),
+        (
+            lambda f: None,
+            ["--output", "/nonexistent/x.csv"],
+            r"--output /nonexistent/x.csv: the folder /nonexistent does not exist",
+        ),
+    ],
+)
+def test_predict_errors_are_one_line_with_rows_from_1(
+    trained, results, tmp_path, capsys, edit, args, message
+):
+    configs = pd.read_csv(results / "a" / "part1.csv").head(3)
+    edit(configs)
+    configs.to_csv(tmp_path / "c.csv", index=False)
+    assert main(["predict", "--model", str(trained), str(tmp_path / "c.csv"), *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+
+
+def test_results_folder_oddities_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "res" / "a").mkdir(parents=True)
+    (tmp_path / "res" / "a" / "x.jsonl").write_text('{"text_tokens": 1}\n{"text_tok')
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(tmp_path / "res"),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "-q",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "x.jsonl, line 2: not a JSON object" in err and len(err.splitlines()) == 1

@@ -18,13 +18,16 @@ def fit(d, X=None, **params):
     return est.fit(d.X if X is None else X, d.y, output_tokens=d.output_tokens)
 
 
-@pytest.mark.parametrize("context_features, expected", [
-    ("auto", [0, 1]),
-    (None, []),
-    (["text_tokens"], [1]),
-    ([4, 0], [4, 0]),
-    (("vision_tokens",), [0]),
-])
+@pytest.mark.parametrize(
+    "context_features, expected",
+    [
+        ("auto", [0, 1]),
+        (None, []),
+        (["text_tokens"], [1]),
+        ([4, 0], [4, 0]),
+        (("vision_tokens",), [0]),
+    ],
+)
 def test_context_features_resolve(d, context_features, expected):
     est = fit(d, context_features=context_features)
     assert est.context_features_.tolist() == expected
@@ -37,17 +40,29 @@ def test_auto_without_column_names_has_no_context(d):
     assert est.context_features_.tolist() == []
 
 
-@pytest.mark.parametrize("context_features, message", [
-    ("prompt", r"context_features must be 'auto', None or a list of feature names or "
-               r"column indices; got 'prompt'"),
-    (3.5, "context_features must be 'auto', None or a list"),
-    (["prompt_tokens"], r"context_features names 'prompt_tokens', which is not a "
-                        r"feature of X \(features: \['vision_tokens'"),
-    ([7], "context_features index 7 is out of range for 5 features"),
-    ([1, "text_tokens"], "context_features lists a feature twice"),
-    ([1.0], r"context_features entries must be feature names or column indices; "
-            r"got 1.0"),
-])
+@pytest.mark.parametrize(
+    "context_features, message",
+    [
+        (
+            "prompt",
+            r"context_features must be 'auto', None or a list of feature names or "
+            r"column indices; got 'prompt'",
+        ),
+        (3.5, "context_features must be 'auto', None or a list"),
+        (
+            ["prompt_tokens"],
+            r"context_features names 'prompt_tokens', which is not a "
+            r"feature of X \(features: \['vision_tokens'",
+        ),
+        ([7], "context_features index 7 is out of range for 5 features"),
+        ([1, "text_tokens"], "context_features lists a feature twice"),
+        (
+            [1.0],
+            r"context_features entries must be feature names or column indices; "
+            r"got 1.0",
+        ),
+    ],
+)
 def test_bad_context_features(d, context_features, message):
     with pytest.raises(ValueError, match=message):
         fit(d, context_features=context_features)
@@ -62,9 +77,12 @@ def test_negative_context_is_refused(d):
     est = fit(d, log_features="none")
     X = d.X.copy()
     X.loc[2, "text_tokens"] = -3
-    with pytest.raises(ValueError, match=r"X column 'text_tokens' is a context feature "
-                                         r"\(a number of tokens\) and must be >= 0; "
-                                         r"sample 2 is -3"):
+    with pytest.raises(
+        ValueError,
+        match=r"X column 'text_tokens' is a context feature "
+        r"\(a number of tokens\) and must be >= 0; "
+        r"sample 2 is -3",
+    ):
         est.predict_positions(X, [1])
     with pytest.raises(ValueError, match="is a context feature"):
         fit(d, X=X, log_features="none")
@@ -77,8 +95,9 @@ def test_curve_continues_linearly_past_the_longest_request(d):
     start = est.max_output_tokens_
     curve = est.predict_positions(d.X.iloc[:5], np.arange(start, start + 50))
     steps = np.diff(curve, axis=1)
-    np.testing.assert_allclose(steps, steps[:, :1].repeat(steps.shape[1], axis=1),
-                               rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        steps, steps[:, :1].repeat(steps.shape[1], axis=1), rtol=1e-6, atol=1e-12
+    )
     assert (steps >= 0).all()
 
 
@@ -89,21 +108,22 @@ def test_context_settings_survive_save_and_load(d, tmp_path):
     assert loaded.context_features == ["text_tokens"]
     assert loaded.context_features_.tolist() == [1]
     assert loaded.context_scale_ == est.context_scale_
-    np.testing.assert_array_equal(loaded.predict_positions(d.X, [1, 100, 4000]),
-                                  est.predict_positions(d.X, [1, 100, 4000]))
+    np.testing.assert_array_equal(
+        loaded.predict_positions(d.X, [1, 100, 4000]), est.predict_positions(d.X, [1, 100, 4000])
+    )
 
 
 def test_context_growth_continues_past_trained_lengths():
     # KV-cache growth linear in the running context (prompt + p): trained on
     # outputs up to 256 tokens, the curve keeps growing at 1,000-2,000 tokens,
     # closer to the truth than the curve held at its value at position 256.
-    train = make_positioned_latency(600, noise=0.03, curve="linear",
-                                    max_output_tokens=256, random_state=0)
+    train = make_positioned_latency(
+        600, noise=0.03, curve="linear", max_output_tokens=256, random_state=0
+    )
     test = make_positioned_latency(100, noise=0.0, curve="linear", random_state=1)
     positions = np.arange(1000, 2001, 100)
     truth = test.true_curve(test.X, positions)
-    est = LatencyEstimator(random_state=0).fit(
-        train.X, train.y, output_tokens=train.output_tokens)
+    est = LatencyEstimator(random_state=0).fit(train.X, train.y, output_tokens=train.output_tokens)
     assert est.max_output_tokens_ == 256
     pred = est.predict_positions(test.X, positions)
     held = est.predict_positions(test.X, [256])

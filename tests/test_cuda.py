@@ -17,15 +17,17 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.fixture(scope="module")
 def data():
-    return make_positioned_latency(500, noise=0.05, positioned_fraction=0.3,
-                                   random_state=0)
+    return make_positioned_latency(500, noise=0.05, positioned_fraction=0.3, random_state=0)
 
 
 @pytest.fixture(scope="module")
 def gpu_model(data):
     return LatencyEstimator(max_epochs=40, random_state=0, device="auto").fit(
-        data.X, data.y, output_tokens=data.output_tokens,
-        positioned_latencies=data.positioned_latencies)
+        data.X,
+        data.y,
+        output_tokens=data.output_tokens,
+        positioned_latencies=data.positioned_latencies,
+    )
 
 
 def test_auto_uses_cuda_and_learns(gpu_model, data):
@@ -38,8 +40,11 @@ def test_auto_uses_cuda_and_learns(gpu_model, data):
 
 def test_cuda_and_cpu_fits_agree(gpu_model, data):
     cpu = LatencyEstimator(max_epochs=40, random_state=0, device="cpu").fit(
-        data.X, data.y, output_tokens=data.output_tokens,
-        positioned_latencies=data.positioned_latencies)
+        data.X,
+        data.y,
+        output_tokens=data.output_tokens,
+        positioned_latencies=data.positioned_latencies,
+    )
     a = gpu_model.predict_positions(data.X, [1, 10, 100])
     b = cpu.predict_positions(data.X, [1, 10, 100])
     assert np.median(np.abs(a - b) / b) < 0.02
@@ -50,8 +55,7 @@ def test_total_is_sum_of_positions_on_cuda(gpu_model, data):
     n = np.arange(1, 11) * 50
     full = gpu_model.predict_positions(X, np.arange(1, n.max() + 1))
     mask = np.arange(1, n.max() + 1)[None, :] <= n[:, None]
-    np.testing.assert_allclose(gpu_model.predict_total(X, n), (full * mask).sum(1),
-                               rtol=1e-10)
+    np.testing.assert_allclose(gpu_model.predict_total(X, n), (full * mask).sum(1), rtol=1e-10)
 
 
 def test_cuda_model_saved_and_loaded_on_cpu(gpu_model, data, tmp_path):
@@ -59,8 +63,11 @@ def test_cuda_model_saved_and_loaded_on_cpu(gpu_model, data, tmp_path):
     sklat.save(gpu_model, path)
     loaded = sklat.load(path, device="cpu")
     assert not next(loaded.net_.module_.parameters()).is_cuda
-    np.testing.assert_allclose(loaded.predict(data.X, output_tokens=7),
-                               gpu_model.predict(data.X, output_tokens=7), rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(data.X, output_tokens=7),
+        gpu_model.predict(data.X, output_tokens=7),
+        rtol=1e-5,
+    )
 
 
 def test_cuda_pickle_loads_without_cuda(gpu_model, data, monkeypatch):
@@ -70,8 +77,11 @@ def test_cuda_pickle_loads_without_cuda(gpu_model, data, monkeypatch):
         warnings.simplefilter("ignore")
         loaded = pickle.loads(blob)
     assert not next(loaded.net_.module_.parameters()).is_cuda
-    np.testing.assert_allclose(loaded.predict(data.X, output_tokens=7),
-                               gpu_model.predict(data.X, output_tokens=7), rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(data.X, output_tokens=7),
+        gpu_model.predict(data.X, output_tokens=7),
+        rtol=1e-5,
+    )
 
 
 def test_long_outputs_on_cuda(gpu_model, data):
@@ -86,12 +96,25 @@ def test_profile_on_cuda(tmp_path):
 
     model = tmp_path / "tiny-llama"
     transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, vocab_size=128, max_position_embeddings=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=128,
+        max_position_embeddings=256,
     ).save_pretrained(model)
-    profile_model(model, tmp_path / "results", random_weights=True,
-                  prompt_tokens=[8, 64], output_tokens=[4, 16], repeats=1, device="cuda",
-                  dtype="bfloat16", progress=False)
+    profile_model(
+        model,
+        tmp_path / "results",
+        random_weights=True,
+        prompt_tokens=[8, 64],
+        output_tokens=[4, 16],
+        repeats=1,
+        device="cuda",
+        dtype="bfloat16",
+        progress=False,
+    )
     res = load_results(tmp_path / "results", features=["text_tokens"])
     assert len(res.X) == 4 and set(res.frame["device"]) == {"cuda"}
     assert res.frame["device_name"].str.len().min() > 0

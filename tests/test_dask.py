@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                       processes=True, dashboard_address=None,
-                                       silence_logs=50)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+    )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -39,9 +39,13 @@ def one_torch_thread():
 
 def _search(n_jobs):
     grid = {"prefill_weight": [1.0, 2.0], "positioned_weight": [0.0, 0.5]}
-    return GridSearchCV(LatencyEstimator(max_epochs=4, random_state=0), grid,
-                        cv=KFold(3, shuffle=True, random_state=0), n_jobs=n_jobs,
-                        error_score="raise")
+    return GridSearchCV(
+        LatencyEstimator(max_epochs=4, random_state=0),
+        grid,
+        cv=KFold(3, shuffle=True, random_state=0),
+        n_jobs=n_jobs,
+        error_score="raise",
+    )
 
 
 def test_grid_search_on_dask_equals_local(client, small_data):
@@ -56,7 +60,8 @@ def test_grid_search_on_dask_equals_local(client, small_data):
     # The 4 candidates x 3 folds ran on the cluster, on both workers.
     assert len(stream.data) >= 12
     assert len({task["worker"] for task in stream.data}) == 2
-    np.testing.assert_array_equal(remote.cv_results_["mean_test_score"],
-                                  local.cv_results_["mean_test_score"])
+    np.testing.assert_array_equal(
+        remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
+    )
     assert remote.best_params_ == local.best_params_
     np.testing.assert_array_equal(remote.predict(X), local.predict(X))

@@ -23,12 +23,21 @@ def _bash_blocks(text):
 def test_profile_train_predict_commands_run(tmp_path):
     blocks = _bash_blocks(PAGE.read_text())
     assert len(blocks) == 4 and "sklat profile" in blocks[1]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
-                                f"{os.environ['PATH']}", MPLBACKEND="Agg")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        MPLBACKEND="Agg",
+    )
     outputs = []
     for block in blocks:
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(done.stdout)
     results = list((tmp_path / "my_results").glob("*/requests.csv"))

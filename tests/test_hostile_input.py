@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 
 from sklat import LatencyEstimator, TrainingDivergedError
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow,
-                                           HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 latency = st.floats(1e-6, 1e6)
 
 
@@ -24,13 +27,15 @@ def requests(draw):
     n = draw(st.integers(1, 12))
     d = draw(st.integers(1, 4))
     dtype = draw(st.sampled_from([np.float64, np.float32, np.int64]))
-    X = np.asarray(draw(st.lists(st.floats(-1e3, 1e3), min_size=n * d,
-                                 max_size=n * d)), dtype=np.float64).reshape(n, d)
+    X = np.asarray(
+        draw(st.lists(st.floats(-1e3, 1e3), min_size=n * d, max_size=n * d)), dtype=np.float64
+    ).reshape(n, d)
     X = X.astype(dtype)
     if draw(st.booleans()):
         X = pd.DataFrame(X, columns=[f"f{j}" for j in range(d)])
-    n_tokens = np.asarray(draw(st.lists(
-        st.one_of(st.integers(1, 64), st.integers(1, 32768)), min_size=n, max_size=n)))
+    n_tokens = np.asarray(
+        draw(st.lists(st.one_of(st.integers(1, 64), st.integers(1, 32768)), min_size=n, max_size=n))
+    )
     two_columns = draw(st.booleans())
     y = np.asarray(draw(st.lists(latency, min_size=n * 2, max_size=n * 2))).reshape(n, 2)
     y = y if two_columns else y[:, 1]
@@ -69,8 +74,19 @@ def test_valid_random_requests(data):
     _check_predictions(est, X, n_tokens, y)
 
 
-CORRUPTIONS = ["nan_X", "inf_y", "zero_y", "neg_tokens", "frac_tokens", "short_steps",
-               "nan_steps", "y_3_columns", "tokens_2d", "string_X", "empty_X"]
+CORRUPTIONS = [
+    "nan_X",
+    "inf_y",
+    "zero_y",
+    "neg_tokens",
+    "frac_tokens",
+    "short_steps",
+    "nan_steps",
+    "y_3_columns",
+    "tokens_2d",
+    "string_X",
+    "empty_X",
+]
 
 
 @SETTINGS
@@ -115,7 +131,8 @@ def test_corrupted_requests_raise_clear_errors(data, corruption, where):
 def test_random_positions(data, positions):
     X, y, n_tokens, steps = data
     est = LatencyEstimator(max_epochs=1, hidden_size=8, random_state=0).fit(
-        X, y, output_tokens=n_tokens)
+        X, y, output_tokens=n_tokens
+    )
     if min(positions) < 1:
         with pytest.raises(ValueError, match="positions must be >= 1"):
             est.predict_positions(X, positions)

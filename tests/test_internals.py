@@ -11,9 +11,16 @@ from sklat._net import BatchIterator, RequestData
 
 def _module(n_features=3, prefill=True):
     torch.manual_seed(0)
-    module = CostTermsLatencyModule(n_features, hidden_size=16, n_basis=4, n_cost_terms=2,
-                                    with_prefill=prefill, position_scale=30,
-                                    context_scale=50.0, context_features=(1,))
+    module = CostTermsLatencyModule(
+        n_features,
+        hidden_size=16,
+        n_basis=4,
+        n_cost_terms=2,
+        with_prefill=prefill,
+        position_scale=30,
+        context_scale=50.0,
+        context_features=(1,),
+    )
     # Leave the flat initialisation so the test sees a non-trivial curve.
     for p in module.parameters():
         torch.nn.init.normal_(p, std=0.3)
@@ -22,14 +29,15 @@ def _module(n_features=3, prefill=True):
 
 def _explicit_curve(module, x, context, positions):
     """f(c, p) of one request, term by term, at ``positions`` (1-D)."""
-    linear = torch.nn.functional.linear(x[None], module.config_linear.weight
-                                        * module.linear_mask, module.config_linear.bias)
+    linear = torch.nn.functional.linear(
+        x[None], module.config_linear.weight * module.linear_mask, module.config_linear.bias
+    )
     mlp = module.decode_mlp(x[None] * module.decode_input_mask)
-    out = linear[:, :mlp.shape[1]] + mlp
+    out = linear[:, : mlp.shape[1]] + mlp
     m, k = module.n_cost_terms, module.n_basis
     flat = torch.exp(out[0, :m]).sum()
-    slope = torch.exp(out[0, m:2 * m]).sum()
-    shape = torch.exp(out[0, 2 * m]) * torch.softmax(out[0, 2 * m + 1:2 * m + 1 + k], 0)
+    slope = torch.exp(out[0, m : 2 * m]).sum()
+    shape = torch.exp(out[0, 2 * m]) * torch.softmax(out[0, 2 * m + 1 : 2 * m + 1 + k], 0)
     p = positions.to(x.dtype)
     u = torch.log1p(torch.clamp(p, max=30.0)) / torch.log1p(torch.tensor(30.0))
     phi = torch.nn.functional.softplus(module.position_encoder(u[:, None].to(x.dtype)))
@@ -56,8 +64,12 @@ def test_step_outputs_match_the_curve():
     sample = torch.tensor([0, 0, 2, 2, 2])
     pos = torch.tensor([1, 4, 1, 3, 5])
     out = module(x, n, context, sample, pos)
-    expected = torch.stack([_explicit_curve(module, x[i], context[i], pos[j:j + 1])[0]
-                            for j, i in enumerate(sample.tolist())])
+    expected = torch.stack(
+        [
+            _explicit_curve(module, x[i], context[i], pos[j : j + 1])[0]
+            for j, i in enumerate(sample.tolist())
+        ]
+    )
     assert torch.allclose(out["steps"], expected)
 
 
@@ -93,8 +105,9 @@ def test_context_features_reach_decode_only_through_the_context():
 
 def test_initial_model_is_close_to_flat_average():
     torch.manual_seed(0)
-    module = CostTermsLatencyModule(2, hidden_size=8, n_basis=3, position_scale=10,
-                                    context_scale=10.0)
+    module = CostTermsLatencyModule(
+        2, hidden_size=8, n_basis=3, position_scale=10, context_scale=10.0
+    )
     out = module(torch.randn(4, 2), torch.tensor([1, 2, 3, 10]))
     assert torch.allclose(out["total"], torch.tensor([1.0, 2.0, 3.0, 10.0]), rtol=0.15)
     assert torch.allclose(out["prefill"], torch.ones(4), rtol=0.15)
@@ -104,10 +117,13 @@ def test_initial_fit_starts_at_the_log_linear_model():
     # Per-token latency exp(0.5 z0 - 0.3 z1 + 0.2) and prefill exp(z1): the
     # untrained module starts near both (the exponents carry small noise).
     torch.manual_seed(0)
-    fit = {"decode": (np.array([0.5, -0.3], dtype=np.float32), 0.2),
-           "prefill": (np.array([0.0, 1.0], dtype=np.float32), 0.0)}
-    module = CostTermsLatencyModule(2, hidden_size=8, n_basis=3, position_scale=10,
-                                    context_scale=10.0, initial_fit=fit)
+    fit = {
+        "decode": (np.array([0.5, -0.3], dtype=np.float32), 0.2),
+        "prefill": (np.array([0.0, 1.0], dtype=np.float32), 0.0),
+    }
+    module = CostTermsLatencyModule(
+        2, hidden_size=8, n_basis=3, position_scale=10, context_scale=10.0, initial_fit=fit
+    )
     z = torch.randn(64, 2)
     out = module(z, torch.full((64,), 10))
     per_token = torch.log(out["total"] / 10)
@@ -117,12 +133,13 @@ def test_initial_fit_starts_at_the_log_linear_model():
 
 
 def test_log_ridge_leaves_out_excluded_columns():
-    from sklat._estimator import _log_ridge
+    from sklat._training import log_ridge as _log_ridge
 
     rng = np.random.RandomState(0)
     z = rng.normal(size=(200, 3))
-    coef, intercept = _log_ridge(z, z @ [1.0, -2.0, 0.5] + 3.0, np.array([True, False, True]),
-                                 alpha=1e-9)
+    coef, intercept = _log_ridge(
+        z, z @ [1.0, -2.0, 0.5] + 3.0, np.array([True, False, True]), alpha=1e-9
+    )
     # The excluded column gets no coefficient; the others absorb what they can.
     assert coef[1] == 0
     np.testing.assert_allclose(coef[[0, 2]], [1.0, 0.5], atol=0.2)
@@ -142,12 +159,14 @@ def _data():
     steps = [np.array([1.0, 2, 3]), None, np.array([4.0, 5, 6, 7]), None]
     lengths = [0 if s is None else len(s) for s in steps]
     return RequestData(
-        x=np.arange(8, dtype=np.float32).reshape(4, 2), output_tokens=n,
+        x=np.arange(8, dtype=np.float32).reshape(4, 2),
+        output_tokens=n,
         context=np.array([0.5, 1, 0, 2], dtype=np.float32),
         total=np.array([6.0, 1, 22, 3], dtype=np.float32),
         prefill=np.array([1.0, 2, 3, 4], dtype=np.float32),
         step_values=np.concatenate([s for s in steps if s is not None]).astype(np.float32),
-        step_offsets=np.concatenate(([0], np.cumsum(lengths))))
+        step_offsets=np.concatenate(([0], np.cumsum(lengths))),
+    )
 
 
 def test_batch_packs_ragged_steps():
@@ -157,7 +176,7 @@ def test_batch_packs_ragged_steps():
     assert t["step_position"].tolist() == [1, 2, 3, 4, 1, 2, 3]
     assert targets["steps"].tolist() == [4, 5, 6, 7, 1, 2, 3]
     assert targets["n_step_requests"] == 2
-    np.testing.assert_allclose(targets["step_weight"], [.25] * 4 + [1 / 3] * 3)
+    np.testing.assert_allclose(targets["step_weight"], [0.25] * 4 + [1 / 3] * 3)
     assert len(inputs) == 3
 
 
@@ -170,8 +189,11 @@ def test_subset_keeps_rows_aligned():
 
 def test_iterator_covers_every_request_once_and_is_seeded():
     data = _data()
-    order = lambda seed: [int(v) for inp, _ in BatchIterator(  # noqa: E731
-        data, 3, shuffle=True, seed=seed) for v in inp.tensors["x"][:, 0]]
+
+    def order(seed):
+        batches = BatchIterator(data, 3, shuffle=True, seed=seed)
+        return [int(v) for inp, _ in batches for v in inp.tensors["x"][:, 0]]
+
     assert sorted(order(0)) == [0, 2, 4, 6]
     assert order(5) == order(5)
     assert len(BatchIterator(data, 3)) == 2
@@ -195,8 +217,9 @@ def test_log_loss_is_scale_free_and_weights_combine():
     assert torch.isclose(a, b)
     pred = {"total": p, "prefill": p, "steps": None}
     target = {"total": t, "prefill": t}
-    loss = combined_loss(pred, target, kind="log", prefill_weight=2.0,
-                         decode_total_weight=1.0, positioned_weight=0.5)
+    loss = combined_loss(
+        pred, target, kind="log", prefill_weight=2.0, decode_total_weight=1.0, positioned_weight=0.5
+    )
     assert torch.isclose(loss, 3 * a)
 
 
@@ -204,28 +227,38 @@ def test_positioned_loss_weights_requests_equally():
     # Request A: 1 step off by 10%; request B: 4 exact steps.
     pred = torch.tensor([1.1, 1, 1, 1, 1])
     target = torch.ones(5)
-    w = torch.tensor([1.0, .25, .25, .25, .25])
+    w = torch.tensor([1.0, 0.25, 0.25, 0.25, 0.25])
     loss = positioned_loss(pred, target, w, 2, "relative")
     assert torch.isclose(loss, torch.tensor(0.01 / 2))
 
 
 def _averaging_net(decay, valid, lr=0.05):
-    from skorch.callbacks import EarlyStopping
     from skorch.helper import predefined_split
 
-    from sklat._net import LatencyNet, WeightAveraging, WeightedLatencyLoss
+    from sklat._net import EarlyStopping, LatencyNet, WeightAveraging, WeightedLatencyLoss
 
     callbacks = [("weight_averaging", WeightAveraging(decay))]
     if valid is not None:
-        callbacks.append(("early_stopping", EarlyStopping(
-            patience=3, load_best=False, sink=lambda *a: None)))
+        callbacks.append(
+            ("early_stopping", EarlyStopping(patience=3, load_best=False, sink=lambda *a: None))
+        )
     return LatencyNet(
-        module=CostTermsLatencyModule, module__n_features=2, module__hidden_size=8,
-        module__n_basis=2, module__position_scale=4.0, criterion=WeightedLatencyLoss,
-        optimizer=torch.optim.AdamW, lr=lr, max_epochs=12, batch_size=2,
-        iterator_train=BatchIterator, iterator_valid=BatchIterator,
+        module=CostTermsLatencyModule,
+        module__n_features=2,
+        module__hidden_size=8,
+        module__n_basis=2,
+        module__position_scale=4.0,
+        criterion=WeightedLatencyLoss,
+        optimizer=torch.optim.AdamW,
+        lr=lr,
+        max_epochs=12,
+        batch_size=2,
+        iterator_train=BatchIterator,
+        iterator_valid=BatchIterator,
         train_split=None if valid is None else predefined_split(valid),
-        callbacks=callbacks, verbose=0)
+        callbacks=callbacks,
+        verbose=0,
+    )
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.7])
@@ -260,19 +293,18 @@ def test_weight_averaging_without_held_out_set_keeps_last_average():
     a = torch.cat([p.flatten() for p in plain.module_.parameters()])
     b = torch.cat([p.flatten() for p in averaged.module_.parameters()])
     assert not torch.allclose(a, b)
-    np.testing.assert_allclose(plain.history[:, "train_loss"],
-                               averaged.history[:, "train_loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        plain.history[:, "train_loss"], averaged.history[:, "train_loss"], rtol=1e-6
+    )
 
 
 def test_config_mlps_have_their_own_weight_decay(fitted):
     module = fitted.net_.module_
-    mlp = {id(p) for part in (module.decode_mlp, module.prefill_mlp)
-           for p in part.parameters()}
+    mlp = {id(p) for part in (module.decode_mlp, module.prefill_mlp) for p in part.parameters()}
     seen = set()
     for group in fitted.net_.optimizer_.param_groups:
         for p in group["params"]:
-            expected = (fitted.config_mlp_weight_decay if id(p) in mlp
-                        else fitted.weight_decay)
+            expected = fitted.config_mlp_weight_decay if id(p) in mlp else fitted.weight_decay
             assert group["weight_decay"] == expected
             seen.add(id(p))
     assert mlp < seen and len(seen) == len(list(fitted.net_.module_.parameters()))

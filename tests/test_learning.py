@@ -11,8 +11,7 @@ from .conftest import positioned_mape
 
 @pytest.fixture(scope="module")
 def train():
-    return make_positioned_latency(1000, noise=0.05, positioned_fraction=1.0,
-                                   random_state=1)
+    return make_positioned_latency(1000, noise=0.05, positioned_fraction=1.0, random_state=1)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,7 @@ def test():
 
 @pytest.fixture(scope="module")
 def totals_only(train):
-    return LatencyEstimator(random_state=0).fit(
-        train.X, train.y, output_tokens=train.output_tokens)
+    return LatencyEstimator(random_state=0).fit(train.X, train.y, output_tokens=train.output_tokens)
 
 
 def test_curve_recovered_from_totals_only(totals_only, test):
@@ -52,7 +50,8 @@ def test_per_step_data_does_not_hurt(train, test, totals_only, fraction):
     rng = np.random.RandomState(0)
     steps = [s if rng.uniform() < fraction else None for s in train.positioned_latencies]
     hybrid = LatencyEstimator(random_state=0).fit(
-        train.X, train.y, output_tokens=train.output_tokens, positioned_latencies=steps)
+        train.X, train.y, output_tokens=train.output_tokens, positioned_latencies=steps
+    )
     assert positioned_mape(hybrid, test) <= positioned_mape(totals_only, test) + 0.005
 
 
@@ -62,6 +61,5 @@ def test_beats_flat_average(totals_only, train, test):
     true = test.true_curve(test.X, positions)
     flat = totals_only.predict_total(test.X, 64)[:, None] / 64
     flat_err = np.mean(np.abs(flat - true) / true)
-    learnt_err = np.mean(np.abs(totals_only.predict_positions(test.X, positions)
-                                - true) / true)
+    learnt_err = np.mean(np.abs(totals_only.predict_positions(test.X, positions) - true) / true)
     assert learnt_err < 0.5 * flat_err

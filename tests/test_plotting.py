@@ -22,9 +22,9 @@ def test_curve_from_estimator_draws_predictions(fitted, small_data):
     X = small_data.X.iloc[:3]
     positions = np.arange(1, 51)
     measured = [None, np.full(20, 30.0), None]
-    disp = LatencyCurveDisplay.from_estimator(fitted, X, positions=positions,
-                                              measured=measured,
-                                              labels=["a", "b", "c"])
+    disp = LatencyCurveDisplay.from_estimator(
+        fitted, X, positions=positions, measured=measured, labels=["a", "b", "c"]
+    )
     assert len(disp.lines_) == 3 and len(disp.measured_) == 1
     expected = fitted.predict_positions(X, positions)
     for line, row in zip(disp.lines_, expected):
@@ -42,15 +42,17 @@ def test_curve_from_estimator_draws_predictions(fitted, small_data):
 def test_curve_from_predictions_with_reference_on_given_axes():
     fig, ax = plt.subplots()
     disp = LatencyCurveDisplay.from_predictions(
-        [1, 2, 3], [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]], reference=[[1, 1, 1], [2, 2, 2]],
-        ax=ax)
+        [1, 2, 3], [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]], reference=[[1, 1, 1], [2, 2, 2]], ax=ax
+    )
     assert disp.ax_ is ax
     assert len(disp.lines_) == 2 and len(disp.reference_lines_) == 2
     np.testing.assert_array_equal(disp.reference_lines_[1].get_ydata(), [2, 2, 2])
     assert disp.reference_lines_[0].get_linestyle() == "--"
     assert disp.lines_[0].get_color() == disp.reference_lines_[0].get_color()
     assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == [
-        "config 0", "config 0 (reference)"]
+        "config 0",
+        "config 0 (reference)",
+    ]
 
 
 def test_plot_returns_self_and_redraws():
@@ -70,8 +72,7 @@ def test_curve_errors():
 
 def test_total_display(fitted, small_data):
     d = small_data
-    disp = TotalLatencyDisplay.from_estimator(fitted, d.X, d.y,
-                                              output_tokens=d.output_tokens)
+    disp = TotalLatencyDisplay.from_estimator(fitted, d.X, d.y, output_tokens=d.output_tokens)
     offsets = disp.scatter_.get_offsets()
     np.testing.assert_allclose(offsets[:, 0], d.y["T_LLM_decode"])
     np.testing.assert_allclose(offsets[:, 1], fitted.predict_total(d.X, d.output_tokens))

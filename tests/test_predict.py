@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sklat.datasets import make_positioned_latency
+from sklat import _inference
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def test_total_is_sum_of_positions(fitted, X):
 def test_total_scalar_output_tokens(fitted, X, n):
     total = fitted.predict_total(X, output_tokens=n)
     np.testing.assert_allclose(
-        total, fitted.predict_positions(X, np.arange(1, n + 1)).sum(axis=1), rtol=1e-10)
+        total, fitted.predict_positions(X, np.arange(1, n + 1)).sum(axis=1), rtol=1e-10
+    )
 
 
 def test_positions_positive_shapes_dtypes(fitted, X):
@@ -58,25 +60,25 @@ def test_output_tokens_column_used_in_predict(fitted, X):
 
 def test_unknown_length_is_expectation_over_fitted_distribution(fitted, X):
     dist = fitted.output_tokens_distribution_
-    per_length = np.column_stack(
-        [fitted.predict_total(X, int(v)) for v in dist["values"]])
-    np.testing.assert_allclose(fitted.predict_total(X),
-                               per_length @ dist["probabilities"], rtol=1e-9)
+    per_length = np.column_stack([fitted.predict_total(X, int(v)) for v in dist["values"]])
+    np.testing.assert_allclose(
+        fitted.predict_total(X), per_length @ dist["probabilities"], rtol=1e-9
+    )
     assert np.isclose(dist["probabilities"].sum(), 1.0)
 
 
 def test_budget_strategies(fitted, X):
     curve = fitted.predict_positions(X, [1, 5, 10, 20])
     np.testing.assert_allclose(fitted.predict_budget(X), curve.max(axis=1))
-    np.testing.assert_allclose(fitted.predict_budget(X, "position", position=5),
-                               curve[:, 1])
+    np.testing.assert_allclose(fitted.predict_budget(X, "position", position=5), curve[:, 1])
     # Expectation over a fixed length N: the mean latency of its N tokens.
     exp = fitted.predict_budget(X, "expectation", output_tokens_distribution=[20])
     np.testing.assert_allclose(exp, fitted.predict_total(X, 20) / 20, rtol=1e-9)
     # A sample and the equivalent dict give the same answer.
     a = fitted.predict_budget(X, "expectation", output_tokens_distribution=[4, 4, 8, 8])
-    b = fitted.predict_budget(X, "expectation", output_tokens_distribution={
-        "values": [4, 8], "probabilities": [0.5, 0.5]})
+    b = fitted.predict_budget(
+        X, "expectation", output_tokens_distribution={"values": [4, 8], "probabilities": [0.5, 0.5]}
+    )
     np.testing.assert_allclose(a, b)
     # Default position: the expected position of a token, E[N(N+1)/2]/E[N].
     c = fitted.predict_budget(X, "position", output_tokens_distribution=[9])
@@ -87,28 +89,32 @@ def test_budget_bad_strategy(fitted, X):
     with pytest.raises(ValueError, match="strategy must be one of"):
         fitted.predict_budget(X, "median")
     with pytest.raises(ValueError, match="must sum to 1"):
-        fitted.predict_budget(X, "expectation", output_tokens_distribution={
-            "values": [1, 2], "probabilities": [0.5, 0.6]})
+        fitted.predict_budget(
+            X,
+            "expectation",
+            output_tokens_distribution={"values": [1, 2], "probabilities": [0.5, 0.6]},
+        )
     with pytest.raises(ValueError, match="exactly the keys"):
         fitted.predict_budget(X, "expectation", output_tokens_distribution={"v": [1]})
 
 
 def test_prediction_is_row_independent(fitted, X):
     full = fitted.predict_positions(X, [1, 7, 300])
-    np.testing.assert_allclose(fitted.predict_positions(X.iloc[3:4], [1, 7, 300]),
-                               full[3:4], rtol=1e-6)  # float32 network
+    np.testing.assert_allclose(
+        fitted.predict_positions(X.iloc[3:4], [1, 7, 300]), full[3:4], rtol=1e-6
+    )  # float32 network
 
 
 def test_long_outputs_and_many_configs_are_chunked(fitted):
     # More rows than a prediction chunk, N = 32768: results equal the
     # row-by-row computation.
-    from sklat import _estimator
+    from sklat import _inference
 
-    big = make_positioned_latency(_estimator._ROW_CHUNK + 100, random_state=3).X
+    big = make_positioned_latency(_inference.ROW_CHUNK + 100, random_state=3).X
     n = np.full(len(big), 32768)
     total = fitted.predict_total(big, n)
     assert total.shape == (len(big),) and np.isfinite(total).all()
-    idx = [0, _estimator._ROW_CHUNK - 1, _estimator._ROW_CHUNK, len(big) - 1]
+    idx = [0, _inference.ROW_CHUNK - 1, _inference.ROW_CHUNK, len(big) - 1]
     ref = fitted.predict_positions(big.iloc[idx], np.arange(1, 32769)).sum(axis=1)
     # The float32 config encoder may round differently on 4 rows than on a
     # full chunk (BLAS picks kernels by shape); anything beyond that is a bug.
@@ -116,7 +122,7 @@ def test_long_outputs_and_many_configs_are_chunked(fitted):
 
 
 def test_chunking_does_not_change_results(fitted, monkeypatch):
-    from sklat import _estimator
+    from sklat import _inference
 
     X = make_positioned_latency(50, random_state=4).X
     n = np.arange(1, 51) * 97
@@ -124,22 +130,20 @@ def test_chunking_does_not_change_results(fitted, monkeypatch):
     ref_positions = fitted.predict_positions(X, positions)
     ref_total = fitted.predict_total(X, n)
     ref_budget = fitted.predict_budget(X, "expectation")
-    monkeypatch.setattr(_estimator, "_ROW_CHUNK", 7)
-    monkeypatch.setattr(_estimator, "_POSITION_CHUNK", 101)
+    monkeypatch.setattr(_inference, "ROW_CHUNK", 7)
+    monkeypatch.setattr(_inference, "POSITION_CHUNK", 101)
     # Equal up to float32 rounding: the network runs in float32, and BLAS may
     # round differently for batches of another size.
-    np.testing.assert_allclose(fitted.predict_positions(X, positions), ref_positions,
-                               rtol=1e-6)
+    np.testing.assert_allclose(fitted.predict_positions(X, positions), ref_positions, rtol=1e-6)
     np.testing.assert_allclose(fitted.predict_total(X, n), ref_total, rtol=1e-6)
-    np.testing.assert_allclose(fitted.predict_budget(X, "expectation"), ref_budget,
-                               rtol=1e-6)
+    np.testing.assert_allclose(fitted.predict_budget(X, "expectation"), ref_budget, rtol=1e-6)
 
 
 def test_tabulated_basis_matches_the_network(fitted):
     # Positions inside the fit-time table are looked up, later ones computed:
     # both agree with running the position encoder directly.
     assert len(fitted.position_basis_) == fitted.max_output_tokens_
-    positions = np.array([1, 2, fitted.max_output_tokens_, fitted.max_output_tokens_ + 1,
-                          40_000])
-    np.testing.assert_allclose(fitted._basis(positions), fitted._run_basis(positions),
-                               rtol=1e-6)
+    positions = np.array([1, 2, fitted.max_output_tokens_, fitted.max_output_tokens_ + 1, 40_000])
+    np.testing.assert_allclose(
+        _inference.basis(fitted, positions), _inference.run_basis(fitted, positions), rtol=1e-6
+    )

@@ -14,9 +14,15 @@ from sklat.cli import main  # noqa: E402
 from sklat.io import load_results  # noqa: E402
 from sklat.profile import profile_model  # noqa: E402
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, vocab_size=64,
-            max_position_embeddings=64)
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    vocab_size=64,
+    max_position_embeddings=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +44,16 @@ def mixtral(tmp_path_factory):
 
 
 def _profile(model, out, **kw):
-    kw = {"prompt_tokens": [4, 16], "output_tokens": [2, 5], "repeats": 2,
-          "random_weights": True, "device": "cpu", "progress": False, "warmup": 1, **kw}
+    kw = {
+        "prompt_tokens": [4, 16],
+        "output_tokens": [2, 5],
+        "repeats": 2,
+        "random_weights": True,
+        "device": "cpu",
+        "progress": False,
+        "warmup": 1,
+        **kw,
+    }
     return profile_model(model, out, **kw)
 
 
@@ -60,8 +74,12 @@ def test_rows_cover_the_grid_and_steps_add_up(profiled):
     assert len(frame) == 2 * 2 * 2
     keys = frame[["text_tokens", "output_tokens", "repeat"]].value_counts()
     assert (keys == 1).all() and len(keys) == 8
-    for n, steps, total, avg in zip(frame["output_tokens"], _steps(frame),
-                                    frame["T_LLM_decode"], frame["T_decode_per_token_avg"]):
+    for n, steps, total, avg in zip(
+        frame["output_tokens"],
+        _steps(frame),
+        frame["T_LLM_decode"],
+        frame["T_decode_per_token_avg"],
+    ):
         assert len(steps) == n and (steps > 0).all()
         assert steps.sum() == pytest.approx(total, rel=1e-9)
         assert avg == pytest.approx(total / n, rel=1e-6)
@@ -75,9 +93,23 @@ def test_the_folder_trains_with_sklat_train(profiled, tmp_path):
     out, _ = profiled
     res = load_results(out, features=["text_tokens"])
     assert len(res.X) == 8 and all(s is not None for s in res.positioned_latencies)
-    assert main(["train", "--results_dir", str(out), "--features", "text_tokens",
-                 "--output_dir", str(tmp_path / "model"), "--num_epochs", "3",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(out),
+                "--features",
+                "text_tokens",
+                "--output_dir",
+                str(tmp_path / "model"),
+                "--num_epochs",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert "positioned_mape_pct" in metrics["train"]
 
@@ -136,21 +168,45 @@ def test_rerun_resumes_and_interruption_keeps_rows(llama, tmp_path, monkeypatch)
 
 def test_a_file_of_another_setup_is_refused(profiled, llama):
     out, _ = profiled
-    with pytest.raises(ValueError, match=r"holds requests measured with "
-                                         r"dtype=\['float32'\], not 'bfloat16'"):
-        _profile(llama, out, attn_implementation="eager", dtype="bfloat16",
-                 dataset="tiny-llama_eager_float32")
+    with pytest.raises(
+        ValueError,
+        match=r"holds requests measured with "
+        r"dtype=\['float32'\], not 'bfloat16'",
+    ):
+        _profile(
+            llama,
+            out,
+            attn_implementation="eager",
+            dtype="bfloat16",
+            dataset="tiny-llama_eager_float32",
+        )
     with pytest.raises(ValueError, match="has the columns .* but this grid writes"):
-        _profile(llama, out, attn_implementation="eager", num_active_blocks=[1],
-                 dataset="tiny-llama_eager_float32")
+        _profile(
+            llama,
+            out,
+            attn_implementation="eager",
+            num_active_blocks=[1],
+            dataset="tiny-llama_eager_float32",
+        )
 
 
 def test_moe_knobs_are_swept(mixtral, tmp_path):
-    path = _profile(mixtral, tmp_path, top_k=[1, 2], num_active_blocks=[1, 2], repeats=1,
-                    prompt_tokens=[4], output_tokens=[3])
+    path = _profile(
+        mixtral,
+        tmp_path,
+        top_k=[1, 2],
+        num_active_blocks=[1, 2],
+        repeats=1,
+        prompt_tokens=[4],
+        output_tokens=[3],
+    )
     frame = pd.read_csv(path)
     assert sorted(zip(frame["top_k"], frame["num_active_blocks"])) == [
-        (1, 1), (1, 2), (2, 1), (2, 2)]
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
     res = load_results(tmp_path, features=["text_tokens", "top_k", "num_active_blocks"])
     assert len(res.X) == 4
 
@@ -179,25 +235,38 @@ def no_timing(monkeypatch):
     monkeypatch.setattr(profile_mod, "_time_request", fail)
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"output_tokens": [0, 5]}, r"output_tokens must be a non-empty list of integers "
-                                r">= 1; got \[0, 5\]"),
-    ({"prompt_tokens": []}, "prompt_tokens must be a non-empty list"),
-    ({"prompt_tokens": [2.5]}, "prompt_tokens must be a non-empty list of integers"),
-    ({"repeats": 0}, "repeats must be an integer >= 1; got 0"),
-    ({"warmup": -1}, "warmup must be an integer >= 0"),
-    ({"threads": 0}, "threads must be None or an integer >= 1"),
-    ({"attn_implementation": "flash"}, r"attn_implementation must be one of \('eager', "
-                                       r"'sdpa'\); got 'flash'"),
-    ({"dtype": "int8"}, "dtype must be one of"),
-    ({"prompt_tokens": [60], "output_tokens": [5]},
-     r"the longest request needs 65 positions \(prompt 60 \+ 5 decode steps\) but .* "
-     r"has max_position_embeddings=64"),
-    ({"top_k": [1]}, "top_k was given but .* is not a mixture-of-experts model"),
-    ({"num_active_blocks": [3]}, "num_active_blocks must be <= the model's 2 decoder "
-                                 "layers; got 3"),
-    ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (
+            {"output_tokens": [0, 5]},
+            r"output_tokens must be a non-empty list of integers "
+            r">= 1; got \[0, 5\]",
+        ),
+        ({"prompt_tokens": []}, "prompt_tokens must be a non-empty list"),
+        ({"prompt_tokens": [2.5]}, "prompt_tokens must be a non-empty list of integers"),
+        ({"repeats": 0}, "repeats must be an integer >= 1; got 0"),
+        ({"warmup": -1}, "warmup must be an integer >= 0"),
+        ({"threads": 0}, "threads must be None or an integer >= 1"),
+        (
+            {"attn_implementation": "flash"},
+            r"attn_implementation must be one of \('eager', "
+            r"'sdpa'\); got 'flash'",
+        ),
+        ({"dtype": "int8"}, "dtype must be one of"),
+        (
+            {"prompt_tokens": [60], "output_tokens": [5]},
+            r"the longest request needs 65 positions \(prompt 60 \+ 5 decode steps\) but .* "
+            r"has max_position_embeddings=64",
+        ),
+        ({"top_k": [1]}, "top_k was given but .* is not a mixture-of-experts model"),
+        (
+            {"num_active_blocks": [3]},
+            "num_active_blocks must be <= the model's 2 decoder layers; got 3",
+        ),
+        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
+    ],
+)
 def test_bad_arguments_are_refused_before_timing(llama, tmp_path, no_timing, kw, message):
     with pytest.raises(ValueError, match=message):
         _profile(llama, tmp_path, **kw)
@@ -214,8 +283,10 @@ def test_a_sweep_the_model_cannot_do_is_refused(llama, tmp_path, no_timing, monk
         real(self, model, *args)
 
     monkeypatch.setattr(profile_mod._Variants, "__init__", renamed)
-    with pytest.raises(ValueError, match="cannot set num_active_blocks on "
-                                         "LlamaForCausalLM: its decoder has no list"):
+    with pytest.raises(
+        ValueError,
+        match="cannot set num_active_blocks on LlamaForCausalLM: its decoder has no list",
+    ):
         _profile(llama, tmp_path, num_active_blocks=[1])
     assert not any(tmp_path.rglob("*.csv"))
 
@@ -238,24 +309,87 @@ def test_missing_transformers_names_the_extra(llama, tmp_path, monkeypatch):
 
 def test_cli_profile_then_train_then_predict(llama, tmp_path, capsys):
     out = tmp_path / "results"
-    assert main(["profile", "--model", str(llama), "--random_weights",
-                 "--prompt_tokens", "4,16", "--output_tokens", "2,6", "--repeats", "1",
-                 "--device", "cpu", "--output_dir", str(out), "--dataset", "mine",
-                 "--warmup", "0", "--threads", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                str(llama),
+                "--random_weights",
+                "--prompt_tokens",
+                "4,16",
+                "--output_tokens",
+                "2,6",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--output_dir",
+                str(out),
+                "--dataset",
+                "mine",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(out / "mine" / "requests.csv")) == 4
-    assert main(["train", "--results_dir", str(out), "--features", "text_tokens",
-                 "--output_dir", str(tmp_path / "model"), "--num_epochs", "2", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--results_dir",
+                str(out),
+                "--features",
+                "text_tokens",
+                "--output_dir",
+                str(tmp_path / "model"),
+                "--num_epochs",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
     pd.DataFrame({"text_tokens": [8, 32]}).to_csv(tmp_path / "configs.csv", index=False)
     capsys.readouterr()
-    assert main(["predict", "--model", str(tmp_path / "model"),
-                 str(tmp_path / "configs.csv"), "--output_tokens", "6"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "model"),
+                str(tmp_path / "configs.csv"),
+                "--output_tokens",
+                "6",
+            ]
+        )
+        == 0
+    )
     printed = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert len(printed) == 2 and (printed["T_LLM_decode_ms"] > 0).all()
 
 
 def test_cli_reports_errors_and_interruptions(llama, tmp_path, capsys, monkeypatch):
-    assert main(["profile", "--model", str(llama), "--random_weights", "--output_tokens",
-                 "0", "--output_dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                str(llama),
+                "--random_weights",
+                "--output_tokens",
+                "0",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "output_tokens must be a non-empty list" in capsys.readouterr().err
 
     def interrupt(*args, **kwargs):
@@ -268,18 +402,20 @@ def test_cli_reports_errors_and_interruptions(llama, tmp_path, capsys, monkeypat
 
 def test_default_features_missing_suggests_features(profiled, tmp_path, capsys):
     out, _ = profiled
-    assert main(["train", "--results_dir", str(out), "--output_dir", str(tmp_path),
-                 "-q"]) == 2
+    assert main(["train", "--results_dir", str(out), "--output_dir", str(tmp_path), "-q"]) == 2
     err = capsys.readouterr().err
     assert "missing column(s) ['tier_idx', 'top_k', 'num_active_blocks']" in err
     assert "--features" in err and "['vision_tokens', 'text_tokens']" in err
 
 
-@pytest.mark.parametrize("model, expected", [
-    ("path/to/tiny-llama", "tiny-llama_sdpa_float32"),
-    ("path/to/tiny-llama/config.json", "tiny-llama_sdpa_float32"),
-    ("my config.json", "my-config_sdpa_float32"),
-    ("meta-llama/Llama-3.2-1B", "Llama-3.2-1B_sdpa_float32"),
-])
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("path/to/tiny-llama", "tiny-llama_sdpa_float32"),
+        ("path/to/tiny-llama/config.json", "tiny-llama_sdpa_float32"),
+        ("my config.json", "my-config_sdpa_float32"),
+        ("meta-llama/Llama-3.2-1B", "Llama-3.2-1B_sdpa_float32"),
+    ],
+)
 def test_default_dataset_names(model, expected):
     assert profile_mod._default_dataset(model, "sdpa", "float32") == expected

@@ -11,8 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklat import LatencyEstimator
 
-GRID = {"prefill_weight": [1.0, 2.0], "decode_total_weight": [1.0],
-        "positioned_weight": [0.0, 0.5]}
+GRID = {"prefill_weight": [1.0, 2.0], "decode_total_weight": [1.0], "positioned_weight": [0.0, 0.5]}
 
 
 def quick(**kw):
@@ -28,11 +27,14 @@ def test_clone_keeps_params_and_drops_state(fitted):
 def test_pipeline_with_preprocessing(small_data):
     d = small_data
     pipe = Pipeline([("scale", StandardScaler()), ("latency", quick())])
-    pipe.fit(d.X, d.y, latency__output_tokens=d.output_tokens,
-             latency__positioned_latencies=d.positioned_latencies)
+    pipe.fit(
+        d.X,
+        d.y,
+        latency__output_tokens=d.output_tokens,
+        latency__positioned_latencies=d.positioned_latencies,
+    )
     assert pipe.predict(d.X).shape == (len(d.X), 2)
-    assert pipe.score(d.X, d.y) == pytest.approx(
-        pipe[-1].score(pipe[0].transform(d.X), d.y))
+    assert pipe.score(d.X, d.y) == pytest.approx(pipe[-1].score(pipe[0].transform(d.X), d.y))
 
 
 def test_pipeline_with_metadata_routing(small_data):
@@ -41,11 +43,13 @@ def test_pipeline_with_metadata_routing(small_data):
         est = quick().set_fit_request(output_tokens=True, positioned_latencies=True)
         est.set_predict_request(output_tokens=True)
         pipe = Pipeline([("scale", StandardScaler()), ("latency", est)])
-        pipe.fit(d.X, d.y, output_tokens=d.output_tokens,
-                 positioned_latencies=d.positioned_latencies)
+        pipe.fit(
+            d.X, d.y, output_tokens=d.output_tokens, positioned_latencies=d.positioned_latencies
+        )
         pred = pipe.predict(d.X, output_tokens=d.output_tokens)
     np.testing.assert_allclose(
-        pred[:, 1], pipe[-1].predict_total(pipe[0].transform(d.X), d.output_tokens))
+        pred[:, 1], pipe[-1].predict_total(pipe[0].transform(d.X), d.output_tokens)
+    )
 
 
 def _ragged_folds_ok(search, n_splits):
@@ -60,8 +64,9 @@ def _ragged_folds_ok(search, n_splits):
 def test_grid_search_output_tokens_column(small_data):
     d = small_data
     frame = d.X.assign(output_tokens=d.output_tokens)
-    search = GridSearchCV(quick(), GRID, cv=KFold(3, shuffle=True, random_state=0),
-                          error_score="raise")
+    search = GridSearchCV(
+        quick(), GRID, cv=KFold(3, shuffle=True, random_state=0), error_score="raise"
+    )
     search.fit(frame, d.y, positioned_latencies=d.positioned_latencies)
     _ragged_folds_ok(search, 3)
     assert search.best_estimator_.n_features_in_ == d.X.shape[1]
@@ -73,19 +78,23 @@ def test_grid_search_metadata_routing(small_data):
     with sklearn.config_context(enable_metadata_routing=True):
         est = quick().set_fit_request(output_tokens=True, positioned_latencies=True)
         est.set_score_request(output_tokens=True)
-        search = GridSearchCV(est, GRID, cv=KFold(3, shuffle=True, random_state=0),
-                              error_score="raise")
-        search.fit(d.X, d.y, output_tokens=d.output_tokens,
-                   positioned_latencies=d.positioned_latencies)
+        search = GridSearchCV(
+            est, GRID, cv=KFold(3, shuffle=True, random_state=0), error_score="raise"
+        )
+        search.fit(
+            d.X, d.y, output_tokens=d.output_tokens, positioned_latencies=d.positioned_latencies
+        )
     _ragged_folds_ok(search, 3)
     # The routed fold scores equal a manual fit/score on the same folds.
     params = search.cv_results_["params"][0]
     train, test = next(KFold(3, shuffle=True, random_state=0).split(d.X))
     manual = quick(**params).fit(
-        d.X.iloc[train], d.y.iloc[train], output_tokens=d.output_tokens[train],
-        positioned_latencies=[d.positioned_latencies[i] for i in train])
-    expected = manual.score(d.X.iloc[test], d.y.iloc[test],
-                            output_tokens=d.output_tokens[test])
+        d.X.iloc[train],
+        d.y.iloc[train],
+        output_tokens=d.output_tokens[train],
+        positioned_latencies=[d.positioned_latencies[i] for i in train],
+    )
+    expected = manual.score(d.X.iloc[test], d.y.iloc[test], output_tokens=d.output_tokens[test])
     assert search.cv_results_["split0_test_score"][0] == pytest.approx(expected)
 
 

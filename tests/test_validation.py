@@ -12,8 +12,9 @@ from sklat.datasets import make_positioned_latency, true_decode_curve
 
 @pytest.fixture(scope="module")
 def d():
-    return make_positioned_latency(40, positioned_fraction=0.5, max_output_tokens=50,
-                                   random_state=0)
+    return make_positioned_latency(
+        40, positioned_fraction=0.5, max_output_tokens=50, random_state=0
+    )
 
 
 def fit(d, est=None, X=None, y=None, **kw):
@@ -31,8 +32,11 @@ def _with(arr, i, value):
 def test_nan_and_inf_in_X_name_column_and_sample(d):
     X = d.X.astype(float)
     X.iloc[3, 1] = np.nan
-    with pytest.raises(ValueError, match=r"X column 'text_tokens' must be finite "
-                                         r"\(no NaN or inf\); sample 3 is nan"):
+    with pytest.raises(
+        ValueError,
+        match=r"X column 'text_tokens' must be finite "
+        r"\(no NaN or inf\); sample 3 is nan",
+    ):
         fit(d, X=X)
     X.iloc[3, 1] = np.inf
     with pytest.raises(ValueError, match="sample 3 is inf"):
@@ -40,12 +44,15 @@ def test_nan_and_inf_in_X_name_column_and_sample(d):
 
 
 @pytest.mark.parametrize("col, label", [(0, "T_prefill_total"), (1, "T_LLM_decode")])
-@pytest.mark.parametrize("value, message", [
-    (np.nan, r"must be finite \(no NaN or inf\); sample 2"),
-    (np.inf, r"must be finite \(no NaN or inf\); sample 2"),
-    (0.0, r"must be positive latencies \(> 0\); sample 2 is 0.0"),
-    (-1.0, r"must be positive latencies \(> 0\); sample 2 is -1.0"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.nan, r"must be finite \(no NaN or inf\); sample 2"),
+        (np.inf, r"must be finite \(no NaN or inf\); sample 2"),
+        (0.0, r"must be positive latencies \(> 0\); sample 2 is 0.0"),
+        (-1.0, r"must be positive latencies \(> 0\); sample 2 is -1.0"),
+    ],
+)
 def test_bad_targets(d, col, label, value, message):
     y = d.y.to_numpy().copy()
     y[2, col] = value
@@ -63,8 +70,26 @@ def test_y_wrong_number_of_columns(d):
     with pytest.raises(ValueError, match=r"y must have 1 column .* got shape \(40, 3\)"):
         fit(d, y=y3)
     frame = pd.DataFrame(y3, columns=["a", "b", "c"])
-    with pytest.raises(ValueError, match="got 3 columns"):
+    with pytest.raises(
+        ValueError,
+        match=r"a DataFrame y must have the columns "
+        r"\['T_LLM_decode'\] or .* got \['a', 'b', 'c'\]",
+    ):
         fit(d, y=frame)
+
+
+def test_y_dataframe_columns_are_never_taken_by_position(d):
+    # The decode total in a frame with another second column must not be
+    # trained as the prefill.
+    y = d.y[["T_LLM_decode"]].assign(prefill_ms=d.y["T_prefill_total"])
+    with pytest.raises(
+        ValueError,
+        match=r"matched by name\); got \['T_LLM_decode', "
+        r"'prefill_ms'\]",
+    ):
+        fit(d, y=y)
+    with pytest.raises(ValueError, match=r"got \['decode'\]"):
+        fit(d, y=d.y[["T_LLM_decode"]].rename(columns={"T_LLM_decode": "decode"}))
 
 
 def test_y_dataframe_matched_by_name(d):
@@ -74,12 +99,15 @@ def test_y_dataframe_matched_by_name(d):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("value, message", [
-    (0, r"output_tokens must be >= 1; sample 4 is 0"),
-    (-3, r"output_tokens must be >= 1; sample 4 is -3"),
-    (2.5, r"output_tokens must be integers; sample 4 is 2.5"),
-    (np.nan, r"output_tokens must be finite \(no NaN or inf\); sample 4"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (0, r"output_tokens must be >= 1; sample 4 is 0"),
+        (-3, r"output_tokens must be >= 1; sample 4 is -3"),
+        (2.5, r"output_tokens must be integers; sample 4 is 2.5"),
+        (np.nan, r"output_tokens must be finite \(no NaN or inf\); sample 4"),
+    ],
+)
 def test_bad_output_tokens(d, value, message):
     with pytest.raises(ValueError, match=message):
         fit(d, output_tokens=_with(d.output_tokens, 4, value), positioned_latencies=None)
@@ -101,13 +129,19 @@ def test_output_tokens_shape_and_presence(d):
 def test_bad_positioned_latencies(d):
     n = d.output_tokens
     good = [np.ones(k) for k in n]
-    with pytest.raises(ValueError, match=r"positioned_latencies\[1\] has 1 steps but "
-                                         rf"output_tokens\[1\] is {n[1]}"):
+    with pytest.raises(
+        ValueError,
+        match=r"positioned_latencies\[1\] has 1 steps but "
+        rf"output_tokens is {n[1]}",
+    ):
         fit(d, positioned_latencies=[good[0], np.ones(1)] + good[2:])
     bad = list(good)
     bad[5] = _with(bad[5], 0, -1.0)
-    with pytest.raises(ValueError, match=r"positioned_latencies\[5\] must hold positive "
-                                         r"finite latencies; step 1 is -1.0"):
+    with pytest.raises(
+        ValueError,
+        match=r"positioned_latencies\[5\] must hold positive "
+        r"finite latencies; step 1 is -1.0",
+    ):
         fit(d, positioned_latencies=bad)
     bad[5] = np.ones((n[5], 1))
     with pytest.raises(ValueError, match=r"positioned_latencies\[5\] must be 1-D"):
@@ -118,24 +152,26 @@ def test_bad_positioned_latencies(d):
         fit(d, positioned_latencies=5)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"prefill_weight": -1}, "prefill_weight must be a finite number >= 0"),
-    ({"positioned_weight": np.nan}, "positioned_weight must be a finite number >= 0"),
-    ({"decode_total_weight": 0, "positioned_weight": 0}, "nothing would train"),
-    ({"loss": "huber"}, "loss must be one of"),
-    ({"hidden_size": 0}, "hidden_size must be an integer >= 1"),
-    ({"n_cost_terms": 0}, "n_cost_terms must be an integer >= 1; got 0"),
-    ({"max_epochs": 2.5}, "max_epochs must be an integer >= 1"),
-    ({"lr": -1.0}, "lr must be a finite number >= 0"),
-    ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
-    ({"config_mlp_weight_decay": -0.1},
-     "config_mlp_weight_decay must be a finite number >= 0"),
-    ({"weight_averaging": 1.0}, r"weight_averaging must be in \[0, 1\); got 1.0"),
-    ({"weight_averaging": "0.9"}, r"weight_averaging must be in \[0, 1\)"),
-    ({"log_features": "some"}, "log_features must be 'auto', 'all' or 'none'"),
-    ({"default_output_tokens": 0}, "default_output_tokens must be >= 1"),
-    ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"prefill_weight": -1}, "prefill_weight must be a finite number >= 0"),
+        ({"positioned_weight": np.nan}, "positioned_weight must be a finite number >= 0"),
+        ({"decode_total_weight": 0, "positioned_weight": 0}, "nothing would train"),
+        ({"loss": "huber"}, "loss must be one of"),
+        ({"hidden_size": 0}, "hidden_size must be an integer >= 1"),
+        ({"n_cost_terms": 0}, "n_cost_terms must be an integer >= 1; got 0"),
+        ({"max_epochs": 2.5}, "max_epochs must be an integer >= 1"),
+        ({"lr": -1.0}, "lr must be a finite number >= 0"),
+        ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
+        ({"config_mlp_weight_decay": -0.1}, "config_mlp_weight_decay must be a finite number >= 0"),
+        ({"weight_averaging": 1.0}, r"weight_averaging must be in \[0, 1\); got 1.0"),
+        ({"weight_averaging": "0.9"}, r"weight_averaging must be in \[0, 1\)"),
+        ({"log_features": "some"}, "log_features must be 'auto', 'all' or 'none'"),
+        ({"default_output_tokens": 0}, "default_output_tokens must be >= 1"),
+        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
+    ],
+)
 def test_bad_params(d, params, message):
     with pytest.raises(ValueError, match=message):
         fit(d, LatencyEstimator(**{"max_epochs": 1, **params}))
@@ -151,31 +187,42 @@ def test_device_errors(d, monkeypatch):
     assert est.device_ == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ValueError, match=r"device='cuda:3' was requested but only 1 "
-                                         r"CUDA device\(s\) are visible"):
+    with pytest.raises(
+        ValueError,
+        match=r"device='cuda:3' was requested but only 1 "
+        r"CUDA device\(s\) are visible",
+    ):
         fit(d, LatencyEstimator(device="cuda:3"))
 
 
 def test_log_features(d):
     X = d.X.assign(neg=np.linspace(-1, 1, 40))
-    with pytest.raises(ValueError, match=r"log_features='all' needs features >= 0; "
-                                         r"X column 'neg'"):
+    with pytest.raises(
+        ValueError,
+        match=r"log_features='all' needs features >= 0; "
+        r"X column 'neg'",
+    ):
         fit(d, LatencyEstimator(max_epochs=1, log_features="all"), X=X)
     est = fit(d)
     # Every non-negative feature: log(x), or log1p(x) where it holds zeros.
     assert est.feature_log_mask_.tolist() == [True] * 5
-    assert est.feature_log_shift_.tolist() == [
-        float((d.X[c] == 0).any()) for c in d.X.columns]
+    assert est.feature_log_shift_.tolist() == [float((d.X[c] == 0).any()) for c in d.X.columns]
     assert est.feature_log_shift_[1] == 0  # text_tokens >= 16
     X = d.X.copy()
     X.loc[7, "vision_tokens"] = -4
-    with pytest.raises(ValueError, match=r"X column 'vision_tokens' was log-scaled at fit "
-                                         r"time and needs values >= 0; sample 7 is -4"):
+    with pytest.raises(
+        ValueError,
+        match=r"X column 'vision_tokens' was log-scaled at fit "
+        r"time and needs values >= 0; sample 7 is -4",
+    ):
         est.predict_total(X, 3)
     X = d.X.copy()
     X.loc[3, "num_active_blocks"] = 0
-    with pytest.raises(ValueError, match=r"X column 'num_active_blocks' was log-scaled at "
-                                         r"fit time and needs values > 0; sample 3 is 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"X column 'num_active_blocks' was log-scaled at "
+        r"fit time and needs values > 0; sample 3 is 0",
+    ):
         est.predict_total(X, 3)
     # A negative feature stays linear under "auto".
     est = fit(d, LatencyEstimator(max_epochs=1), X=d.X.assign(neg=np.linspace(-1, 1, 40)))
@@ -186,8 +233,11 @@ def test_predict_errors(d):
     with pytest.raises(NotFittedError):
         LatencyEstimator().predict(d.X)
     est = fit(d)
-    with pytest.raises(ValueError, match=r"positions must be >= 1 \(position 1 is the "
-                                         r"first decode step\); entry 1 is 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"positions must be >= 1 \(position 1 is the "
+        r"first decode step\); entry 1 is 0",
+    ):
         est.predict_positions(d.X, [1, 0])
     with pytest.raises(ValueError, match="positions must be integers; entry 0 is 1.5"):
         est.predict_positions(d.X, [1.5])
@@ -195,18 +245,26 @@ def test_predict_errors(d):
         est.predict_positions(d.X, [])
     with pytest.raises(ValueError, match="output_tokens must be >= 1; sample 0 is 0"):
         est.predict_total(d.X, 0)
-    with pytest.raises(ValueError, match="Feature names seen at fit time, yet now "
-                                         "missing:\n- num_active_blocks"):
+    with pytest.raises(
+        ValueError, match="Feature names seen at fit time, yet now missing:\n- num_active_blocks"
+    ):
         est.predict_total(d.X.iloc[:, :4], 3)
-    with pytest.raises(ValueError, match="output_tokens_distribution must be a dict or a "
-                                         "non-empty 1-D sample"):
+    with pytest.raises(
+        ValueError, match="output_tokens_distribution must be a dict or a non-empty 1-D sample"
+    ):
         est.predict_budget(d.X, "expectation", output_tokens_distribution=[[3]])
     with pytest.raises(ValueError, match="probabilities'\\] must have one entry per"):
-        est.predict_budget(d.X, "expectation", output_tokens_distribution={
-            "values": [1, 2], "probabilities": [1.0]})
+        est.predict_budget(
+            d.X,
+            "expectation",
+            output_tokens_distribution={"values": [1, 2], "probabilities": [1.0]},
+        )
     with pytest.raises(ValueError, match="must be finite and >= 0"):
-        est.predict_budget(d.X, "expectation", output_tokens_distribution={
-            "values": [1, 2], "probabilities": [1.5, -0.5]})
+        est.predict_budget(
+            d.X,
+            "expectation",
+            output_tokens_distribution={"values": [1, 2], "probabilities": [1.5, -0.5]},
+        )
 
 
 def test_divergence_is_reported(d):

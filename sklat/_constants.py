@@ -1,0 +1,22 @@
+"""Names and limits shared by the estimator, the results reader, the command
+line and the profiler: one place to read them, one place to change them."""
+
+# Columns of the results format (see :mod:`sklat.io`) and of ``y``.
+PREFILL_COL = "T_prefill_total"
+DECODE_COL = "T_LLM_decode"
+OUTPUT_TOKENS_COL = "output_tokens"
+PER_STEP_COL = "T_decode_per_step"
+AVG_COL = "T_decode_per_token_avg"
+
+# The design document's configuration features.
+DEFAULT_FEATURES = ("vision_tokens", "text_tokens", "tier_idx", "top_k", "num_active_blocks")
+# Features whose sum is the prompt length when ``context_features="auto"``.
+AUTO_CONTEXT_FEATURES = ("vision_tokens", "text_tokens")
+
+# The design document's probe positions of a budget check.
+PROBE_POSITIONS = (1, 5, 10, 20)
+BUDGET_STRATEGIES = ("max", "position", "expectation")
+
+# Longest output (and highest position) accepted anywhere: bounds the memory
+# and time of a request's curve (a float64 curve of this length is 8 MiB).
+MAX_OUTPUT_TOKENS = 2**20

@@ -1,0 +1,265 @@
+"""A fitted :class:`~sklat.LatencyEstimator`'s state, exported and restored in
+one place.
+
+:func:`export_state` gives the fitted attributes as JSON-ready values and the
+module's weights as tensors; :func:`restore_state` checks all of it (types,
+shapes, ranges, finiteness, agreement of the parameters with the weights'
+shapes) before it builds anything, and rebuilds the net. A fitted attribute
+that is neither stored nor rebuilt is an error at export, so a new one cannot
+be silently left out of model files.
+"""
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ._constants import MAX_OUTPUT_TOKENS
+from ._distribution import check_distribution
+
+# Fitted attributes stored as JSON lists, with their numpy dtypes.
+ARRAYS = {
+    "feature_log_mask_": bool,
+    "feature_log_shift_": np.float64,
+    "feature_mean_": np.float64,
+    "feature_scale_": np.float64,
+    "context_features_": np.int64,
+}
+# Fitted scalars stored as JSON numbers ("prefill_scale_" may be null).
+SCALARS = (
+    "n_features_in_",
+    "n_outputs_",
+    "step_scale_",
+    "prefill_scale_",
+    "max_output_tokens_",
+    "context_scale_",
+    "total_norm_",
+)
+# Stored in their own form.
+OTHER = ("feature_names_in_", "output_tokens_distribution_")
+# Rebuilt from the rest on restore: the net from the weights, the basis table
+# from the net, the device from the caller.
+REBUILT = ("net_", "history_", "position_basis_", "device_")
+
+
+def fitted_attributes(est):
+    """Names of ``est``'s fitted attributes (public, ending in ``_``)."""
+    return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("_"))
+
+
+def export_state(est):
+    """``(attributes, tensors, history)`` of a fitted estimator: JSON-ready
+    attributes, the module's weights (CPU tensors) and the training history."""
+    check_is_fitted(est)
+    known = set(ARRAYS) | set(SCALARS) | set(OTHER) | set(REBUILT)
+    unknown = [a for a in fitted_attributes(est) if a not in known]
+    if unknown:
+        raise RuntimeError(
+            f"fitted attribute(s) {unknown} have no place in the model file: list them "
+            "in sklat._state (stored or rebuilt)."
+        )
+    attrs = {a: _json_scalar(getattr(est, a)) for a in SCALARS}
+    attrs.update({a: np.asarray(getattr(est, a)).tolist() for a in ARRAYS})
+    if hasattr(est, "feature_names_in_"):
+        attrs["feature_names_in_"] = [str(c) for c in est.feature_names_in_]
+    dist = est.output_tokens_distribution_
+    attrs["output_tokens_distribution_"] = {
+        "values": dist["values"].tolist(),
+        "probabilities": dist["probabilities"].tolist(),
+    }
+    tensors = {
+        f"module.{k}": v.detach().cpu().contiguous()
+        for k, v in est.net_.module_.state_dict().items()
+    }
+    return attrs, tensors, list(est.net_.history)
+
+
+def _json_scalar(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _number(attrs, name, *, integer=False, minimum=None, maximum=None, optional=False):
+    value = attrs[name]
+    if value is None and optional:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and integer:
+        ok = isinstance(value, numbers.Integral)
+    if ok:
+        ok = bool(np.isfinite(value))
+    if ok and minimum is not None:
+        ok = value >= minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        bounds = "".join(
+            [
+                f" >= {minimum}" if minimum is not None else "",
+                f" <= {maximum}" if maximum is not None else "",
+            ]
+        )
+        raise ValueError(f"attribute {name} must be {kind}{bounds}; got {value!r}.")
+    return value
+
+
+def _array(attrs, name, length, dtype):
+    values = attrs[name]
+    if (
+        not isinstance(values, list)
+        or len(values) != length
+        or any(isinstance(v, (list, dict, str)) or v is None for v in values)
+    ):
+        raise ValueError(f"attribute {name} must be a flat list of {length} values.")
+    if dtype is bool:
+        if not all(isinstance(v, bool) for v in values):
+            raise ValueError(f"attribute {name} must hold true/false values.")
+        return np.asarray(values, dtype=bool)
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"attribute {name} must hold numbers.")
+    arr = np.asarray(values, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"attribute {name} must be finite.")
+    return arr
+
+
+def check_attributes(attrs):
+    """The stored attributes, type- and range-checked, as the estimator holds
+    them. Raises ``ValueError`` naming the first bad one."""
+    if not isinstance(attrs, dict):
+        raise ValueError("the attributes must be a JSON object.")
+    missing = [a for a in (*SCALARS, *ARRAYS, "output_tokens_distribution_") if a not in attrs]
+    extra = [a for a in attrs if a not in (*SCALARS, *ARRAYS, *OTHER, "device_")]
+    if missing or extra:
+        raise ValueError(f"attributes missing {missing}, unknown {extra}.")
+    out = {}
+    d = out["n_features_in_"] = _number(
+        attrs, "n_features_in_", integer=True, minimum=1, maximum=100_000
+    )
+    out["n_outputs_"] = _number(attrs, "n_outputs_", integer=True, minimum=1, maximum=2)
+    out["max_output_tokens_"] = _number(
+        attrs, "max_output_tokens_", integer=True, minimum=1, maximum=MAX_OUTPUT_TOKENS
+    )
+    for name in ("step_scale_", "total_norm_"):
+        out[name] = float(_number(attrs, name, minimum=1e-300))
+    out["context_scale_"] = float(_number(attrs, "context_scale_", minimum=1.0))
+    prefill = _number(attrs, "prefill_scale_", minimum=1e-300, optional=True)
+    out["prefill_scale_"] = None if prefill is None else float(prefill)
+    if (out["n_outputs_"] == 2) != (prefill is not None):
+        raise ValueError("attributes n_outputs_ and prefill_scale_ disagree.")
+    for name, dtype in ARRAYS.items():
+        length = d
+        if name == "context_features_":
+            if not isinstance(attrs[name], list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in attrs[name]
+            ):
+                raise ValueError(f"attribute {name} must be a list of feature indices.")
+            length = len(attrs[name])
+        out[name] = _array(attrs, name, length, dtype)
+    if not np.isin(out["feature_log_shift_"], (0.0, 1.0)).all():
+        raise ValueError("attribute feature_log_shift_ must hold 0 or 1.")
+    if (out["feature_scale_"] <= 0).any():
+        raise ValueError("attribute feature_scale_ must be > 0.")
+    context = out["context_features_"]
+    if (context < 0).any() or (context >= d).any() or len(set(context)) != len(context):
+        raise ValueError(
+            f"attribute context_features_ must be distinct feature indices in 0..{d - 1}."
+        )
+    if "feature_names_in_" in attrs:
+        names = attrs["feature_names_in_"]
+        if not (
+            isinstance(names, list) and len(names) == d and all(isinstance(c, str) for c in names)
+        ):
+            raise ValueError(f"attribute feature_names_in_ must be a list of {d} names.")
+        out["feature_names_in_"] = np.asarray(names, dtype=object)
+    dist = attrs["output_tokens_distribution_"]
+    if not isinstance(dist, dict):
+        raise ValueError("attribute output_tokens_distribution_ must be a JSON object.")
+    dist = check_distribution(dist)
+    if dist["values"].max() != out["max_output_tokens_"]:
+        raise ValueError("attributes output_tokens_distribution_ and max_output_tokens_ disagree.")
+    out["output_tokens_distribution_"] = dist
+    return out
+
+
+def check_tensors(tensors, expected):
+    """Compare the stored weights with the shapes the parameters imply
+    (``expected``: name -> shape); they must all be finite float32."""
+    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
+    if missing or unexpected:
+        raise ValueError(
+            "the weights do not fit the model: "
+            + "; ".join(
+                [f"missing {sorted(missing)}"] * bool(missing)
+                + [f"unexpected {sorted(unexpected)}"] * bool(unexpected)
+            )
+            + "."
+        )
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise ValueError(f"weight {name} is {tensor.dtype}; sklat writes float32.")
+        if tuple(tensor.shape) != tuple(expected[name]):
+            raise ValueError(
+                f"weight {name} has shape {tuple(tensor.shape)}; the "
+                f"parameters imply {tuple(expected[name])}."
+            )
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weight {name} holds NaN or inf.")
+
+
+def restore_state(params, attrs, tensors, history, device):
+    """A fitted estimator from checked parts. Raises ``ValueError`` (for a
+    model file: :class:`~sklat.ModelFileError`) on any inconsistency, before
+    anything of the parameters' size is allocated."""
+    from skorch.history import History
+
+    from ._device import resolve_device
+    from ._estimator import LatencyEstimator
+    from ._inference import tabulate_basis
+    from ._params import check_params
+    from ._module import CostTermsLatencyModule
+    from ._training import make_net, module_kwargs
+
+    est = LatencyEstimator()
+    if not isinstance(params, dict) or set(params) != set(est.get_params()):
+        given = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"the parameters must be exactly {sorted(est.get_params())}; got {given}.")
+    est.set_params(**params)
+    check_params(est)
+    fitted = check_attributes(attrs)
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ValueError("the training history must be a list of JSON objects.")
+    net_kwargs = dict(
+        n_features=fitted["n_features_in_"],
+        with_prefill=fitted["prefill_scale_"] is not None,
+        max_output_tokens=fitted["max_output_tokens_"],
+        context_scale=fitted["context_scale_"],
+        context_features=fitted["context_features_"],
+        total_norm=fitted["total_norm_"],
+    )
+    # The shapes the parameters imply, from a module on the meta device (no
+    # memory): a file whose JSON asks for a huge model is refused here.
+    shape_kwargs = {k: v for k, v in net_kwargs.items() if k != "total_norm"}
+    with torch.device("meta"):
+        module = CostTermsLatencyModule(**module_kwargs(est, **shape_kwargs))
+    expected = {f"module.{k}": tuple(v.shape) for k, v in module.state_dict().items()}
+    check_tensors(tensors, expected)
+    for key, value in fitted.items():
+        setattr(est, key, value)
+    est.device_ = resolve_device(device)
+    net = make_net(est, device=est.device_, **net_kwargs).initialize()
+    state = {k[len("module.") :]: v for k, v in tensors.items()}
+    fresh = net.module_.state_dict()
+    for buffer in ("linear_mask", "decode_input_mask", "position_scale", "context_scale"):
+        if not torch.equal(fresh[buffer].cpu(), state[buffer]):
+            raise ValueError(f"weight module.{buffer} disagrees with the fitted attributes.")
+    net.module_.load_state_dict(state, strict=True)
+    net.module_.to(torch.device(est.device_)).eval()
+    net.history = History(history)
+    est.net_ = net
+    est.history_ = net.history
+    est.position_basis_ = tabulate_basis(est)
+    return est

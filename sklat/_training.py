@@ -1,0 +1,262 @@
+"""Building and training the skorch net of a :class:`~sklat.LatencyEstimator`.
+
+The estimator hands over its parameters and the standardised requests
+(:class:`~sklat._net.RequestData`); what comes back is a trained net, its
+weights set to the averaged weights of the best held-out epoch.
+"""
+
+import contextlib
+import re
+import sys
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from skorch.callbacks import ProgressBar
+from skorch.helper import predefined_split
+
+from ._module import CostTermsLatencyModule
+from ._net import (
+    BatchIterator,
+    EarlyStopping,
+    LatencyNet,
+    TrainingInterrupted,
+    WeightAveraging,
+    WeightedLatencyLoss,
+)
+
+# Relative improvement of the held-out loss that counts as one (EarlyStopping).
+_IMPROVEMENT_THRESHOLD = 1e-4
+# Multiply-adds of one training step below which one CPU thread is fastest: the
+# model is small, and torch's one thread per core loses 3-5x as soon as another
+# process competes for a core (and gains nothing on a quiet machine).
+_ONE_THREAD_WORK = 2e8
+# A final training loss this many times the first epoch's means the
+# optimisation went the wrong way (typically: the learning rate is too high).
+_LOSS_RISE_FACTOR = 10.0
+# skorch colours the best epochs' values; a log file or pipe gets plain text.
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _log_sink(text):
+    """Print a line of skorch's epoch log, without colour codes unless the
+    output is a terminal."""
+    if not sys.stdout.isatty():
+        text = _ANSI_CODES.sub("", text)
+    print(text)
+
+
+def auto_threads(n_threads, work):
+    """The CPU thread count for ``work`` multiply-adds per step.
+
+    ``n_threads`` is the estimator's parameter: an int is kept, ``"auto"``
+    picks one thread for small work and torch's own default otherwise.
+    """
+    if n_threads != "auto":
+        return int(n_threads)
+    return 1 if work < _ONE_THREAD_WORK else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run with ``n`` torch CPU threads, restoring the caller's setting."""
+    previous = torch.get_num_threads()
+    if n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def step_work(est, n_features, max_output_tokens):
+    """Rough multiply-adds of one training step of ``est``'s model."""
+    h = est.hidden_size
+    return est.batch_size * (n_features * h + 2 * h * h) * 2 + max_output_tokens * h * h
+
+
+def module_kwargs(
+    est, *, n_features, with_prefill, max_output_tokens, context_scale, context_features
+):
+    """Arguments of :class:`~sklat._module.CostTermsLatencyModule` for ``est``."""
+    return dict(
+        n_features=n_features,
+        hidden_size=est.hidden_size,
+        n_basis=est.n_basis,
+        n_cost_terms=est.n_cost_terms,
+        with_prefill=with_prefill,
+        position_scale=float(max_output_tokens),
+        context_scale=context_scale,
+        context_features=[int(c) for c in context_features],
+    )
+
+
+def make_net(
+    est,
+    *,
+    n_features,
+    with_prefill,
+    max_output_tokens,
+    context_scale,
+    context_features,
+    total_norm,
+    device,
+    seed=0,
+    train_split=None,
+    callbacks=(),
+    initial_fit=None,
+):
+    """The skorch net for ``est``'s parameters and fitted scales."""
+    module_args = module_kwargs(
+        est,
+        n_features=n_features,
+        with_prefill=with_prefill,
+        max_output_tokens=max_output_tokens,
+        context_scale=context_scale,
+        context_features=context_features,
+    )
+    return LatencyNet(
+        module=CostTermsLatencyModule,
+        **{f"module__{k}": v for k, v in module_args.items()},
+        module__initial_fit=initial_fit,
+        criterion=WeightedLatencyLoss,
+        criterion__kind=est.loss,
+        criterion__prefill_weight=est.prefill_weight,
+        criterion__decode_total_weight=est.decode_total_weight,
+        criterion__positioned_weight=est.positioned_weight,
+        criterion__total_norm=total_norm,
+        optimizer=torch.optim.AdamW,
+        optimizer__weight_decay=est.weight_decay,
+        optimizer__param_groups=[
+            (pattern, {"weight_decay": est.config_mlp_weight_decay})
+            for pattern in ("decode_mlp.*", "prefill_mlp.*")
+        ],
+        lr=est.lr,
+        max_epochs=est.max_epochs,
+        batch_size=est.batch_size,
+        iterator_train=BatchIterator,
+        iterator_train__shuffle=True,
+        iterator_train__seed=seed,
+        iterator_valid=BatchIterator,
+        train_split=train_split,
+        callbacks=list(callbacks),
+        **({"callbacks__print_log__sink": _log_sink} if est.verbose else {}),
+        device=device,
+        verbose=int(est.verbose > 0),
+    )
+
+
+def train(est, data, *, seed, net_kwargs, print_sink=print):
+    """Train a net on ``data`` (a RequestData); returns it in eval mode.
+
+    Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
+    would end training quietly and return a half-trained net).
+    """
+    rng = np.random.RandomState(seed)
+    n = len(data)
+    n_valid = int(round(est.validation_fraction * n))
+    callbacks = [("weight_averaging", WeightAveraging(est.weight_averaging))]
+    train_split = None
+    if n_valid >= 1 and n - n_valid >= 1:
+        order = rng.permutation(n)
+        valid = data.subset(np.sort(order[:n_valid]))
+        data = data.subset(np.sort(order[n_valid:]))
+        train_split = predefined_split(valid)
+        callbacks.append(
+            (
+                "early_stopping",
+                EarlyStopping(
+                    monitor="valid_loss",
+                    patience=est.n_iter_no_change,
+                    # WeightAveraging restores the best averaged weights.
+                    threshold=_IMPROVEMENT_THRESHOLD,
+                    load_best=False,
+                    sink=print_sink if est.verbose else _silent,
+                ),
+            )
+        )
+    if est.verbose >= 2:
+        callbacks.append(("progress_bar", ProgressBar()))
+    net = make_net(
+        est,
+        seed=seed,
+        train_split=train_split,
+        callbacks=callbacks,
+        initial_fit=initial_fit(data, net_kwargs["context_features"]),
+        **net_kwargs,
+    )
+    devices = [net_kwargs["device"]] if net_kwargs["device"].startswith("cuda") else []
+    # Seed a private copy of torch's RNG: fitting leaves the caller's
+    # global random state untouched.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            net.fit(data, None)
+        except TrainingInterrupted:
+            raise KeyboardInterrupt from None
+    net.module_.eval()
+    _warn_if_unconverged(est, net, train_split is not None)
+    return net
+
+
+def _warn_if_unconverged(est, net, held_out):
+    history = net.history
+    if not len(history):
+        return
+    first, last = history[0, "train_loss"], history[-1, "train_loss"]
+    if last > _LOSS_RISE_FACTOR * first:
+        warnings.warn(
+            f"training made the loss worse (epoch 1: {first:.3g}, last epoch: "
+            f"{last:.3g}); the learning rate lr={est.lr} is probably too high for this "
+            "data. Predictions are unreliable.",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+        return
+    if not held_out or len(history) < est.max_epochs:
+        return
+    losses = np.asarray(history[:, "valid_loss"], dtype=np.float64)
+    best = int(np.argmin(losses))
+    if best >= len(losses) - est.n_iter_no_change // 2 - 1:
+        warnings.warn(
+            f"training stopped at max_epochs={est.max_epochs} while the held-out loss "
+            f"was still improving (best at epoch {best + 1}); raise max_epochs (or lr) "
+            "for a better fit.",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+
+
+def initial_fit(data, context_features):
+    """Ridge fits of the log per-token average (on the features that are not
+    context features) and of the log prefill (on all), in standardised
+    units: where the power laws start."""
+    z = data.x.astype(np.float64)
+    keep = np.ones(z.shape[1], dtype=bool)
+    keep[np.asarray(context_features, dtype=np.int64)] = False
+    fits = {"decode": log_ridge(z, np.log(data.total / data.output_tokens), keep)}
+    fits["prefill"] = (
+        None if data.prefill is None else log_ridge(z, np.log(data.prefill), np.ones_like(keep))
+    )
+    return fits
+
+
+def log_ridge(z, target, keep, alpha=1.0):
+    """``(coef, intercept)`` of a ridge regression of ``target`` on the columns
+    ``keep`` of ``z`` (zeros elsewhere)."""
+    coef = np.zeros(z.shape[1])
+    sub = z[:, keep]
+    intercept = float(target.mean())
+    if sub.shape[1]:
+        centred = sub - sub.mean(axis=0)
+        gram = centred.T @ centred + alpha * np.eye(sub.shape[1])
+        coef[keep] = np.linalg.solve(gram, centred.T @ (target - intercept))
+        intercept -= float(sub.mean(axis=0) @ coef[keep])
+    return coef.astype(np.float32), intercept
+
+
+def _silent(*args, **kwargs):
+    """A sink that prints nothing (skorch callbacks take a callable)."""

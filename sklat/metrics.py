@@ -1,0 +1,146 @@
+"""Error measures of latency predictions, in the units the project reports.
+
+Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
+
+- :func:`mape`: mean absolute percentage error of totals (or of anything
+  positive), in percent;
+- :func:`positioned_mape`: the error of predicted per-position curves against
+  measured per-step latencies, averaged per request, in percent;
+- :func:`per_token_mae`: the mean absolute error of the per-token average
+  ``total / N`` (what a time-per-output-token SLO compares), in ms per token.
+"""
+
+import numpy as np
+
+from ._validation import as_float_array, check_output_tokens
+
+__all__ = ["mape", "per_token_mae", "positioned_mape"]
+
+
+def _pair(y_true, y_pred):
+    y_true = as_float_array(y_true, "y_true")
+    y_pred = as_float_array(y_pred, "y_pred")
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y_true and y_pred must have the same shape; got {y_true.shape} and {y_pred.shape}."
+        )
+    if y_true.size == 0:
+        raise ValueError("y_true is empty.")
+    if not (np.isfinite(y_true).all() and (y_true > 0).all()):
+        raise ValueError("y_true must hold finite values > 0 (latencies).")
+    return y_true, y_pred
+
+
+def mape(y_true, y_pred, *, sample_weight=None):
+    """Mean absolute percentage error, in percent.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Measured latencies, > 0.
+    y_pred : array-like of the same shape
+        Predicted latencies.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weights of the samples.
+
+    Returns
+    -------
+    error : float
+        ``100 * mean(|y_pred - y_true| / y_true)`` (over all entries).
+
+    Examples
+    --------
+    >>> from sklat.metrics import mape
+    >>> round(mape([100.0, 200.0], [110.0, 190.0]), 6)
+    7.5
+    """
+    y_true, y_pred = _pair(y_true, y_pred)
+    relative = np.abs(y_pred - y_true) / y_true
+    if relative.ndim > 1:
+        relative = relative.reshape(len(relative), -1).mean(axis=1)
+    return float(100 * np.average(relative, weights=sample_weight))
+
+
+def per_token_mae(y_true, y_pred, output_tokens):
+    """Mean absolute error of the per-token decode latency ``total / N``, in ms.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        Measured and predicted total decode latencies (ms).
+    output_tokens : array-like of shape (n_samples,)
+        ``N`` of each request.
+
+    Returns
+    -------
+    error : float
+        Milliseconds per token.
+
+    Examples
+    --------
+    >>> from sklat.metrics import per_token_mae
+    >>> per_token_mae([100.0, 200.0], [110.0, 190.0], [10, 20])
+    0.75
+    """
+    y_true, y_pred = _pair(y_true, y_pred)
+    n = check_output_tokens(output_tokens, len(y_true))
+    return float(np.mean(np.abs(y_pred - y_true) / n))
+
+
+def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
+    """Error of per-position curves against per-step latencies, in percent.
+
+    Each request's error is the mean relative error over its own steps
+    ``1..N``; the result is the mean over requests, so that long requests do
+    not outweigh short ones.
+
+    Parameters
+    ----------
+    y_true : list of 1-D arrays, or ndarray of shape (n_samples, n_positions)
+        Per request, the measured latency of steps ``1..N`` (a list of arrays of
+        length ``N``), or a 2-D array whose first ``output_tokens[i]`` entries
+        count for row ``i``.
+    y_pred : ndarray of shape (n_samples, n_positions) or list of 1-D arrays
+        Predicted latency at positions ``1..``; at least ``N`` per request.
+    output_tokens : array-like of shape (n_samples,), default=None
+        ``N`` per request; ``None`` takes the lengths of ``y_true``'s arrays.
+    start : int, default=1
+        First position that counts (e.g. the positions past the longest
+        training request); every request needs ``N >= start``.
+
+    Returns
+    -------
+    error : float
+        Percent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklat.metrics import positioned_mape
+    >>> measured = [np.array([10.0, 10.0]), np.array([20.0])]
+    >>> positioned_mape(measured, np.array([[11.0, 9.0, 7.0], [22.0, 0.0, 0.0]]))
+    10.0
+    """
+    if output_tokens is None:
+        lengths = [len(steps) for steps in y_true]
+    else:
+        lengths = check_output_tokens(output_tokens, len(y_true))
+    if len(y_pred) != len(y_true):
+        raise ValueError(f"y_true has {len(y_true)} requests but y_pred {len(y_pred)}.")
+    if len(y_true) == 0:
+        raise ValueError("y_true is empty.")
+    errors = []
+    for i, n in enumerate(lengths):
+        if n < start:
+            raise ValueError(f"request {i} has {n} steps, fewer than start={start}.")
+        true = as_float_array(y_true[i], "y_true")[:n]
+        pred = as_float_array(y_pred[i], "y_pred")[:n]
+        if len(true) < n or len(pred) < n:
+            raise ValueError(
+                f"request {i}: {n} steps expected, y_true has {len(true)} and y_pred {len(pred)}."
+            )
+        true, pred = true[start - 1 :], pred[start - 1 :]
+        if not (np.isfinite(true).all() and (true > 0).all()):
+            raise ValueError(f"request {i}: y_true must hold finite latencies > 0.")
+        errors.append(np.mean(np.abs(pred - true) / true))
+    return float(100 * np.mean(errors))

@@ -1,0 +1,55 @@
+"""Numpydoc sections of the public API are complete: every parameter and
+return value documented and described."""
+
+import pytest
+
+numpydoc_validate = pytest.importorskip("numpydoc.validate")
+
+import sklat  # noqa: E402
+import sklat.metrics  # noqa: E402
+from sklat import plotting  # noqa: E402
+
+# Parameters documented and described, a Returns section with descriptions,
+# a docstring at all.
+CHECKS = {"PR01", "PR02", "PR07", "RT01", "RT03", "GL08"}
+
+PUBLIC = ["sklat.LatencyEstimator"] + [
+    f"sklat.LatencyEstimator.{m}"
+    for m in (
+        "fit",
+        "predict",
+        "predict_positions",
+        "predict_total",
+        "predict_prefill",
+        "predict_budget",
+        "score",
+    )
+]
+for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay"):
+    PUBLIC += [f"sklat.plotting.{_cls}"] + [
+        f"sklat.plotting.{_cls}.{m}"
+        for m in ("from_estimator", "from_predictions", "plot")
+        if hasattr(getattr(plotting, _cls), m)
+    ]
+PUBLIC += ["sklat.save", "sklat.load", "sklat.cli.main", "sklat.profile.profile_model"]
+PUBLIC += [f"sklat.metrics.{name}" for name in sklat.metrics.__all__]
+PUBLIC += [f"sklat.io.{name}" for name in ("load_results", "read_table", "demo_results_dir")]
+PUBLIC += [
+    f"sklat.datasets.{name}"
+    for name in (
+        "make_positioned_latency",
+        "true_decode_curve",
+        "true_prefill",
+        "write_demo_results",
+    )
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_numpydoc_sections_complete(name):
+    errors = [
+        f"{code}: {message}"
+        for code, message in numpydoc_validate.validate(name)["errors"]
+        if code in CHECKS
+    ]
+    assert not errors, errors
