@@ -18,6 +18,21 @@ from .test_io import write_results
 FAST = ["--num_epochs", "15", "--quiet"]
 
 
+def _train(results, output_dir, *options):
+    """``sklat train`` on every dataset of ``results``, writing to ``output_dir``."""
+    return main(
+        [
+            "train",
+            "--results_dir",
+            str(results),
+            "--use_all_datasets",
+            "--output_dir",
+            str(output_dir),
+            *options,
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
@@ -28,24 +43,7 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(results, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "model"
-    assert (
-        main(
-            [
-                "train",
-                "--results_dir",
-                str(results),
-                "--use_all_datasets",
-                "--output_dir",
-                str(out),
-                "--seed",
-                "3407",
-                "--val_fraction",
-                "0.25",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert _train(results, str(out), "--seed", "3407", "--val_fraction", "0.25", *FAST) == 0
     return out
 
 
@@ -72,28 +70,22 @@ def test_train_writes_model_metrics_and_plots(trained):
 def test_training_options_reach_the_estimator(results, tmp_path):
     out = tmp_path / "model"
     assert (
-        main(
-            [
-                "train",
-                "--results-dir",
-                str(results),
-                "--use-all-datasets",
-                "--output-dir",
-                str(out),
-                "--config-mlp-weight-decay",
-                "0.7",
-                "--lr",
-                "0.002",
-                "--batch-size",
-                "16",
-                "--num_epochs",
-                "2",
-                "--context-features",
-                "text_tokens",
-                "--n-cost-terms",
-                "2",
-                "--quiet",
-            ]
+        _train(
+            results,
+            str(out),
+            "--config-mlp-weight-decay",
+            "0.7",
+            "--lr",
+            "0.002",
+            "--batch-size",
+            "16",
+            "--num_epochs",
+            "2",
+            "--context-features",
+            "text_tokens",
+            "--n-cost-terms",
+            "2",
+            "--quiet",
         )
         == 0
     )
@@ -107,21 +99,15 @@ def test_training_options_reach_the_estimator(results, tmp_path):
     assert est.context_features == ["text_tokens"] and est.n_cost_terms == 2
     assert list(est.feature_names_in_[est.context_features_]) == ["text_tokens"]
     assert (
-        main(
-            [
-                "train",
-                "--results-dir",
-                str(results),
-                "--use-all-datasets",
-                "--output-dir",
-                str(out),
-                "--num_epochs",
-                "1",
-                "--context_features",
-                "none",
-                "--quiet",
-                "--overwrite",
-            ]
+        _train(
+            results,
+            str(out),
+            "--num_epochs",
+            "1",
+            "--context_features",
+            "none",
+            "--quiet",
+            "--overwrite",
         )
         == 0
     )
@@ -314,22 +300,7 @@ def test_predict_writes_file(trained, results, tmp_path):
     ],
 )
 def test_bad_val_fraction(results, tmp_path, capsys, fraction, message):
-    assert (
-        main(
-            [
-                "train",
-                "--results_dir",
-                str(results),
-                "--use_all_datasets",
-                "--output_dir",
-                str(tmp_path),
-                "--val_fraction",
-                fraction,
-                *FAST,
-            ]
-        )
-        == 2
-    )
+    assert _train(results, str(tmp_path), "--val_fraction", fraction, *FAST) == 2
     assert re.search(message, capsys.readouterr().err)
 
 
@@ -368,20 +339,7 @@ def test_output_dir_is_checked_before_training(results, tmp_path, capsys, monkey
         (used, "exists and is not empty; pass --overwrite"),
         (a_file, "exists and is not a folder"),
     ):
-        assert (
-            main(
-                [
-                    "train",
-                    "--results_dir",
-                    str(results),
-                    "--use_all_datasets",
-                    "--output_dir",
-                    str(out),
-                    *FAST,
-                ]
-            )
-            == 2
-        )
+        assert _train(results, str(out), *FAST) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     assert (used / "old.txt").read_text() == "keep me"
@@ -389,60 +347,15 @@ def test_output_dir_is_checked_before_training(results, tmp_path, capsys, monkey
 
 def test_overwrite_writes_into_an_existing_folder(results, tmp_path):
     (tmp_path / "old.txt").write_text("")
-    assert (
-        main(
-            [
-                "train",
-                "--results_dir",
-                str(results),
-                "--use_all_datasets",
-                "--output_dir",
-                str(tmp_path),
-                "--overwrite",
-                "--num_epochs",
-                "2",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _train(results, str(tmp_path), "--overwrite", "--num_epochs", "2", "-q") == 0
     assert (tmp_path / "model.safetensors").exists()
 
 
 def test_quiet_still_prints_the_final_metrics_and_logs_carry_no_colour(results, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--results_dir",
-                str(results),
-                "--use_all_datasets",
-                "--output_dir",
-                str(tmp_path / "q"),
-                "--num_epochs",
-                "2",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert _train(results, str(tmp_path / "q"), "--num_epochs", "2", "-q") == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "validation total-decode MAPE" in out
-    assert (
-        main(
-            [
-                "train",
-                "--results_dir",
-                str(results),
-                "--use_all_datasets",
-                "--output_dir",
-                str(tmp_path / "v"),
-                "--num_epochs",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert _train(results, str(tmp_path / "v"), "--num_epochs", "2") == 0
     out = capsys.readouterr().out
     assert "train_loss" in out and "\x1b[" not in out
 
@@ -460,22 +373,7 @@ def test_interrupted_training_writes_nothing(results, tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(_net.LatencyNet, "train_step", interrupt_third_step)
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--results_dir",
-                str(results),
-                "--use_all_datasets",
-                "--output_dir",
-                str(out),
-                "--num_epochs",
-                "50",
-                "-q",
-            ]
-        )
-        == 130
-    )
+    assert _train(results, str(out), "--num_epochs", "50", "-q") == 130
     assert "interrupted; nothing was written" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
