@@ -571,6 +571,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         then has nothing to check or warn about; skipping it keeps a one-row
         budget check within a small multiple of the network's own time."""
         names = getattr(self, "feature_names_in_", None)
+        if not isinstance(X, (pd.DataFrame, np.ndarray)) or X.ndim != 2 or X.shape[0] < 1:
+            return None  # validate_data raises the usual errors (e.g. 0 samples)
         if isinstance(X, pd.DataFrame):
             if names is None or list(X.columns) != list(names):
                 return None
@@ -578,14 +580,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 return X.to_numpy(dtype=np.float64)
             except (TypeError, ValueError):
                 return None
-        if (
-            names is None
-            and isinstance(X, np.ndarray)
-            and X.ndim == 2
-            and X.shape[1] == self.n_features_in_
-            and X.shape[0] >= 1
-            and X.dtype.kind in "iuf"
-        ):
+        if names is None and X.shape[1] == self.n_features_in_ and X.dtype.kind in "iuf":
             return X.astype(np.float64, copy=False)
         return None
 

@@ -28,7 +28,8 @@ def module_and_device(est):
 
 
 def encode(est, x, context):
-    """The decode curve's coefficients for standardised features ``x``.
+    """The decode curve's coefficients for standardised features ``x`` (at
+    least one row: the estimator's input checks refuse empty input).
 
     Returns a Bunch in milliseconds: ``flat`` (n,), ``slope`` (n,) (per unit of
     ``(context_0 + p) / S``), ``shape`` (n, K), ``context`` (n,)
@@ -42,25 +43,18 @@ def encode(est, x, context):
             chunk = torch.from_numpy(x[start : start + ROW_CHUNK]).to(device)
             parts.append(module.encode(chunk))
     coef = {
-        key: _cat_numpy([p[key] for p in parts])
+        key: torch.cat([p[key] for p in parts]).double().cpu().numpy()
         for key in ("flat", "slope", "shape", "prefill")
-        if parts and parts[0][key] is not None
+        if parts[0][key] is not None
     }
     step = est.step_scale_
-    shape = coef.get("shape", np.zeros(0)).reshape(n, module.n_basis)
     return Bunch(
-        flat=step * coef.get("flat", np.zeros(0)),
-        slope=step * coef.get("slope", np.zeros(0)),
-        shape=step * shape,
+        flat=step * coef["flat"],
+        slope=step * coef["slope"],
+        shape=step * coef["shape"].reshape(n, module.n_basis),
         context=context / est.context_scale_,
         prefill=(est.prefill_scale_ * coef["prefill"] if "prefill" in coef else None),
     )
-
-
-def _cat_numpy(tensors):
-    if not tensors:
-        return np.zeros(0)
-    return torch.cat(tensors).double().cpu().numpy()
 
 
 def tabulate_basis(est):

@@ -283,3 +283,12 @@ def test_y_frame_with_extra_column_is_refused_at_score(d):
     est = _fit(d)
     with pytest.raises(ValueError, match="matched by name"):
         est.score(d.X, pd.DataFrame({"a": d.y["T_LLM_decode"]}), d.output_tokens)
+
+
+@pytest.mark.parametrize("as_frame", [True, False])
+def test_empty_input_is_refused_on_the_fast_path_too(d, as_frame):
+    est = _fit(d)
+    X = d.X.iloc[:0] if as_frame else d.X.to_numpy()[:0]
+    for call in (lambda: est.predict_positions(X, [1]), lambda: est.predict_total(X, 3)):
+        with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\)"):
+            call()
