@@ -691,10 +691,7 @@ def _check_output_file(path):
 def _read_configs(path, names):
     """The configurations of ``path`` as the model's features, checked with
     rows counted from 1; and their output_tokens column, if any."""
-    import pandas as pd
-
-    from ._validation import check_finite, check_token_counts, row_at
-    from .io import read_table
+    from .io import check_values, read_table
 
     frame = read_table(path)
     if frame.empty:
@@ -705,18 +702,11 @@ def _read_configs(path, names):
             f"{path}: missing feature column(s) {missing}; the model was trained on {names}."
         )
     X = frame[names] if names else frame
-    for col in X.columns:
-        values = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=np.float64)
-        check_finite(values, f"{path}: column {col!r}", row_at, shown=X[col].to_numpy())
-    n = None
-    if OUTPUT_TOKENS_COL in frame.columns:
-        raw = frame[OUTPUT_TOKENS_COL]
-        n = check_token_counts(
-            pd.to_numeric(raw, errors="coerce").to_numpy(np.float64),
-            f"{path}: column {OUTPUT_TOKENS_COL!r}",
-            row_at,
-            shown=raw.to_numpy(),
-        )
+    checked = list(dict.fromkeys([*X.columns, *[c for c in (OUTPUT_TOKENS_COL,) if c in frame]]))
+    # Checked on a copy: the printed features keep the file's own values.
+    values = frame[checked].copy()
+    check_values(values, path, checked)
+    n = values[OUTPUT_TOKENS_COL].to_numpy() if OUTPUT_TOKENS_COL in values else None
     return X, n
 
 

@@ -257,12 +257,13 @@ def _check_columns(frame, path, features):
     return required
 
 
-def _check_frame(frame, path, features, rtol):
-    """Validate (and convert in place) one results file; returns its per-step
-    lists. The checks are the estimator's own, located by file, row, column."""
-    required = _check_columns(frame, path, features)
+def check_values(frame, path, columns):
+    """Check ``columns`` of a file's ``frame`` with the estimator's own checks and
+    convert them in place: ``output_tokens`` to int64 (integers in
+    ``1..MAX_OUTPUT_TOKENS``), latencies to float64 > 0, anything else (features)
+    to finite float64. Errors name the file, column and row (from 1)."""
     try:
-        for col in required + ([AVG_COL] if AVG_COL in frame.columns else []):
+        for col in columns:
             raw = frame[col].to_numpy()
             values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
             name = f"{path}: column {col!r}"
@@ -275,6 +276,13 @@ def _check_frame(frame, path, features, rtol):
             frame[col] = values
     except ValueError as exc:
         raise ResultsFormatError(str(exc)) from None
+
+
+def _check_frame(frame, path, features, rtol):
+    """Validate (and convert in place) one results file; returns its per-step
+    lists. The checks are the estimator's own, located by file, row, column."""
+    required = _check_columns(frame, path, features)
+    check_values(frame, path, required + ([AVG_COL] if AVG_COL in frame.columns else []))
     n = frame[OUTPUT_TOKENS_COL].to_numpy()
     total = frame[DECODE_COL].to_numpy()
     if AVG_COL in frame.columns:
