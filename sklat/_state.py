@@ -132,7 +132,7 @@ def check_attributes(attrs):
     if not isinstance(attrs, dict):
         raise ValueError("the attributes must be a JSON object.")
     missing = [a for a in (*SCALARS, *ARRAYS, "output_tokens_distribution_") if a not in attrs]
-    extra = [a for a in attrs if a not in (*SCALARS, *ARRAYS, *OTHER, "device_")]
+    extra = [a for a in attrs if a not in (*SCALARS, *ARRAYS, *OTHER)]
     if missing or extra:
         raise ValueError(f"attributes missing {missing}, unknown {extra}.")
     out = {}

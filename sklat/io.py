@@ -166,11 +166,11 @@ def _read_jsonl(path):
     return pd.DataFrame.from_records(records)
 
 
-def _data_files(folder):
-    """The results files of ``folder``, sorted; anything else that looks like one
-    (a folder named ``x.csv``, a pipe) is skipped with a warning."""
+def _results_files(paths):
+    """The results files among ``paths``, sorted; anything else that looks like
+    one (a folder named ``x.csv``, a pipe) is skipped with a warning."""
     files = []
-    for path in sorted(folder.iterdir()):
+    for path in sorted(paths):
         if _suffix(path) not in SUFFIXES:
             continue
         if _is_regular_file(path):
@@ -188,14 +188,12 @@ def discover_datasets(results_dir):
     found = {}
     for path in sorted(root.iterdir()):
         if path.is_dir():
-            files = _data_files(path)
+            files = _results_files(path.iterdir())
             if files:
                 found[path.name] = files
-        elif _suffix(path) in SUFFIXES:
-            if _is_regular_file(path):
-                found.setdefault(path.stem, []).append(path)
-            else:
-                warnings.warn(f"skipping {path}: not a regular file.", UserWarning, stacklevel=2)
+        else:
+            for file in _results_files([path]):
+                found.setdefault(file.stem, []).append(file)
     if not found:
         raise ResultsFormatError(
             f"{root} holds no {', '.join(SUFFIXES)} files, neither at the top nor in "
