@@ -232,25 +232,18 @@ def restore_state(params, attrs, tensors, history, device):
     fitted = check_attributes(attrs)
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise ValueError("the training history must be a list of JSON objects.")
-    net_kwargs = dict(
-        n_features=fitted["n_features_in_"],
-        with_prefill=fitted["prefill_scale_"] is not None,
-        max_output_tokens=fitted["max_output_tokens_"],
-        context_scale=fitted["context_scale_"],
-        context_features=fitted["context_features_"],
-        total_norm=fitted["total_norm_"],
-    )
+    for key, value in fitted.items():
+        setattr(est, key, value)
+    est.device_ = resolve_device(device)
+    net_kwargs = est._net_kwargs()
     # The shapes the parameters imply, from a module on the meta device (no
     # memory): a file whose JSON asks for a huge model is refused here.
-    shape_kwargs = {k: v for k, v in net_kwargs.items() if k != "total_norm"}
+    shape_kwargs = {k: v for k, v in net_kwargs.items() if k not in ("total_norm", "device")}
     with torch.device("meta"):
         module = CostTermsLatencyModule(**module_kwargs(est, **shape_kwargs))
     expected = {f"module.{k}": tuple(v.shape) for k, v in module.state_dict().items()}
     check_tensors(tensors, expected)
-    for key, value in fitted.items():
-        setattr(est, key, value)
-    est.device_ = resolve_device(device)
-    net = make_net(est, device=est.device_, **net_kwargs).initialize()
+    net = make_net(est, **net_kwargs).initialize()
     state = {k[len("module.") :]: v for k, v in tensors.items()}
     fresh = net.module_.state_dict()
     for buffer in ("linear_mask", "decode_input_mask", "position_scale", "context_scale"):
