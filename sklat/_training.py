@@ -149,7 +149,7 @@ def make_net(
     )
 
 
-def train(est, data, *, seed, net_kwargs, print_sink=print):
+def train(est, data, *, seed, net_kwargs):
     """Train a net on ``data`` (a RequestData); returns it in eval mode.
 
     Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
@@ -174,7 +174,7 @@ def train(est, data, *, seed, net_kwargs, print_sink=print):
                     # WeightAveraging restores the best averaged weights.
                     threshold=_IMPROVEMENT_THRESHOLD,
                     load_best=False,
-                    sink=print_sink if est.verbose else _silent,
+                    sink=_log_sink if est.verbose else _silent,
                 ),
             )
         )

@@ -15,7 +15,6 @@ prefill for the configurations of a CSV / JSONL / Parquet file.
 """
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -83,11 +82,7 @@ def _estimator_defaults():
     """LatencyEstimator's defaults: the CLI shows and uses the same ones."""
     from ._estimator import LatencyEstimator
 
-    return {
-        name: p.default
-        for name, p in inspect.signature(LatencyEstimator.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    return LatencyEstimator().get_params()
 
 
 def build_parser():
