@@ -12,7 +12,7 @@ Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
 
 import numpy as np
 
-from ._validation import as_float_array, check_output_tokens
+from ._validation import as_float_array, check_finite_positive, check_output_tokens
 
 __all__ = ["mape", "per_token_mae", "positioned_mape"]
 
@@ -26,8 +26,7 @@ def _pair(y_true, y_pred):
         )
     if y_true.size == 0:
         raise ValueError("y_true is empty.")
-    if not (np.isfinite(y_true).all() and (y_true > 0).all()):
-        raise ValueError("y_true must hold finite values > 0 (latencies).")
+    check_finite_positive(y_true.reshape(-1), "y_true", where="entry {}".format)
     return y_true, y_pred
 
 
@@ -140,7 +139,6 @@ def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
                 f"request {i}: {n} steps expected, y_true has {len(true)} and y_pred {len(pred)}."
             )
         true, pred = true[start - 1 :], pred[start - 1 :]
-        if not (np.isfinite(true).all() and (true > 0).all()):
-            raise ValueError(f"request {i}: y_true must hold finite latencies > 0.")
+        check_finite_positive(true, f"y_true[{i}]", where=lambda j: f"step {start + j}")
         errors.append(np.mean(np.abs(pred - true) / true))
     return float(100 * np.mean(errors))
