@@ -20,3 +20,5 @@ BUDGET_STRATEGIES = ("max", "position", "expectation")
 # Longest output (and highest position) accepted anywhere: bounds the memory
 # and time of a request's curve (a float64 curve of this length is 8 MiB).
 MAX_OUTPUT_TOKENS = 2**20
+# What LatencyEstimator.predict_interval bounds.
+INTERVAL_TARGETS = ("total", "per_token", "prefill", "position")

@@ -58,3 +58,11 @@ def expected_position(dist):
     """Mean position of a decoded token, ``E[N (N + 1) / 2] / E[N]``, rounded."""
     v, p = dist["values"].astype(np.float64), dist["probabilities"]
     return max(1, int(round(np.dot(p, v * (v + 1) / 2) / np.dot(p, v))))
+
+
+def length_quantile(dist, q):
+    """The smallest output length ``L`` with ``P(N <= L) >= q``."""
+    cumulative = np.cumsum(dist["probabilities"])
+    # Probabilities summing to 1 - 1e-16 must still reach q = 1 - epsilon.
+    i = int(np.searchsorted(cumulative, q - 1e-12, side="left"))
+    return int(dist["values"][min(i, len(cumulative) - 1)])

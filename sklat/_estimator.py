@@ -19,10 +19,31 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import _inference
-from ._constants import BUDGET_STRATEGIES, PROBE_POSITIONS
+from sklearn.utils import Bunch
+
+from . import _conformal, _inference
+from ._conformal import (
+    attainment,
+    check_confidence,
+    decode_predictive,
+    finite_bounds,
+    interval_rank,
+    mixture_quantile,
+    position_bound,
+    sigma,
+    sorted_scores,
+    symmetric,
+    upper_rank,
+)
+from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
 from ._device import resolve_device
-from ._distribution import check_distribution, empirical_distribution, expected_position
+from ._distribution import (
+    check_distribution,
+    empirical_distribution,
+    expected_position,
+    length_quantile,
+)
+from ._domain import clip, extended_range, feature_range, outside, warn_lengths, warn_outside
 from ._features import (
     FeatureTransform,
     context_lengths,
@@ -37,8 +58,17 @@ from ._validation import (
     check_positioned_latencies,
     check_positions,
     check_targets,
+    check_threshold,
     select_targets,
 )
+
+
+def _check_one_length_source(coef, distribution):
+    if coef.output_tokens is not None and distribution is not None:
+        raise ValueError(
+            "give output_tokens (N known, as argument or column) or "
+            "output_tokens_distribution (N unknown), not both."
+        )
 
 
 class LatencyEstimator(RegressorMixin, BaseEstimator):
@@ -120,6 +150,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Fraction of the training requests held out (seeded) to stop early and
         keep the best (averaged) weights. ``0`` trains for ``max_epochs`` on
         all data; so does a training set too small to hold out one request.
+    calibration_fraction : float, default=0.2
+        Fraction of the requests (``int(calibration_fraction * n_samples)``,
+        seeded) held out of training to calibrate :meth:`predict_interval`,
+        :meth:`predict_slo_attainment` and the ``confidence`` of
+        :meth:`predict_budget` (split conformal prediction). ``0`` trains on
+        all requests and gives no intervals. An interval of confidence ``c``
+        needs at least ``1 / (1 - c) - 1`` calibration requests (9 for 90%,
+        19 for 95%).
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"
@@ -192,6 +230,27 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     total_norm_ : float
         Mean output length of the training requests (divides the total-decode
         error of ``loss="mse"``).
+    feature_range_ : ndarray of shape (2, `n_features_in_`)
+        Minimum and maximum of each feature over the training requests: the
+        domain of :meth:`in_domain`. Beyond the range widened by its own width
+        on each side (in log-scaled units for log-scaled features), a feature
+        is evaluated at that edge, so every prediction is finite.
+    conformity_scores_ : ndarray of shape (n_calibration, `n_outputs_`)
+        Normalised signed log errors of the calibration requests (column 0:
+        decode total, column 1: prefill).
+    position_scores_ : ndarray of shape (n_steps, 2)
+        Absolute log errors of the per-step latencies of the calibration
+        requests that have them (at most 64 evenly spaced steps each), and
+        their weights (``1 / steps kept``: each request weighs 1). Empty
+        without per-step data.
+    difficulty_tree_ : ndarray of shape (`n_outputs_`, 3, 15)
+        Difficulty models of the decode total and of the prefill: regression
+        trees (depth 3) of the training requests' log absolute errors on the
+        standardised features and ``log N`` (the prefill's ignore ``N``),
+        fitted on the training requests' errors. ``sigma`` is the exponential
+        of a tree's value, shifted so that the median difficulty is 1. Per
+        node of a complete binary tree: input index (``-1``: leaf),
+        threshold, value.
 
     See Also
     --------
@@ -208,6 +267,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     >>> est.predict_positions(data.X.iloc[:2], positions=[1, 5, 10, 20]).shape
     (2, 4)
     >>> est.predict(data.X.iloc[:3], output_tokens=[8, 16, 32]).shape
+    (3, 2)
+    >>> est.predict_interval(data.X.iloc[:3], output_tokens=[8, 16, 32]).shape
     (3, 2)
     """
 
@@ -229,6 +290,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         max_epochs=200,
         batch_size=64,
         validation_fraction=0.1,
+        calibration_fraction=0.2,
         n_iter_no_change=20,
         log_features="auto",
         output_tokens_col="output_tokens",
@@ -253,6 +315,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
+        self.calibration_fraction = calibration_fraction
         self.n_iter_no_change = n_iter_no_change
         self.log_features = log_features
         self.output_tokens_col = output_tokens_col
@@ -321,25 +384,44 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         context_features = resolve_context_features(
             self.context_features, getattr(self, "feature_names_in_", None), self.n_features_in_
         )
-        context = context_lengths(X_arr, context_features, self._feature_label)
+        context_lengths(X_arr, context_features, self._feature_label)
         if self.log_features == "auto":
             warn_if_standardised(X_arr, self._feature_label)
-        transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
-        device = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        fit_rows, cal_rows = _conformal.calibration_split(n, self.calibration_fraction, seed)
+        requests = Bunch(
+            X=X_arr,
+            decode=decode,
+            prefill=prefill,
+            output_tokens=n_tokens,
+            step_values=step_values,
+            step_offsets=step_offsets,
+        )
+        fit_part = _conformal.subset(requests, fit_rows)
 
         self.n_outputs_ = 2 if two_columns else 1
+        self.context_features_ = context_features
+        self._fit_point_model(fit_part, seed)
+        _conformal.calibrate(self, fit_part, _conformal.subset(requests, cal_rows))
+        return self
+
+    def _fit_point_model(self, part, seed):
+        """Train the curve on the requests of ``part`` (a Bunch of checked arrays)."""
+        X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
+        context = context_lengths(X_arr, self.context_features_, self._feature_label)
+        transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
         self.feature_log_mask_ = transform.log_mask
         self.feature_log_shift_ = transform.log_shift
         self.feature_mean_ = transform.mean
         self.feature_scale_ = transform.scale
-        self.context_features_ = context_features
+        self.feature_range_ = feature_range(X_arr)
         self.context_scale_ = float(max(1.0, np.median(context + n_tokens)))
         self.step_scale_ = float(np.median(decode / n_tokens))
         self.prefill_scale_ = float(np.median(prefill)) if prefill is not None else None
         self.output_tokens_distribution_ = empirical_distribution(n_tokens)
         self.max_output_tokens_ = int(n_tokens.max())
         self.total_norm_ = float(n_tokens.mean())
-        self.device_ = device
+        self.device_ = resolve_device(self.device)
 
         data = RequestData(
             x=self._transform_features(X_arr),
@@ -349,10 +431,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             prefill=(
                 None if prefill is None else (prefill / self.prefill_scale_).astype(np.float32)
             ),
-            step_values=(step_values / self.step_scale_).astype(np.float32),
-            step_offsets=step_offsets,
+            step_values=(part.step_values / self.step_scale_).astype(np.float32),
+            step_offsets=part.step_offsets,
         )
-        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         threads = auto_threads(
             self.n_threads, step_work(self, self.n_features_in_, self.max_output_tokens_)
         )
@@ -360,7 +441,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             self.net_ = train(self, data, seed=seed, net_kwargs=self._net_kwargs())
             self.history_ = self.net_.history
             self.position_basis_ = _inference.tabulate_basis(self)
-        return self
 
     def _net_kwargs(self):
         """What the net's shape and loss depend on, from the fitted state."""
@@ -390,8 +470,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         latencies : ndarray of shape (n_samples, n_positions), float64
             Milliseconds per token.
         """
+        positions = check_positions(positions)
         coef = self._encode(X)
-        return _inference.curve(self, coef, check_positions(positions))
+        warn_lengths(positions, self.max_output_tokens_, "position")
+        return _inference.curve(self, coef, positions)
 
     def predict_total(self, X, output_tokens=None):
         """Total decode latency, the sum of :meth:`predict_positions` over ``1..N``.
@@ -492,9 +574,11 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         X,
         strategy="max",
         *,
-        positions=PROBE_POSITIONS,
+        positions=None,
         position=None,
         output_tokens_distribution=None,
+        output_tokens_quantile=0.95,
+        confidence=None,
     ):
         """Per-token decode latency to check against a budget, output length unknown.
 
@@ -503,19 +587,34 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         X : array-like or DataFrame of shape (n_samples, n_features)
             Configurations.
         strategy : {"max", "position", "expectation"}, default="max"
-            - ``"max"``: the conservative maximum over the probe ``positions``;
+            - ``"max"``: the conservative maximum of the curve over the
+              positions a request reaches, ``1..L`` with ``L`` the
+              ``output_tokens_quantile`` of the output-length distribution
+              (or over ``positions`` when given);
             - ``"position"``: the latency at ``position``, by default the
               expected position of a decoded token under the output-length
               distribution (``E[N (N + 1) / 2] / E[N]``);
             - ``"expectation"``: the mean latency of a decoded token under the
               output-length distribution, ``E[sum_{p<=N} f(p)] / E[N]``.
-        positions : sequence of int, default=(1, 5, 10, 20)
-            Probe positions of ``"max"``.
+        positions : sequence of int, default=None
+            Probe positions of ``"max"`` instead of ``1..L``, e.g. the design
+            document's ``(1, 5, 10, 20)`` (``sklat.PROBE_POSITIONS``).
         position : int, default=None
             Position of ``"position"``.
         output_tokens_distribution : dict or array-like, default=None
             ``{"values": ..., "probabilities": ...}`` or a sample of output
             lengths; ``None`` uses ``output_tokens_distribution_``.
+        output_tokens_quantile : float, default=0.95
+            Quantile of the output-length distribution up to which ``"max"``
+            takes the curve's maximum.
+        confidence : float in (0, 1), default=None
+            If given, an upper confidence bound instead of the point: the
+            point times the calibrated upper factor of a request's per-token
+            decode latency (one-sided, at this confidence) at the output
+            length the strategy looks at (``L``, the largest probe, the
+            position); for ``"expectation"``, the upper ``confidence``
+            quantile of the per-token latency with ``N`` drawn from the
+            distribution. See :meth:`predict_interval`.
 
         Returns
         -------
@@ -525,19 +624,260 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if not isinstance(strategy, str) or strategy not in BUDGET_STRATEGIES:
             raise ValueError(f"strategy must be one of {BUDGET_STRATEGIES}; got {strategy!r}.")
         check_is_fitted(self)
-        dist = (
-            self.output_tokens_distribution_
-            if output_tokens_distribution is None
-            else check_distribution(output_tokens_distribution)
-        )
+        quantile = check_confidence(output_tokens_quantile, "output_tokens_quantile")
+        if confidence is not None:
+            confidence = check_confidence(confidence)
+            scores = sorted_scores(self, "total")
+            k = upper_rank(len(scores), confidence, "for an upper bound")
+        dist = self._distribution(output_tokens_distribution)
+        if strategy == "expectation" and confidence is not None:
+            coef = self._encode(X)
+            center, spread, weights = decode_predictive(self, coef, dist, per_token=True)
+            return finite_bounds(mixture_quantile(center, spread, weights, scores, k / len(scores)))
         if strategy == "max":
-            return self.predict_positions(X, positions).max(axis=1)
-        if strategy == "position":
-            if position is None:
-                position = expected_position(dist)
-            return self.predict_positions(X, [position])[:, 0]
-        mean_length = float(np.dot(dist["values"], dist["probabilities"]))
-        return _inference.expected_total(self, self._encode(X), dist) / mean_length
+            if positions is None:
+                last = length_quantile(dist, quantile)
+                coef = self._encode(X)
+                point = _inference.max_curve(self, coef, last)
+            else:
+                checked = check_positions(positions)
+                last = int(checked.max())
+                coef = self._encode(X)
+                point = _inference.curve(self, coef, checked).max(axis=1)
+        elif strategy == "position":
+            last = expected_position(dist) if position is None else position
+            checked = check_positions([last])
+            coef = self._encode(X)
+            point = _inference.curve(self, coef, checked)[:, 0]
+        else:
+            coef = self._encode(X)
+            mean_length = float(np.dot(dist["values"], dist["probabilities"]))
+            return _inference.expected_total(self, coef, dist) / mean_length
+        warn_lengths([last], self.max_output_tokens_, "position")
+        if confidence is None:
+            return point
+        spread = sigma(self, coef.z, np.full(len(point), last), 0)
+        return finite_bounds(point * np.exp(spread * scores[k - 1]))
+
+    def predict_interval(
+        self,
+        X,
+        output_tokens=None,
+        *,
+        target="total",
+        confidence=0.9,
+        output_tokens_distribution=None,
+        positions=None,
+    ):
+        """Calibrated prediction interval, in milliseconds.
+
+        Split conformal prediction: the requests held out of training
+        (``calibration_fraction``) give the distribution of the model's
+        normalised log errors, ``e = (log y - log y_hat) / sigma(x, N)``,
+        where ``sigma`` (a model of how hard a request is, fitted on the
+        training requests' errors) widens the interval where the model is
+        less sure. The interval is ``y_hat * exp(+-sigma(x, N) * |e|_(k))``,
+        ``|e|_(k)`` the ``k = ceil((n + 1) * confidence)``-th smallest absolute
+        calibration score. If requests are exchangeable (the new request is
+        drawn like the training requests), it holds the true value with
+        probability at least ``confidence`` (over the calibration requests and
+        the new request), and at most ``1 / (n_calibration + 1)`` more.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request. If neither this nor the column is given, ``N``
+            is drawn from ``output_tokens_distribution_`` and the interval
+            covers that randomness too.
+        target : {"total", "per_token", "prefill", "position"}, default="total"
+            The decode total, the decode total divided by ``N`` (a request's
+            mean time per output token), the prefill, or the latency of one
+            decode step at each of ``positions``. ``"position"`` needs a model
+            fitted with per-step data: its calibration requests' steps give the
+            absolute log errors of single steps, each request weighing 1 (a
+            marginal interval for a step at a position drawn like theirs; not
+            normalised by difficulty).
+        confidence : float in (0, 1), default=0.9
+            Nominal coverage.
+        output_tokens_distribution : dict or array-like, default=None
+            Distribution of ``N`` when ``output_tokens`` is not given:
+            ``{"values": ..., "probabilities": ...}`` or a sample of output
+            lengths; ``None`` uses ``output_tokens_distribution_``.
+        positions : array-like of int, default=None
+            Positions of ``target="position"`` (required there).
+
+        Returns
+        -------
+        intervals : ndarray of shape (n_samples, 2), float64
+            Lower and upper bounds; of shape (n_samples, n_positions, 2) for
+            ``target="position"``.
+
+        Raises
+        ------
+        ValueError
+            If the model holds too few calibration requests for
+            ``confidence`` (``1 / (1 - confidence) - 1`` are needed).
+        """
+        if not isinstance(target, str) or target not in INTERVAL_TARGETS:
+            raise ValueError(f"target must be one of {INTERVAL_TARGETS}; got {target!r}.")
+        confidence = check_confidence(confidence)
+        check_is_fitted(self)
+        if (positions is None) != (target != "position"):
+            raise ValueError("positions= goes with target='position', and only with it.")
+        if target == "position":
+            return self._position_interval(X, positions, confidence)
+        if target == "prefill":
+            self._check_prefill_head()
+        scores = sorted_scores(self, target)
+        n = len(scores)
+        k = interval_rank(n, confidence, "for an interval")
+        if target == "prefill":
+            coef = self._encode(X)
+            half = sigma(self, coef.z, None, 1) * np.sort(np.abs(scores))[k - 1]
+            bounds = [coef.prefill * np.exp(-half), coef.prefill * np.exp(half)]
+        else:
+            coef = self._encode(X, output_tokens)
+            _check_one_length_source(coef, output_tokens_distribution)
+            center, spread, weights = decode_predictive(
+                self,
+                coef,
+                self._distribution(output_tokens_distribution),
+                per_token=target == "per_token",
+            )
+            # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
+            # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
+            both = symmetric(scores)
+            bounds = [
+                mixture_quantile(center, spread, weights, both, rank / (2 * n))
+                for rank in (n - k + 1, n + k)
+            ]
+        return finite_bounds(np.column_stack(bounds))
+
+    def _position_interval(self, X, positions, confidence):
+        scores = self.position_scores_
+        if not len(scores):
+            raise ValueError(
+                "target='position' needs calibration requests with per-step data "
+                "(positioned_latencies); this model has none."
+            )
+        bound = position_bound(scores, confidence, "with per-step data")
+        curve = self.predict_positions(X, positions)
+        return finite_bounds(np.stack([curve * np.exp(-bound), curve * np.exp(bound)], axis=2))
+
+    def predict_slo_attainment(
+        self,
+        X,
+        *,
+        ttft_ms=None,
+        tpot_ms=None,
+        e2e_ms=None,
+        output_tokens=None,
+        output_tokens_distribution=None,
+    ):
+        """Probability that a request meets every latency objective given.
+
+        From the calibrated predictive distribution (the calibration requests'
+        joint prefill and decode errors around this model's prediction, see
+        :meth:`predict_interval`) and, where ``output_tokens`` is not given,
+        the output-length distribution.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        ttft_ms : float or array-like of shape (n_samples,), default=None
+            Time-to-first-token objective: prefill ``<= ttft_ms``.
+        tpot_ms : float or array-like of shape (n_samples,), default=None
+            Time-per-output-token objective: decode total / ``N <= tpot_ms``.
+        e2e_ms : float or array-like of shape (n_samples,), default=None
+            End-to-end objective: prefill + decode total ``<= e2e_ms``.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request; else ``N`` is drawn from the distribution.
+        output_tokens_distribution : dict or array-like, default=None
+            ``{"values": ..., "probabilities": ...}`` or a sample of output
+            lengths; ``None`` uses ``output_tokens_distribution_``.
+
+        Returns
+        -------
+        probability : ndarray of shape (n_samples,), float64
+            In ``[0, 1]``, in steps of ``1 / n_calibration`` for a known ``N``.
+        """
+        check_is_fitted(self)
+        objectives = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
+        if all(v is None for v in objectives.values()):
+            raise ValueError("give at least one objective: ttft_ms, tpot_ms or e2e_ms.")
+        if ttft_ms is not None or e2e_ms is not None:
+            self._check_prefill_head()
+        sorted_scores(self, "total")  # raises when there are no calibration requests
+        coef = self._encode(X, output_tokens)
+        _check_one_length_source(coef, output_tokens_distribution)
+        n = len(coef.flat)
+        limits = {k: None if v is None else check_threshold(v, n, k) for k, v in objectives.items()}
+        with_decode = tpot_ms is not None or e2e_ms is not None
+        with_prefill = ttft_ms is not None or e2e_ms is not None
+        kwargs = {}
+        if with_decode:
+            dist = self._distribution(output_tokens_distribution)
+            center, spread, weights = decode_predictive(self, coef, dist, per_token=False)
+            lengths = (
+                coef.output_tokens[:, None].astype(np.float64)
+                if coef.output_tokens is not None
+                else dist["values"].astype(np.float64)[None, :]
+            )
+            kwargs.update(
+                total=center,
+                total_sigma=spread,
+                lengths=np.broadcast_to(lengths, center.shape),
+                weights=weights,
+            )
+        if with_prefill:
+            kwargs.update(prefill=coef.prefill, prefill_sigma=sigma(self, coef.z, None, 1))
+        scores = self.conformity_scores_
+        if scores.shape[1] == 1:
+            scores = np.column_stack([scores[:, 0], np.zeros(len(scores))])
+        return attainment(
+            scores=scores,
+            ttft=limits["ttft_ms"],
+            tpot=limits["tpot_ms"],
+            e2e=limits["e2e_ms"],
+            **kwargs,
+        )
+
+    def in_domain(self, X, output_tokens=None):
+        """Whether each request lies inside the training domain.
+
+        A request is inside when every feature lies within its range over the
+        training requests, and ``output_tokens`` (if given) is at most the
+        longest training request's; outside, a prediction is an extrapolation
+        (and predicting warns with an
+        :class:`~sklat.exceptions.ExtrapolationWarning`).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request.
+
+        Returns
+        -------
+        inside : ndarray of shape (n_samples,), bool
+        """
+        check_is_fitted(self)
+        X_arr, n_tokens = self._check_X(X, output_tokens)
+        inside = ~outside(X_arr, self.feature_range_).any(axis=1)
+        if n_tokens is not None:
+            inside &= n_tokens <= self.max_output_tokens_
+        return inside
+
+    def _distribution(self, given):
+        if given is None:
+            return self.output_tokens_distribution_
+        dist = check_distribution(given)
+        warn_lengths(dist["values"], self.max_output_tokens_, "output_tokens_distribution value")
+        return dist
 
     # ----------------------------------------------------------- internals
     def _pop_output_tokens(self, X):
@@ -604,10 +944,19 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         return transform.transform(X_arr, self._feature_label)
 
     def _encode(self, X, output_tokens=None):
-        """Validate ``X`` (and ``output_tokens``) and return the curve's
-        coefficients (see :func:`sklat._inference.encode`) with
-        ``output_tokens`` (validated, or None)."""
+        """Validate ``X`` (and ``output_tokens``), warn about values outside the
+        training domain, and return the curve's coefficients (see
+        :func:`sklat._inference.encode`) with ``output_tokens`` (validated, or
+        None) and the standardised features ``z``."""
         check_is_fitted(self)
+        X_arr, n_tokens = self._check_X(X, output_tokens)
+        if n_tokens is not None:
+            warn_lengths(n_tokens, self.max_output_tokens_, "output_tokens")
+        return self._coefficients(X_arr, n_tokens, warn=True)
+
+    def _check_X(self, X, output_tokens):
+        """``X`` as the fitted features (float64) and ``output_tokens`` (checked,
+        or None)."""
         X_features, from_column = self._pop_output_tokens(X)
         X_arr = self._as_known_features(X_features)
         if X_arr is None:
@@ -615,14 +964,32 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 self, X_features, reset=False, dtype=np.float64, ensure_all_finite=False
             )
         self._check_finite_features(X_arr)
-        n = X_arr.shape[0]
         if output_tokens is None and from_column is not None:
             output_tokens = from_column
-        n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, n)
-        x = self._transform_features(X_arr)
+        n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, len(X_arr))
+        return X_arr, n_tokens
+
+    def _coefficients(self, X_arr, n_tokens, *, warn):
+        """The curve's coefficients for checked features: features beyond
+        their extended training range are held at its edge (with a warning if
+        ``warn``), so that every output is finite."""
+        transform = FeatureTransform(
+            self.feature_log_mask_, self.feature_log_shift_, self.feature_mean_, self.feature_scale_
+        )
+        transform.check(X_arr, self._feature_label, strict=False)
+        context_lengths(X_arr, self.context_features_, self._feature_label)
+        extended = extended_range(
+            self.feature_range_, self.feature_log_mask_, self.feature_log_shift_
+        )
+        if warn:
+            warn_outside(X_arr, self.feature_range_, extended, self._feature_label)
+        X_arr = clip(X_arr, extended)
+        x = transform.transform(X_arr, self._feature_label)
         context = context_lengths(X_arr, self.context_features_, self._feature_label)
-        threads = auto_threads(self.n_threads, n * self.hidden_size**2 * 4)
+        threads = auto_threads(self.n_threads, len(x) * self.hidden_size**2 * 4)
         with torch_threads(threads):
             coef = _inference.encode(self, x, context)
+        _inference.check_finite(coef)
         coef.output_tokens = n_tokens
+        coef.z = x
         return coef

@@ -62,14 +62,17 @@ class FeatureTransform:
         transform.scale = np.where(std > 0, std, 1.0)
         return transform
 
-    def _log_columns(self, X_arr, label):
+    def check(self, X_arr, label, *, strict=True):
+        """Raise ``ValueError`` for values a log-scaled column cannot take:
+        ``<= 0`` for ``log(x)`` (``strict``; the estimator's predictions hold a
+        0 at the edge of the column's range instead, so only negative values
+        are refused there), ``< 0`` for ``log1p(x)``."""
         mask = self.log_mask
         if not mask.any():
-            return X_arr
-        out = X_arr.copy()
-        sub = out[:, mask]
-        shift = self.log_shift[mask]
-        bad = sub + shift <= 0
+            return
+        sub = X_arr[:, mask]
+        shift = self.log_shift[mask] if strict else np.ones(int(mask.sum()))
+        bad = sub + shift <= 0 if strict else sub < 0
         if bad.any():
             row, j = np.argwhere(bad)[0]
             col = int(np.flatnonzero(mask)[j])
@@ -78,7 +81,14 @@ class FeatureTransform:
                 f"X column {label(col)} was log-scaled at fit time and needs values "
                 f"{need}; sample {row} is {sub[row, j]}."
             )
-        out[:, mask] = np.log(sub + shift)
+
+    def _log_columns(self, X_arr, label):
+        mask = self.log_mask
+        if not mask.any():
+            return X_arr
+        self.check(X_arr, label)
+        out = X_arr.copy()
+        out[:, mask] = np.log(out[:, mask] + self.log_shift[mask])
         return out
 
     def transform(self, X_arr, label):

@@ -129,3 +129,45 @@ def expected_total(est, coef, dist):
         + coef.slope * (coef.context * mean_n + mean_triangle / est.context_scale_)
         + coef.shape @ basis_sum
     )
+
+
+def totals_at(est, coef, lengths):
+    """``sum_{p<=N} f(p)`` for every row and every ``N`` in ``lengths``: (n, J)."""
+    cumulative = np.cumsum(basis(est, np.arange(1, lengths.max() + 1)), axis=0)[lengths - 1]
+    n = lengths.astype(np.float64)[None, :]
+    return (
+        coef.flat[:, None] * n
+        + coef.slope[:, None] * (coef.context[:, None] * n + n * (n + 1) / (2 * est.context_scale_))
+        + coef.shape @ cumulative.T
+    )
+
+
+def max_curve(est, coef, last):
+    """Maximum of each row's curve over positions ``1..last``, a block of rows
+    at a time (no (n, last) matrix)."""
+    positions = np.arange(1, last + 1)
+    out = np.empty(len(coef.flat))
+    step = max(1, ROW_CHUNK * 64 // last)
+    for start in range(0, len(out), step):
+        rows = slice(start, start + step)
+        part = {k: v[rows] for k, v in coef.items() if k in ("flat", "slope", "shape", "context")}
+        out[rows] = curve(est, Bunch(**part), positions).max(axis=1)
+    return out
+
+
+def check_finite(coef):
+    """Raise ``ValueError`` if a coefficient overflowed (a model whose weights
+    cannot give a finite latency for some input)."""
+    for key in ("flat", "slope", "shape", "prefill"):
+        row = None if coef[key] is None else first_non_finite(coef[key])
+        if row is not None:
+            raise ValueError(
+                f"the model's {key} latency for sample {row} is not finite: its weights "
+                "overflow for this input."
+            )
+
+
+def first_non_finite(values):
+    """The first row of ``values`` holding NaN or inf, or None."""
+    bad = ~np.isfinite(values)
+    return int(np.argwhere(bad)[0][0]) if bad.any() else None

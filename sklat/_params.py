@@ -63,7 +63,7 @@ def check_params(est):
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
         if name in limits and value > limits[name]:
             raise ValueError(f"{name} must be <= {limits[name]}; got {value!r}.")
-    for name in ("weight_averaging", "validation_fraction"):
+    for name in ("weight_averaging", "validation_fraction", "calibration_fraction"):
         value = getattr(est, name)
         if not (_is_real(value) and 0 <= value < 1):
             raise ValueError(f"{name} must be in [0, 1); got {value!r}.")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._conformal import TREE_NODES
 from ._constants import MAX_OUTPUT_TOKENS
 from ._distribution import check_distribution
 
@@ -26,6 +27,16 @@ ARRAYS = {
     "feature_scale_": np.float64,
     "context_features_": np.int64,
 }
+# Fitted matrices stored as JSON lists of rows: name -> shape from the number
+# of features d and of outputs k (None: any number of rows).
+MATRICES = {
+    "feature_range_": lambda d, k: (2, d),
+    "conformity_scores_": lambda d, k: (None, k),
+    "difficulty_tree_": lambda d, k: (k, 3, TREE_NODES),
+    "position_scores_": lambda d, k: (None, 2),
+}
+# More calibration requests than this in a file is not a file sklat wrote.
+MAX_CALIBRATION_ROWS = 2**20
 # Fitted scalars stored as JSON numbers ("prefill_scale_" may be null).
 SCALARS = (
     "n_features_in_",
@@ -52,7 +63,7 @@ def export_state(est):
     """``(attributes, tensors, history)`` of a fitted estimator: JSON-ready
     attributes, the module's weights (CPU tensors) and the training history."""
     check_is_fitted(est)
-    known = set(ARRAYS) | set(SCALARS) | set(OTHER) | set(REBUILT)
+    known = set(ARRAYS) | set(MATRICES) | set(SCALARS) | set(OTHER) | set(REBUILT)
     unknown = [a for a in fitted_attributes(est) if a not in known]
     if unknown:
         raise RuntimeError(
@@ -61,6 +72,7 @@ def export_state(est):
         )
     attrs = {a: _json_scalar(getattr(est, a)) for a in SCALARS}
     attrs.update({a: np.asarray(getattr(est, a)).tolist() for a in ARRAYS})
+    attrs.update({a: np.asarray(getattr(est, a), dtype=np.float64).tolist() for a in MATRICES})
     if hasattr(est, "feature_names_in_"):
         attrs["feature_names_in_"] = [str(c) for c in est.feature_names_in_]
     dist = est.output_tokens_distribution_
@@ -126,13 +138,38 @@ def _array(attrs, name, length, dtype):
     return arr
 
 
+def _nested(values, shape):
+    """Whether ``values`` are nested lists of numbers of ``shape`` (a leading
+    None: any length up to MAX_CALIBRATION_ROWS)."""
+    if not shape:
+        return isinstance(values, numbers.Real) and not isinstance(values, bool)
+    return (
+        isinstance(values, list)
+        and len(values) <= MAX_CALIBRATION_ROWS
+        and (shape[0] is None or len(values) == shape[0])
+        and all(_nested(v, shape[1:]) for v in values)
+    )
+
+
+def _matrix(attrs, name, shape):
+    rows = attrs[name]
+    if not _nested(rows, shape):
+        expected = " x ".join("any number of" if n is None else str(n) for n in shape)
+        raise ValueError(f"attribute {name} must be nested lists of {expected} numbers.")
+    arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), *shape[1:])
+    if not np.isfinite(arr).all():
+        raise ValueError(f"attribute {name} must be finite.")
+    return arr
+
+
 def check_attributes(attrs):
     """The stored attributes, type- and range-checked, as the estimator holds
     them. Raises ``ValueError`` naming the first bad one."""
     if not isinstance(attrs, dict):
         raise ValueError("the attributes must be a JSON object.")
-    missing = [a for a in (*SCALARS, *ARRAYS, "output_tokens_distribution_") if a not in attrs]
-    extra = [a for a in attrs if a not in (*SCALARS, *ARRAYS, *OTHER)]
+    required = (*SCALARS, *ARRAYS, *MATRICES, "output_tokens_distribution_")
+    missing = [a for a in required if a not in attrs]
+    extra = [a for a in attrs if a not in (*SCALARS, *ARRAYS, *MATRICES, *OTHER)]
     if missing or extra:
         raise ValueError(f"attributes missing {missing}, unknown {extra}.")
     out = {}
@@ -168,6 +205,19 @@ def check_attributes(attrs):
         raise ValueError(
             f"attribute context_features_ must be distinct feature indices in 0..{d - 1}."
         )
+    for name, shape in MATRICES.items():
+        out[name] = _matrix(attrs, name, shape(d, out["n_outputs_"]))
+    if (out["feature_range_"][0] > out["feature_range_"][1]).any():
+        raise ValueError("attribute feature_range_ must hold a minimum <= maximum per column.")
+    weights = out["position_scores_"][:, 1]
+    if (out["position_scores_"][:, 0] < 0).any() or (weights <= 0).any() or (weights > 1).any():
+        raise ValueError(
+            "attribute position_scores_ must hold absolute errors >= 0 and weights in (0, 1]."
+        )
+    trees = out["difficulty_tree_"]
+    inputs = trees[:, 0]
+    if (inputs != np.round(inputs)).any() or (inputs < -1).any() or (inputs > d).any():
+        raise ValueError(f"attribute difficulty_tree_ must name inputs in -1..{d}.")
     if "feature_names_in_" in attrs:
         names = attrs["feature_names_in_"]
         if not (

@@ -99,6 +99,20 @@ def check_output_tokens(output_tokens, n_samples, name="output_tokens", where=sa
     return check_token_counts(arr, name, where)
 
 
+def check_threshold(value, n_samples, name):
+    """A latency objective: one positive number, or one per sample."""
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        value = np.full(n_samples, value)
+    arr = as_float_array(value, name)
+    if arr.ndim != 1 or len(arr) != n_samples:
+        raise ValueError(
+            f"{name} must be a number or have one entry per sample ({n_samples}); "
+            f"got shape {arr.shape}."
+        )
+    check_finite_positive(arr, name)
+    return arr
+
+
 def check_positions(positions):
     """Validate the positions of :meth:`predict_positions`: integers >= 1."""
     arr = as_float_array(positions, "positions")

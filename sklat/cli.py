@@ -7,17 +7,23 @@ seeded validation split of the requests, trains a
 - ``model.safetensors``: the model (load it with :func:`sklat.load`);
 - ``metrics.json``: prefill / total-decode MAPE and MAE on the training and
   validation requests, positioned MAPE where per-step data exists, the
-  command line and the versions used;
-- ``latency_curves.png`` and ``total_decode.png`` (with ``sklat[plot]``).
+  coverage and mean width of the calibrated decode-total intervals (80, 90
+  and 95%) on the validation requests, the number of requests outside the
+  training domain, the command line and the versions used;
+- ``latency_curves.png``, ``total_decode.png`` and ``coverage.png`` (with
+  ``sklat[plot]``).
 
-``sklat predict`` loads a model and prints per-position latencies, totals and
-prefill for the configurations of a CSV / JSONL / Parquet file.
+``sklat predict`` loads a model and prints per-position latencies, totals,
+prefill, a per-token budget, optionally calibrated intervals (``--interval``)
+and an ``in_domain`` column for the configurations of a CSV / JSONL / Parquet
+file.
 """
 
 import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,10 @@ METRICS_FILE = "metrics.json"
 # Requests drawn in latency_curves.png, and its range of positions.
 _CURVES_DRAWN = 4
 _CURVE_POSITIONS_MIN, _CURVE_POSITIONS_MAX = 64, 1024
+# Nominal coverages of the intervals reported by sklat train (those the model
+# has enough calibration requests for).
+_REPORTED_CONFIDENCES = (0.8, 0.9, 0.95)
+_PLOTTED_CONFIDENCES = (0.5, 0.8, 0.9, 0.95)
 # Share of the requests that sklat train holds out for its validation metrics.
 _HOLDOUT_FRACTION = 0.2
 
@@ -201,6 +211,14 @@ def _add_train_parser(sub):
     )
     _add(
         est,
+        "calibration_fraction",
+        type=float,
+        default=d["calibration_fraction"],
+        help="share of the TRAINING requests held out of the fit to calibrate "
+        "prediction intervals; 0 gives no intervals (%(default)s)",
+    )
+    _add(
+        est,
         "prefill_weight",
         type=float,
         default=d["prefill_weight"],
@@ -314,9 +332,19 @@ def _add_predict_parser(sub):
         "budget_strategy",
         choices=BUDGET_STRATEGIES,
         default="max",
-        help="how the budget column summarises the curve: its maximum over "
-        "--positions, its value at the expected position, or the expected "
-        "per-token latency (%(default)s)",
+        help="how the budget column summarises the curve: its maximum over the "
+        "positions up to the 95th percentile of the training output lengths, its "
+        "value at the expected position, or the expected per-token latency "
+        "(%(default)s)",
+    )
+    _add(
+        pred,
+        "interval",
+        type=float,
+        default=None,
+        metavar="CONFIDENCE",
+        help="add calibrated prediction intervals of this confidence, e.g. 0.9: "
+        "columns <target>_lower_ms and <target>_upper_ms",
     )
     _add(pred, "output", type=Path, default=None, help="write CSV here instead of printing it")
     _add(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -495,12 +523,39 @@ def _split(n, fraction, seed):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _metrics(est, res, rows):
-    """Prefill / total / positioned errors on the requests ``rows``."""
-    from .metrics import mape, positioned_mape
+def _metrics(est, res, rows, *, intervals=False):
+    """Prefill / total / positioned errors on the requests ``rows``, and with
+    ``intervals`` (held-out requests only) the coverage of the decode total's
+    calibrated intervals."""
+    from .exceptions import ExtrapolationWarning
 
     if len(rows) == 0:
         return None
+    # Held-out requests outside the training ranges are counted, not warned of.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        return _request_metrics(est, res, rows, intervals)
+
+
+def _interval_metrics(est, X, n, total):
+    from ._conformal import min_calibration
+    from .metrics import interval_coverage, mean_interval_width
+
+    out = {}
+    for confidence in _REPORTED_CONFIDENCES:
+        if len(est.conformity_scores_) < min_calibration(confidence):
+            continue
+        bounds = est.predict_interval(X, n, confidence=confidence)
+        out[f"{confidence:g}"] = {
+            "coverage": interval_coverage(total, bounds),
+            "mean_width_ms": mean_interval_width(bounds),
+        }
+    return out
+
+
+def _request_metrics(est, res, rows, intervals):
+    from .metrics import mape, positioned_mape
+
     X = res.X.iloc[rows]
     n = res.output_tokens[rows]
     total = res.y[DECODE_COL].to_numpy()[rows]
@@ -512,7 +567,10 @@ def _metrics(est, res, rows):
         "total_decode_mae_ms": float(np.mean(np.abs(pred_total - total))),
         "prefill_mape_pct": mape(prefill, pred_prefill),
         "prefill_mae_ms": float(np.mean(np.abs(pred_prefill - prefill))),
+        "n_outside_domain": int((~est.in_domain(X, n)).sum()),
     }
+    if intervals:
+        out["decode_interval"] = _interval_metrics(est, X, n, total)
     with_steps = [i for i in rows if res.positioned_latencies[i] is not None]
     out["n_requests_with_per_step"] = len(with_steps)
     if with_steps:
@@ -549,7 +607,15 @@ def _representative(res, rows, k=_CURVES_DRAWN):
     return picks
 
 
-def _write_plots(est, res, rows, output_dir):
+def _write_plots(est, res, rows, output_dir, *, held_out):
+    from .exceptions import ExtrapolationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        return _draw(est, res, rows, output_dir, held_out)
+
+
+def _draw(est, res, rows, output_dir, held_out):
     try:
         import matplotlib
     except ImportError:
@@ -561,7 +627,8 @@ def _write_plots(est, res, rows, output_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import LatencyCurveDisplay, TotalLatencyDisplay
+    from ._conformal import min_calibration
+    from .plotting import CoverageDisplay, LatencyCurveDisplay, TotalLatencyDisplay
 
     picks = _representative(res, rows)
     measured = [res.positioned_latencies[i] for i in picks]
@@ -588,7 +655,26 @@ def _write_plots(est, res, rows, output_dir):
     fig.tight_layout()
     fig.savefig(output_dir / "total_decode.png", dpi=110)
     plt.close(fig)
-    return ["latency_curves.png", "total_decode.png"]
+    written = ["latency_curves.png", "total_decode.png"]
+    confidences = [
+        c for c in _PLOTTED_CONFIDENCES if len(est.conformity_scores_) >= min_calibration(c)
+    ]
+    if held_out and confidences:
+        fig, ax = plt.subplots(figsize=(5.5, 5.5))
+        CoverageDisplay.from_estimator(
+            est,
+            res.X.iloc[rows],
+            res.y.iloc[rows],
+            output_tokens=res.output_tokens[rows],
+            confidences=confidences,
+            ax=ax,
+        )
+        ax.set_title("Decode-total interval coverage (validation requests)")
+        fig.tight_layout()
+        fig.savefig(output_dir / "coverage.png", dpi=110)
+        plt.close(fig)
+        written.append("coverage.png")
+    return written
 
 
 _ESTIMATOR_OPTIONS = (
@@ -603,6 +689,7 @@ _ESTIMATOR_OPTIONS = (
     "max_epochs",
     "batch_size",
     "validation_fraction",
+    "calibration_fraction",
     "device",
     "n_threads",
 )
@@ -638,10 +725,16 @@ def cmd_train(args, argv):
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save(est, args.output_dir / MODEL_FILE)
-    plots = _write_plots(est, res, val_rows if len(val_rows) else train_rows, args.output_dir)
+    plots = _write_plots(
+        est,
+        res,
+        val_rows if len(val_rows) else train_rows,
+        args.output_dir,
+        held_out=len(val_rows) > 0,
+    )
     metrics = {
         "train": _metrics(est, res, train_rows),
-        "validation": _metrics(est, res, val_rows),
+        "validation": _metrics(est, res, val_rows, intervals=True),
         "epochs_run": len(est.history_),
         "fit_seconds": fit_seconds,
         "device": est.device_,
@@ -663,6 +756,11 @@ def cmd_train(args, argv):
             f", positioned MAPE {val['positioned_mape_pct']:.2f}%"
             if "positioned_mape_pct" in val
             else ""
+        )
+        + "".join(
+            f", {float(c):.0%} interval coverage {v['coverage']:.1%}"
+            for c, v in val.get("decode_interval", {}).items()
+            if c == "0.9"
         )
     )
     if not args.quiet:
@@ -707,9 +805,13 @@ def _read_configs(path, names):
 
 def cmd_predict(args, argv):
     from . import load
+    from ._conformal import check_confidence
     from ._validation import check_output_tokens
+    from .exceptions import ExtrapolationWarning
 
     _check_output_file(args.output)
+    if args.interval is not None:
+        check_confidence(args.interval, "--interval")
     path = args.model / MODEL_FILE if args.model.is_dir() else args.model
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist.")
@@ -717,13 +819,7 @@ def cmd_predict(args, argv):
     X, n = _read_configs(args.configs, list(getattr(est, "feature_names_in_", [])))
     if args.output_tokens is not None:
         n = check_output_tokens(args.output_tokens, len(X), "--output_tokens")
-    out = X.copy()
-    curve = est.predict_positions(X, args.positions)
-    for j, p in enumerate(args.positions):
-        out[f"latency_p{p}_ms"] = curve[:, j]
-    if n is not None:
-        out[OUTPUT_TOKENS_COL] = n
-    else:
+    if n is None:
         dist = est.output_tokens_distribution_
         mean_n = float(np.dot(dist["values"], dist["probabilities"]))
         print(
@@ -731,18 +827,48 @@ def cmd_predict(args, argv):
             f"total over the training output lengths (mean N = {mean_n:.1f})",
             file=sys.stderr,
         )
-    out[f"{DECODE_COL}_ms"] = est.predict_total(X, n)
-    if est.prefill_scale_ is not None:
-        out[f"{PREFILL_COL}_ms"] = est.predict_prefill(X)
-    out[f"budget_{args.budget_strategy}_ms_per_token"] = est.predict_budget(
-        X, args.budget_strategy, positions=args.positions
-    )
+    # The in_domain column says which rows extrapolate; one line on stderr
+    # replaces a warning per feature.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        out = _predictions(est, X, n, args)
+    outside = int((~out["in_domain"]).sum())
+    if outside:
+        print(
+            f"sklat predict: {outside} of {len(out)} rows lie outside the training range "
+            "of a feature or past the longest training output (in_domain=False): their "
+            "predictions are extrapolations",
+            file=sys.stderr,
+        )
     if args.output is None:
         out.to_csv(sys.stdout, index=False, float_format="%.4f")
     else:
         out.to_csv(args.output, index=False, float_format="%.6f")
         print(f"sklat predict: wrote {len(out)} rows to {args.output}")
     return 0
+
+
+def _predictions(est, X, n, args):
+    """The output table of ``sklat predict``."""
+    out = X.copy()
+    curve = est.predict_positions(X, args.positions)
+    for j, p in enumerate(args.positions):
+        out[f"latency_p{p}_ms"] = curve[:, j]
+    if n is not None:
+        out[OUTPUT_TOKENS_COL] = n
+    out[f"{DECODE_COL}_ms"] = est.predict_total(X, n)
+    if est.prefill_scale_ is not None:
+        out[f"{PREFILL_COL}_ms"] = est.predict_prefill(X)
+    out[f"budget_{args.budget_strategy}_ms_per_token"] = est.predict_budget(X, args.budget_strategy)
+    if args.interval is not None:
+        targets = [(DECODE_COL, "total")]
+        if est.prefill_scale_ is not None:
+            targets.append((PREFILL_COL, "prefill"))
+        for column, target in targets:
+            bounds = est.predict_interval(X, n, target=target, confidence=args.interval)
+            out[f"{column}_lower_ms"], out[f"{column}_upper_ms"] = bounds.T
+    out["in_domain"] = est.in_domain(X, n)
+    return out
 
 
 # ---------------------------------------------------------------- profile

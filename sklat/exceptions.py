@@ -8,3 +8,8 @@ class TrainingDivergedError(FloatingPointError):
 class ModelFileError(ValueError):
     """A model file that cannot be loaded: not a sklat model, damaged, or from
     an incompatible version."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction for a configuration or output length outside the training
+    range: the message names the feature, the value and the range."""

@@ -7,14 +7,16 @@ Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
 - :func:`positioned_mape`: the error of predicted per-position curves against
   measured per-step latencies, averaged per request, in percent;
 - :func:`per_token_mae`: the mean absolute error of the per-token average
-  ``total / N`` (what a time-per-output-token SLO compares), in ms per token.
+  ``total / N`` (what a time-per-output-token SLO compares), in ms per token;
+- :func:`interval_coverage` and :func:`mean_interval_width`: how often
+  prediction intervals hold the measured value, and how wide they are.
 """
 
 import numpy as np
 
-from ._validation import as_float_array, check_finite_positive, check_output_tokens
+from ._validation import as_float_array, check_finite, check_finite_positive, check_output_tokens
 
-__all__ = ["mape", "per_token_mae", "positioned_mape"]
+__all__ = ["interval_coverage", "mape", "mean_interval_width", "per_token_mae", "positioned_mape"]
 
 
 def _pair(y_true, y_pred):
@@ -142,3 +144,83 @@ def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
         check_finite_positive(true, f"y_true[{i}]", where=lambda j: f"step {start + j}")
         errors.append(np.mean(np.abs(pred - true) / true))
     return float(100 * np.mean(errors))
+
+
+def _intervals(y_interval):
+    """``y_interval`` as float64 (n, 2) or (n, 2, k), lower <= upper."""
+    arr = as_float_array(y_interval, "y_interval")
+    if arr.ndim not in (2, 3) or arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise ValueError(
+            "y_interval must have shape (n_samples, 2) or (n_samples, 2, n_confidences) "
+            f"(lower and upper bounds); got {arr.shape}."
+        )
+    if np.isnan(arr).any():
+        raise ValueError("y_interval holds NaN.")
+    bad = arr[:, 0] > arr[:, 1]
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"y_interval has its lower bound above its upper bound at sample {row}.")
+    return arr
+
+
+def interval_coverage(y_true, y_interval):
+    """Fraction of measured values inside their prediction intervals.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Measured values.
+    y_interval : array-like of shape (n_samples, 2) or (n_samples, 2, n_confidences)
+        Lower and upper bounds (bounds included), e.g. from
+        :meth:`~sklat.LatencyEstimator.predict_interval`, or stacked along the
+        last axis for several confidences.
+
+    Returns
+    -------
+    coverage : float or ndarray of shape (n_confidences,)
+        In ``[0, 1]``.
+
+    Examples
+    --------
+    >>> from sklat.metrics import interval_coverage
+    >>> interval_coverage([10.0, 20.0, 30.0], [[9, 11], [21, 25], [25, 30]])
+    0.666...
+    """
+    bounds = _intervals(y_interval)
+    y = as_float_array(y_true, "y_true")
+    if y.shape != bounds.shape[:1]:
+        raise ValueError(
+            f"y_true must have one value per interval ({bounds.shape[0]}); got shape {y.shape}."
+        )
+    check_finite(y, "y_true", where="entry {}".format)
+    if bounds.ndim == 3:
+        y = y[:, None]
+    inside = (bounds[:, 0] <= y) & (y <= bounds[:, 1])
+    coverage = inside.mean(axis=0)
+    return float(coverage) if bounds.ndim == 2 else coverage
+
+
+def mean_interval_width(y_interval):
+    """Mean width (upper - lower) of prediction intervals.
+
+    Parameters
+    ----------
+    y_interval : array-like of shape (n_samples, 2) or (n_samples, 2, n_confidences)
+        Lower and upper bounds.
+
+    Returns
+    -------
+    width : float or ndarray of shape (n_confidences,)
+        In the unit of the bounds (ms for latencies).
+
+    Examples
+    --------
+    >>> from sklat.metrics import mean_interval_width
+    >>> float(mean_interval_width([[9.0, 11.0], [21.0, 25.0]]))
+    3.0
+    """
+    bounds = _intervals(y_interval)
+    if not np.isfinite(bounds).all():
+        raise ValueError("y_interval must be finite to have a width.")
+    width = (bounds[:, 1] - bounds[:, 0]).mean(axis=0)
+    return float(width) if bounds.ndim == 2 else width

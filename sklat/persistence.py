@@ -21,7 +21,7 @@ import numpy as np
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # JSON metadata nested deeper than this is refused before parsing (sklat
 # writes at most 4 levels).
 _MAX_JSON_DEPTH = 32

@@ -9,7 +9,7 @@ matplotlib is imported only when drawing; it comes with ``pip install
 import numpy as np
 
 from ._constants import DECODE_COL
-from ._validation import check_positions, select_targets
+from ._validation import check_output_tokens, check_positions, select_targets
 
 # Positions drawn by LatencyCurveDisplay.from_estimator when none are given.
 _DEFAULT_MAX_POSITION = 256
@@ -354,3 +354,244 @@ class TotalLatencyDisplay:
         y_true = y_arr[:, -1] if y_arr.ndim == 2 else y_arr
         y_pred = estimator.predict_total(X, output_tokens)
         return cls.from_predictions(y_true, y_pred, ax=ax, **kwargs)
+
+
+def _length_buckets(output_tokens, n_buckets):
+    """Per request, the index of its output-length bucket (quantile edges),
+    and the buckets' labels."""
+    edges = np.unique(np.quantile(output_tokens, np.linspace(0, 1, n_buckets + 1)).round())
+    if len(edges) < 2:
+        edges = np.array([output_tokens.min(), output_tokens.max()], dtype=np.float64)
+    index = np.clip(np.searchsorted(edges, output_tokens, side="right") - 1, 0, len(edges) - 2)
+    # Bucket b holds edges[b] <= N < edges[b + 1]; the last one includes its top.
+    last = len(edges) - 2
+    labels = [f"N {int(edges[b])}-{int(edges[b + 1]) - (b < last)}" for b in range(len(edges) - 1)]
+    return index, labels
+
+
+class CoverageDisplay:
+    """Observed against nominal coverage of prediction intervals, overall and
+    by output-length bucket.
+
+    Points on the diagonal are calibrated intervals; below it, intervals hold
+    the measured value less often than they claim.
+
+    Parameters
+    ----------
+    confidences : ndarray of shape (n_confidences,)
+        Nominal coverages.
+    coverage : ndarray of shape (n_buckets, n_confidences)
+        Observed coverage per output-length bucket.
+    overall : ndarray of shape (n_confidences,)
+        Observed coverage over all requests.
+    labels : list of str
+        Label per bucket (its output lengths).
+    counts : ndarray of shape (n_buckets,)
+        Requests per bucket.
+
+    Attributes
+    ----------
+    lines_ : list of matplotlib Line2D
+        One line per bucket.
+    overall_line_ : matplotlib Line2D
+        The overall coverage.
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from sklat.plotting import CoverageDisplay
+    >>> y = np.array([10.0, 20.0, 30.0, 40.0])
+    >>> intervals = np.stack([np.c_[y - 1, y + 1], np.c_[y + 1, y + 2]], axis=2)
+    >>> disp = CoverageDisplay.from_predictions(
+    ...     y, intervals, confidences=[0.9, 0.5], output_tokens=[8, 16, 32, 64], n_buckets=2)
+    >>> disp.overall.tolist()
+    [1.0, 0.0]
+    """
+
+    def __init__(self, *, confidences, coverage, overall, labels, counts):
+        self.confidences = confidences
+        self.coverage = coverage
+        self.overall = overall
+        self.labels = labels
+        self.counts = counts
+
+    def plot(self, ax=None, *, line_kw=None):
+        """Draw the diagonal, one line per bucket and the overall coverage.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; ``None`` creates a figure.
+        line_kw : dict, default=None
+            Keyword arguments of the buckets' ``ax.plot``.
+
+        Returns
+        -------
+        display : CoverageDisplay
+            ``self``, drawn.
+        """
+        ax = _axes(ax, "CoverageDisplay.plot")
+        nominal = np.asarray(self.confidences, dtype=np.float64)
+        low = min(nominal.min(), np.min(self.coverage), np.min(self.overall)) - 0.05
+        ax.plot([low, 1], [low, 1], "k--", lw=1, label="calibrated")
+        self.lines_ = []
+        for label, count, observed in zip(self.labels, self.counts, self.coverage):
+            (line,) = ax.plot(
+                nominal,
+                observed,
+                **{
+                    "marker": "o",
+                    "lw": 1,
+                    "alpha": 0.8,
+                    "label": f"{label} ({count})",
+                    **(line_kw or {}),
+                },
+            )
+            self.lines_.append(line)
+        (self.overall_line_,) = ax.plot(
+            nominal, self.overall, "k-", marker="s", lw=2, label=f"all ({int(np.sum(self.counts))})"
+        )
+        ax.set_xlabel("nominal coverage")
+        ax.set_ylabel("observed coverage")
+        ax.legend(fontsize="small")
+        self.ax_, self.figure_ = ax, ax.figure
+        return self
+
+    @classmethod
+    def from_predictions(
+        cls, y_true, y_intervals, *, confidences, output_tokens, n_buckets=4, ax=None, **kwargs
+    ):
+        """Plot the coverage of intervals already predicted.
+
+        Parameters
+        ----------
+        y_true : array-like of shape (n_samples,)
+            Measured values.
+        y_intervals : array-like of shape (n_samples, 2, n_confidences)
+            Lower and upper bounds at each confidence.
+        confidences : array-like of shape (n_confidences,)
+            The nominal coverage of each interval.
+        output_tokens : array-like of shape (n_samples,)
+            ``N`` per request, bucketed by its quantiles.
+        n_buckets : int, default=4
+            Number of output-length buckets (fewer when lengths repeat).
+        ax : matplotlib Axes, default=None
+            Axes to draw on; ``None`` creates a figure.
+        **kwargs : dict
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : CoverageDisplay
+            The display, drawn.
+        """
+        from .metrics import interval_coverage
+
+        confidences = np.asarray(confidences, dtype=np.float64).reshape(-1)
+        intervals = np.asarray(y_intervals, dtype=np.float64)
+        if intervals.ndim == 2:
+            intervals = intervals[:, :, None]
+        if intervals.ndim != 3 or intervals.shape[2] != len(confidences):
+            raise ValueError(
+                "y_intervals must have shape (n_samples, 2, n_confidences) with one "
+                f"confidence per interval; got {intervals.shape} for {len(confidences)} "
+                "confidences."
+            )
+        y_true = np.asarray(y_true, dtype=np.float64)
+        n = check_output_tokens(output_tokens, len(y_true))
+        if not (isinstance(n_buckets, int) and n_buckets >= 1):
+            raise ValueError(f"n_buckets must be an integer >= 1; got {n_buckets!r}.")
+        overall = interval_coverage(y_true, intervals)
+        index, labels = _length_buckets(n, n_buckets)
+        coverage = np.vstack(
+            [
+                interval_coverage(y_true[index == b], intervals[index == b])
+                for b in range(len(labels))
+            ]
+        )
+        counts = np.bincount(index, minlength=len(labels))
+        return cls(
+            confidences=confidences,
+            coverage=coverage,
+            overall=overall,
+            labels=labels,
+            counts=counts,
+        ).plot(ax=ax, **kwargs)
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator,
+        X,
+        y,
+        *,
+        output_tokens=None,
+        target="total",
+        confidences=(0.5, 0.8, 0.9, 0.95),
+        n_buckets=4,
+        ax=None,
+        **kwargs,
+    ):
+        """Predict intervals for ``X`` and plot their coverage of ``y``.
+
+        Parameters
+        ----------
+        estimator : LatencyEstimator
+            A fitted estimator with calibration requests.
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations of held-out requests (not used in fitting).
+        y : array-like of shape (n_samples,) or (n_samples, 2), or DataFrame
+            Measured targets, as in ``fit``.
+        output_tokens : array-like of shape (n_samples,), default=None
+            ``N`` per request (or an ``output_tokens`` column of ``X``).
+        target : {"total", "per_token", "prefill"}, default="total"
+            What the intervals bound (see ``predict_interval``).
+        confidences : sequence of float, default=(0.5, 0.8, 0.9, 0.95)
+            Nominal coverages drawn.
+        n_buckets : int, default=4
+            Number of output-length buckets.
+        ax : matplotlib Axes, default=None
+            Axes to draw on; ``None`` creates a figure.
+        **kwargs : dict
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : CoverageDisplay
+            The display, drawn.
+        """
+        if output_tokens is None:
+            output_tokens = estimator._pop_output_tokens(X)[1]
+        if output_tokens is None:
+            raise ValueError("CoverageDisplay needs output_tokens (argument or column of X).")
+        y_arr = np.asarray(select_targets(y), dtype=np.float64)
+        n = check_output_tokens(output_tokens, len(y_arr))
+        if target == "prefill":
+            if y_arr.ndim != 2:
+                raise ValueError("target='prefill' needs y = [T_prefill_total, T_LLM_decode].")
+            y_true = y_arr[:, 0]
+        else:
+            y_true = y_arr[:, -1] if y_arr.ndim == 2 else y_arr
+            if target == "per_token":
+                y_true = y_true / n
+        X_features = estimator._pop_output_tokens(X)[0]
+        intervals = np.stack(
+            [
+                estimator.predict_interval(X_features, n, target=target, confidence=c)
+                for c in confidences
+            ],
+            axis=2,
+        )
+        return cls.from_predictions(
+            y_true,
+            intervals,
+            confidences=confidences,
+            output_tokens=n,
+            n_buckets=n_buckets,
+            ax=ax,
+            **kwargs,
+        )

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -43,13 +44,21 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(results, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "model"
-    assert _train(results, str(out), "--seed", "3407", "--val_fraction", "0.25", *FAST) == 0
+    # 38 training requests: half of them (19) calibrate intervals up to 95%.
+    options = ["--seed", "3407", "--val_fraction", "0.25", "--calibration_fraction", "0.5"]
+    assert _train(results, str(out), *options, *FAST) == 0
     return out
 
 
 def test_train_writes_model_metrics_and_plots(trained):
     files = sorted(p.name for p in trained.iterdir())
-    assert files == ["latency_curves.png", "metrics.json", "model.safetensors", "total_decode.png"]
+    assert files == [
+        "coverage.png",
+        "latency_curves.png",
+        "metrics.json",
+        "model.safetensors",
+        "total_decode.png",
+    ]
     m = json.loads((trained / "metrics.json").read_text())
     assert m["train"]["n_requests"] + m["validation"]["n_requests"] == 50
     assert m["validation"]["n_requests"] == round(0.25 * 50)
@@ -62,6 +71,12 @@ def test_train_writes_model_metrics_and_plots(trained):
         ):
             assert np.isfinite(m[split][key]) and m[split][key] >= 0
     assert "positioned_mape_pct" in m["train"]
+    # Interval coverage on the held-out requests only.
+    intervals = m["validation"]["decode_interval"]
+    assert sorted(intervals) == ["0.8", "0.9", "0.95"] and "decode_interval" not in m["train"]
+    for v in intervals.values():
+        assert 0 <= v["coverage"] <= 1 and v["mean_width_ms"] > 0
+    assert 0 <= m["validation"]["n_outside_domain"] <= m["validation"]["n_requests"]
     assert set(m["datasets"]) == {"a", "b"}
     assert "--seed 3407" in m["command"] and m["versions"]["sklat"] == sklat.__version__
     assert m["epochs_run"] <= 15
@@ -195,7 +210,7 @@ def test_predict_prints_positions_totals_prefill(trained, results, tmp_path, cap
         == 0
     )
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert list(table.columns[-8:]) == [
+    assert list(table.columns[-9:]) == [
         "latency_p1_ms",
         "latency_p5_ms",
         "latency_p10_ms",
@@ -204,6 +219,7 @@ def test_predict_prints_positions_totals_prefill(trained, results, tmp_path, cap
         "T_LLM_decode_ms",
         "T_prefill_total_ms",
         "budget_max_ms_per_token",
+        "in_domain",
     ]
     est = sklat.load(trained / "model.safetensors")
     X = configs[list(est.feature_names_in_)]
@@ -455,3 +471,39 @@ def test_results_folder_oddities_are_one_line_errors(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "x.jsonl, line 2: not a JSON object" in err and len(err.splitlines()) == 1
+
+
+def test_predict_interval_and_domain_columns(trained, results, tmp_path, capsys):
+    configs = pd.read_csv(results / "a" / "part1.csv").head(3)
+    est = sklat.load(trained / "model.safetensors")
+    configs.loc[2, "text_tokens"] = 1e7  # far outside the training range
+    configs.to_csv(tmp_path / "c.csv", index=False)
+    args = ["predict", "--model", str(trained), str(tmp_path / "c.csv"), "--interval", "0.8"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing reaches the user as a Python warning
+        assert main(args) == 0
+    captured = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(captured.out))
+    assert table["in_domain"].tolist() == [True, True, False]
+    assert "1 of 3 rows lie outside the training range" in captured.err
+    X = configs[list(est.feature_names_in_)]
+    n = configs["output_tokens"].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklat.ExtrapolationWarning)
+        decode = est.predict_interval(X, n, confidence=0.8)
+        prefill = est.predict_interval(X, target="prefill", confidence=0.8)
+    np.testing.assert_allclose(table["T_LLM_decode_lower_ms"], decode[:, 0], rtol=1e-4)
+    np.testing.assert_allclose(table["T_LLM_decode_upper_ms"], decode[:, 1], rtol=1e-4)
+    np.testing.assert_allclose(table["T_prefill_total_lower_ms"], prefill[:, 0], rtol=1e-4)
+    assert np.isfinite(table.select_dtypes("number").to_numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "confidence, message",
+    [("1.5", r"--interval must be a number in \(0, 1\)"), ("0.99", "needs at least 99")],
+)
+def test_predict_interval_errors(trained, results, tmp_path, capsys, confidence, message):
+    pd.read_csv(results / "a" / "part1.csv").head(2).to_csv(tmp_path / "c.csv", index=False)
+    args = ["predict", "--model", str(trained), str(tmp_path / "c.csv"), "--interval", confidence]
+    assert main(args) == 2
+    assert re.search(message, capsys.readouterr().err)

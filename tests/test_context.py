@@ -14,6 +14,8 @@ def d():
 
 
 def fit(d, X=None, **params):
+    # calibration_fraction=0: the fitted scales are those of all the requests.
+    params.setdefault("calibration_fraction", 0.0)
     est = LatencyEstimator(max_epochs=2, random_state=0, **params)
     return est.fit(d.X if X is None else X, d.y, output_tokens=d.output_tokens)
 

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from sklat.metrics import mape, per_token_mae, positioned_mape
+from sklat.metrics import (
+    interval_coverage,
+    mape,
+    mean_interval_width,
+    per_token_mae,
+    positioned_mape,
+)
 
 
 def test_values_match_hand_computations():
@@ -18,6 +24,36 @@ def test_values_match_hand_computations():
     assert positioned_mape(measured[:1], pred[:1], start=3) == pytest.approx(0.0)
     curves = np.array([[10.0, 10.0, 99.0], [20.0, 99.0, 99.0]])
     assert positioned_mape(curves, pred, output_tokens=[2, 1]) == pytest.approx(10.0)
+
+
+def test_interval_metrics():
+    y = [10.0, 20.0, 30.0, 40.0]
+    bounds = [[9.0, 11.0], [20.0, 20.0], [31.0, 35.0], [30.0, 39.0]]
+    # Bounds are included: 2 of 4 inside.
+    assert interval_coverage(y, bounds) == 0.5
+    assert mean_interval_width(bounds) == pytest.approx((2 + 0 + 4 + 9) / 4)
+    stacked = np.stack([bounds, [[0.0, 100.0]] * 4], axis=2)
+    np.testing.assert_allclose(interval_coverage(y, stacked), [0.5, 1.0])
+    np.testing.assert_allclose(mean_interval_width(stacked), [3.75, 100.0])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: interval_coverage([1.0], [1.0, 2.0]), r"y_interval must have shape"),
+        (
+            lambda: interval_coverage([1.0], [[2.0, 1.0]]),
+            "lower bound above its upper bound at sample 0",
+        ),
+        (lambda: interval_coverage([1.0, 2.0], [[0.0, 3.0]]), r"one value per interval \(1\)"),
+        (lambda: interval_coverage([np.nan], [[0.0, 3.0]]), "y_true must be finite"),
+        (lambda: interval_coverage([1.0], [[np.nan, 3.0]]), "y_interval holds NaN"),
+        (lambda: mean_interval_width([[0.0, np.inf]]), "must be finite to have a width"),
+    ],
+)
+def test_interval_metric_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 @pytest.mark.parametrize(

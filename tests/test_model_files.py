@@ -6,6 +6,7 @@ anything of the claimed size is built.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -83,6 +84,25 @@ def _param(name, value):
         (_attr("n_features_in_", True), "n_features_in_ must be an integer"),
         (lambda doc: doc["attributes"].pop("total_norm_"), r"attributes missing \['total_norm_'\]"),
         (_attr("extra_", 1), r"unknown \['extra_'\]"),
+        (
+            _attr("feature_range_", [[9.0] * 5, [1.0] * 5]),
+            "feature_range_ must hold a minimum <= maximum",
+        ),
+        (
+            _attr("conformity_scores_", [[0.1]]),
+            "conformity_scores_ must be nested lists of any number of x 2 numbers",
+        ),
+        (_attr("conformity_scores_", [[0.1, 1e309]]), "conformity_scores_ must be finite"),
+        (_attr("position_scores_", [[0.1, 0.0]]), "position_scores_ must hold absolute errors"),
+        (_attr("position_scores_", [[-0.1, 0.5]]), "position_scores_ must hold absolute errors"),
+        (
+            _attr("difficulty_tree_", [[[0.0] * 15] * 3]),
+            "difficulty_tree_ must be nested lists of 2",
+        ),
+        (
+            _attr("difficulty_tree_", [[[7.0] * 15, [0.0] * 15, [0.0] * 15]] * 2),
+            r"difficulty_tree_ must name inputs in -1\.\.5",
+        ),
         (_param("surprise", 1), "the parameters must be exactly"),
         (lambda doc: doc["params"].pop("lr"), "the parameters must be exactly"),
         (_param("hidden_size", -1), "hidden_size must be an integer >= 1; got -1"),
@@ -179,3 +199,11 @@ def test_any_edit_loads_soundly_or_is_a_model_file_error(
     # still give finite, positive predictions.
     pred = est.predict_total(small_data.X.iloc[:5], 9)
     assert np.isfinite(pred).all() and (pred > 0).all()
+    # Intervals are finite and positive, or a clear error (an edited file may
+    # hold no calibration requests, or scores that overflow).
+    try:
+        bounds = est.predict_interval(small_data.X.iloc[:5], 9, confidence=0.5)
+    except ValueError as exc:
+        assert re.search("calibration requests|is not finite", str(exc))
+        return
+    assert np.isfinite(bounds).all() and (bounds > 0).all()

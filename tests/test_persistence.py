@@ -32,6 +32,16 @@ def test_round_trip_identical_predictions(fitted, small_data, saved):
     np.testing.assert_array_equal(
         loaded.predict_budget(X, "expectation"), fitted.predict_budget(X, "expectation")
     )
+    for target in ("total", "prefill"):
+        np.testing.assert_array_equal(
+            loaded.predict_interval(X, 33, target=target),
+            fitted.predict_interval(X, 33, target=target),
+        )
+    np.testing.assert_array_equal(
+        loaded.predict_slo_attainment(X, ttft_ms=20.0, tpot_ms=2.0),
+        fitted.predict_slo_attainment(X, ttft_ms=20.0, tpot_ms=2.0),
+    )
+    np.testing.assert_array_equal(loaded.in_domain(X), fitted.in_domain(X))
     assert loaded.get_params() == fitted.get_params()
     assert list(loaded.feature_names_in_) == list(fitted.feature_names_in_)
     assert len(loaded.history_) == len(fitted.history_)

@@ -9,7 +9,11 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sklat.plotting import LatencyCurveDisplay, TotalLatencyDisplay  # noqa: E402
+from sklat.plotting import (  # noqa: E402
+    CoverageDisplay,
+    LatencyCurveDisplay,
+    TotalLatencyDisplay,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +86,51 @@ def test_total_display(fitted, small_data):
     assert disp.ax_.get_xlabel() == "measured T_LLM_decode (ms)"
     with pytest.raises(ValueError, match="y_true has 2 values but y_pred has 1"):
         TotalLatencyDisplay.from_predictions([1.0, 2.0], [1.0])
+
+
+def test_coverage_display_from_estimator(fitted, small_data):
+    d = small_data
+    confidences = (0.5, 0.9)
+    disp = CoverageDisplay.from_estimator(
+        fitted, d.X, d.y, output_tokens=d.output_tokens, confidences=confidences, n_buckets=3
+    )
+    y = d.y["T_LLM_decode"].to_numpy()
+    for j, c in enumerate(confidences):
+        bounds = fitted.predict_interval(d.X, d.output_tokens, confidence=c)
+        expected = np.mean((bounds[:, 0] <= y) & (y <= bounds[:, 1]))
+        assert disp.overall[j] == pytest.approx(expected)
+    assert len(disp.lines_) == len(disp.labels) == 3 and disp.counts.sum() == len(y)
+    np.testing.assert_allclose(disp.overall_line_.get_ydata(), disp.overall)
+    np.testing.assert_allclose(disp.overall_line_.get_xdata(), confidences)
+    assert disp.ax_.get_xlabel() == "nominal coverage"
+    # Buckets by output length: their counts add up and their weighted
+    # coverage is the overall coverage.
+    np.testing.assert_allclose(disp.counts @ disp.coverage / disp.counts.sum(), disp.overall)
+    per_token = CoverageDisplay.from_estimator(
+        fitted,
+        d.X.assign(output_tokens=d.output_tokens),
+        d.y,
+        target="per_token",
+        confidences=[0.8],
+    )
+    total = CoverageDisplay.from_estimator(
+        fitted, d.X, d.y, output_tokens=d.output_tokens, confidences=[0.8]
+    )
+    np.testing.assert_allclose(per_token.overall, total.overall)
+
+
+def test_coverage_display_errors(fitted, small_data):
+    d = small_data
+    with pytest.raises(ValueError, match="needs output_tokens"):
+        CoverageDisplay.from_estimator(fitted, d.X, d.y)
+    with pytest.raises(ValueError, match="one confidence per interval"):
+        CoverageDisplay.from_predictions(
+            [1.0], np.ones((1, 2, 2)), confidences=[0.9], output_tokens=[3]
+        )
+    with pytest.raises(ValueError, match="n_buckets must be an integer >= 1"):
+        CoverageDisplay.from_predictions(
+            [1.0], np.ones((1, 2, 1)), confidences=[0.9], output_tokens=[3], n_buckets=0
+        )
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch):

@@ -1,8 +1,10 @@
 """Prediction methods: properties, shapes, dtypes, strategies."""
 
 import numpy as np
+
 import pytest
 
+from sklat import PROBE_POSITIONS
 from sklat.datasets import make_positioned_latency
 from sklat import _inference
 
@@ -69,7 +71,17 @@ def test_unknown_length_is_expectation_over_fitted_distribution(fitted, X):
 
 def test_budget_strategies(fitted, X):
     curve = fitted.predict_positions(X, [1, 5, 10, 20])
-    np.testing.assert_allclose(fitted.predict_budget(X), curve.max(axis=1))
+    np.testing.assert_allclose(
+        fitted.predict_budget(X, positions=PROBE_POSITIONS), curve.max(axis=1)
+    )
+    # By default, the maximum over positions 1..L, L the 95th percentile of N.
+    dist = fitted.output_tokens_distribution_
+    last = int(dist["values"][np.searchsorted(np.cumsum(dist["probabilities"]), 0.95)])
+    full = fitted.predict_positions(X, np.arange(1, last + 1))
+    np.testing.assert_allclose(fitted.predict_budget(X), full.max(axis=1))
+    assert (fitted.predict_budget(X) >= curve.max(axis=1) - 1e-12).all()
+    # Up to the 50th percentile: a maximum over fewer positions.
+    assert (fitted.predict_budget(X, output_tokens_quantile=0.5) <= fitted.predict_budget(X)).all()
     np.testing.assert_allclose(fitted.predict_budget(X, "position", position=5), curve[:, 1])
     # Expectation over a fixed length N: the mean latency of its N tokens.
     exp = fitted.predict_budget(X, "expectation", output_tokens_distribution=[20])

@@ -1,0 +1,322 @@
+"""Calibrated intervals and SLO attainment of sklat against the peers a user
+would pick instead.
+
+Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwise,profiled]``;
+prints Markdown tables (coverage and mean width of the decode-total interval at
+80/90/95%, overall and by output-length quartile of the held-out requests;
+SLO attainment Brier score and calibration; the cost of an interval).
+
+Methods, all fitted on the same training requests and scored on the same
+held-out requests, ``N`` known:
+
+- ``sklat``: ``LatencyEstimator.predict_interval`` (split conformal on its own
+  ``calibration_fraction`` of the training requests, normalised scores);
+- ``MAPIE split (absolute)`` / ``MAPIE split (gamma)``: MAPIE's
+  ``SplitConformalRegressor`` around the same estimator (``output_tokens`` as a
+  column, ``calibration_fraction=0``), conformalised on the same share of the
+  training requests, with absolute or relative (``gamma``) scores;
+- ``LightGBM quantile``: two quantile regressions per level on
+  ``(config, N) -> total`` over all training requests (not calibrated).
+"""
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_data import (  # noqa: E402
+    profiled_requests,
+    profiled_sets,
+    splitwise_requests,
+    vidur_requests,
+)
+
+from sklat import ExtrapolationWarning, LatencyEstimator  # noqa: E402
+from sklat.datasets import make_positioned_latency  # noqa: E402
+from sklat.metrics import interval_coverage, mean_interval_width  # noqa: E402
+
+CONFIDENCES = (0.8, 0.9, 0.95)
+CALIBRATION = 0.2
+
+
+def _estimator(seed, quick, **params):
+    return LatencyEstimator(random_state=seed, **({"max_epochs": 40} if quick else {}), **params)
+
+
+def sklat_intervals(data, train, test, seed, quick, calibration):
+    est = _estimator(seed, quick, calibration_fraction=calibration)
+    est.fit(data.X.iloc[train], data.y.iloc[train], output_tokens=data.output_tokens[train])
+    X, n = data.X.iloc[test], data.output_tokens[test]
+    bounds = np.stack([est.predict_interval(X, n, confidence=c) for c in CONFIDENCES], axis=2)
+    return bounds, est
+
+
+def mapie_intervals(data, train, test, seed, quick, calibration, score):
+    from mapie.regression import SplitConformalRegressor
+
+    rng = np.random.RandomState(seed + 7)
+    order = rng.permutation(train)
+    n_cal = int(calibration * len(train))
+    cal, fit = np.sort(order[:n_cal]), np.sort(order[n_cal:])
+
+    def with_n(rows):
+        return data.X.iloc[rows].assign(output_tokens=data.output_tokens[rows])
+
+    decode = data.y["T_LLM_decode"].to_numpy()
+    model = SplitConformalRegressor(
+        _estimator(seed, quick, calibration_fraction=0.0),
+        confidence_level=list(CONFIDENCES),
+        conformity_score=score,
+        prefit=False,
+    )
+    model.fit(with_n(fit), decode[fit])
+    model.conformalize(with_n(cal), decode[cal])
+    return model.predict_interval(with_n(test))[1]
+
+
+def lightgbm_intervals(data, train, test, seed):
+    from lightgbm import LGBMRegressor
+
+    def design(rows):
+        return data.X.iloc[rows].assign(output_tokens=data.output_tokens[rows]).to_numpy()
+
+    decode = data.y["T_LLM_decode"].to_numpy()
+    out = np.empty((len(test), 2, len(CONFIDENCES)))
+    for j, c in enumerate(CONFIDENCES):
+        for side, q in enumerate(((1 - c) / 2, (1 + c) / 2)):
+            model = LGBMRegressor(
+                objective="quantile",
+                alpha=q,
+                n_estimators=300,
+                learning_rate=0.05,
+                num_leaves=15,
+                min_child_samples=10,
+                random_state=seed,
+                verbose=-1,
+            )
+            model.fit(design(train), decode[train])
+            out[:, side, j] = model.predict(design(test))
+    out.sort(axis=1)  # quantile crossings
+    return out
+
+
+def _buckets(n):
+    edges = np.unique(np.quantile(n, [0, 0.25, 0.5, 0.75, 1]))
+    index = np.clip(np.searchsorted(edges, n, side="right") - 1, 0, len(edges) - 2)
+    labels = [
+        f"N {int(edges[b])}-{int(edges[b + 1]) - (b < len(edges) - 2)}"
+        for b in range(len(edges) - 1)
+    ]
+    return index, labels
+
+
+def coverage_rows(name, y, n, bounds):
+    """Table rows: overall and per N quartile, coverage (%) and width per level."""
+    index, labels = _buckets(n)
+    rows = []
+    for label, sel in [("all", np.ones(len(y), bool))] + [
+        (lab, index == b) for b, lab in enumerate(labels)
+    ]:
+        cov = interval_coverage(y[sel], bounds[sel])
+        width = mean_interval_width(bounds[sel])
+        row = {"method": name, "requests": label, "n": int(sel.sum())}
+        for j, c in enumerate(CONFIDENCES):
+            row[f"cov {c:.0%}"] = round(100 * cov[j], 1)
+        for j, c in enumerate(CONFIDENCES):
+            row[f"width {c:.0%} (ms)"] = float(f"{width[j]:.4g}")
+        rows.append(row)
+    return rows
+
+
+def slo_parts(est, data, test, seed):
+    """Predicted probabilities and outcomes on held-out requests, for a TPOT
+    objective and a joint TTFT + TPOT objective set per request at its
+    predicted value times a log-uniform factor in [0.8, 1.25]."""
+    X, n = data.X.iloc[test], data.output_tokens[test]
+    rng = np.random.RandomState(seed + 11)
+    per_token = data.y["T_LLM_decode"].to_numpy()[test] / n
+    prefill = data.y["T_prefill_total"].to_numpy()[test]
+    factor = np.exp(rng.uniform(np.log(0.8), np.log(1.25), size=(2, len(test))))
+    tpot = est.predict_total(X, n) / n * factor[0]
+    ttft = est.predict_prefill(X) * factor[1]
+    return {
+        "TPOT": (
+            est.predict_slo_attainment(X, tpot_ms=tpot, output_tokens=n),
+            per_token <= tpot,
+        ),
+        "TTFT + TPOT": (
+            est.predict_slo_attainment(X, tpot_ms=tpot, ttft_ms=ttft, output_tokens=n),
+            (per_token <= tpot) & (prefill <= ttft),
+        ),
+    }
+
+
+def slo_rows(name, parts):
+    """Brier score and calibration (pooled over repeats) of predict_slo_attainment."""
+    rows = []
+    for objective in parts[0]:
+        p = np.concatenate([part[objective][0] for part in parts])
+        met = np.concatenate([part[objective][1] for part in parts])
+        brier = float(np.mean((p - met) ** 2))
+        base = float(np.mean((met.mean() - met) ** 2))
+        bins = np.clip((p * 5).astype(int), 0, 4)
+        calib = "; ".join(
+            f"{b / 5:.1f}-{(b + 1) / 5:.1f}: {p[bins == b].mean():.2f} vs "
+            f"{met[bins == b].mean():.2f} ({int((bins == b).sum())})"
+            for b in range(5)
+            if (bins == b).any()
+        )
+        rows.append(
+            {
+                "data": name,
+                "objective": objective,
+                "n": len(p),
+                "met (%)": round(100 * met.mean(), 1),
+                "Brier": round(brier, 4),
+                "Brier of the base rate": round(base, 4),
+                "predicted vs observed by predicted bin (requests)": calib,
+            }
+        )
+    return rows
+
+
+def splits(data_name, data, seed, quick):
+    """``(train, test, calibration_fraction, seed)`` of each repeat; results
+    are pooled over the repeats (coverage is a guarantee in expectation over
+    calibration draws: one draw of n requests varies by about
+    ``sqrt(c (1 - c) / n)``)."""
+    n = len(data.X)
+    small = data_name.startswith("profiled") or data_name == "splitwise"
+    out = []
+    for r in range(2 if quick else (20 if small else 3)):
+        order = np.random.RandomState(seed + r).permutation(n)
+        if small:
+            # 30% held out, and 30% of the training requests calibrate (enough for 95%).
+            k = int(0.3 * n)
+            out.append((np.sort(order[k:]), np.sort(order[:k]), 0.3, seed + r))
+        else:
+            # A third held out (1000 requests), 20% of the rest calibrates (400).
+            k = n // 3
+            out.append((np.sort(order[k:]), np.sort(order[:k]), CALIBRATION, seed + r))
+    return out
+
+
+def datasets(names, quick):
+    n = 1500 if quick else 3000
+    if "synthetic" in names:
+        for curve in ("saturating", "linear", "mixed"):
+            yield (
+                f"synthetic ({curve})",
+                make_positioned_latency(
+                    n, noise=0.05, curve=curve, positioned_fraction=0.0, random_state=1
+                ),
+            )
+    if "vidur" in names:
+        yield "vidur", vidur_requests(n, random_state=2)
+    if "splitwise" in names:
+        yield "splitwise", splitwise_requests()
+    if "profiled" in names:
+        for name in profiled_sets():
+            yield f"profiled {name}", profiled_requests(name)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default="synthetic,vidur,splitwise,profiled")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_peers", action="store_true")
+    parser.add_argument("--cost_only", action="store_true", help="only the cost table")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", ExtrapolationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="mapie")
+    slo, slo_table = [], []
+    if args.cost_only:
+        print(cost_table().to_markdown(index=False))
+        return
+    for name, data in datasets(args.data.split(","), args.quick):
+        pooled = {}
+        ys, ns = [], []
+        start = time.perf_counter()
+        for train, test, calibration, seed in splits(name, data, args.seed, args.quick):
+            y = data.y["T_LLM_decode"].to_numpy()[test]
+            ys.append(y)
+            ns.append(data.output_tokens[test])
+            bounds, est = sklat_intervals(data, train, test, seed, args.quick, calibration)
+            pooled.setdefault("sklat", []).append(bounds)
+            slo.append(slo_parts(est, data, test, seed))
+            if args.no_peers:
+                continue
+            for score in ("absolute", "gamma"):
+                pooled.setdefault(f"MAPIE split ({score})", []).append(
+                    mapie_intervals(data, train, test, seed, args.quick, calibration, score)
+                )
+            pooled.setdefault("LightGBM quantile", []).append(
+                lightgbm_intervals(data, train, test, seed)
+            )
+        slo_table += slo_rows(name, slo)
+        slo = []
+        y, n = np.concatenate(ys), np.concatenate(ns)
+        rows = []
+        for method, parts in pooled.items():
+            rows += coverage_rows(method, y, n, np.concatenate(parts))
+        print(f"\n### {name}: {len(y)} held-out requests ({time.perf_counter() - start:.0f} s)\n")
+        print(pd.DataFrame(rows).to_markdown(index=False))
+    print("\n### SLO attainment (predict_slo_attainment, N known)\n")
+    print(pd.DataFrame(slo_table).to_markdown(index=False))
+    print("\n### Cost of an interval for one configuration\n")
+    print(cost_table().to_markdown(index=False))
+
+
+def cost_table(repeats=300):
+    """Median time of predict_total and predict_interval on one configuration
+    (a DataFrame row), N known and unknown, one torch thread."""
+    d = make_positioned_latency(500, noise=0.05, positioned_fraction=0.0, random_state=0)
+    est = LatencyEstimator(max_epochs=20, random_state=0).fit(
+        d.X, d.y, output_tokens=d.output_tokens
+    )
+    X = d.X.iloc[[3]]
+    calls = {
+        "predict_total(X, N)": lambda: est.predict_total(X, 100),
+        "predict_interval(X, N)": lambda: est.predict_interval(X, 100),
+        "predict_total(X) (N unknown)": lambda: est.predict_total(X),
+        "predict_interval(X) (N unknown)": lambda: est.predict_interval(X),
+        "predict_slo_attainment(X, tpot_ms, N)": lambda: est.predict_slo_attainment(
+            X, tpot_ms=5.0, output_tokens=100
+        ),
+        "predict_budget(X, confidence=0.9)": lambda: est.predict_budget(X, confidence=0.9),
+    }
+    times = {}
+    for _ in range(3):  # interleaved rounds: a busy moment hits every call alike
+        for name, call in calls.items():
+            call()
+            t = []
+            for _ in range(repeats // 3):
+                start = time.perf_counter()
+                call()
+                t.append(time.perf_counter() - start)
+            times.setdefault(name, []).extend(t)
+    base = {
+        "N": np.median(times["predict_total(X, N)"]),
+        "U": np.median(times["predict_total(X) (N unknown)"]),
+    }
+    rows = []
+    for name, t in times.items():
+        ref = base["U"] if "unknown" in name else base["N"]
+        rows.append(
+            {
+                "call": name,
+                "median (us)": round(1e6 * float(np.median(t)), 1),
+                "x predict_total": round(float(np.median(t)) / ref, 2),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Split-conformal calibration of the decode total and the prefill.
+
+A request's conformity score is its signed log error, normalised by how hard
+the model finds requests like it::
+
+    e = (log y - log y_hat) / sigma(x, N)
+
+``sigma`` is a shallow regression tree of ``log |log y - log y_hat|`` on the
+standardised features and ``log N`` of the *training* requests (never the
+calibration requests, so the scores of the calibration requests and of a new
+request stay exchangeable): it finds the few inputs that make a request hard
+(a noisy tier among quiet ones, short outputs), ignores the others, and is
+bounded by the training errors however far a request lies from the data.
+The calibration requests' scores then give, for any new request, the
+predictive distribution ``y_hat * exp(sigma * e_i)``: its order statistics are
+the interval bounds (finite-sample coverage), its empirical mean of an event is
+the event's probability.
+"""
+
+import math
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from . import _inference
+from ._net import _ragged_gather
+
+# Residuals below this fraction of the median residual count as that floor:
+# log|r| of a near-zero residual would dominate a mean of logs.
+_RESIDUAL_FLOOR = 0.1
+# The difficulty tree: its depth (a complete binary tree of 2**depth - 1
+# nodes, stored as such) and the smallest share of the training requests in a
+# leaf (the mean log error of fewer requests is mostly noise).
+TREE_DEPTH = 4
+TREE_NODES = 2**TREE_DEPTH - 1
+_MIN_LEAF_SHARE = 0.05
+_MIN_LEAF = 10
+# Per-step latencies of one calibration request kept for per-position
+# intervals (evenly spaced): bounds the model file's size.
+_STEPS_KEPT = 64
+# Values evaluated at once by the mixture computations.
+_CHUNK_ELEMENTS = 2_000_000
+# Ranks are computed from (n + 1) * level; a level such as 1 - 0.9 is not exact
+# in binary, and must not move a rank by one.
+_RANK_TOLERANCE = 1e-9
+
+
+def calibration_split(n, fraction, seed):
+    """``(fit_rows, calibration_rows)``: ``int(fraction * n)`` requests drawn
+    (seeded) for calibration, none if that would leave no request to fit."""
+    n_cal = int(fraction * n)
+    if n_cal < 1 or n - n_cal < 1:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    # A seed of its own: the held-out split of early stopping draws from the
+    # same seed and must not pick the same positions.
+    order = np.random.RandomState((seed + 1) % 2**31).permutation(n)
+    return np.sort(order[n_cal:]), np.sort(order[:n_cal])
+
+
+def subset(requests, rows):
+    """The checked requests (a Bunch; per-step data in CSR layout) ``rows``."""
+    flat, lengths, _ = _ragged_gather(requests.step_offsets, rows)
+    return Bunch(
+        X=requests.X[rows],
+        decode=requests.decode[rows],
+        prefill=None if requests.prefill is None else requests.prefill[rows],
+        output_tokens=requests.output_tokens[rows],
+        step_values=requests.step_values[flat],
+        step_offsets=np.concatenate(([0], np.cumsum(lengths))),
+    )
+
+
+def _log_errors(est, part):
+    """Signed log errors ``(decode, prefill or None)`` of ``est`` on ``part``,
+    and the curve coefficients (predicted as for a new request)."""
+    coef = est._coefficients(part.X, part.output_tokens, warn=False)
+    decode = np.log(part.decode) - np.log(_inference.total(est, coef, part.output_tokens))
+    prefill = None if part.prefill is None else np.log(part.prefill) - np.log(coef.prefill)
+    return decode, prefill, coef
+
+
+def calibrate(est, fit_part, cal_part):
+    """Set ``est``'s difficulty trees (fitted on ``fit_part``, the point
+    model's own requests) and conformity scores (of ``cal_part``)."""
+    decode, prefill, coef = _log_errors(est, fit_part)
+    inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
+    trees = [fit_difficulty(inputs, decode)]
+    if prefill is not None:
+        # The prefill does not depend on the output length.
+        trees.append(fit_difficulty(inputs[:, :-1], prefill))
+    est.difficulty_tree_ = np.stack(trees)
+    scores = np.zeros((len(cal_part.output_tokens), est.n_outputs_))
+    if len(scores):
+        decode, prefill, coef = _log_errors(est, cal_part)
+        scores[:, 0] = decode / sigma(est, coef.z, cal_part.output_tokens, 0)
+        if prefill is not None:
+            scores[:, 1] = prefill / sigma(est, coef.z, None, 1)
+    est.conformity_scores_ = scores
+    est.position_scores_ = position_scores(est, cal_part)
+
+
+def position_scores(est, part):
+    """``(m, 2)``: absolute log errors of the per-step latencies of the
+    requests of ``part`` that have them, with weights ``1 / (steps kept)``,
+    so that every request weighs 1 (the weights sum to the number of
+    requests). At most ``_STEPS_KEPT`` evenly spaced steps per request."""
+    lengths = np.diff(part.step_offsets)
+    rows = np.flatnonzero(lengths)
+    if not len(rows):
+        return np.zeros((0, 2))
+    coef = est._coefficients(part.X[rows], None, warn=False)
+    out = []
+    for j, i in enumerate(rows):
+        steps = part.step_values[part.step_offsets[i] : part.step_offsets[i + 1]]
+        positions = np.unique(np.linspace(1, len(steps), _STEPS_KEPT).round().astype(np.int64))
+        one = {
+            k: v[j : j + 1] for k, v in coef.items() if k in ("flat", "slope", "shape", "context")
+        }
+        curve = _inference.curve(est, Bunch(**one), positions)[0]
+        errors = np.abs(np.log(steps[positions - 1]) - np.log(curve))
+        out.append(np.column_stack([errors, np.full(len(errors), 1.0 / len(errors))]))
+    return np.concatenate(out)
+
+
+def position_bound(scores, confidence, what):
+    """The absolute log error bounding per-step latencies at ``confidence``:
+    the weighted quantile of the calibration requests' steps at the level of
+    the ``ceil((n + 1) confidence)``-th of ``n`` requests."""
+    n = int(round(scores[:, 1].sum()))
+    k = interval_rank(n, confidence, what)
+    order = np.argsort(scores[:, 0], kind="stable")
+    cumulative = np.cumsum(scores[order, 1])
+    i = int(np.searchsorted(cumulative, k - _RANK_TOLERANCE * n, side="left"))
+    return float(scores[order[min(i, len(order) - 1)], 0])
+
+
+def difficulty_inputs(z, output_tokens):
+    """Inputs of the difficulty trees: standardised features and ``log N``."""
+    log_n = np.log(np.asarray(output_tokens, dtype=np.float64))
+    return np.column_stack([z.astype(np.float64), log_n])
+
+
+def fit_difficulty(inputs, residuals):
+    """A regression tree of ``log(|r| + floor)`` on ``inputs``, as a
+    (3, TREE_NODES) array: per node of a complete binary tree (children of
+    node ``i``: ``2i + 1`` if ``input <= threshold``, else ``2i + 2``) its
+    input index (``-1``: a leaf), threshold and value. Values are shifted so
+    that the median ``sigma`` of the training requests is 1 (scores stay in
+    log-ratio units)."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    a = np.abs(residuals)
+    target = np.log(a + max(_RESIDUAL_FLOOR * float(np.median(a)), 1e-12))
+    tree = DecisionTreeRegressor(
+        max_depth=TREE_DEPTH - 1,
+        min_samples_leaf=max(_MIN_LEAF, int(_MIN_LEAF_SHARE * len(target))),
+        random_state=0,
+    ).fit(inputs, target)
+    t = tree.tree_
+    out = np.zeros((3, TREE_NODES))
+    out[0] = -1
+    stack = [(0, 0)]  # (sklearn node, complete-tree node)
+    while stack:
+        node, slot = stack.pop()
+        out[2, slot] = t.value[node, 0, 0]
+        if t.children_left[node] >= 0:
+            out[0, slot], out[1, slot] = t.feature[node], t.threshold[node]
+            stack += [(t.children_left[node], 2 * slot + 1), (t.children_right[node], 2 * slot + 2)]
+    out[2] -= np.median(tree_value(out, inputs))
+    return out
+
+
+def tree_value(tree, inputs):
+    """The value of ``tree`` (see :func:`fit_difficulty`) at each row of ``inputs``."""
+    feature, threshold, value = tree[0].astype(np.int64), tree[1], tree[2]
+    # The comparisons of scikit-learn's trees, which read inputs as float32.
+    x = inputs.astype(np.float32)
+    rows = np.arange(len(x))
+    node = np.zeros(len(x), dtype=np.int64)
+    for _ in range(TREE_DEPTH - 1):
+        f = feature[node]
+        leaf = f < 0
+        left = x[rows, np.maximum(f, 0)] <= threshold[node]
+        node = np.where(leaf, node, 2 * node + 1 + ~left)
+    return value[node]
+
+
+def check_confidence(confidence, name="confidence"):
+    if (
+        isinstance(confidence, (bool, np.bool_))
+        or not isinstance(confidence, (int, float, np.integer, np.floating))
+        or not 0 < confidence < 1
+    ):
+        raise ValueError(f"{name} must be a number in (0, 1), e.g. 0.9; got {confidence!r}.")
+    return float(confidence)
+
+
+def _floor(x):
+    return math.floor(x + _RANK_TOLERANCE)
+
+
+def _ceil(x):
+    return math.ceil(x - _RANK_TOLERANCE)
+
+
+def min_calibration(confidence):
+    """Fewest calibration requests giving a finite interval of ``confidence``
+    (for a two-sided interval and for a one-sided bound alike)."""
+    return _ceil(1.0 / (1.0 - confidence)) - 1
+
+
+def interval_rank(n, confidence, what):
+    """1-based rank ``k`` of the absolute calibration score ``|e|_(k)`` that
+    bounds an interval of ``confidence``: ``ceil((n + 1) * confidence)``."""
+    k = _ceil((n + 1) * confidence)
+    if k > n:
+        _too_few(n, min_calibration(confidence), confidence, what)
+    return k
+
+
+def symmetric(scores):
+    """Sorted ``-|e|`` and ``|e|`` of the scores: the predictive distribution
+    of a symmetric interval (``|e|_(k)`` has rank ``n + k`` of ``2n``)."""
+    a = np.abs(scores)
+    return np.sort(np.concatenate([-a, a]))
+
+
+def upper_rank(n, confidence, what):
+    """1-based rank of the signed calibration score giving a one-sided upper
+    bound."""
+    return interval_rank(n, confidence, what)
+
+
+def _too_few(n, needed, confidence, what):
+    raise ValueError(
+        f"confidence={confidence:g} needs at least {needed} calibration requests "
+        f"{what}; this model has {n}. Fit on more requests or raise calibration_fraction."
+    )
+
+
+def mixture_quantile(center, sigma, weights, scores, level):
+    """Quantile at ``level`` of ``sum_j weights_j * ECDF_i(center_j * exp(sigma_j * e_i))``.
+
+    ``center`` and ``sigma`` are (rows, J) (J output lengths with probabilities
+    ``weights``), ``scores`` the sorted calibration scores. With ``J == 1``
+    and ``level = k / n`` this is exactly ``center * exp(sigma * e_(k))``.
+    """
+    rows, J = center.shape
+    n = len(scores)
+    if J == 1:
+        k = min(n, max(1, _ceil(level * n)))
+        return center[:, 0] * np.exp(sigma[:, 0] * scores[k - 1])
+    out = np.empty(rows)
+    w = np.repeat(weights / n, n)
+    step = max(1, _CHUNK_ELEMENTS // (J * n))
+    for start in range(0, rows, step):
+        sl = slice(start, start + step)
+        values = (center[sl, :, None] * np.exp(sigma[sl, :, None] * scores[None, None, :])).reshape(
+            -1, J * n
+        )
+        order = np.argsort(values, axis=1, kind="stable")
+        cumulative = np.cumsum(w[order], axis=1)
+        idx = np.minimum((cumulative < level - _RANK_TOLERANCE).sum(axis=1), J * n - 1)
+        ordered = np.take_along_axis(values, order, axis=1)
+        out[sl] = ordered[np.arange(len(ordered)), idx]
+    return out
+
+
+def attainment(
+    *,
+    prefill=None,
+    prefill_sigma=None,
+    total=None,
+    total_sigma=None,
+    lengths=None,
+    weights=None,
+    scores,
+    ttft=None,
+    tpot=None,
+    e2e=None,
+):
+    """Per row, the probability that every SLO given holds.
+
+    ``prefill``/``prefill_sigma`` are (rows,), ``total``/``total_sigma``
+    and the output ``lengths`` (rows, J), the lengths having probabilities
+    ``weights`` (J,);
+    ``scores`` (n, 2) the calibration requests' (decode, prefill) score pairs,
+    so that the joint behaviour of prefill and decode is the calibration
+    requests' own. ``ttft``/``tpot``/``e2e`` are (rows,) or None.
+    """
+    rows = len(prefill) if prefill is not None else len(total)
+    J = 1 if total is None else total.shape[1]
+    n = len(scores)
+    out = np.empty(rows)
+    step = max(1, _CHUNK_ELEMENTS // (J * n))
+    for start in range(0, rows, step):
+        sl = slice(start, start + step)
+        m = len(range(*sl.indices(rows)))
+        ok = np.ones((m, J, n), dtype=bool)
+        if prefill is not None:
+            pre = prefill[sl, None] * np.exp(prefill_sigma[sl, None] * scores[None, :, 1])
+            pre = pre[:, None, :]
+            if ttft is not None:
+                ok &= pre <= ttft[sl, None, None]
+        if total is not None:
+            dec = total[sl, :, None] * np.exp(total_sigma[sl, :, None] * scores[None, None, :, 0])
+            if tpot is not None:
+                ok &= dec / lengths[sl, :, None] <= tpot[sl, None, None]
+            if e2e is not None:
+                ok &= pre + dec <= e2e[sl, None, None]
+        out[sl] = ok.mean(axis=2) @ (np.ones(1) if weights is None else weights)
+    return out
+
+
+def sorted_scores(est, target):
+    """``est``'s calibration scores of ``target`` (decode or prefill), sorted."""
+    scores = est.conformity_scores_
+    if len(scores) == 0:
+        raise ValueError(
+            "this LatencyEstimator holds no calibration requests "
+            f"(calibration_fraction={est.calibration_fraction}); fit it with "
+            "calibration_fraction > 0 on enough requests to predict intervals or "
+            "probabilities."
+        )
+    return np.sort(scores[:, 1 if target == "prefill" else 0])
+
+
+def sigma(est, z, lengths, which):
+    """The difficulty ``sigma`` of ``est`` (which=0: decode total at output
+    ``lengths``; 1: prefill, lengths None) at standardised features ``z``."""
+    if lengths is None:
+        lengths = np.ones(len(z))
+    return np.exp(tree_value(est.difficulty_tree_[which], difficulty_inputs(z, lengths)))
+
+
+def decode_predictive(est, coef, dist, *, per_token):
+    """``(center, sigma, weights)`` of the decode total (or per-token latency):
+    (n, 1) for the known ``N`` of ``coef``, else (n, J) over the ``J`` lengths
+    of ``dist`` with probabilities ``weights``."""
+    if coef.output_tokens is not None:
+        n_tokens = coef.output_tokens
+        center = _inference.total(est, coef, n_tokens)[:, None]
+        spread = sigma(est, coef.z, n_tokens, 0)[:, None]
+        if per_token:
+            center = center / n_tokens[:, None]
+        return center, spread, np.ones(1)
+    values = dist["values"]
+    center = _inference.totals_at(est, coef, values)
+    J, n = len(values), len(coef.z)
+    spread = sigma(est, np.repeat(coef.z, J, axis=0), np.tile(values, n), 0).reshape(n, J)
+    if per_token:
+        center = center / values[None, :]
+    return center, spread, dist["probabilities"]
+
+
+def finite_bounds(values):
+    """``values``, or a ``ValueError`` naming the first sample that overflowed."""
+    row = _inference.first_non_finite(values)
+    if row is not None:
+        raise ValueError(
+            f"the calibrated bound for sample {row} is not finite: the model's "
+            "calibration scores or difficulty model overflow for this input."
+        )
+    return values

@@ -1,0 +1,354 @@
+"""Calibrated intervals, SLO attainment and the confidence of budgets."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils import check_random_state
+
+from sklat import LatencyEstimator
+from sklat._conformal import calibration_split, interval_rank, mixture_quantile
+from sklat.datasets import make_positioned_latency
+
+
+def _calibration_rows(est, n):
+    seed = int(check_random_state(est.random_state).randint(2**31 - 1))
+    return calibration_split(n, est.calibration_fraction, seed)[1]
+
+
+@pytest.fixture(scope="module")
+def cal(fitted, small_data):
+    """The fixture model's calibration requests."""
+    rows = _calibration_rows(fitted, len(small_data.X))
+    d = small_data
+    return (
+        d.X.iloc[rows],
+        d.y.iloc[rows],
+        d.output_tokens[rows],
+    )
+
+
+def test_calibration_requests_are_held_out_of_the_fit(fitted, small_data, cal):
+    assert len(fitted.conformity_scores_) == int(0.2 * len(small_data.X)) == len(cal[0])
+    # The fitted ranges and lengths are those of the other requests.
+    fit_rows = np.setdiff1d(np.arange(len(small_data.X)), cal[0].index)
+    X_fit = small_data.X.iloc[fit_rows].to_numpy()
+    np.testing.assert_array_equal(fitted.feature_range_, [X_fit.min(0), X_fit.max(0)])
+    assert fitted.max_output_tokens_ == small_data.output_tokens[fit_rows].max()
+
+
+@pytest.mark.parametrize("target", ["total", "per_token", "prefill"])
+@pytest.mark.parametrize("confidence", [0.5, 0.8, 0.9, 0.95])
+def test_calibration_requests_hold_the_rank_share_exactly(fitted, cal, target, confidence):
+    """On its own calibration requests an interval holds exactly the scores
+    between its two ranks: the scores, the difficulty model and the bounds
+    agree with one another."""
+    X, y, n = cal
+    truth = {
+        "total": y["T_LLM_decode"].to_numpy(),
+        "per_token": y["T_LLM_decode"].to_numpy() / n,
+        "prefill": y["T_prefill_total"].to_numpy(),
+    }[target]
+    bounds = fitted.predict_interval(X, n, target=target, confidence=confidence)
+    k = interval_rank(len(n), confidence, "")
+    inside = (bounds[:, 0] <= truth * (1 + 1e-9)) & (truth <= bounds[:, 1] * (1 + 1e-9))
+    assert inside.sum() == k
+
+
+def test_intervals_are_ordered_nested_positive_and_float64(fitted, small_data):
+    X, n = small_data.X.iloc[:40], small_data.output_tokens[:40]
+    narrow = fitted.predict_interval(X, n, confidence=0.5)
+    wide = fitted.predict_interval(X, n, confidence=0.95)
+    assert narrow.dtype == np.float64 and narrow.shape == (40, 2)
+    assert (narrow[:, 0] > 0).all() and (narrow[:, 0] <= narrow[:, 1]).all()
+    assert (wide[:, 0] <= narrow[:, 0]).all() and (wide[:, 1] >= narrow[:, 1]).all()
+
+
+def test_per_token_is_the_total_over_n(fitted, small_data):
+    X, n = small_data.X.iloc[:20], small_data.output_tokens[:20]
+    np.testing.assert_allclose(
+        fitted.predict_interval(X, n, target="per_token"),
+        fitted.predict_interval(X, n) / n[:, None],
+        rtol=1e-12,
+    )
+
+
+def test_output_tokens_column_and_argument_agree(fitted, small_data):
+    X, n = small_data.X.iloc[:10], small_data.output_tokens[:10]
+    with_column = X.assign(output_tokens=n)
+    np.testing.assert_array_equal(
+        fitted.predict_interval(with_column), fitted.predict_interval(X, n)
+    )
+
+
+def test_unknown_length_mixes_over_the_distribution(fitted, small_data):
+    X = small_data.X.iloc[:10]
+    # A one-point distribution is a known length.
+    np.testing.assert_allclose(
+        fitted.predict_interval(X, output_tokens_distribution=[64]),
+        fitted.predict_interval(X, 64),
+        rtol=1e-12,
+    )
+    mixed = fitted.predict_interval(X, output_tokens_distribution=[16, 128])
+    short, long = fitted.predict_interval(X, 16), fitted.predict_interval(X, 128)
+    # The mixture's bounds lie between those of its components.
+    assert (mixed[:, 0] >= short[:, 0] - 1e-9).all() and (mixed[:, 1] <= long[:, 1] + 1e-9).all()
+    assert (mixed[:, 1] > short[:, 1]).all()
+
+
+def test_mixture_quantile_is_a_weighted_quantile():
+    scores = np.sort(np.random.RandomState(0).normal(size=50))
+    center, sigma = np.array([[10.0, 20.0]]), np.array([[0.1, 0.2]])
+    values = np.concatenate([c * np.exp(s * scores) for c, s in zip(center[0], sigma[0])])
+    weights = np.concatenate([np.full(50, 0.3 / 50), np.full(50, 0.7 / 50)])
+    order = np.argsort(values)
+    for level in (0.05, 0.5, 0.95):
+        expected = values[order][np.searchsorted(np.cumsum(weights[order]), level - 1e-12)]
+        got = mixture_quantile(center, sigma, np.array([0.3, 0.7]), scores, level)
+        assert got[0] == pytest.approx(expected)
+
+
+def test_width_adapts_to_where_the_model_is_less_sure():
+    """Noise 2% on tier 0 and 20% on tier 2: the intervals follow."""
+    d = make_positioned_latency(
+        800, noise=0.0, max_output_tokens=128, random_state=3, positioned_fraction=0.0
+    )
+    rng = np.random.RandomState(0)
+    noise = np.where(d.X["tier_idx"].to_numpy() == 2, 0.2, 0.02)
+    y = d.y.copy()
+    y["T_LLM_decode"] *= np.exp(noise * rng.normal(size=len(y)))
+    y["T_prefill_total"] *= np.exp(noise * rng.normal(size=len(y)))
+    est = LatencyEstimator(max_epochs=40, random_state=0).fit(d.X, y, output_tokens=d.output_tokens)
+    bounds = est.predict_interval(d.X, d.output_tokens, confidence=0.9)
+    relative = np.log(bounds[:, 1] / bounds[:, 0])
+    noisy = d.X["tier_idx"].to_numpy() == 2
+    assert relative[noisy].mean() > 3 * relative[~noisy].mean()
+
+
+def test_coverage_on_fresh_requests():
+    """On 2000 requests drawn like the training ones, coverage is near nominal.
+    With 400 calibration requests, the coverage of one calibration draw has a
+    standard deviation of about 2 points: 6 points of slack."""
+    train = make_positioned_latency(
+        1000, noise=0.05, positioned_fraction=0.5, max_output_tokens=256, random_state=5
+    )
+    est = LatencyEstimator(max_epochs=20, calibration_fraction=0.4, random_state=0)
+    est.fit(
+        train.X,
+        train.y,
+        output_tokens=train.output_tokens,
+        positioned_latencies=train.positioned_latencies,
+    )
+    d = make_positioned_latency(
+        2000, noise=0.05, positioned_fraction=1.0, max_output_tokens=256, random_state=99
+    )
+    for target, y in (("total", d.y["T_LLM_decode"]), ("prefill", d.y["T_prefill_total"])):
+        for confidence in (0.8, 0.9, 0.95):
+            bounds = est.predict_interval(
+                d.X, d.output_tokens, target=target, confidence=confidence
+            )
+            coverage = np.mean((bounds[:, 0] <= y) & (y <= bounds[:, 1]))
+            assert abs(coverage - confidence) < 0.06, (target, confidence, coverage)
+    # Per step: the share of each request's steps inside, averaged over requests.
+    rows = np.arange(300)
+    n = d.output_tokens[rows]
+    positions = np.arange(1, n.max() + 1)
+    for confidence in (0.8, 0.9):
+        bounds = est.predict_interval(
+            d.X.iloc[rows], target="position", positions=positions, confidence=confidence
+        )
+        shares = [
+            np.mean((bounds[i, : n[i], 0] <= steps) & (steps <= bounds[i, : n[i], 1]))
+            for i, steps in zip(rows, (d.positioned_latencies[i] for i in rows))
+        ]
+        assert abs(np.mean(shares) - confidence) < 0.06, (confidence, np.mean(shares))
+
+
+def test_too_few_calibration_requests(small_data):
+    d = small_data
+    est = LatencyEstimator(max_epochs=2, random_state=0, calibration_fraction=0.05)
+    est.fit(d.X.iloc[:200], d.y.iloc[:200], output_tokens=d.output_tokens[:200])
+    est.predict_interval(d.X.iloc[:3], 10, confidence=0.9)  # 10 requests: 9 are enough
+    with pytest.raises(ValueError, match="confidence=0.95 needs at least 19 calibration requests"):
+        est.predict_interval(d.X.iloc[:3], 10, confidence=0.95)
+    with pytest.raises(ValueError, match="confidence=0.95 needs at least 19 calibration requests"):
+        est.predict_budget(d.X.iloc[:3], confidence=0.95)
+
+
+def test_no_calibration_requests(small_data):
+    d = small_data
+    est = LatencyEstimator(max_epochs=2, random_state=0, calibration_fraction=0.0)
+    est.fit(d.X.iloc[:100], d.y.iloc[:100], output_tokens=d.output_tokens[:100])
+    assert est.conformity_scores_.shape == (0, 2)
+    assert est.predict_total(d.X.iloc[:2], 5).shape == (2,)
+    for call in (
+        lambda: est.predict_interval(d.X.iloc[:2], 5),
+        lambda: est.predict_slo_attainment(d.X.iloc[:2], tpot_ms=5.0, output_tokens=5),
+    ):
+        with pytest.raises(ValueError, match="holds no calibration requests"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target": "median"}, "target must be one of"),
+        ({"confidence": 1.0}, r"confidence must be a number in \(0, 1\)"),
+        ({"confidence": 0}, r"confidence must be a number in \(0, 1\)"),
+        ({"confidence": "90%"}, r"confidence must be a number in \(0, 1\)"),
+        ({"confidence": True}, r"confidence must be a number in \(0, 1\)"),
+        ({"output_tokens_distribution": [3]}, "not both"),
+    ],
+)
+def test_bad_interval_arguments(fitted, small_data, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fitted.predict_interval(small_data.X.iloc[:2], 5, **kwargs)
+
+
+def test_prefill_interval_needs_a_prefill_head(fitted_1d, small_data):
+    with pytest.raises(ValueError, match="has no prefill head"):
+        fitted_1d.predict_interval(small_data.X.iloc[:2], target="prefill")
+    with pytest.raises(ValueError, match="has no prefill head"):
+        fitted_1d.predict_slo_attainment(small_data.X.iloc[:2], ttft_ms=10.0)
+    p = fitted_1d.predict_slo_attainment(small_data.X.iloc[:2], tpot_ms=1e9, output_tokens=5)
+    np.testing.assert_array_equal(p, [1.0, 1.0])
+
+
+# ------------------------------------------------------------------ SLOs
+def test_attainment_is_a_monotone_probability(fitted, small_data):
+    X, n = small_data.X.iloc[:30], small_data.output_tokens[:30]
+    per_token = fitted.predict_total(X, n) / n
+    previous = np.zeros(len(X))
+    for factor in (0.5, 0.9, 1.0, 1.1, 2.0):
+        p = fitted.predict_slo_attainment(X, tpot_ms=factor * per_token, output_tokens=n)
+        assert p.dtype == np.float64 and ((p >= 0) & (p <= 1)).all()
+        assert (p >= previous).all()
+        previous = p
+    assert (previous == 1).all()
+    tiny = fitted.predict_slo_attainment(X, tpot_ms=1e-6, ttft_ms=1e-6, output_tokens=n)
+    np.testing.assert_array_equal(tiny, 0.0)
+
+
+def test_attainment_matches_the_interval_ranks(fitted, small_data):
+    """Meeting a TPOT objective set at an interval's upper bound has the
+    probability that a calibration score lies at or below that bound's score."""
+    X, n = small_data.X.iloc[:15], small_data.output_tokens[:15]
+    scores = fitted.conformity_scores_[:, 0]
+    upper = fitted.predict_interval(X, n, target="per_token", confidence=0.8)[:, 1]
+    k = interval_rank(len(scores), 0.8, "")
+    bound = np.sort(np.abs(scores))[k - 1]
+    p = fitted.predict_slo_attainment(X, tpot_ms=upper * (1 + 1e-9), output_tokens=n)
+    np.testing.assert_allclose(p, np.mean(scores <= bound))
+
+
+def test_joint_objectives_are_at_most_each_one(fitted, small_data):
+    X, n = small_data.X.iloc[:30], small_data.output_tokens[:30]
+    ttft = np.median(fitted.predict_prefill(X))
+    tpot = np.median(fitted.predict_total(X, n) / n)
+    both = fitted.predict_slo_attainment(X, ttft_ms=ttft, tpot_ms=tpot, output_tokens=n)
+    one = fitted.predict_slo_attainment(X, ttft_ms=ttft, output_tokens=n)
+    other = fitted.predict_slo_attainment(X, tpot_ms=tpot, output_tokens=n)
+    assert (both <= np.minimum(one, other) + 1e-12).all()
+    e2e = fitted.predict_slo_attainment(X, e2e_ms=1e9, output_tokens=n)
+    np.testing.assert_array_equal(e2e, 1.0)
+
+
+def test_attainment_with_unknown_length_averages_the_known_ones(fitted, small_data):
+    X = small_data.X.iloc[:10]
+    tpot = float(np.median(fitted.predict_total(X, 64) / 64))
+    mixed = fitted.predict_slo_attainment(
+        X,
+        tpot_ms=tpot,
+        output_tokens_distribution={"values": [8, 64], "probabilities": [0.25, 0.75]},
+    )
+    short = fitted.predict_slo_attainment(X, tpot_ms=tpot, output_tokens=8)
+    long = fitted.predict_slo_attainment(X, tpot_ms=tpot, output_tokens=64)
+    np.testing.assert_allclose(mixed, 0.25 * short + 0.75 * long)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "give at least one objective"),
+        ({"tpot_ms": -1.0}, r"tpot_ms must be positive latencies \(> 0\)"),
+        ({"ttft_ms": np.nan}, r"ttft_ms must be finite"),
+        (
+            {"e2e_ms": [1.0, 2.0, 3.0]},
+            r"e2e_ms must be a number or have one entry per sample \(2\)",
+        ),
+        ({"tpot_ms": 5.0, "output_tokens_distribution": [4]}, "not both"),
+    ],
+)
+def test_bad_objectives(fitted, small_data, kwargs, message):
+    kwargs = {"output_tokens": 5, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fitted.predict_slo_attainment(small_data.X.iloc[:2], **kwargs)
+
+
+# --------------------------------------------------------------- budgets
+def test_budget_confidence_bounds_the_point(fitted, small_data):
+    X = small_data.X.iloc[:20]
+    for strategy in ("max", "position"):
+        point = fitted.predict_budget(X, strategy)
+        low = fitted.predict_budget(X, strategy, confidence=0.6)
+        high = fitted.predict_budget(X, strategy, confidence=0.95)
+        assert (high >= low).all() and (high > point).all()
+    expectation = fitted.predict_budget(X, "expectation", confidence=0.9)
+    assert (expectation > fitted.predict_budget(X, "expectation")).all()
+
+
+def test_budget_expectation_upper_bound_is_the_per_token_quantile(fitted, small_data):
+    X = small_data.X.iloc[:5]
+    upper = fitted.predict_budget(X, "expectation", confidence=0.9, output_tokens_distribution=[32])
+    attained = fitted.predict_slo_attainment(X, tpot_ms=upper * (1 + 1e-9), output_tokens=32)
+    assert (attained >= 0.9).all()
+
+
+def test_budget_max_reaches_the_long_positions_of_a_rising_curve(fitted, small_data):
+    """The issue's case: a rising curve's maximum lies past position 20."""
+    X = small_data.X.iloc[:20]
+    probes = fitted.predict_budget(X, positions=[1, 5, 10, 20])
+    curve = fitted.predict_positions(X, np.arange(1, 200))
+    rising = curve[:, -1] > curve[:, 19]
+    assert rising.any()
+    assert (fitted.predict_budget(X)[rising] > probes[rising]).all()
+
+
+def test_bad_output_tokens_quantile(fitted, small_data):
+    with pytest.raises(ValueError, match=r"output_tokens_quantile must be a number in \(0, 1\)"):
+        fitted.predict_budget(small_data.X.iloc[:2], output_tokens_quantile=1.5)
+
+
+def test_intervals_survive_a_pipeline(small_data):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    d = small_data
+    pipe = make_pipeline(FunctionTransformer(), LatencyEstimator(max_epochs=2, random_state=0))
+    pipe.fit(d.X, d.y, latencyestimator__output_tokens=d.output_tokens)
+    Xt = pipe[:-1].transform(d.X.iloc[:3])
+    bounds = pipe[-1].predict_interval(pd.DataFrame(Xt, columns=d.X.columns), 10)
+    assert bounds.shape == (3, 2)
+
+
+def test_position_interval_brackets_the_curve(fitted, small_data):
+    X = small_data.X.iloc[:4]
+    positions = [1, 10, 100]
+    bounds = fitted.predict_interval(X, target="position", positions=positions, confidence=0.8)
+    curve = fitted.predict_positions(X, positions)
+    assert bounds.shape == (4, 3, 2) and bounds.dtype == np.float64
+    # One log-symmetric factor for every step: lower * upper = curve ** 2.
+    np.testing.assert_allclose(bounds[..., 0] * bounds[..., 1], curve**2, rtol=1e-10)
+    ratio = bounds[..., 1] / curve
+    assert (ratio > 1).all() and np.allclose(ratio, ratio[0, 0])
+    wider = fitted.predict_interval(X, target="position", positions=positions, confidence=0.9)
+    assert (wider[..., 1] >= bounds[..., 1]).all()
+
+
+def test_position_interval_errors(fitted, fitted_1d, small_data):
+    X = small_data.X.iloc[:2]
+    with pytest.raises(ValueError, match="positions= goes with target='position'"):
+        fitted.predict_interval(X, 5, positions=[1])
+    with pytest.raises(ValueError, match="positions= goes with target='position'"):
+        fitted.predict_interval(X, target="position")
+    with pytest.raises(ValueError, match="needs calibration requests with per-step data"):
+        fitted_1d.predict_interval(X, target="position", positions=[1])
