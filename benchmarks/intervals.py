@@ -1,7 +1,8 @@
 """Calibrated intervals and SLO attainment of sklat against the peers a user
 would pick instead.
 
-Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwise,profiled]``;
+Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwise,profiled]
+[--cost_only]``;
 prints Markdown tables (coverage and mean width of the decode-total interval at
 80/90/95%, overall and by output-length quartile of the held-out requests;
 SLO attainment Brier score and calibration; the cost of an interval).

@@ -38,6 +38,9 @@ _MIN_LEAF = 10
 # Per-step latencies of one calibration request kept for per-position
 # intervals (evenly spaced): bounds the model file's size.
 _STEPS_KEPT = 64
+# Bisection steps of a mixture quantile: halves the log-range 60 times, past
+# float precision.
+_BISECTIONS = 60
 # Values evaluated at once by the mixture computations.
 _CHUNK_ELEMENTS = 2_000_000
 # Ranks are computed from (n + 1) * level; a level such as 1 - 0.9 is not exact
@@ -238,31 +241,45 @@ def _too_few(n, needed, confidence, what):
     )
 
 
-def mixture_quantile(center, sigma, weights, scores, level):
-    """Quantile at ``level`` of ``sum_j weights_j * ECDF_i(center_j * exp(sigma_j * e_i))``.
+def mixture_quantiles(center, sigma, weights, scores, levels):
+    """Quantiles at ``levels`` of the mixture
+    ``sum_j weights_j * ECDF_i(center_j * exp(sigma_j * e_i))``: (rows, n_levels).
 
     ``center`` and ``sigma`` are (rows, J) (J output lengths with probabilities
-    ``weights``), ``scores`` the sorted calibration scores. With ``J == 1``
-    and ``level = k / n`` this is exactly ``center * exp(sigma * e_(k))``.
+    ``weights``), ``scores`` the sorted scores. The quantile at ``level`` is the
+    smallest value whose mixture CDF reaches it: with ``J == 1`` and
+    ``level = k / n``, exactly ``center * exp(sigma * e_(k))``; with several
+    lengths, found by bisection in log units to float precision (each step
+    counts scores below a threshold with a binary search, instead of sorting
+    all ``J x n`` values).
     """
+    levels = np.asarray(levels, dtype=np.float64)
     rows, J = center.shape
     n = len(scores)
     if J == 1:
-        k = min(n, max(1, _ceil(level * n)))
-        return center[:, 0] * np.exp(sigma[:, 0] * scores[k - 1])
-    out = np.empty(rows)
-    w = np.repeat(weights / n, n)
-    step = max(1, _CHUNK_ELEMENTS // (J * n))
+        k = np.clip(np.ceil(levels * n - _RANK_TOLERANCE).astype(np.int64), 1, n)
+        return center[:, :1] * np.exp(sigma[:, :1] * scores[k - 1][None, :])
+    log_center = np.log(center)
+    out = np.empty((rows, len(levels)))
+    step = max(1, _CHUNK_ELEMENTS // (J * len(levels) * 8))
     for start in range(0, rows, step):
         sl = slice(start, start + step)
-        values = (center[sl, :, None] * np.exp(sigma[sl, :, None] * scores[None, None, :])).reshape(
-            -1, J * n
-        )
-        order = np.argsort(values, axis=1, kind="stable")
-        cumulative = np.cumsum(w[order], axis=1)
-        idx = np.minimum((cumulative < level - _RANK_TOLERANCE).sum(axis=1), J * n - 1)
-        ordered = np.take_along_axis(values, order, axis=1)
-        out[sl] = ordered[np.arange(len(ordered)), idx]
+        lc, sg = log_center[sl], sigma[sl]
+        # The answer lies between the smallest and the largest value.
+        low = (lc + sg * scores[0]).min(axis=1)
+        high = (lc + sg * scores[-1]).max(axis=1)
+        a = np.repeat(low[:, None], len(levels), axis=1)
+        a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
+        b = np.repeat(high[:, None], len(levels), axis=1)
+        for _ in range(_BISECTIONS):
+            mid = 0.5 * (a + b)
+            below = np.searchsorted(
+                scores, (mid[:, :, None] - lc[:, None, :]) / sg[:, None, :], side="right"
+            )
+            reached = (below @ weights) / n >= levels[None, :] - _RANK_TOLERANCE
+            b = np.where(reached, mid, b)
+            a = np.where(reached, a, mid)
+        out[sl] = np.exp(b)
     return out
 
 

@@ -28,7 +28,7 @@ from ._conformal import (
     decode_predictive,
     finite_bounds,
     interval_rank,
-    mixture_quantile,
+    mixture_quantiles,
     position_bound,
     sigma,
     sorted_scores,
@@ -633,7 +633,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if strategy == "expectation" and confidence is not None:
             coef = self._encode(X)
             center, spread, weights = decode_predictive(self, coef, dist, per_token=True)
-            return finite_bounds(mixture_quantile(center, spread, weights, scores, k / len(scores)))
+            bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
+            return finite_bounds(bound[:, 0])
         if strategy == "max":
             if positions is None:
                 last = length_quantile(dist, quantile)
@@ -736,7 +737,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if target == "prefill":
             coef = self._encode(X)
             half = sigma(self, coef.z, None, 1) * np.sort(np.abs(scores))[k - 1]
-            bounds = [coef.prefill * np.exp(-half), coef.prefill * np.exp(half)]
+            bounds = np.column_stack([coef.prefill * np.exp(-half), coef.prefill * np.exp(half)])
         else:
             coef = self._encode(X, output_tokens)
             _check_one_length_source(coef, output_tokens_distribution)
@@ -749,11 +750,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
             # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
             both = symmetric(scores)
-            bounds = [
-                mixture_quantile(center, spread, weights, both, rank / (2 * n))
-                for rank in (n - k + 1, n + k)
-            ]
-        return finite_bounds(np.column_stack(bounds))
+            bounds = mixture_quantiles(
+                center, spread, weights, both, [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
+            )
+        return finite_bounds(bounds)
 
     def _position_interval(self, X, positions, confidence):
         scores = self.position_scores_

@@ -6,7 +6,7 @@ import pytest
 from sklearn.utils import check_random_state
 
 from sklat import LatencyEstimator
-from sklat._conformal import calibration_split, interval_rank, mixture_quantile
+from sklat._conformal import calibration_split, interval_rank, mixture_quantiles
 from sklat.datasets import make_positioned_latency
 
 
@@ -95,16 +95,21 @@ def test_unknown_length_mixes_over_the_distribution(fitted, small_data):
     assert (mixed[:, 1] > short[:, 1]).all()
 
 
-def test_mixture_quantile_is_a_weighted_quantile():
+def test_mixture_quantiles_are_weighted_quantiles():
+    """Bisection finds the exact order statistic of the pooled values."""
     scores = np.sort(np.random.RandomState(0).normal(size=50))
     center, sigma = np.array([[10.0, 20.0]]), np.array([[0.1, 0.2]])
     values = np.concatenate([c * np.exp(s * scores) for c, s in zip(center[0], sigma[0])])
     weights = np.concatenate([np.full(50, 0.3 / 50), np.full(50, 0.7 / 50)])
     order = np.argsort(values)
-    for level in (0.05, 0.5, 0.95):
+    levels = [0.05, 0.5, 0.95]
+    got = mixture_quantiles(center, sigma, np.array([0.3, 0.7]), scores, levels)
+    for j, level in enumerate(levels):
         expected = values[order][np.searchsorted(np.cumsum(weights[order]), level - 1e-12)]
-        got = mixture_quantile(center, sigma, np.array([0.3, 0.7]), scores, level)
-        assert got[0] == pytest.approx(expected)
+        assert got[0, j] == pytest.approx(expected, rel=1e-12)
+    # One length: the order statistic itself.
+    one = mixture_quantiles(center[:, :1], sigma[:, :1], np.ones(1), scores, [3 / 50])
+    assert one[0, 0] == pytest.approx(10.0 * np.exp(0.1 * scores[2]), rel=1e-15)
 
 
 def test_width_adapts_to_where_the_model_is_less_sure():
