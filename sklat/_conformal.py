@@ -198,10 +198,6 @@ def check_confidence(confidence, name="confidence"):
     return float(confidence)
 
 
-def _floor(x):
-    return math.floor(x + _RANK_TOLERANCE)
-
-
 def _ceil(x):
     return math.ceil(x - _RANK_TOLERANCE)
 
@@ -213,8 +209,9 @@ def min_calibration(confidence):
 
 
 def interval_rank(n, confidence, what):
-    """1-based rank ``k`` of the absolute calibration score ``|e|_(k)`` that
-    bounds an interval of ``confidence``: ``ceil((n + 1) * confidence)``."""
+    """1-based rank ``k = ceil((n + 1) * confidence)`` of the calibration score
+    that bounds an interval of ``confidence``: of the absolute scores for a
+    two-sided interval, of the signed scores for a one-sided upper bound."""
     k = _ceil((n + 1) * confidence)
     if k > n:
         _too_few(n, min_calibration(confidence), confidence, what)
@@ -226,12 +223,6 @@ def symmetric(scores):
     of a symmetric interval (``|e|_(k)`` has rank ``n + k`` of ``2n``)."""
     a = np.abs(scores)
     return np.sort(np.concatenate([-a, a]))
-
-
-def upper_rank(n, confidence, what):
-    """1-based rank of the signed calibration score giving a one-sided upper
-    bound."""
-    return interval_rank(n, confidence, what)
 
 
 def _too_few(n, needed, confidence, what):

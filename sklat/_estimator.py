@@ -33,7 +33,6 @@ from ._conformal import (
     sigma,
     sorted_scores,
     symmetric,
-    upper_rank,
 )
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
 from ._device import resolve_device
@@ -628,32 +627,29 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if confidence is not None:
             confidence = check_confidence(confidence)
             scores = sorted_scores(self, "total")
-            k = upper_rank(len(scores), confidence, "for an upper bound")
+            k = interval_rank(len(scores), confidence, "for an upper bound")
         dist = self._distribution(output_tokens_distribution)
-        if strategy == "expectation" and confidence is not None:
-            coef = self._encode(X)
+        if strategy == "max" and positions is not None:
+            positions = check_positions(positions)
+        if strategy == "position":
+            last = expected_position(dist) if position is None else position
+            probe = check_positions([last])
+        coef = self._encode(X)
+        if strategy == "expectation":
+            if confidence is None:
+                mean_length = float(np.dot(dist["values"], dist["probabilities"]))
+                return _inference.expected_total(self, coef, dist) / mean_length
             center, spread, weights = decode_predictive(self, coef, dist, per_token=True)
             bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
             return finite_bounds(bound[:, 0])
-        if strategy == "max":
-            if positions is None:
-                last = length_quantile(dist, quantile)
-                coef = self._encode(X)
-                point = _inference.max_curve(self, coef, last)
-            else:
-                checked = check_positions(positions)
-                last = int(checked.max())
-                coef = self._encode(X)
-                point = _inference.curve(self, coef, checked).max(axis=1)
-        elif strategy == "position":
-            last = expected_position(dist) if position is None else position
-            checked = check_positions([last])
-            coef = self._encode(X)
-            point = _inference.curve(self, coef, checked)[:, 0]
+        if strategy == "max" and positions is None:
+            last = length_quantile(dist, quantile)
+            point = _inference.max_curve(self, coef, last)
+        elif strategy == "max":
+            last = int(positions.max())
+            point = _inference.curve(self, coef, positions).max(axis=1)
         else:
-            coef = self._encode(X)
-            mean_length = float(np.dot(dist["values"], dist["probabilities"]))
-            return _inference.expected_total(self, coef, dist) / mean_length
+            point = _inference.curve(self, coef, probe)[:, 0]
         warn_lengths([last], self.max_output_tokens_, "position")
         if confidence is None:
             return point
