@@ -383,6 +383,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         context_features = resolve_context_features(
             self.context_features, getattr(self, "feature_names_in_", None), self.n_features_in_
         )
+        # Checked on every request before the calibration split, so that an
+        # error names the sample as the caller numbers it.
         context_lengths(X_arr, context_features, self._feature_label)
         if self.log_features == "auto":
             warn_if_standardised(X_arr, self._feature_label)
