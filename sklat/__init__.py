@@ -3,10 +3,16 @@
 from ._constants import MAX_OUTPUT_TOKENS, PROBE_POSITIONS
 from ._estimator import LatencyEstimator
 from ._version import __version__
-from .exceptions import ExtrapolationWarning, ModelFileError, TrainingDivergedError
+from .exceptions import (
+    BenchmarkFormatError,
+    ExtrapolationWarning,
+    ModelFileError,
+    TrainingDivergedError,
+)
 from .persistence import load, save
 
 __all__ = [
+    "BenchmarkFormatError",
     "ExtrapolationWarning",
     "LatencyEstimator",
     "MAX_OUTPUT_TOKENS",

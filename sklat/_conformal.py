@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from . import _inference
-from ._net import _ragged_gather
+from ._net import ragged_gather, segment_ends
 
 # Residuals below this fraction of the median residual count as that floor:
 # log|r| of a near-zero residual would dominate a mean of logs.
@@ -61,15 +61,16 @@ def calibration_split(n, fraction, seed):
 
 
 def subset(requests, rows):
-    """The checked requests (a Bunch; per-step data in CSR layout) ``rows``."""
-    flat, lengths, _ = _ragged_gather(requests.step_offsets, rows)
+    """The checked requests (a Bunch; decode segments in CSR layout) ``rows``."""
+    flat, lengths = ragged_gather(requests.segment_offsets, rows)
     return Bunch(
         X=requests.X[rows],
         decode=requests.decode[rows],
         prefill=None if requests.prefill is None else requests.prefill[rows],
         output_tokens=requests.output_tokens[rows],
-        step_values=requests.step_values[flat],
-        step_offsets=np.concatenate(([0], np.cumsum(lengths))),
+        segment_values=requests.segment_values[flat],
+        segment_tokens=requests.segment_tokens[flat],
+        segment_offsets=np.concatenate(([0], np.cumsum(lengths))),
     )
 
 
@@ -103,24 +104,28 @@ def calibrate(est, fit_part, cal_part):
 
 
 def position_scores(est, part):
-    """``(m, 2)``: absolute log errors of the per-step latencies of the
-    requests of ``part`` that have them, with weights ``1 / (steps kept)``,
-    so that every request weighs 1 (the weights sum to the number of
-    requests). At most ``_STEPS_KEPT`` evenly spaced steps per request."""
-    lengths = np.diff(part.step_offsets)
-    rows = np.flatnonzero(lengths)
+    """``(m, 2)``: absolute log errors of the per-step latencies (one-token
+    segments) of the requests of ``part`` that have them, with weights
+    ``1 / (steps kept)``, so that every request weighs 1 (the weights sum to
+    the number of requests). At most ``_STEPS_KEPT`` evenly spaced steps per
+    request. A segment of several tokens times their sum, not any one step,
+    so it says nothing of a single position's spread and is left out."""
+    single = part.segment_tokens == 1
+    owner = np.repeat(np.arange(len(part.output_tokens)), np.diff(part.segment_offsets))
+    rows = np.unique(owner[single])
     if not len(rows):
         return np.zeros((0, 2))
+    ends = segment_ends(part.segment_tokens, part.segment_offsets)
     coef = est._coefficients(part.X[rows], None, warn=False)
     out = []
     for j, i in enumerate(rows):
-        steps = part.step_values[part.step_offsets[i] : part.step_offsets[i + 1]]
-        positions = np.unique(np.linspace(1, len(steps), _STEPS_KEPT).round().astype(np.int64))
+        mine = np.flatnonzero(single & (owner == i))
+        keep = mine[np.unique(np.linspace(0, len(mine) - 1, _STEPS_KEPT).round().astype(np.int64))]
         one = {
             k: v[j : j + 1] for k, v in coef.items() if k in ("flat", "slope", "shape", "context")
         }
-        curve = _inference.curve(est, Bunch(**one), positions)[0]
-        errors = np.abs(np.log(steps[positions - 1]) - np.log(curve))
+        curve = _inference.curve(est, Bunch(**one), ends[keep])[0]
+        errors = np.abs(np.log(part.segment_values[keep]) - np.log(curve))
         out.append(np.column_stack([errors, np.full(len(errors), 1.0 / len(errors))]))
     return np.concatenate(out)
 

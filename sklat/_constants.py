@@ -6,6 +6,13 @@ PREFILL_COL = "T_prefill_total"
 DECODE_COL = "T_LLM_decode"
 OUTPUT_TOKENS_COL = "output_tokens"
 PER_STEP_COL = "T_decode_per_step"
+# Timed decode segments: tokens per segment and its time (ms), lists that
+# cover positions 1..output_tokens in order (see LatencyEstimator.fit's
+# decode_segments).
+SEGMENT_TOKENS_COL = "T_decode_segment_tokens"
+SEGMENT_MS_COL = "T_decode_segment_ms"
+# Columns that hold a list per request.
+LIST_COLUMNS = (PER_STEP_COL, SEGMENT_TOKENS_COL, SEGMENT_MS_COL)
 AVG_COL = "T_decode_per_token_avg"
 
 # The design document's configuration features.

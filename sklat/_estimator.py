@@ -54,7 +54,7 @@ from ._params import check_params
 from ._training import auto_threads, step_work, torch_threads, train
 from ._validation import (
     check_output_tokens,
-    check_positioned_latencies,
+    check_decode_segments,
     check_positions,
     check_targets,
     check_threshold,
@@ -331,7 +331,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, output_tokens=None, positioned_latencies=None):
+    def fit(self, X, y, output_tokens=None, positioned_latencies=None, decode_segments=None):
         """Train on requests whose total decode latency is known.
 
         A fit that fails (bad input, a diverged training, Ctrl-C, which is
@@ -351,6 +351,16 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             ``1..MAX_OUTPUT_TOKENS``).
         positioned_latencies : list of length n_samples, default=None
             Per request, ``None`` or its ``N`` per-step decode latencies.
+        decode_segments : list of length n_samples, default=None
+            Per request, ``None`` or a pair ``(tokens, ms)`` of equal-length
+            lists: timed decode segments (for example the gaps between the
+            events of a token stream, an event carrying several tokens) that
+            cover positions ``1..N`` in order, ``tokens[j]`` positions taking
+            ``ms[j]`` milliseconds. The loss compares the predicted sum over
+            each segment's positions with its time (weighted by
+            ``positioned_weight``); per-step latencies are one-token
+            segments. A request may have per-step latencies or segments, not
+            both.
 
         Returns
         -------
@@ -361,14 +371,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")
         }
         try:
-            return self._fit(X, y, output_tokens, positioned_latencies)
+            return self._fit(X, y, output_tokens, positioned_latencies, decode_segments)
         except BaseException:
             for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
                 delattr(self, key)
             vars(self).update(previous)
             raise
 
-    def _fit(self, X, y, output_tokens, positioned_latencies):
+    def _fit(self, X, y, output_tokens, positioned_latencies, decode_segments):
         check_params(self)
         X_features, from_column = self._pop_output_tokens(X)
         if y is None:  # scikit-learn's own "requires y" error
@@ -379,7 +389,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         check_consistent_length(X_arr, decode)
         n = X_arr.shape[0]
         n_tokens = self._resolve_output_tokens(output_tokens, from_column, n)
-        step_values, step_offsets = check_positioned_latencies(positioned_latencies, n_tokens)
+        segment_values, segment_tokens, segment_offsets = check_decode_segments(
+            decode_segments, positioned_latencies, n_tokens
+        )
         context_features = resolve_context_features(
             self.context_features, getattr(self, "feature_names_in_", None), self.n_features_in_
         )
@@ -395,8 +407,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             decode=decode,
             prefill=prefill,
             output_tokens=n_tokens,
-            step_values=step_values,
-            step_offsets=step_offsets,
+            segment_values=segment_values,
+            segment_tokens=segment_tokens,
+            segment_offsets=segment_offsets,
         )
         fit_part = _conformal.subset(requests, fit_rows)
 
@@ -432,8 +445,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             prefill=(
                 None if prefill is None else (prefill / self.prefill_scale_).astype(np.float32)
             ),
-            step_values=(part.step_values / self.step_scale_).astype(np.float32),
-            step_offsets=part.step_offsets,
+            segment_values=(part.segment_values / self.step_scale_).astype(np.float32),
+            segment_tokens=part.segment_tokens,
+            segment_offsets=part.segment_offsets,
         )
         threads = auto_threads(
             self.n_threads, step_work(self, self.n_features_in_, self.max_output_tokens_)
@@ -758,7 +772,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if not len(scores):
             raise ValueError(
                 "target='position' needs calibration requests with per-step data "
-                "(positioned_latencies); this model has none."
+                "(positioned_latencies, or decode_segments of one token); this model has none."
             )
         bound = position_bound(scores, confidence, "with per-step data")
         curve = self.predict_positions(X, positions)

@@ -34,31 +34,43 @@ def decode_total_loss(pred, target, kind, total_norm=1.0):
     return _squared_error(pred, target, kind).mean()
 
 
-def positioned_loss(pred, target, step_weight, n_requests, kind):
-    """Per-step error, each request weighted equally whatever its length.
+def segment_loss(pred, target, tokens, weight, n_requests, kind):
+    """Error of the predicted sums over timed decode segments.
 
-    ``step_weight`` is ``1 / N`` of the request each step belongs to, so the
-    weighted sum divided by ``n_requests`` is the mean over requests of the
-    mean over their steps.
+    A segment of ``k`` tokens is compared as its per-token average (``mse``;
+    the ratio is the same for ``log`` and ``relative``), so that a per-step
+    measurement (one token) counts exactly as before. ``weight`` is ``k / N``
+    of the request each segment belongs to, so the weighted sum divided by
+    ``n_requests`` is the mean over requests of the token-weighted mean error
+    over their segments: each request weighs the same, however finely it was
+    timed.
     """
-    return (_squared_error(pred, target, kind) * step_weight).sum() / n_requests
+    if kind == "mse":
+        pred, target = pred / tokens, target / tokens
+    return (_squared_error(pred, target, kind) * weight).sum() / n_requests
 
 
 def combined_loss(
     pred, target, *, kind, prefill_weight, decode_total_weight, positioned_weight, total_norm=1.0
 ):
     """``prefill_weight * prefill + decode_total_weight * total
-    + positioned_weight * positioned``; absent terms count as zero.
+    + positioned_weight * segments``; absent terms count as zero.
 
     ``pred`` is the module's output dict; ``target`` holds ``total``,
-    optionally ``prefill``, and ``steps``/``step_weight``/``n_step_requests``
-    when the batch has per-step measurements.
+    optionally ``prefill``, and ``segments``/``segment_tokens``/
+    ``segment_weight``/``n_segment_requests`` when the batch has timed
+    decode segments (per-step measurements are one-token segments).
     """
     loss = decode_total_weight * decode_total_loss(pred["total"], target["total"], kind, total_norm)
     if pred["prefill"] is not None and target.get("prefill") is not None:
         loss = loss + prefill_weight * prefill_loss(pred["prefill"], target["prefill"], kind)
-    if pred["steps"] is not None and target.get("steps") is not None:
-        loss = loss + positioned_weight * positioned_loss(
-            pred["steps"], target["steps"], target["step_weight"], target["n_step_requests"], kind
+    if pred["segments"] is not None and target.get("segments") is not None:
+        loss = loss + positioned_weight * segment_loss(
+            pred["segments"],
+            target["segments"],
+            target["segment_tokens"],
+            target["segment_weight"],
+            target["n_segment_requests"],
+            kind,
         )
     return loss

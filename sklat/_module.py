@@ -224,8 +224,16 @@ class CostTermsLatencyModule(nn.Module):
         u = (torch.log1p(p) / torch.log1p(self.position_scale)).unsqueeze(1)
         return F.softplus(self.position_encoder(u))
 
-    def forward(self, x, output_tokens, context=None, step_sample=None, step_position=None):
-        """Summed decode totals, prefill and (optionally) per-step latencies.
+    def forward(
+        self,
+        x,
+        output_tokens,
+        context=None,
+        segment_sample=None,
+        segment_start=None,
+        segment_end=None,
+    ):
+        """Summed decode totals, prefill and (optionally) decode segment sums.
 
         Parameters
         ----------
@@ -234,12 +242,15 @@ class CostTermsLatencyModule(nn.Module):
             ``N`` of each request (>= 1).
         context : Tensor of shape (B,), optional
             ``context_0 / S`` of each request; zeros when omitted.
-        step_sample, step_position : LongTensor of shape (M,), optional
-            Batch row and position (>= 1) of each measured per-step latency.
+        segment_sample, segment_start, segment_end : LongTensor of shape (M,), optional
+            Batch row, first and last position (``1 <= start <= end <= N``) of
+            each timed decode segment; a per-step measurement is a segment of
+            one position.
 
         Returns
         -------
-        dict with ``total`` (B,), ``prefill`` (B,) or None, ``steps`` (M,) or None.
+        dict with ``total`` (B,), ``prefill`` (B,) or None, ``segments`` (M,)
+        (the predicted sum over each segment's positions) or None.
         """
         coef = self.encode(x)
         if context is None:
@@ -254,13 +265,26 @@ class CostTermsLatencyModule(nn.Module):
             + coef["slope"] * context_sum
             + (coef["shape"] * cumulative[output_tokens - 1]).sum(dim=1)
         )
-        steps = None
-        if step_sample is not None and step_sample.numel() > 0:
-            p = step_position.to(x.dtype)
-            steps = (
-                coef["flat"][step_sample]
-                + coef["slope"][step_sample]
-                * (context[step_sample] + p / self.context_scale.to(x.dtype))
-                + (coef["shape"][step_sample] * phi[step_position - 1]).sum(dim=1)
+        segments = None
+        if segment_sample is not None and segment_sample.numel() > 0:
+            segments = self._segment_sums(
+                coef, context, phi, segment_sample, segment_start, segment_end
             )
-        return {"total": total, "prefill": coef["prefill"], "steps": steps}
+        return {"total": total, "prefill": coef["prefill"], "segments": segments}
+
+    def _segment_sums(self, coef, context, phi, sample, start, end):
+        """``sum_{p=start..end} f(c, p)`` per segment, in closed form: the
+        work is per segment, whatever its number of positions."""
+        dtype = phi.dtype
+        # Differences of cumulative sums in float64: a one-step segment late in
+        # a long request is a small difference of two large sums. The leading
+        # zero row makes cumulative[n] the sum over positions 1..n.
+        cumulative = torch.cumsum(phi.to(torch.float64), dim=0)
+        cumulative = torch.cat([cumulative.new_zeros((1, phi.shape[1])), cumulative])
+        basis_sum = (cumulative[end] - cumulative[start - 1]).to(dtype)
+        a, b = start.to(dtype), end.to(dtype)
+        k = b - a + 1
+        # sum_{p=a..b} (context_0 + p / S) = k context_0 + k (a + b) / (2 S)
+        context_sum = k * context[sample] + k * (a + b) / (2 * self.context_scale.to(dtype))
+        shape = (coef["shape"][sample] * basis_sum).sum(dim=1)
+        return coef["flat"][sample] * k + coef["slope"][sample] * context_sum + shape

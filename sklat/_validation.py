@@ -205,32 +205,89 @@ def check_steps(steps, n_tokens, name):
     return arr
 
 
-def check_positioned_latencies(positioned, output_tokens):
-    """Flatten ragged per-step lists into ``(values, offsets)`` (CSR layout).
+def check_segment(tokens, ms, n_tokens, name):
+    """One request's decode segments: ``tokens`` (integers >= 1 that sum to
+    ``n_tokens``: the segments cover positions ``1..N`` in order) and ``ms``
+    (positive finite times), of equal length. Returns them as int64 / float64."""
+    counts = as_float_array(tokens, f"{name} tokens")
+    times = as_float_array(ms, f"{name} ms")
+    if counts.ndim != 1 or times.ndim != 1:
+        raise ValueError(
+            f"{name} must hold two 1-D lists (tokens, ms); got shapes {counts.shape} "
+            f"and {times.shape}."
+        )
+    if len(counts) != len(times):
+        raise ValueError(
+            f"{name} has {len(counts)} token counts but {len(times)} times; each "
+            "segment needs both."
+        )
+    if not len(counts):
+        raise ValueError(f"{name} has no segments; use None for a request without them.")
+    where = lambda j: f"segment {j + 1}"  # noqa: E731
+    check_finite(counts, f"{name} tokens", where)
+    _reject(counts != np.round(counts), counts, f"{name} tokens must be integers", where)
+    _reject(counts < 1, counts, f"{name} tokens must be >= 1", where)
+    if counts.sum() != n_tokens:
+        raise ValueError(
+            f"{name} tokens sum to {int(counts.sum())} but output_tokens is {n_tokens}; "
+            "the segments must cover positions 1..output_tokens in order."
+        )
+    check_finite_positive(times, f"{name} ms", where)
+    return counts.astype(np.int64), times
 
-    Each entry is ``None`` (no per-step data for that request) or a 1-D
-    sequence of ``output_tokens[i]`` positive finite latencies.
+
+def _entries(values, argument, n):
+    """The per-sample entries of a list argument, checked for type and length."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise TypeError(
+            f"{argument} must be a list with one entry per sample; got {type(values).__name__}."
+        )
+    if len(values) != n:
+        raise ValueError(f"{argument} has {len(values)} entries but X has {n} samples.")
+    return list(values.values if isinstance(values, pd.Series) else values)
+
+
+def _missing(entry):
+    return entry is None or (np.isscalar(entry) and pd.isna(entry))
+
+
+def check_decode_segments(segments, positioned, output_tokens):
+    """Flatten decode segments and per-step lists into ``(values, tokens,
+    offsets)`` (CSR layout): a per-step list is a run of one-token segments.
+
+    ``segments[i]`` is ``None`` or a pair ``(tokens, ms)``; ``positioned[i]``
+    is ``None`` or ``output_tokens[i]`` per-step latencies. A request may have
+    one or the other, not both.
     """
     n = len(output_tokens)
-    if positioned is None:
-        return np.zeros(0), np.zeros(n + 1, dtype=np.int64)
-    if isinstance(positioned, (str, bytes)) or not hasattr(positioned, "__len__"):
-        raise TypeError(
-            "positioned_latencies must be a list with one entry per sample "
-            f"(None or a 1-D array); got {type(positioned).__name__}."
-        )
-    if len(positioned) != n:
-        raise ValueError(
-            f"positioned_latencies has {len(positioned)} entries but X has {n} samples."
-        )
-    entries = list(positioned.values if isinstance(positioned, pd.Series) else positioned)
+    steps = [None] * n if positioned is None else _entries(positioned, "positioned_latencies", n)
+    pairs = [None] * n if segments is None else _entries(segments, "decode_segments", n)
+    tokens, values = [], []
     lengths = np.zeros(n, dtype=np.int64)
-    arrays = []
-    for i, steps in enumerate(entries):
-        if steps is None or (np.isscalar(steps) and pd.isna(steps)):
+    for i in range(n):
+        step, pair = steps[i], pairs[i]
+        if not _missing(step) and not _missing(pair):
+            raise ValueError(
+                f"sample {i} has both positioned_latencies and decode_segments; give one "
+                "(per-step latencies are one-token segments)."
+            )
+        if not _missing(step):
+            arr = check_steps(step, output_tokens[i], f"positioned_latencies[{i}]")
+            counts = np.ones(len(arr), dtype=np.int64)
+        elif not _missing(pair):
+            if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+                raise TypeError(
+                    f"decode_segments[{i}] must be None or a pair (tokens, ms); got "
+                    f"{type(pair).__name__}."
+                )
+            counts, arr = check_segment(pair[0], pair[1], output_tokens[i], f"decode_segments[{i}]")
+        else:
             continue
-        arr = check_steps(steps, output_tokens[i], f"positioned_latencies[{i}]")
         lengths[i] = len(arr)
-        arrays.append(arr)
-    values = np.concatenate(arrays) if arrays else np.zeros(0)
-    return values, np.concatenate(([0], np.cumsum(lengths)))
+        tokens.append(counts)
+        values.append(arr)
+    return (
+        np.concatenate(values) if values else np.zeros(0),
+        np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
+        np.concatenate(([0], np.cumsum(lengths))),
+    )

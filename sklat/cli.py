@@ -96,6 +96,7 @@ def _estimator_defaults():
 
 
 def build_parser():
+    from ._cli_import import add_import_parser
     from ._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -108,6 +109,7 @@ def build_parser():
     _add_train_parser(sub)
     _add_predict_parser(sub)
     _add_profile_parser(sub)
+    add_import_parser(sub)
     return parser
 
 
@@ -554,7 +556,7 @@ def _interval_metrics(est, X, n, total):
 
 
 def _request_metrics(est, res, rows, intervals):
-    from .metrics import mape, positioned_mape
+    from .metrics import mape, positioned_mape, segment_mape
 
     X = res.X.iloc[rows]
     n = res.output_tokens[rows]
@@ -579,6 +581,16 @@ def _request_metrics(est, res, rows, intervals):
         curves = est.predict_positions(res.X.iloc[with_steps], np.arange(1, n_steps.max() + 1))
         out["positioned_mape_pct"] = positioned_mape(
             [res.positioned_latencies[i] for i in with_steps], curves
+        )
+    with_segments = [i for i in rows if res.decode_segments[i] is not None]
+    out["n_requests_with_segments"] = len(with_segments)
+    if with_segments:
+        n_segments = res.output_tokens[with_segments]
+        curves = est.predict_positions(
+            res.X.iloc[with_segments], np.arange(1, n_segments.max() + 1)
+        )
+        out["segment_mape_pct"] = segment_mape(
+            [res.decode_segments[i] for i in with_segments], curves
         )
     by_dataset = {}
     for name in np.unique(res.dataset[rows]):
@@ -720,6 +732,7 @@ def cmd_train(args, argv):
         res.y.iloc[train_rows],
         output_tokens=res.output_tokens[train_rows],
         positioned_latencies=[res.positioned_latencies[i] for i in train_rows],
+        decode_segments=[res.decode_segments[i] for i in train_rows],
     )
     fit_seconds = time.perf_counter() - start
 
@@ -757,6 +770,7 @@ def cmd_train(args, argv):
             if "positioned_mape_pct" in val
             else ""
         )
+        + (f", segment MAPE {val['segment_mape_pct']:.2f}%" if "segment_mape_pct" in val else "")
         + "".join(
             f", {float(c):.0%} interval coverage {v['coverage']:.1%}"
             for c, v in val.get("decode_interval", {}).items()

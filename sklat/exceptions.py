@@ -13,3 +13,8 @@ class ModelFileError(ValueError):
 class ExtrapolationWarning(UserWarning):
     """A prediction for a configuration or output length outside the training
     range: the message names the feature, the value and the range."""
+
+
+class BenchmarkFormatError(ValueError):
+    """A serving-benchmark file that cannot be imported: names the file, the key
+    and the request (or line) at fault, or the formats considered."""

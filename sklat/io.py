@@ -11,8 +11,12 @@ Columns (latencies in milliseconds): the configuration features (by default
 ``vision_tokens, text_tokens, tier_idx, top_k, num_active_blocks``),
 ``output_tokens``, ``T_prefill_total``, ``T_LLM_decode``; optionally
 ``T_decode_per_token_avg`` (must equal ``T_LLM_decode / output_tokens``) and
-``T_decode_per_step`` (the per-step latencies: a list, or JSON text in CSV).
-Other columns (``run_id``, ``sample_id``...) are kept out of the features.
+``T_decode_per_step`` (the per-step latencies: a list, or JSON text in CSV),
+or ``T_decode_segment_tokens`` with ``T_decode_segment_ms`` (timed decode
+segments: the tokens each segment covered and its time, lists that cover
+positions ``1..output_tokens`` in order, as streamed events do; a request has
+per-step latencies or segments, not both). Other columns (``run_id``,
+``sample_id``...) are kept out of the features.
 
 Files are recognised by their suffix, whatever its case (``RUN.CSV``). Only
 regular files are read: a folder, device or pipe named like a results file is
@@ -30,17 +34,22 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ._import._convention import DESCRIPTIVE_COLUMNS
 from ._constants import (
     AVG_COL,
     DECODE_COL,
     DEFAULT_FEATURES,
+    LIST_COLUMNS,
     OUTPUT_TOKENS_COL,
     PER_STEP_COL,
     PREFILL_COL,
+    SEGMENT_MS_COL,
+    SEGMENT_TOKENS_COL,
 )
 from ._validation import (
     check_finite,
     check_finite_positive,
+    check_segment,
     check_steps,
     check_token_counts,
     row_at,
@@ -70,9 +79,12 @@ NON_FEATURE_COLUMNS = {
     PREFILL_COL,
     DECODE_COL,
     PER_STEP_COL,
+    SEGMENT_TOKENS_COL,
+    SEGMENT_MS_COL,
     AVG_COL,
     "sample_id",
     *PROFILE_COLUMNS,
+    *DESCRIPTIVE_COLUMNS,
 }
 
 
@@ -144,6 +156,63 @@ def read_table(path):
         raise ResultsFormatError(f"{path}: cannot be read as {kind[1:].upper()}: {exc}") from None
 
 
+def write_results(frame, path):
+    """Write requests in the results format to a CSV, JSONL or Parquet file.
+
+    List columns (``T_decode_per_step``, ``T_decode_segment_tokens``,
+    ``T_decode_segment_ms``) are written as JSON text in CSV, as arrays in
+    JSONL and as list columns in Parquet, so that :func:`load_results` reads
+    them back unchanged.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per request; list cells may be lists, arrays or ``None``.
+    path : str or path-like
+        The file to write; its suffix (any case) says the format.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+
+    Examples
+    --------
+    >>> import tempfile, pandas as pd
+    >>> from sklat.io import write_results, read_table
+    >>> frame = pd.DataFrame({"output_tokens": [2], "T_decode_segment_tokens": [[1, 1]]})
+    >>> path = write_results(frame, tempfile.mkdtemp() + "/requests.csv")
+    >>> read_table(path)["T_decode_segment_tokens"].iloc[0]
+    '[1, 1]'
+    """
+    path = Path(path)
+    kind = _suffix(path)
+    if kind not in SUFFIXES:
+        raise ValueError(
+            f"{path}: unknown file type {path.suffix!r}; expected one of {', '.join(SUFFIXES)}."
+        )
+    out = frame.copy()
+    lists = [c for c in LIST_COLUMNS if c in out.columns]
+    for col in lists:
+        out[col] = [None if _is_missing(v) else np.asarray(v).tolist() for v in out[col]]
+    if kind == ".csv":
+        for col in lists:
+            out[col] = [None if v is None else json.dumps(v) for v in out[col]]
+        out.to_csv(path, index=False)
+    elif kind == ".jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for record in out.to_dict(orient="records"):
+                clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+                f.write(json.dumps(clean, allow_nan=False) + "\n")
+    else:
+        out.to_parquet(path, index=False)
+    return path
+
+
+def _is_missing(value):
+    return value is None or (np.isscalar(value) and pd.isna(value))
+
+
 def _read_jsonl(path):
     """JSON Lines, one object per non-blank line; a bad line is named."""
     records = []
@@ -206,7 +275,8 @@ def _where(path, row, column):
     return f"{path}, {row_at(row)}, column {column!r}"
 
 
-def _parse_steps(value, path, row, n_tokens):
+def _parse_list(value, path, row, n_tokens, column=PER_STEP_COL):
+    """A list cell (a list, or JSON text in CSV) as a 1-D float array, or None."""
     if value is None or (np.isscalar(value) and pd.isna(value)):
         return None
     if isinstance(value, str):
@@ -215,25 +285,25 @@ def _parse_steps(value, path, row, n_tokens):
         if value.count(",") >= n_tokens:
             # Refused before parsing: a huge list costs memory to parse.
             raise ResultsFormatError(
-                f"{_where(path, row, PER_STEP_COL)}: more than {n_tokens} per-step "
-                f"latencies but output_tokens is {n_tokens}."
+                f"{_where(path, row, column)}: more than {n_tokens} "
+                f"{'per-step latencies' if column == PER_STEP_COL else 'segments'} but "
+                f"output_tokens is {n_tokens}."
             )
         try:
             value = json.loads(value)
         except (ValueError, RecursionError):
             raise ResultsFormatError(
-                f"{_where(path, row, PER_STEP_COL)}: expected a JSON list of "
-                f"per-step latencies, got {value[:40]!r}."
+                f"{_where(path, row, column)}: expected a JSON list of numbers, got {value[:40]!r}."
             ) from None
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, RecursionError):
         raise ResultsFormatError(
-            f"{_where(path, row, PER_STEP_COL)}: expected a list of numbers."
+            f"{_where(path, row, column)}: expected a list of numbers."
         ) from None
     if arr.ndim != 1:
         raise ResultsFormatError(
-            f"{_where(path, row, PER_STEP_COL)}: expected a flat list, got shape {arr.shape}."
+            f"{_where(path, row, column)}: expected a flat list, got shape {arr.shape}."
         )
     return arr
 
@@ -278,7 +348,8 @@ def check_values(frame, path, columns):
 
 def _check_frame(frame, path, features, rtol):
     """Validate (and convert in place) one results file; returns its per-step
-    lists. The checks are the estimator's own, located by file, row, column."""
+    lists and decode segments. The checks are the estimator's own, located by
+    file, row, column."""
     required = _check_columns(frame, path, features)
     check_values(frame, path, required + ([AVG_COL] if AVG_COL in frame.columns else []))
     n = frame[OUTPUT_TOKENS_COL].to_numpy()
@@ -296,7 +367,7 @@ def _check_frame(frame, path, features, rtol):
     steps = [None] * len(frame)
     if PER_STEP_COL in frame.columns:
         for row, value in enumerate(frame[PER_STEP_COL].tolist()):
-            arr = _parse_steps(value, path, row, n[row])
+            arr = _parse_list(value, path, row, n[row])
             if arr is None:
                 continue
             try:
@@ -309,7 +380,49 @@ def _check_frame(frame, path, features, rtol):
                     f"{arr.sum():.6g} but {DECODE_COL} is {total[row]:.6g} (rtol {rtol})."
                 )
             steps[row] = arr
-    return steps
+    return steps, _check_segments(frame, path, n, total, steps, rtol)
+
+
+def _check_segments(frame, path, n, total, steps, rtol):
+    """The decode segments of each row: ``(tokens, ms)`` or None."""
+    has = [c in frame.columns for c in (SEGMENT_TOKENS_COL, SEGMENT_MS_COL)]
+    segments = [None] * len(frame)
+    if not any(has):
+        return segments
+    if not all(has):
+        present, absent = (
+            (SEGMENT_TOKENS_COL, SEGMENT_MS_COL) if has[0] else (SEGMENT_MS_COL, SEGMENT_TOKENS_COL)
+        )
+        raise ResultsFormatError(
+            f"{path}: column {present!r} without {absent!r}; decode segments need both."
+        )
+    pairs = zip(frame[SEGMENT_TOKENS_COL].tolist(), frame[SEGMENT_MS_COL].tolist())
+    for row, (raw_tokens, raw_ms) in enumerate(pairs):
+        tokens = _parse_list(raw_tokens, path, row, n[row], SEGMENT_TOKENS_COL)
+        ms = _parse_list(raw_ms, path, row, n[row], SEGMENT_MS_COL)
+        if tokens is None and ms is None:
+            continue
+        if tokens is None or ms is None:
+            column = SEGMENT_TOKENS_COL if tokens is None else SEGMENT_MS_COL
+            raise ResultsFormatError(
+                f"{_where(path, row, column)}: empty, but the row has the other segment column."
+            )
+        if steps[row] is not None:
+            raise ResultsFormatError(
+                f"{_where(path, row, SEGMENT_TOKENS_COL)}: the row also has "
+                f"{PER_STEP_COL}; a request has per-step latencies or segments, not both."
+            )
+        try:
+            tokens, ms = check_segment(tokens, ms, n[row], _where(path, row, "decode segments"))
+        except (TypeError, ValueError) as exc:
+            raise ResultsFormatError(str(exc)) from None
+        if not np.isclose(ms.sum(), total[row], rtol=rtol, atol=0):
+            raise ResultsFormatError(
+                f"{_where(path, row, SEGMENT_MS_COL)}: segment times sum to {ms.sum():.6g} but "
+                f"{DECODE_COL} is {total[row]:.6g} (rtol {rtol})."
+            )
+        segments[row] = (tokens, ms)
+    return segments
 
 
 def load_results(results_dir, datasets=None, features=None, rtol=0.01):
@@ -325,16 +438,17 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
     features : list of str, default=None
         Configuration feature columns; ``None`` uses :data:`DEFAULT_FEATURES`.
     rtol : float, default=0.01
-        Relative tolerance of the consistency checks (per-step sums and
-        per-token averages against ``T_LLM_decode``).
+        Relative tolerance of the consistency checks (per-step and segment
+        sums and per-token averages against ``T_LLM_decode``).
 
     Returns
     -------
     results : :class:`~sklearn.utils.Bunch`
         ``X`` (features), ``y`` (``[T_prefill_total, T_LLM_decode]``),
         ``output_tokens``, ``positioned_latencies`` (list, ``None`` where a
-        request has no per-step data), ``dataset`` (name per request) and
-        ``frame`` (all columns read, with ``dataset``).
+        request has no per-step data), ``decode_segments`` (list of
+        ``(tokens, ms)`` pairs, ``None`` where a request has none),
+        ``dataset`` (name per request) and ``frame`` (all columns read, with ``dataset``).
 
     Raises
     ------
@@ -359,13 +473,15 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
                 f"dataset(s) {unknown} not found in {results_dir}; available: {sorted(found)}."
             )
         found = {d: found[d] for d in datasets}
-    frames, steps = [], []
+    frames, steps, segments = [], [], []
     for name, files in found.items():
         for path in files:
             frame = read_table(path)
             if frame.empty:
                 raise ResultsFormatError(f"{path}: no rows.")
-            steps.extend(_check_frame(frame, path, features, rtol))
+            file_steps, file_segments = _check_frame(frame, path, features, rtol)
+            steps.extend(file_steps)
+            segments.extend(file_segments)
             frames.append(frame.assign(dataset=name))
     frame = pd.concat(frames, ignore_index=True)
     return Bunch(
@@ -373,9 +489,82 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
         y=frame[[PREFILL_COL, DECODE_COL]].copy(),
         output_tokens=frame[OUTPUT_TOKENS_COL].to_numpy(dtype=np.int64),
         positioned_latencies=steps,
+        decode_segments=segments,
         dataset=frame["dataset"].to_numpy(),
         frame=frame,
     )
+
+
+def read_benchmark(path, format="auto"):
+    """Read a serving-benchmark file into requests of the results format.
+
+    Supported: vLLM ``bench serve`` JSON (``--save-detailed``; appended
+    objects too), SGLang ``bench_serving`` JSONL (``--output-details``),
+    GuideLLM reports (JSON, YAML), AIPerf ``profile_export.jsonl``, LLMPerf
+    ``*_individual_responses.json`` and llama.cpp server responses with
+    ``timings`` (one JSON object per line).
+
+    One convention for every tool: time to first token is the prefill
+    (``T_prefill_total``); ``output_tokens`` counts the tokens after the
+    first; ``T_LLM_decode`` is end-to-end minus time to first token. The gaps
+    between streamed events become decode segments
+    (``T_decode_segment_tokens``, ``T_decode_segment_ms``) where each event's
+    token count is known (recorded by the tool, or one gap per token);
+    otherwise the request keeps its totals only. Failed requests are kept
+    out. Nothing is invented: a configuration the file cannot know (tier,
+    top_k, GPU ...) is for the caller to add as columns.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The benchmark file.
+    format : {"auto", "vllm", "sglang", "guidellm", "aiperf", "llmperf", \
+            "llama.cpp"}, default="auto"
+        The tool that wrote it; ``"auto"`` recognises it from its content.
+
+    Returns
+    -------
+    requests : DataFrame
+        One row per imported request: ``text_tokens`` (prompt tokens),
+        ``output_tokens``, ``T_prefill_total``, ``T_LLM_decode`` (ms), the two
+        segment columns (lists, or None), and descriptive columns (``tool``,
+        ``model``, ``backend``, ``request_rate``, ``max_concurrency``,
+        ``source_file``, ``run``, ``request_index``). ``requests.attrs
+        ["import_summary"]`` accounts for every request read: imported (with
+        segments or totals only, and why), errored, kept out (and why).
+
+    Raises
+    ------
+    BenchmarkFormatError
+        A malformed file (truncated JSON, arrays of unequal length, negative
+        or non-finite times, too many tokens), naming the file, key and
+        request; or a file whose format is unknown or ambiguous, listing the
+        formats considered.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from sklat.io import read_benchmark
+    >>> run = {"date": "20260101-000000", "backend": "vllm", "model_id": "m",
+    ...        "input_lens": [32], "output_lens": [4], "ttfts": [0.02],
+    ...        "itls": [[0.01, 0.011, 0.012]], "errors": [""]}
+    >>> path = tempfile.mkdtemp() + "/vllm.json"
+    >>> _ = open(path, "w").write(json.dumps(run))
+    >>> frame = read_benchmark(path)
+    >>> frame[["text_tokens", "output_tokens", "T_prefill_total"]].to_dict("records")
+    [{'text_tokens': 32, 'output_tokens': 3, 'T_prefill_total': 20.0}]
+    >>> frame["T_decode_segment_tokens"].iloc[0]
+    [1, 1, 1]
+    """
+    from ._import._convention import IMPORT_COLUMNS, OPTIONAL_COLUMNS
+    from ._import._formats import read_file
+
+    importer, _ = read_file(path, format)
+    frame = pd.DataFrame.from_records(importer.rows, columns=IMPORT_COLUMNS)
+    # Descriptive columns the tool does not record are left out.
+    frame = frame.drop(columns=[c for c in OPTIONAL_COLUMNS if frame[c].isna().all()])
+    frame.attrs["import_summary"] = importer.summary()
+    return frame
 
 
 def demo_results_dir():

@@ -6,6 +6,9 @@ Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
   positive), in percent;
 - :func:`positioned_mape`: the error of predicted per-position curves against
   measured per-step latencies, averaged per request, in percent;
+- :func:`segment_mape`: the error of predicted sums over timed decode
+  segments (the gaps between streamed events), token-weighted per request,
+  in percent;
 - :func:`per_token_mae`: the mean absolute error of the per-token average
   ``total / N`` (what a time-per-output-token SLO compares), in ms per token;
 - :func:`interval_coverage` and :func:`mean_interval_width`: how often
@@ -16,7 +19,14 @@ import numpy as np
 
 from ._validation import as_float_array, check_finite, check_finite_positive, check_output_tokens
 
-__all__ = ["interval_coverage", "mape", "mean_interval_width", "per_token_mae", "positioned_mape"]
+__all__ = [
+    "interval_coverage",
+    "mape",
+    "mean_interval_width",
+    "per_token_mae",
+    "positioned_mape",
+    "segment_mape",
+]
 
 
 def _pair(y_true, y_pred):
@@ -143,6 +153,61 @@ def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
         true, pred = true[start - 1 :], pred[start - 1 :]
         check_finite_positive(true, f"y_true[{i}]", where=lambda j: f"step {start + j}")
         errors.append(np.mean(np.abs(pred - true) / true))
+    return float(100 * np.mean(errors))
+
+
+def segment_mape(segments, y_pred):
+    """Error of per-position curves against timed decode segments, in percent.
+
+    A segment that covered ``k`` tokens is compared with the sum of the
+    predicted curve over its positions. Each request's error is the mean
+    relative error over its segments, weighted by their tokens (so that with
+    one-token segments this is :func:`positioned_mape`); the result is the
+    mean over requests.
+
+    Parameters
+    ----------
+    segments : list of (tokens, ms) pairs
+        Per request, the tokens of each segment (covering positions ``1..N``
+        in order) and its measured time.
+    y_pred : ndarray of shape (n_samples, n_positions) or list of 1-D arrays
+        Predicted latency at positions ``1..``; at least ``N`` per request.
+
+    Returns
+    -------
+    error : float
+        Percent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklat.metrics import segment_mape
+    >>> segments = [([1, 3], [10.0, 30.0])]
+    >>> float(segment_mape(segments, np.array([[11.0, 10.0, 10.0, 10.0]])))
+    2.5
+    """
+    if len(y_pred) != len(segments):
+        raise ValueError(f"segments has {len(segments)} requests but y_pred {len(y_pred)}.")
+    if len(segments) == 0:
+        raise ValueError("segments is empty.")
+    errors = []
+    for i, (tokens, ms) in enumerate(segments):
+        tokens = np.asarray(tokens, dtype=np.int64)
+        ms = as_float_array(ms, f"segments[{i}] ms")
+        if tokens.shape != ms.shape or tokens.ndim != 1 or (tokens < 1).any():
+            raise ValueError(
+                f"segments[{i}] must be two 1-D lists of equal length, tokens >= 1; got "
+                f"shapes {tokens.shape} and {ms.shape}."
+            )
+        check_finite_positive(ms, f"segments[{i}] ms", where=lambda j: f"segment {j + 1}")
+        n = int(tokens.sum())
+        pred = as_float_array(y_pred[i], "y_pred")[:n]
+        if len(pred) < n:
+            raise ValueError(f"request {i}: {n} positions expected, y_pred has {len(pred)}.")
+        cumulative = np.concatenate(([0.0], np.cumsum(pred)))
+        ends = np.cumsum(tokens)
+        predicted = cumulative[ends] - cumulative[ends - tokens]
+        errors.append(np.sum(tokens * np.abs(predicted - ms) / ms) / n)
     return float(100 * np.mean(errors))
 
 

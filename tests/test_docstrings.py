@@ -33,7 +33,16 @@ for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay"):
     ]
 PUBLIC += ["sklat.save", "sklat.load", "sklat.cli.main", "sklat.profile.profile_model"]
 PUBLIC += [f"sklat.metrics.{name}" for name in sklat.metrics.__all__]
-PUBLIC += [f"sklat.io.{name}" for name in ("load_results", "read_table", "demo_results_dir")]
+PUBLIC += [
+    f"sklat.io.{name}"
+    for name in (
+        "load_results",
+        "read_table",
+        "demo_results_dir",
+        "read_benchmark",
+        "write_results",
+    )
+]
 PUBLIC += [
     f"sklat.datasets.{name}"
     for name in (

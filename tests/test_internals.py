@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklat._loss import combined_loss, decode_total_loss, positioned_loss, prefill_loss
+from sklat._loss import combined_loss, decode_total_loss, prefill_loss, segment_loss
 from sklat._module import CostTermsLatencyModule
 from sklat._net import BatchIterator, RequestData
 
@@ -63,14 +63,49 @@ def test_step_outputs_match_the_curve():
     n = torch.tensor([4, 2, 5])
     sample = torch.tensor([0, 0, 2, 2, 2])
     pos = torch.tensor([1, 4, 1, 3, 5])
-    out = module(x, n, context, sample, pos)
+    out = module(x, n, context, sample, pos, pos)
     expected = torch.stack(
         [
             _explicit_curve(module, x[i], context[i], pos[j : j + 1])[0]
             for j, i in enumerate(sample.tolist())
         ]
     )
-    assert torch.allclose(out["steps"], expected)
+    assert torch.allclose(out["segments"], expected)
+
+
+def test_segment_sums_match_the_explicit_sum_of_the_curve():
+    module = _module()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    context = torch.tensor([0.0, 1.0, 2.5], dtype=torch.float64)
+    # Request 0: 1 + 3 tokens; request 1: one segment (its total); request 2:
+    # 2 + 1 + 2 tokens, running past position_scale.
+    n = torch.tensor([4, 45, 5])
+    sample = torch.tensor([0, 0, 1, 2, 2, 2])
+    start = torch.tensor([1, 2, 1, 1, 3, 4])
+    end = torch.tensor([1, 4, 45, 2, 3, 5])
+    out = module(x, n, context, sample, start, end)
+    for j, i in enumerate(sample.tolist()):
+        positions = torch.arange(int(start[j]), int(end[j]) + 1)
+        explicit = _explicit_curve(module, x[i], context[i], positions).sum()
+        assert torch.allclose(out["segments"][j], explicit)
+    # A segment covering the whole request is its total.
+    assert torch.allclose(out["segments"][2], out["total"][1])
+    # The segments of a request add up to its total.
+    assert torch.allclose(out["segments"][:2].sum(), out["total"][0])
+    assert torch.allclose(out["segments"][3:].sum(), out["total"][2])
+
+
+def test_one_step_segment_late_in_a_long_request_keeps_float32_precision():
+    module = CostTermsLatencyModule(2, hidden_size=8, n_basis=4, position_scale=100_000.0)
+    x = torch.randn(1, 2)
+    n = torch.tensor([100_000])
+    positions = torch.tensor([99_999])
+    one = torch.zeros(1, dtype=torch.long)
+    out = module(x, n, torch.zeros(1), one, positions, positions)
+    curve = module.double()(
+        x.double(), n, torch.zeros(1, dtype=torch.float64), one, positions, positions
+    )
+    assert torch.allclose(out["segments"].double(), curve["segments"], rtol=1e-5)
 
 
 def test_cost_terms_sum_power_laws():
@@ -155,36 +190,44 @@ def test_module_memory_bounded_for_long_outputs():
 
 
 def _data():
+    # Request 0: per-step (3 one-token segments); 2: segments of 1 and 3
+    # tokens; 1 and 3: totals only.
     n = np.array([3, 1, 4, 2], dtype=np.int64)
-    steps = [np.array([1.0, 2, 3]), None, np.array([4.0, 5, 6, 7]), None]
-    lengths = [0 if s is None else len(s) for s in steps]
+    values = [np.array([1.0, 2, 3]), None, np.array([4.0, 18]), None]
+    tokens = [np.array([1, 1, 1]), None, np.array([1, 3]), None]
+    lengths = [0 if v is None else len(v) for v in values]
     return RequestData(
         x=np.arange(8, dtype=np.float32).reshape(4, 2),
         output_tokens=n,
         context=np.array([0.5, 1, 0, 2], dtype=np.float32),
         total=np.array([6.0, 1, 22, 3], dtype=np.float32),
         prefill=np.array([1.0, 2, 3, 4], dtype=np.float32),
-        step_values=np.concatenate([s for s in steps if s is not None]).astype(np.float32),
-        step_offsets=np.concatenate(([0], np.cumsum(lengths))),
+        segment_values=np.concatenate([v for v in values if v is not None]).astype(np.float32),
+        segment_tokens=np.concatenate([t for t in tokens if t is not None]),
+        segment_offsets=np.concatenate(([0], np.cumsum(lengths))),
     )
 
 
-def test_batch_packs_ragged_steps():
+def test_batch_packs_ragged_segments():
     inputs, targets = _data().batch(np.array([2, 1, 0]))
     t = inputs.tensors
-    assert t["step_sample"].tolist() == [0, 0, 0, 0, 2, 2, 2]
-    assert t["step_position"].tolist() == [1, 2, 3, 4, 1, 2, 3]
-    assert targets["steps"].tolist() == [4, 5, 6, 7, 1, 2, 3]
-    assert targets["n_step_requests"] == 2
-    np.testing.assert_allclose(targets["step_weight"], [0.25] * 4 + [1 / 3] * 3)
+    assert t["segment_sample"].tolist() == [0, 0, 2, 2, 2]
+    assert t["segment_start"].tolist() == [1, 2, 1, 2, 3]
+    assert t["segment_end"].tolist() == [1, 4, 1, 2, 3]
+    assert targets["segments"].tolist() == [4, 18, 1, 2, 3]
+    assert targets["segment_tokens"].tolist() == [1, 3, 1, 1, 1]
+    assert targets["n_segment_requests"] == 2
+    # k / N: each request's weights sum to 1.
+    np.testing.assert_allclose(targets["segment_weight"], [0.25, 0.75] + [1 / 3] * 3)
     assert len(inputs) == 3
 
 
 def test_subset_keeps_rows_aligned():
     sub = _data().subset([3, 2])
     assert sub.output_tokens.tolist() == [2, 4]
-    assert sub.step_offsets.tolist() == [0, 0, 4]
-    assert sub.step_values.tolist() == [4, 5, 6, 7]
+    assert sub.segment_offsets.tolist() == [0, 0, 2]
+    assert sub.segment_values.tolist() == [4, 18]
+    assert sub.segment_end.tolist() == [1, 4]
 
 
 def test_iterator_covers_every_request_once_and_is_seeded():
@@ -206,7 +249,9 @@ def test_losses_zero_at_truth_and_positive_elsewhere(kind):
     assert decode_total_loss(t, t, kind, 3.0) == 0
     assert prefill_loss(t * 1.1, t, kind) > 0
     w = torch.tensor([0.5, 0.5, 1.0])
-    assert positioned_loss(t, t, w, 2, kind) == 0
+    k = torch.tensor([1.0, 2.0, 1.0])
+    assert segment_loss(t, t, k, w, 2, kind) == 0
+    assert segment_loss(t * 1.1, t, k, w, 2, kind) > 0
 
 
 def test_log_loss_is_scale_free_and_weights_combine():
@@ -215,7 +260,7 @@ def test_log_loss_is_scale_free_and_weights_combine():
     a = decode_total_loss(p[:1], t[:1], "log")
     b = decode_total_loss(p[1:], t[1:], "log")
     assert torch.isclose(a, b)
-    pred = {"total": p, "prefill": p, "steps": None}
+    pred = {"total": p, "prefill": p, "segments": None}
     target = {"total": t, "prefill": t}
     loss = combined_loss(
         pred, target, kind="log", prefill_weight=2.0, decode_total_weight=1.0, positioned_weight=0.5
@@ -223,13 +268,23 @@ def test_log_loss_is_scale_free_and_weights_combine():
     assert torch.isclose(loss, 3 * a)
 
 
-def test_positioned_loss_weights_requests_equally():
+def test_segment_loss_weights_requests_equally():
     # Request A: 1 step off by 10%; request B: 4 exact steps.
     pred = torch.tensor([1.1, 1, 1, 1, 1])
     target = torch.ones(5)
     w = torch.tensor([1.0, 0.25, 0.25, 0.25, 0.25])
-    loss = positioned_loss(pred, target, w, 2, "relative")
+    loss = segment_loss(pred, target, torch.ones(5), w, 2, "relative")
     assert torch.isclose(loss, torch.tensor(0.01 / 2))
+
+
+def test_segment_loss_compares_per_token_averages_under_mse():
+    # A 4-token segment 0.4 ms off is 0.1 ms per token: the same error as a
+    # one-token segment 0.1 ms off.
+    one = segment_loss(torch.tensor([1.1]), torch.ones(1), torch.ones(1), torch.ones(1), 1, "mse")
+    four = segment_loss(
+        torch.tensor([4.4]), torch.tensor([4.0]), torch.tensor([4.0]), torch.ones(1), 1, "mse"
+    )
+    assert torch.isclose(one, four)
 
 
 def _averaging_net(decay, valid, lr=0.05):

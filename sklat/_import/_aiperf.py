@@ -1,0 +1,85 @@
+"""AIPerf ``profile_export.jsonl``: one record per request, one per line.
+
+Written by ``aiperf/post_processors/record_export_results_processor.py``
+(``MetricRecordInfo.model_dump_json()``; model in
+``aiperf/common/models/record_models.py``): ``{"metadata": {...},
+"metrics": {tag: {"value": v, "unit": u}}, "error": null | {...}}``. Each
+metric carries its own unit (``ns``, ``us``, ``ms``, ``sec`` for times), which
+is honoured. ``inter_chunk_latency`` (``aiperf/metrics/types/
+inter_chunk_latency_metric.py``) is the list of gaps between consecutive
+responses; ``output_sequence_length`` counts output and reasoning tokens, the
+first included; ``request_latency`` runs to the last response. A request
+with ``error`` set is kept out.
+"""
+
+from ._convention import ERRORED, TIME_UNITS_MS, Importer
+from ..exceptions import BenchmarkFormatError
+
+
+def detect(docs):
+    return bool(docs) and all(
+        isinstance(d, dict)
+        and isinstance(d.get("metadata"), dict)
+        and "metrics" in d
+        and "request_start_ns" in d["metadata"]
+        for d in docs
+    )
+
+
+def _metric(imp, metrics, tag, index, *, time=True, required=True):
+    item = metrics.get(tag)
+    if item is None:
+        if required:
+            raise BenchmarkFormatError(f"{imp.where(f'metrics.{tag}', index)}: missing.")
+        return None
+    if not isinstance(item, dict) or "value" not in item or "unit" not in item:
+        raise BenchmarkFormatError(
+            f"{imp.where(f'metrics.{tag}', index)}: expected {{'value': ..., 'unit': ...}}."
+        )
+    unit = item["unit"]
+    if not time:
+        return item["value"]
+    if unit not in TIME_UNITS_MS:
+        raise BenchmarkFormatError(
+            f"{imp.where(f'metrics.{tag}.unit', index)}: unknown time unit {unit!r}; "
+            f"expected one of {sorted(TIME_UNITS_MS)}."
+        )
+    return item["value"], TIME_UNITS_MS[unit]
+
+
+def read(docs, path, tool="aiperf"):
+    imp = Importer(path, tool)
+    for index, doc in enumerate(docs):
+        metrics = doc.get("metrics") or {}
+        if doc.get("error") is not None or doc["metadata"].get("was_cancelled"):
+            imp.error(index, ERRORED)
+            continue
+        value, unit = _metric(imp, metrics, "time_to_first_token", index)
+        ttft = imp.number(value, "metrics.time_to_first_token", index, unit=unit, positive=True)
+        completion = imp.count(
+            _metric(imp, metrics, "output_sequence_length", index, time=False),
+            "metrics.output_sequence_length",
+            index,
+        )
+        prompt = _metric(imp, metrics, "input_sequence_length", index, time=False, required=False)
+        prompt = (
+            None if prompt is None else imp.count(prompt, "metrics.input_sequence_length", index)
+        )
+        gaps = decode = None
+        chunks = _metric(imp, metrics, "inter_chunk_latency", index, required=False)
+        if chunks is not None:
+            gaps = imp.gaps(chunks[0], "metrics.inter_chunk_latency.value", index, unit=chunks[1])
+        else:
+            value, unit = _metric(imp, metrics, "request_latency", index)
+            latency = imp.number(value, "metrics.request_latency", index, unit=unit)
+            decode = latency - ttft
+        imp.add(
+            index,
+            ttft_ms=ttft,
+            completion_tokens=completion,
+            gaps_ms=gaps,
+            decode_ms=decode,
+            prompt_tokens=prompt,
+            run=doc["metadata"].get("benchmark_phase"),
+        )
+    return imp

@@ -1,0 +1,260 @@
+"""The one convention every importer follows, and the per-file summary.
+
+- Time to first token is the prefill (``T_prefill_total``).
+- ``output_tokens`` is the number of tokens after the first (as ``sklat
+  profile`` counts decode steps).
+- Decode time (``T_LLM_decode``) is end-to-end minus time to first token. When
+  the gaps between streamed events are recorded, they run from the first to
+  the last token, and their sum is that time (a tool's end-to-end may also
+  cover a closing message that carries no token).
+- Each event's token count is used where the tool records it. Where it does
+  not and there is one gap per token (``len(gaps) == output_tokens``), each
+  gap is one token. Where the counts cannot be known, the request is kept as
+  its totals only. Events that arrived together (a gap of exactly 0) are
+  joined into one segment; the times are unchanged.
+- A request the tool marks as failed, or that produced no decode step, is kept
+  out; the summary counts it. Nothing is invented.
+"""
+
+import math
+from collections import Counter
+
+import numpy as np
+
+from .._constants import (
+    DECODE_COL,
+    MAX_OUTPUT_TOKENS,
+    OUTPUT_TOKENS_COL,
+    PREFILL_COL,
+    SEGMENT_MS_COL,
+    SEGMENT_TOKENS_COL,
+)
+from ..exceptions import BenchmarkFormatError
+
+# Descriptive columns of an imported request: kept, never features unless a
+# user names them.
+DESCRIPTIVE_COLUMNS = (
+    "tool",
+    "model",
+    "backend",
+    "request_rate",
+    "max_concurrency",
+    "source_file",
+    "run",
+    "request_index",
+)
+# Columns of an imported file, in order; those a tool may not record (left out
+# of the frame when no request has them) are the optional descriptive ones.
+IMPORT_COLUMNS = (
+    "text_tokens",
+    OUTPUT_TOKENS_COL,
+    PREFILL_COL,
+    DECODE_COL,
+    SEGMENT_TOKENS_COL,
+    SEGMENT_MS_COL,
+    *DESCRIPTIVE_COLUMNS,
+)
+OPTIONAL_COLUMNS = ("model", "backend", "request_rate", "max_concurrency", "run")
+TIME_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "sec": 1000.0}
+
+ERRORED = "errored"
+NO_DECODE = "one output token: no decode step"
+FIRST_EVENT = "first event carried several tokens: its time mixes prefill and decode"
+UNKNOWN_COUNTS = "token counts per event not recorded"
+TOTALS_ONLY_TOOL = "the tool records per-request totals only"
+NO_GAPS = "no inter-event gaps recorded"
+
+
+class Importer:
+    """Collects the rows of one file and accounts for every request read."""
+
+    def __init__(self, path, tool):
+        self.path = str(path)
+        self.tool = tool
+        self.rows = []
+        self.read = 0
+        self.kept_out = Counter()
+        self.totals_only = Counter()
+        self.notes = []
+
+    def where(self, key, index, entry=None):
+        """Location of a value for an error message."""
+        at = f"{self.path}: key {key!r}, request {index}"
+        return at if entry is None else f"{at}, entry {entry}"
+
+    def number(self, value, key, index, *, unit=1.0, positive=False, entry=None):
+        """A recorded time (times ``unit``, to ms) or count, checked."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BenchmarkFormatError(
+                f"{self.where(key, index, entry)}: expected a number, got {value!r}."
+            )
+        value = float(value) * unit
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            need = "> 0" if positive else ">= 0"
+            raise BenchmarkFormatError(
+                f"{self.where(key, index, entry)}: expected a finite number {need}, got {value!r}."
+            )
+        return value
+
+    def count(self, value, key, index):
+        """A token count: an integer in ``0..MAX_OUTPUT_TOKENS + 1``."""
+        number = self.number(value, key, index)
+        if number != int(number) or number > MAX_OUTPUT_TOKENS + 1:
+            raise BenchmarkFormatError(
+                f"{self.where(key, index)}: expected a token count (an integer up to "
+                f"{MAX_OUTPUT_TOKENS + 1}), got {value!r}."
+            )
+        return int(number)
+
+    def gaps(self, values, key, index, unit=1.0):
+        """A list of gaps between events, in ms (checked at numpy speed; the
+        first bad entry is named)."""
+        if not isinstance(values, list):
+            raise BenchmarkFormatError(
+                f"{self.where(key, index)}: expected a list of gaps, got {type(values).__name__}."
+            )
+        if len(values) > MAX_OUTPUT_TOKENS:
+            raise BenchmarkFormatError(
+                f"{self.where(key, index)}: {len(values)} gaps, more than "
+                f"MAX_OUTPUT_TOKENS ({MAX_OUTPUT_TOKENS})."
+            )
+        try:
+            arr = np.array(values, dtype=np.float64)
+            numeric = not any(isinstance(v, bool) for v in values)
+        except (TypeError, ValueError):
+            numeric = False
+        if not numeric or arr.ndim != 1:
+            for j, v in enumerate(values):
+                self.number(v, key, index, entry=j)
+        arr = arr * unit
+        bad = ~np.isfinite(arr) | (arr < 0)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            self.number(values[j], key, index, unit=unit, entry=j)
+        return arr
+
+    def error(self, index, reason=ERRORED):
+        """A request kept out (failed, or no decode step)."""
+        self.read += 1
+        self.kept_out[reason] += 1
+
+    def add(
+        self,
+        index,
+        *,
+        ttft_ms,
+        completion_tokens,
+        decode_ms=None,
+        gaps_ms=None,
+        gap_tokens=None,
+        prompt_tokens=None,
+        totals_reason=None,
+        **descriptive,
+    ):
+        """One successful request, by the convention of this module.
+
+        ``completion_tokens`` counts every output token, the first included;
+        ``gaps_ms`` are the gaps between consecutive events after the first
+        (``gap_tokens`` their token counts, where recorded); ``decode_ms`` is
+        end-to-end minus time to first token, for tools without gaps.
+        """
+        self.read += 1
+        n = completion_tokens - 1
+        if n < 1:
+            self.kept_out[NO_DECODE] += 1
+            return
+        segments = None
+        if gaps_ms is not None:
+            if gap_tokens is not None:
+                gap_tokens = np.asarray(gap_tokens, dtype=np.int64)
+                if gap_tokens.sum() < n:
+                    self.kept_out[FIRST_EVENT] += 1
+                    return
+                if gap_tokens.sum() == n:
+                    segments = _join_simultaneous(gap_tokens, gaps_ms)
+                else:
+                    totals_reason = UNKNOWN_COUNTS
+            elif len(gaps_ms) == n:
+                segments = _join_simultaneous(np.ones(n, dtype=np.int64), gaps_ms)
+            else:
+                totals_reason = totals_reason or UNKNOWN_COUNTS
+            decode_ms = float(gaps_ms.sum())
+        elif totals_reason is None:
+            totals_reason = NO_GAPS
+        if decode_ms is None or not decode_ms > 0:
+            raise BenchmarkFormatError(
+                f"{self.path}: request {index}: decode time {decode_ms!r} ms for {n} tokens "
+                "after the first; expected a time > 0."
+            )
+        if segments is None:
+            self.totals_only[totals_reason] += 1
+        self.rows.append(
+            {
+                "text_tokens": prompt_tokens,
+                OUTPUT_TOKENS_COL: n,
+                PREFILL_COL: ttft_ms,
+                DECODE_COL: decode_ms,
+                SEGMENT_TOKENS_COL: None if segments is None else segments[0],
+                SEGMENT_MS_COL: None if segments is None else segments[1],
+                "tool": self.tool,
+                "source_file": self.path,
+                "request_index": index,
+                **descriptive,
+            }
+        )
+
+    def summary(self):
+        """What happened to every request of the file (a dict)."""
+        with_segments = len(self.rows) - sum(self.totals_only.values())
+        return {
+            "file": self.path,
+            "tool": self.tool,
+            "read": self.read,
+            "imported": len(self.rows),
+            "with_segments": with_segments,
+            "totals_only": dict(self.totals_only),
+            "kept_out": dict(self.kept_out),
+            "notes": list(self.notes),
+        }
+
+
+def _join_simultaneous(tokens, ms):
+    """Segments ``(tokens, ms)`` with zero-time events joined to a neighbour:
+    events that arrived together share one measured time."""
+    tokens, ms = np.asarray(tokens, dtype=np.int64), np.asarray(ms, dtype=np.float64)
+    if not (ms == 0).any():
+        return tokens.tolist(), ms.tolist()
+    out_tokens, out_ms = [], []
+    carry = 0
+    for k, t in zip(tokens, ms):
+        if t == 0:
+            if out_tokens:
+                out_tokens[-1] += int(k)
+            else:
+                carry += int(k)
+            continue
+        out_tokens.append(int(k) + carry)
+        out_ms.append(float(t))
+        carry = 0
+    if not out_tokens:
+        return None
+    out_tokens[-1] += carry
+    return out_tokens, out_ms
+
+
+def summary_line(summary):
+    """One line accounting for every request of a file."""
+    parts = [f"{summary['read']} read", f"{summary['imported']} imported"]
+    detail = [f"{summary['with_segments']} with segments"]
+    for reason, k in sorted(summary["totals_only"].items()):
+        detail.append(f"{k} totals only ({reason})")
+    parts[-1] += " (" + ", ".join(detail) + ")"
+    errored = summary["kept_out"].get(ERRORED, 0)
+    parts.append(f"{errored} errored (kept out)")
+    for reason, k in sorted(summary["kept_out"].items()):
+        if reason != ERRORED:
+            parts.append(f"{k} kept out ({reason})")
+    line = f"{summary['file']} [{summary['tool']}]: " + ", ".join(parts)
+    for note in summary["notes"]:
+        line += f"; {note}"
+    return line

@@ -1,0 +1,84 @@
+"""The benchmark formats sklat reads, their detection and the file loader."""
+
+import json
+from pathlib import Path
+
+from . import _aiperf, _guidellm, _llamacpp, _llmperf, _serve_arrays
+from ..exceptions import BenchmarkFormatError
+
+# name -> (detect(docs), read(docs, path, tool))
+FORMATS = {
+    "vllm": (_serve_arrays.is_vllm, _serve_arrays.read),
+    "sglang": (_serve_arrays.is_sglang, _serve_arrays.read),
+    "guidellm": (_guidellm.detect, _guidellm.read),
+    "aiperf": (_aiperf.detect, _aiperf.read),
+    "llmperf": (_llmperf.detect, _llmperf.read),
+    "llama.cpp": (_llamacpp.detect, _llamacpp.read),
+}
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def load_documents(path):
+    """The JSON values of a file: one JSON document, JSON Lines, or JSON
+    objects written one after another (``--append-result``); YAML for
+    ``.yaml`` / ``.yml``. Errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file.")
+    if path.suffix.lower() in YAML_SUFFIXES:
+        try:
+            import yaml
+        except ImportError:
+            raise ImportError(f"reading {path} needs PyYAML: pip install 'sklat[yaml]'") from None
+        try:
+            with open(path, encoding="utf-8") as f:
+                return [yaml.safe_load(f)]
+        except yaml.YAMLError as exc:
+            raise BenchmarkFormatError(f"{path}: not valid YAML ({exc}).") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchmarkFormatError(f"{path}: not UTF-8 text ({exc}).") from None
+    decoder = json.JSONDecoder()
+    docs, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos == len(text):
+            break
+        try:
+            doc, pos = decoder.raw_decode(text, pos)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            line = text.count("\n", 0, getattr(exc, "pos", pos)) + 1
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise BenchmarkFormatError(
+                f"{path}, line {line}: not valid JSON ({reason}); a truncated file?"
+            ) from None
+        docs.append(doc)
+    if not docs:
+        raise BenchmarkFormatError(f"{path}: the file is empty.")
+    return docs
+
+
+def read_file(path, fmt="auto"):
+    """``(Importer, format name)`` for one benchmark file."""
+    docs = load_documents(path)
+    if fmt == "auto":
+        found = [name for name, (detect, _) in FORMATS.items() if detect(docs)]
+        if not found:
+            raise BenchmarkFormatError(
+                f"{path}: not a benchmark file sklat recognises; formats considered: "
+                f"{', '.join(FORMATS)}. Name one with format=... (--format)."
+            )
+        if len(found) > 1:
+            raise BenchmarkFormatError(
+                f"{path}: ambiguous: the file looks like {' and '.join(found)}; name the "
+                "format with format=... (--format)."
+            )
+        fmt = found[0]
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be 'auto' or one of {list(FORMATS)}; got {fmt!r}.")
+    detect, read = FORMATS[fmt]
+    if not detect(docs):
+        raise BenchmarkFormatError(f"{path}: not a {fmt} benchmark file.")
+    return read(docs, path, fmt), fmt

@@ -1,0 +1,81 @@
+"""GuideLLM benchmark reports (``benchmarks.json`` / ``benchmarks.yaml``).
+
+Written by ``GenerativeBenchmarksReport.save_file`` (``src/guidellm/benchmark/
+schemas/report.py``: ``model_dump(mode="json")`` then ``json.dumps`` or
+``yaml.dump``): ``{"metadata": ..., "config": ..., "benchmarks": [...]}``.
+Each benchmark (``schemas/benchmark.py``) lists its requests by status under
+``requests`` (``successful``, ``incomplete``, ``errored``), and counts all of
+them in ``metrics.request_totals``: the lists may be a sample
+(``accumulator.get_sampled``), which the summary says. A request
+(``src/guidellm/schemas/request_stats.py``) serialises its computed fields
+``time_to_first_token_ms``, ``inter_token_latency_ms`` (``(last token -
+first token) / (output_tokens - 1)``), ``output_tokens`` (the first
+included), ``prompt_tokens`` and ``request_latency`` (seconds). GuideLLM keeps
+no gaps: every request is totals only, its decode time ``inter_token_latency_ms
+* (output_tokens - 1)``, the time from the first to the last token.
+"""
+
+from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
+from ..exceptions import BenchmarkFormatError
+
+INCOMPLETE = "incomplete (cut off when the benchmark ended)"
+
+
+def detect(docs):
+    return (
+        len(docs) == 1
+        and isinstance(docs[0], dict)
+        and isinstance(docs[0].get("benchmarks"), list)
+        and all(isinstance(b, dict) and "requests" in b for b in docs[0]["benchmarks"])
+    )
+
+
+def read(docs, path, tool="guidellm"):
+    imp = Importer(path, tool)
+    index = 0
+    for run, bench in enumerate(docs[0]["benchmarks"]):
+        requests = bench["requests"]
+        if not isinstance(requests, dict):
+            raise BenchmarkFormatError(
+                f"{path}: benchmarks[{run}].requests: expected an object with "
+                "successful / incomplete / errored lists."
+            )
+        successful = requests.get("successful") or []
+        totals = (bench.get("metrics") or {}).get("request_totals") or {}
+        recorded = totals.get("successful")
+        if isinstance(recorded, int) and recorded > len(successful):
+            imp.notes.append(
+                f"benchmark {run} holds a sample: {len(successful)} of {recorded} "
+                "successful requests"
+            )
+        for status, reason in (("errored", ERRORED), ("incomplete", INCOMPLETE)):
+            for _ in requests.get(status) or []:
+                imp.error(index, reason)
+                index += 1
+        for request in successful:
+            _request(imp, request, index, run)
+            index += 1
+    return imp
+
+
+def _request(imp, request, index, run):
+    if not isinstance(request, dict):
+        raise BenchmarkFormatError(f"{imp.path}: request {index}: expected an object.")
+    completion = imp.count(request.get("output_tokens"), "output_tokens", index)
+    if completion < 2:
+        imp.add(index, ttft_ms=None, completion_tokens=completion)
+        return
+    ttft = imp.number(
+        request.get("time_to_first_token_ms"), "time_to_first_token_ms", index, positive=True
+    )
+    itl = imp.number(request.get("inter_token_latency_ms"), "inter_token_latency_ms", index)
+    prompt = request.get("prompt_tokens")
+    imp.add(
+        index,
+        ttft_ms=ttft,
+        completion_tokens=completion,
+        decode_ms=itl * (completion - 1),
+        prompt_tokens=None if prompt is None else imp.count(prompt, "prompt_tokens", index),
+        totals_reason=TOTALS_ONLY_TOOL,
+        run=run,
+    )

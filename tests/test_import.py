@@ -1,0 +1,271 @@
+"""Importers of serving-benchmark files (sklat.io.read_benchmark, sklat import)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklat.exceptions import BenchmarkFormatError
+from sklat.io import read_benchmark
+
+from ._benchmark_files import (
+    REQUESTS,
+    guidellm_report,
+    llamacpp_lines,
+    prefill_ms,
+    sglang_run,
+    step_ms,
+    vllm_run,
+    write_aiperf,
+    write_llmperf,
+    write_sglang,
+    write_vllm,
+)
+
+SEG_T, SEG_MS = "T_decode_segment_tokens", "T_decode_segment_ms"
+
+
+def _check_convention(frame):
+    """What every import guarantees, whatever the tool."""
+    for _, row in frame.iterrows():
+        # Prompt lengths are unique in REQUESTS: they name the request.
+        prompt, completion, chunks, failed = next(r for r in REQUESTS if r[0] == row["text_tokens"])
+        assert not failed and completion >= 2
+        n = completion - 1
+        assert row["output_tokens"] == n
+        assert row["T_prefill_total"] == pytest.approx(prefill_ms(prompt))
+        truth = sum(step_ms(prompt, p) for p in range(1, n + 1))
+        assert row["T_LLM_decode"] == pytest.approx(truth)
+        if row[SEG_T] is not None:
+            assert sum(row[SEG_T]) == n
+            assert sum(row[SEG_MS]) == pytest.approx(row["T_LLM_decode"])
+
+
+def _accounted(frame):
+    s = frame.attrs["import_summary"]
+    assert s["read"] == s["imported"] + sum(s["kept_out"].values())
+    assert s["imported"] == len(frame) == s["with_segments"] + sum(s["totals_only"].values())
+    return s
+
+
+def test_vllm_appended_runs(tmp_path):
+    path = write_vllm(tmp_path / "vllm.json", [vllm_run(), vllm_run(max_concurrency=4)])
+    frame = read_benchmark(path)
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["read"] == 10 and s["imported"] == 6
+    assert s["kept_out"] == {"errored": 2, "one output token: no decode step": 2}
+    # One gap per token: per-step segments. Chunked events (len(itls) != N,
+    # vLLM records no counts): totals only.
+    assert s["with_segments"] == 2
+    assert s["totals_only"] == {"token counts per event not recorded": 4}
+    first = frame.iloc[0]
+    assert first[SEG_T] == [1] * 8
+    np.testing.assert_allclose(first[SEG_MS], [step_ms(128, p) for p in range(1, 9)])
+    assert list(frame["run"]) == [0, 0, 0, 1, 1, 1]
+    assert list(frame["max_concurrency"]) == [1, 1, 1, 4, 4, 4]
+    assert set(frame["tool"]) == {"vllm"} and list(frame["text_tokens"][:3]) == [128, 512, 1024]
+
+
+def test_vllm_failed_request_with_empty_error_text_is_kept_out(tmp_path):
+    run = vllm_run()
+    run["errors"][0] = ""  # a non-200 reply with no reason: output_lens 0
+    run["output_lens"][0] = 0
+    frame = read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+    assert frame.attrs["import_summary"]["kept_out"]["errored"] == 2
+
+
+def test_vllm_without_save_detailed_is_refused(tmp_path):
+    run = {
+        k: v for k, v in vllm_run().items() if k not in ("ttfts", "itls", "output_lens", "errors")
+    }
+    run["ttfts"] = None
+    with pytest.raises(BenchmarkFormatError, match=r"run 0 .*--save-detailed"):
+        read_benchmark(write_vllm(tmp_path / "v.json", [run]), format="vllm")
+
+
+def test_sglang_native_chunks_become_segments_with_their_token_counts(tmp_path):
+    path = write_sglang(tmp_path / "sglang.jsonl", [sglang_run()])
+    assert "Infinity" in path.read_text()
+    frame = read_benchmark(path)
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["with_segments"] == 3 and not s["totals_only"]
+    chunked = frame[frame["text_tokens"] == 512].iloc[0]
+    assert chunked[SEG_T] == [1, 2, 1, 4, 3, 2, 3]
+    ends = np.cumsum(chunked[SEG_T])
+    truth = [
+        sum(step_ms(512, p) for p in range(e - k + 1, e + 1)) for k, e in zip(chunked[SEG_T], ends)
+    ]
+    np.testing.assert_allclose(chunked[SEG_MS], truth)
+    assert frame["request_rate"].iloc[0] == float("inf")
+
+
+def test_sglang_nested_details_layout_reads_like_the_flat_one(tmp_path):
+    flat = read_benchmark(write_sglang(tmp_path / "a.jsonl", [sglang_run()]))
+    nested = read_benchmark(write_sglang(tmp_path / "b.jsonl", [sglang_run(nested=True)]))
+    cols = ["output_tokens", "T_prefill_total", "T_LLM_decode", SEG_T, SEG_MS]
+    pd.testing.assert_frame_equal(flat[cols], nested[cols])
+
+
+def test_sglang_openai_backend_chunks_are_totals_only(tmp_path):
+    frame = read_benchmark(write_sglang(tmp_path / "s.jsonl", [sglang_run(backend="sglang-oai")]))
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["with_segments"] == 1 and s["totals_only"] == {
+        "token counts per event not recorded": 2
+    }
+
+
+@pytest.mark.parametrize("unit", ["ms", "ns", "sec", "us"])
+def test_aiperf_honours_each_metric_unit(tmp_path, unit):
+    frame = read_benchmark(write_aiperf(tmp_path / "profile_export.jsonl", unit=unit))
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["kept_out"] == {"errored": 1, "one output token: no decode step": 1}
+    assert s["with_segments"] == 1 and s["totals_only"] == {
+        "token counts per event not recorded": 2
+    }
+
+
+def test_aiperf_unknown_unit_is_refused(tmp_path):
+    path = write_aiperf(tmp_path / "p.jsonl")
+    path.write_text(path.read_text().replace('"unit":"ms"', '"unit":"fortnights"', 1))
+    with pytest.raises(BenchmarkFormatError, match=r"request 0.*unknown time unit 'fortnights'"):
+        read_benchmark(path)
+
+
+def test_llmperf_totals_only_and_stray_entries_skipped(tmp_path):
+    frame = read_benchmark(write_llmperf(tmp_path / "m_individual_responses.json"))
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["totals_only"] == {"the tool records per-request totals only": 3}
+    assert s["notes"] == ["3 list entries that are not request objects skipped"]
+    assert frame[SEG_T].isna().all()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_guidellm_report_json_and_yaml(tmp_path, suffix):
+    import yaml
+
+    report = guidellm_report(sampled_total=40)
+    path = tmp_path / f"benchmarks{suffix}"
+    path.write_text(json.dumps(report) if suffix == ".json" else yaml.dump(report))
+    frame = read_benchmark(path)
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["imported"] == 3 and s["kept_out"]["errored"] == 1
+    assert s["notes"] == ["benchmark 0 holds a sample: 4 of 40 successful requests"]
+
+
+def test_llamacpp_final_responses_and_per_token_timings(tmp_path):
+    final = tmp_path / "final.jsonl"
+    final.write_text(llamacpp_lines())
+    frame = read_benchmark(final)
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["with_segments"] == 0 and len(frame) == 3
+    streamed = tmp_path / "stream.jsonl"
+    streamed.write_text(llamacpp_lines(per_token=True))
+    frame = read_benchmark(streamed)
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["with_segments"] == 3
+    assert frame[frame["text_tokens"] == 512].iloc[0][SEG_T] == [1, 2, 1, 4, 3, 2, 3]
+
+
+def test_llamacpp_truncated_stream_is_refused(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text("\n".join(llamacpp_lines(per_token=True).splitlines()[:3]) + "\n")
+    with pytest.raises(BenchmarkFormatError, match="ends with 3 partial response"):
+        read_benchmark(path)
+
+
+def test_simultaneous_events_are_joined_not_dropped(tmp_path):
+    run = vllm_run(requests=[(128, 5, None, False)])
+    run["itls"][0] = [0.01, 0.0, 0.012, 0.013]
+    frame = read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+    row = frame.iloc[0]
+    assert row[SEG_T] == [2, 1, 1] and row[SEG_MS] == pytest.approx([10.0, 12.0, 13.0])
+    assert row["T_LLM_decode"] == pytest.approx(35.0)
+
+
+def test_first_event_with_several_tokens_is_kept_out(tmp_path):
+    run = sglang_run(requests=[(128, 6, None, False)])
+    run["itls"][0] = run["itls"][0][1:]  # the first chunk carried 2 tokens
+    frame = read_benchmark(write_sglang(tmp_path / "s.jsonl", [run]))
+    assert frame.attrs["import_summary"]["kept_out"] == {
+        "first event carried several tokens: its time mixes prefill and decode": 1
+    }
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda r: r["ttfts"].pop(), r"unequal length: \{'ttfts': 4"),
+        (lambda r: r["itls"][0].__setitem__(2, -0.001), r"key 'itls', request 0, entry 2: .*>= 0"),
+        (lambda r: r["ttfts"].__setitem__(1, float("nan")), r"key 'ttfts', request 1: .*finite"),
+        (lambda r: r["itls"][0].__setitem__(0, float("inf")), r"key 'itls', request 0, entry 0"),
+        (
+            lambda r: r["output_lens"].__setitem__(0, 2**21),
+            r"key 'output_lens', request 0: .*up to",
+        ),
+        (lambda r: r["output_lens"].__setitem__(0, 2.5), r"key 'output_lens', request 0"),
+        (lambda r: r["itls"].__setitem__(0, "fast"), r"key 'itls', request 0: expected a list"),
+    ],
+)
+def test_malformed_values_name_file_key_and_request(tmp_path, edit, match):
+    run = vllm_run()
+    edit(run)
+    path = write_vllm(tmp_path / "bad.json", [run])
+    with pytest.raises(BenchmarkFormatError, match=match) as info:
+        read_benchmark(path)
+    assert "bad.json" in str(info.value)
+
+
+def test_truncated_json_names_the_line(tmp_path):
+    path = write_vllm(tmp_path / "cut.json", [vllm_run(), vllm_run()])
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+    with pytest.raises(BenchmarkFormatError, match=r"cut.json, line 2: not valid JSON.*truncated"):
+        read_benchmark(path)
+
+
+def test_unknown_and_ambiguous_formats_list_what_was_considered(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(
+        BenchmarkFormatError,
+        match=r"formats considered: vllm, sglang, guidellm, aiperf, llmperf, llama.cpp",
+    ):
+        read_benchmark(path)
+    both = tmp_path / "both.jsonl"
+    both.write_text(
+        json.dumps({"timings": {}, "metadata": {"request_start_ns": 1}, "metrics": {}}) + "\n"
+    )
+    with pytest.raises(BenchmarkFormatError, match=r"ambiguous: .*aiperf and llama.cpp"):
+        read_benchmark(both)
+    with pytest.raises(BenchmarkFormatError, match=r"not a guidellm benchmark file"):
+        read_benchmark(write_vllm(tmp_path / "v.json", [vllm_run()]), format="guidellm")
+    with pytest.raises(ValueError, match=r"format must be 'auto' or one of"):
+        read_benchmark(path, format="tgi")
+
+
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    with pytest.raises(BenchmarkFormatError, match="empty.jsonl: the file is empty"):
+        read_benchmark(path)
+
+
+def test_vllm_older_benchmark_serving_layout(tmp_path):
+    # benchmarks/benchmark_serving.py: no endpoint_type or label, backend "vllm",
+    # a "request_goodput:" key, one object written with json.dump.
+    run = vllm_run(backend="vllm")
+    for key in ("endpoint_type", "label", "failed"):
+        run.pop(key)
+    run["request_goodput:"] = None
+    frame = read_benchmark(write_vllm(tmp_path / "old.json", [run]))
+    _check_convention(frame)
+    assert frame.attrs["import_summary"]["tool"] == "vllm" and set(frame["backend"]) == {"vllm"}
