@@ -203,7 +203,8 @@ def write_results(frame, path):
         with open(path, "w", encoding="utf-8") as f:
             for record in out.to_dict(orient="records"):
                 clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
-                f.write(json.dumps(clean, allow_nan=False) + "\n")
+                # An infinite request rate is a value (written as Infinity).
+                f.write(json.dumps(clean) + "\n")
     else:
         out.to_parquet(path, index=False)
     return path
