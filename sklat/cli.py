@@ -354,17 +354,20 @@ def _add_predict_parser(sub):
 
 
 def _add_profile_parser(sub):
+    from ._cli_endpoint import add_endpoint_arguments
     from .profile import ATTN_IMPLEMENTATIONS, DTYPES
 
     prof = sub.add_parser(
         "profile",
-        help="measure a transformers model into a results folder",
+        help="measure a transformers model, or a running serving engine, into a results folder",
         description="Time the prefill and every decode step of greedy, KV-cached "
         "generation of a transformers causal language model over a grid of "
         "prompt and output lengths, and append one row per request to "
         "OUTPUT_DIR/DATASET/requests.csv (the format sklat train reads). "
         "Rerunning the same command resumes an interrupted run. Needs "
-        "pip install 'sklat[profile]'.",
+        "pip install 'sklat[profile]'. With --endpoint URL, stream requests to a "
+        "running OpenAI-compatible engine instead and time every event "
+        "(pip install 'sklat[endpoint]').",
     )
     _add(
         prof,
@@ -446,6 +449,7 @@ def _add_profile_parser(sub):
         default=None,
         help="torch CPU threads while profiling (default: torch's own)",
     )
+    add_endpoint_arguments(prof, _add)
     prof.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     prof.set_defaults(func=cmd_profile)
 
@@ -887,8 +891,12 @@ def _predictions(est, X, n, args):
 
 # ---------------------------------------------------------------- profile
 def cmd_profile(args, argv):
+    from ._cli_endpoint import check_modes, run_endpoint
     from .profile import profile_model
 
+    check_modes(args)
+    if args.endpoint is not None:
+        return run_endpoint(args)
     try:
         path = profile_model(
             args.model,

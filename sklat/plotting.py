@@ -366,7 +366,9 @@ def _length_buckets(output_tokens, n_buckets):
     # Bucket b holds edges[b] <= N < edges[b + 1]; the last one includes its top.
     last = len(edges) - 2
     labels = [f"N {int(edges[b])}-{int(edges[b + 1]) - (b < last)}" for b in range(len(edges) - 1)]
-    return index, labels
+    # Quantile edges of a few requests can leave a bucket empty: it is not drawn.
+    used = np.unique(index)
+    return np.searchsorted(used, index), [labels[b] for b in used]
 
 
 class CoverageDisplay:

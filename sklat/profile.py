@@ -45,8 +45,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._endpoint import profile_endpoint
 from ._validation import DECODE_COL, PREFILL_COL
 from .io import AVG_COL, OUTPUT_TOKENS_COL, PER_STEP_COL, PROFILE_COLUMNS
+
+__all__ = ["profile_endpoint", "profile_model"]
 
 RESULTS_FILE = "requests.csv"
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -294,9 +297,9 @@ def _device_name(torch, device):
     return f"{name} ({os.cpu_count()} logical CPUs)"
 
 
-def _read_done(path, setup, columns):
-    """Keys of the requests already in ``path``; refuses a file of another setup
-    or with other columns."""
+def _read_done(path, setup, columns, keys=KEY_COLUMNS):
+    """Keys (``keys`` columns) of the requests already in ``path``; refuses a
+    file of another setup or with other columns."""
     if not path.exists():
         return set()
     text = path.read_text()
@@ -312,9 +315,8 @@ def _read_done(path, setup, columns):
             f"{path} has the columns {header}, but this grid writes {columns}; write "
             "to another --dataset or --output_dir."
         )
-    frame = pd.read_csv(
-        path, usecols=lambda c: c in KEY_COLUMNS + SETUP_COLUMNS, keep_default_na=False
-    )
+    wanted = set(keys) | set(setup)
+    frame = pd.read_csv(path, usecols=lambda c: c in wanted, keep_default_na=False)
     for col, value in setup.items():
         seen = set(frame[col].astype(str)) if col in frame.columns else {"<missing>"}
         if seen != {str(value)}:
@@ -322,10 +324,10 @@ def _read_done(path, setup, columns):
                 f"{path} holds requests measured with {col}={sorted(seen)}, not "
                 f"{value!r}; write to another --dataset or --output_dir."
             )
-    keys = set()
+    done = set()
     for row in frame.itertuples(index=False):
-        keys.add(tuple(_key_part(getattr(row, c, "")) for c in KEY_COLUMNS))
-    return keys
+        done.add(tuple(_key_part(getattr(row, c, "")) for c in keys))
+    return done
 
 
 def _key_part(value):

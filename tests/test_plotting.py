@@ -139,3 +139,14 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     disp = TotalLatencyDisplay(y_true=[1.0], y_pred=[1.0])
     with pytest.raises(ImportError, match=r"pip install 'sklat\[plot\]'"):
         disp.plot()
+
+
+def test_coverage_display_leaves_out_empty_length_buckets():
+    # Two requests: the quantile edges of 4 buckets leave two of them empty.
+    intervals = np.array([[[9.0], [11.0]], [[18.0], [25.0]]])
+    display = CoverageDisplay.from_predictions(
+        [10.0, 30.0], intervals, output_tokens=[6, 24], confidences=[0.9], n_buckets=4
+    )
+    assert display.labels == ["N 6-9", "N 20-24"]
+    np.testing.assert_array_equal(display.coverage[:, 0], [1.0, 0.0])
+    np.testing.assert_array_equal(display.counts, [1, 1])

@@ -1,0 +1,141 @@
+"""``sklat profile --endpoint``: the options and the command (see
+:func:`sklat.profile.profile_endpoint`)."""
+
+import json
+import sys
+
+from ._cli_import import parse_set
+
+# In-process options that mean nothing for a running engine, with their defaults.
+IN_PROCESS = {
+    "random_weights": False,
+    "top_k": None,
+    "num_active_blocks": None,
+    "device": "auto",
+    "dtype": "float32",
+    "attn_implementation": "sdpa",
+    "threads": None,
+}
+ENDPOINT_ONLY = {
+    "api": "completions",
+    "engine": "openai",
+    "set": [],
+    "concurrency": 1,
+    "timeout": 60.0,
+    "prompt_mismatch": "record",
+    "extra_body": None,
+}
+
+
+def add_endpoint_arguments(prof, add):
+    from ._endpoint import APIS, ENGINE_FIELDS
+
+    add(
+        prof,
+        "endpoint",
+        default=None,
+        help="profile a running OpenAI-compatible streaming server at this base URL "
+        "(e.g. http://127.0.0.1:8000) instead of a model in this process; --model is "
+        "then the served model's name",
+    )
+    add(prof, "api", choices=sorted(APIS), default="completions", help="(completions)")
+    add(
+        prof,
+        "engine",
+        choices=sorted(ENGINE_FIELDS),
+        default="openai",
+        help="how to ask the server for exact lengths and token counts (openai: max_tokens only)",
+    )
+    prof.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="with --endpoint: constant configuration columns, e.g. --set top_k=2 gpu=h100",
+    )
+    add(prof, "concurrency", type=int, default=1, help="requests in flight at once (1)")
+    add(prof, "timeout", type=float, default=60.0, help="seconds without data = stalled (60)")
+    add(
+        prof,
+        "prompt_mismatch",
+        choices=["record", "refuse"],
+        default="record",
+        help="when the server counts a prompt differently: record its count, or stop",
+    )
+    add(
+        prof,
+        "extra_body",
+        type=json.loads,
+        default=None,
+        help="JSON object of more request fields",
+    )
+
+
+def check_modes(args):
+    """Refuse options of the other mode."""
+    if args.endpoint is None:
+        given = [k for k, v in ENDPOINT_ONLY.items() if getattr(args, k) != v]
+        if given:
+            raise ValueError(f"--{given[0]} applies to --endpoint profiling only.")
+        return
+    given = [k for k, v in IN_PROCESS.items() if getattr(args, k) != v]
+    if given:
+        raise ValueError(
+            f"--{given[0]} applies to a model profiled in this process, not to --endpoint."
+        )
+
+
+def run_endpoint(args):
+    from ._endpoint import FAILED_LOG
+    from .profile import profile_endpoint
+
+    before = _lines(args, FAILED_LOG)
+    try:
+        path = profile_endpoint(
+            args.endpoint,
+            args.output_dir,
+            model=args.model,
+            prompt_tokens=args.prompt_tokens,
+            output_tokens=args.output_tokens,
+            repeats=args.repeats,
+            api=args.api,
+            engine=args.engine,
+            set_columns=parse_set(args.set),
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            prompt_mismatch=args.prompt_mismatch,
+            extra_body=args.extra_body,
+            dataset=args.dataset,
+            seed=args.seed,
+            warmup=args.warmup,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(
+            "sklat profile: interrupted; the completed requests are kept, run the "
+            "same command again to measure the rest",
+            file=sys.stderr,
+        )
+        return 130
+    failed = _lines(args, FAILED_LOG, path.parent) - before
+    rows = sum(1 for _ in open(path)) - 1 if path.exists() else 0
+    print(f"sklat profile: {rows} requests in {path}")
+    if failed:
+        print(
+            f"sklat profile: {failed} request(s) failed this run, logged in "
+            f"{path.parent / FAILED_LOG}; run the same command again to retry them",
+            file=sys.stderr,
+        )
+    return 0 if rows else 2
+
+
+def _lines(args, name, folder=None):
+    from pathlib import Path
+
+    if folder is None:
+        from ._endpoint import dataset_name
+
+        folder = Path(args.output_dir) / (args.dataset or dataset_name(args.model))
+    log = folder / name
+    return sum(1 for _ in open(log)) if log.exists() else 0

@@ -1,0 +1,385 @@
+"""``sklat profile --endpoint``: measure a running OpenAI-compatible engine.
+
+For each grid point (prompt tokens x output tokens x repeats) one streamed
+request is sent to ``/v1/completions`` (or ``/v1/chat/completions``), asking
+for ``output_tokens + 1`` tokens (the first comes with the prefill) in the
+engine's own way of forcing the length (see :data:`ENGINE_FIELDS`). Every
+event is timed as it arrives (:mod:`sklat._stream`); the row records the time
+to the first token as the prefill, the rest as decode time and, where each
+event's token count is known, the decode segments. Rows are appended to
+``<output_dir>/<dataset>/requests.csv`` as requests finish; a request that
+fails (HTTP error, stall, malformed or dropped stream) is logged to
+``failed_requests.log`` in the same folder and measured again by the next run.
+"""
+
+import json
+import platform
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._constants import (
+    DECODE_COL,
+    OUTPUT_TOKENS_COL,
+    PREFILL_COL,
+    SEGMENT_MS_COL,
+    SEGMENT_TOKENS_COL,
+)
+
+APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# Request fields that make each engine produce exactly ``n`` tokens (the end of
+# sequence ignored) and report token counts; "openai" sends only the standard
+# fields, so a response may be shorter (recorded as such).
+ENGINE_FIELDS = {
+    "openai": lambda n: {"stream_options": {"include_usage": True}},
+    "vllm": lambda n: {
+        "min_tokens": n,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    },
+    "sglang": lambda n: {
+        "min_tokens": n,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    },
+    "llama.cpp": lambda n: {
+        "n_predict": n,
+        "ignore_eos": True,
+        "timings_per_token": True,
+        "stream_options": {"include_usage": True},
+    },
+    "transformers": lambda n: {
+        "generation_config": json.dumps(
+            {"min_new_tokens": n, "max_new_tokens": n, "do_sample": False}
+        ),
+    },
+}
+FAILED_LOG = "failed_requests.log"
+KEYS = ("text_tokens_asked", "output_tokens_asked", "repeat")
+# Words the prompts are drawn from: common English words, one token each in
+# most vocabularies. Prompts differ between requests so that a prefix cache
+# does not shorten the prefill; the server's own count is what is recorded.
+WORDS = (
+    "time person year way day thing man world life hand part child eye woman place "
+    "work week case point company number group problem fact water money story month "
+    "book word business side kind head house service friend father power hour game "
+    "line end member law car city community name president team minute idea body"
+).split()
+
+
+def _body(api, engine, model, prompt, n, extra):
+    body = {"model": model, "stream": True, "temperature": 0.0, "max_tokens": n}
+    if api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    body.update(ENGINE_FIELDS[engine](n))
+    body.update(extra or {})
+    return body
+
+
+def _columns(set_columns):
+    return (
+        ["vision_tokens", "text_tokens", *set_columns]
+        + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, SEGMENT_TOKENS_COL, SEGMENT_MS_COL]
+        + ["text_tokens_asked", "output_tokens_asked", "e2e_ms", "finish_reason", "segments"]
+        + ["repeat", "endpoint", "api", "engine", "server", "model", "concurrency", "seed"]
+        + ["run_id", "sklat_version", "httpx_version", "python_version"]
+    )
+
+
+def _check(endpoint, model, api, engine, concurrency, timeout, prompt_mismatch, lists):
+    from .profile import _check_lengths
+
+    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint must be an http:// or https:// URL; got {endpoint!r}.")
+    if not model:
+        raise ValueError("model (the served model's name) is required with an endpoint.")
+    if api not in APIS:
+        raise ValueError(f"api must be one of {sorted(APIS)}; got {api!r}.")
+    if engine not in ENGINE_FIELDS:
+        raise ValueError(f"engine must be one of {sorted(ENGINE_FIELDS)}; got {engine!r}.")
+    if prompt_mismatch not in ("record", "refuse"):
+        raise ValueError(f"prompt_mismatch must be 'record' or 'refuse'; got {prompt_mismatch!r}.")
+    if not (isinstance(concurrency, int) and concurrency >= 1):
+        raise ValueError(f"concurrency must be an integer >= 1; got {concurrency!r}.")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}.")
+    return {name: _check_lengths(values, name) for name, values in lists.items()}
+
+
+def profile_endpoint(
+    endpoint,
+    output_dir,
+    *,
+    model,
+    prompt_tokens=(64, 256, 1024),
+    output_tokens=(16, 128, 512),
+    repeats=3,
+    api="completions",
+    engine="openai",
+    set_columns=None,
+    concurrency=1,
+    timeout=60.0,
+    prompt_mismatch="record",
+    extra_body=None,
+    dataset=None,
+    seed=0,
+    warmup=2,
+    progress=True,
+):
+    """Measure a running OpenAI-compatible streaming engine into a results folder.
+
+    Each request streams ``output_tokens + 1`` tokens; every event is timed as it
+    arrives. The row holds the time to the first token (``T_prefill_total``), the
+    decode time after it (``T_LLM_decode``), ``output_tokens`` as received (a
+    shorter response is recorded as such, with ``output_tokens_asked``) and, where
+    each event's token count is known, the decode segments
+    (``T_decode_segment_tokens`` / ``T_decode_segment_ms``); events that arrive in
+    one network read form one segment. ``text_tokens`` is the server's count of
+    the prompt (``usage.prompt_tokens``), ``text_tokens_asked`` what was asked.
+
+    Parameters
+    ----------
+    endpoint : str
+        The server's base URL, e.g. ``"http://127.0.0.1:8000"``.
+    output_dir : str or path-like
+        Results folder (created); rows go to ``<output_dir>/<dataset>/requests.csv``.
+    model : str
+        The served model's name (the request's ``model`` field).
+    prompt_tokens, output_tokens : sequence of int
+        Grid of prompt lengths and of decode steps after the first token.
+    repeats : int, default=3
+        Measurements per grid point.
+    api : {"completions", "chat"}, default="completions"
+        ``/v1/completions`` or ``/v1/chat/completions``.
+    engine : {"openai", "vllm", "sglang", "llama.cpp", "transformers"}, \
+            default="openai"
+        How to ask for exactly ``output_tokens + 1`` tokens and for token counts
+        (``min_tokens``/``ignore_eos`` and continuous usage statistics for vLLM
+        and SGLang, ``n_predict``/``timings_per_token`` for llama.cpp,
+        ``generation_config`` for ``transformers serve``); ``"openai"`` sends only
+        ``max_tokens``.
+    set_columns : dict, default=None
+        Constant configuration columns of every row (``{"top_k": 2, "gpu": "h100"}``).
+    concurrency : int, default=1
+        Requests in flight at once (recorded as a column).
+    timeout : float, default=60.0
+        Seconds without data after which a request counts as stalled.
+    prompt_mismatch : {"record", "refuse"}, default="record"
+        When the server counts a prompt differently from what was asked:
+        record its count, or stop with an error.
+    extra_body : dict, default=None
+        More request fields (they override sklat's).
+    dataset : str, default=None
+        Dataset sub-folder; default: the model name, made safe for a folder.
+    seed : int, default=0
+        Seed of the prompts' words and of the order of the grid.
+    warmup : int, default=2
+        Untimed requests before the grid.
+    progress : bool, default=True
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The results file.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, a results file of another setup, a prompt counted
+        differently with ``prompt_mismatch="refuse"``, or no server at
+        ``endpoint``.
+
+    Examples
+    --------
+    With an engine serving ``my-model`` on port 8000 (see the "Profile a serving
+    engine" page):
+
+    >>> from sklat.profile import profile_endpoint
+    >>> profile_endpoint("http://127.0.0.1:8000", "results", model="my-model",
+    ...                  prompt_tokens=[64], output_tokens=[16], repeats=1,
+    ...                  engine="vllm")  # doctest: +SKIP
+    PosixPath('results/my-model/requests.csv')
+    """
+    httpx = _import_httpx()
+
+    from . import __version__
+    from .profile import RESULTS_FILE, _progress, _read_done
+
+    lists = _check(
+        endpoint,
+        model,
+        api,
+        engine,
+        concurrency,
+        timeout,
+        prompt_mismatch,
+        {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "repeats": [repeats]},
+    )
+    set_columns = dict(set_columns or {})
+    url = endpoint.rstrip("/") + APIS[api]
+    name = dataset or dataset_name(model)
+    path = Path(output_dir) / name / RESULTS_FILE
+    columns = _columns(list(set_columns))
+    setup = {
+        "endpoint": endpoint,
+        "model": model,
+        "api": api,
+        "engine": engine,
+        "concurrency": concurrency,
+        "seed": seed,
+        **set_columns,
+    }
+    done = _read_done(path, setup, columns, keys=KEYS)
+    grid = [
+        (p, n, r)
+        for p in lists["prompt_tokens"]
+        for n in lists["output_tokens"]
+        for r in range(lists["repeats"][0])
+    ]
+    jobs = [g for g in grid if g not in done]
+    np.random.RandomState(seed).shuffle(jobs)
+    descriptive = {
+        **setup,
+        "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+        "sklat_version": __version__,
+        "httpx_version": httpx.__version__,
+        "python_version": platform.python_version(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+    bar = _progress(len(jobs), progress)
+    with httpx.Client() as client:
+        _warm_up(client, url, api, engine, model, extra_body, timeout, warmup)
+
+        def run(job):
+            row = _measure(client, url, job, api, engine, model, extra_body, timeout, seed)
+            with lock:
+                if "error" in row:
+                    _log_failure(path.parent / FAILED_LOG, job, row["error"])
+                else:
+                    _check_prompt(row, prompt_mismatch)
+                    _append(path, columns, {**descriptive, **row, "repeat": job[2]})
+                bar.update(1)
+
+        pool = ThreadPoolExecutor(concurrency)
+        try:
+            for future in [pool.submit(run, job) for job in jobs]:
+                future.result()
+        finally:
+            # On Ctrl-C or an error, requests not started are dropped; those in
+            # flight finish and keep their rows.
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+    return path
+
+
+def _import_httpx():
+    try:
+        import httpx
+        import httpx_sse  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"profiling an endpoint needs httpx and httpx-sse: pip install 'sklat[endpoint]' "
+            f"({exc})"
+        ) from None
+    return httpx
+
+
+def dataset_name(model):
+    """The default dataset folder of a served model: its name, made safe."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
+
+
+def _prompt(words, n):
+    return " ".join(words[i % len(words)] for i in range(n))
+
+
+def _warm_up(client, url, api, engine, model, extra, timeout, n):
+    import httpx
+
+    from ._stream import EndpointError, stream
+
+    for _ in range(n):
+        try:
+            stream(
+                client, url, _body(api, engine, model, _prompt(WORDS, 16), 8, extra), api, timeout
+            )
+        except httpx.ConnectError as exc:
+            raise ValueError(f"cannot connect to {url}: {exc}") from None
+        except EndpointError:
+            pass  # a failing warm-up request shows again, logged, in the grid
+
+
+def _measure(client, url, job, api, engine, model, extra, timeout, seed):
+    """One row (a dict), or ``{"error": ...}``."""
+    import httpx
+
+    from ._stream import EndpointError, measurement, stream
+
+    prompt_n, n, repeat = job
+    rng = np.random.RandomState([seed, prompt_n, n, repeat])
+    words = [WORDS[i] for i in rng.randint(0, len(WORDS), prompt_n)]
+    body = _body(api, engine, model, " ".join(words), n + 1, extra)
+    try:
+        reads = stream(client, url, body, api, timeout)
+        ttft, decode, received, segments, why = measurement(reads)
+    except httpx.ConnectError as exc:
+        return {"error": f"cannot connect: {exc}"}
+    except EndpointError as exc:
+        return {"error": str(exc)}
+    if received < 1:
+        return {"error": f"{reads.completion_tokens} output token(s): no decode step"}
+    return {
+        "vision_tokens": 0,
+        "text_tokens": reads.prompt_tokens if reads.prompt_tokens is not None else prompt_n,
+        OUTPUT_TOKENS_COL: received,
+        PREFILL_COL: round(ttft, 6),
+        DECODE_COL: round(decode, 6),
+        SEGMENT_TOKENS_COL: None if segments is None else json.dumps(segments[0]),
+        SEGMENT_MS_COL: None if segments is None else json.dumps(np.round(segments[1], 6).tolist()),
+        "text_tokens_asked": prompt_n,
+        "output_tokens_asked": n,
+        "e2e_ms": round((reads.end_ns - reads.start_ns) / 1e6, 6),
+        "finish_reason": reads.finish_reason,
+        "segments": why,
+        "server": reads.server,
+        "repeat": repeat,
+    }
+
+
+def _check_prompt(row, mismatch):
+    if mismatch == "refuse" and row["text_tokens"] != row["text_tokens_asked"]:
+        raise ValueError(
+            f"the server counted {row['text_tokens']} prompt tokens where "
+            f"{row['text_tokens_asked']} were asked (prompt_mismatch='refuse'); "
+            "use prompt_mismatch='record' to keep the server's count."
+        )
+
+
+def _append(path, columns, row):
+    frame = pd.DataFrame([row], columns=columns)
+    new = not path.exists() or path.stat().st_size == 0
+    # One write per row: an interruption loses at most the row in flight.
+    with open(path, "a", newline="") as f:
+        f.write(frame.to_csv(index=False, header=new))
+        f.flush()
+
+
+def _log_failure(path, job, error):
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "text_tokens_asked": job[0],
+        "output_tokens_asked": job[1],
+        "repeat": job[2],
+        "error": error,
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

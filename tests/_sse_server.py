@@ -1,0 +1,125 @@
+"""A small local OpenAI-style streaming server for the endpoint tests.
+
+The first part of the URL path chooses the behaviour (``/ok/v1/completions``,
+``/stall/v1/completions``, ...). Tokens are streamed one per event with a
+short pause, as ``data: {json}\\n\\n`` server-sent events, the last event with
+``finish_reason`` and ``usage``; the prompt counts one token per word.
+"""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STEP_S = 0.002
+
+
+def _event(text=None, finish=None, usage=None):
+    choice = {"index": 0, "text": "" if text is None else text}
+    if finish:
+        choice["finish_reason"] = finish
+    obj = {"id": "x", "object": "text_completion", "choices": [choice]}
+    if usage:
+        obj["usage"] = usage
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        # As streaming servers do: each event leaves at once (no Nagle delay).
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self):
+        self._reply(200, "application/json", b'{"status": "ok"}')
+
+    def _reply(self, status, kind, body):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _chunk(self, data):
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        mode = self.path.strip("/").split("/")[0]
+        n = int(body["max_tokens"])
+        prompt = len(body["prompt"].split())
+        if mode == "error500":
+            return self._reply(500, "application/json", b'{"error": "out of memory"}')
+        if mode == "notsse":
+            return self._reply(200, "application/json", b'{"choices": []}')
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if mode == "short":
+            n = max(2, n // 2)
+        for i in range(n):
+            time.sleep(STEP_S)
+            if mode == "stall" and i == 2:
+                time.sleep(2.0)
+            if mode == "malformed" and i == 2:
+                self._chunk(b"data: {not json\n\n")
+                continue
+            if mode == "drop" and i == 2:
+                self.wfile.write(b"ff\r\ndata: {")  # a chunk cut short, then gone
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if mode == "usage3":
+                # Continuous usage statistics, up to three tokens per event after
+                # the first: the running count says how many.
+                if i == 0 or i % 3 == 0 or i == n - 1:
+                    self._chunk(_event(f" w{i}", usage={"completion_tokens": i + 1}))
+                continue
+            if mode == "pairs" and i and i % 2:
+                # The next token arrives in the same network write.
+                second = _event(f" w{i + 1}") if i + 1 < n else b""
+                self._chunk(_event(f" w{i}") + second)
+                continue
+            if mode == "pairs" and i and not i % 2:
+                continue
+            self._chunk(_event(f" w{i}"))
+        usage = (
+            None
+            if mode == "nousage"
+            else {
+                "prompt_tokens": prompt + (1 if mode == "bos" else 0),
+                "completion_tokens": n,
+                "total_tokens": prompt + n,
+            }
+        )
+        self._chunk(_event(finish="length" if mode != "short" else "stop", usage=usage))
+        self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class Server:
+    """Serve on 127.0.0.1 in a thread; ``url(mode)`` is an endpoint base URL."""
+
+    def __enter__(self):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def url(self, mode):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{mode}"
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,186 @@
+"""sklat profile --endpoint against a local fault-injecting server."""
+
+import json
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklat.cli import main
+from sklat.io import load_results
+from sklat.profile import profile_endpoint
+
+from ._sse_server import Server
+
+GRID = dict(prompt_tokens=[8, 24], output_tokens=[4, 9], repeats=1, warmup=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server() as s:
+        yield s
+
+
+def _profile(server, mode, tmp_path, **kwargs):
+    return profile_endpoint(
+        server.url(mode), tmp_path, model="m", dataset="d", **{**GRID, **kwargs}
+    )
+
+
+def _failures(path):
+    log = path.parent / "failed_requests.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_one_token_per_event_gives_per_step_segments(server, tmp_path):
+    path = _profile(server, "ok", tmp_path, set_columns={"top_k": 2, "gpu": "test"})
+    frame = pd.read_csv(path)
+    assert len(frame) == 4 and not _failures(path)
+    assert set(frame["segments"]) == {"one token per event"}
+    assert sorted(frame["output_tokens"]) == [4, 4, 9, 9]
+    assert (frame["text_tokens"] == frame["text_tokens_asked"]).all()
+    assert set(frame["top_k"]) == {2} and set(frame["gpu"]) == {"test"}
+    res = load_results(tmp_path, features=["text_tokens", "top_k"])
+    for (tokens, ms), n, total in zip(
+        res.decode_segments, res.output_tokens, res.y["T_LLM_decode"]
+    ):
+        assert tokens.tolist() == [1] * n
+        assert ms.sum() == pytest.approx(total, rel=1e-6)
+    # Each step takes the server's pause or more; the first token ends the prefill.
+    assert (frame["T_LLM_decode"] / frame["output_tokens"] >= 1.5).all()
+    assert (frame["e2e_ms"] >= frame["T_prefill_total"] + frame["T_LLM_decode"]).all()
+
+
+def test_a_rerun_resumes_and_a_changed_setup_is_refused(server, tmp_path):
+    path = _profile(server, "ok", tmp_path)
+    before = path.read_text()
+    _profile(server, "ok", tmp_path)
+    assert path.read_text() == before
+    more = _profile(server, "ok", tmp_path, **{**GRID, "output_tokens": [4, 9, 12]})
+    assert len(pd.read_csv(more)) == 6
+    with pytest.raises(ValueError, match=r"measured with engine=\['openai'\], not 'vllm'"):
+        _profile(server, "ok", tmp_path, engine="vllm")
+
+
+def test_events_in_one_read_form_one_segment(server, tmp_path):
+    frame = pd.read_csv(_profile(server, "pairs", tmp_path, output_tokens=[9]))
+    for tokens in frame["T_decode_segment_tokens"]:
+        # 9 decode tokens: the first alone, then pairs, the last alone.
+        assert json.loads(tokens) == [2, 2, 2, 2, 1]
+
+
+def test_engine_token_counts_make_segments_of_several_tokens(server, tmp_path):
+    frame = pd.read_csv(_profile(server, "usage3", tmp_path, output_tokens=[9], engine="vllm"))
+    assert set(frame["segments"]) == {"counted by the engine"}
+    for tokens in frame["T_decode_segment_tokens"]:
+        # Events at tokens 1, 4, 7 and 10 (running counts 1, 4, 7, 10).
+        assert json.loads(tokens) == [3, 3, 3]
+
+
+def test_a_short_response_is_recorded_as_such(server, tmp_path):
+    frame = pd.read_csv(_profile(server, "short", tmp_path, output_tokens=[9]))
+    assert (frame["output_tokens_asked"] == 9).all()
+    assert (frame["output_tokens"] == 4).all() and set(frame["finish_reason"]) == {"stop"}
+
+
+@pytest.mark.parametrize(
+    "mode, error",
+    [
+        ("error500", r"HTTP 500: \{\"error\": \"out of memory\"\}"),
+        ("notsse", r"application/json, not an event stream"),
+        ("malformed", r"malformed event '\{not json'"),
+        ("drop", r"connection dropped mid-stream"),
+        ("stall", r"no data for 0.5 s: the request stalled"),
+        ("nousage", r"reported no output token count"),
+    ],
+)
+def test_faults_are_logged_not_kept(server, tmp_path, mode, error):
+    path = _profile(server, mode, tmp_path, output_tokens=[6], timeout=0.5)
+    failures = _failures(path)
+    assert len(failures) == 2 and not path.exists()
+    assert all(re.search(error, f["error"]) for f in failures), failures
+    assert {(f["text_tokens_asked"], f["output_tokens_asked"]) for f in failures} == {
+        (8, 6),
+        (24, 6),
+    }
+
+
+def test_completed_rows_survive_an_interruption(server, tmp_path, monkeypatch):
+    import sklat._endpoint as endpoint
+
+    real, calls = endpoint._measure, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(endpoint, "_measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _profile(server, "ok", tmp_path)
+    # The two completed rows are kept (a request already in flight may finish too).
+    assert len(pd.read_csv(tmp_path / "d" / "requests.csv")) in (2, 3)
+    monkeypatch.setattr(endpoint, "_measure", real)
+    assert len(pd.read_csv(_profile(server, "ok", tmp_path))) == 4
+
+
+def test_prompt_counted_differently_is_recorded_or_refused(server, tmp_path):
+    frame = pd.read_csv(_profile(server, "bos", tmp_path))
+    assert (frame["text_tokens"] == frame["text_tokens_asked"] + 1).all()
+    with pytest.raises(ValueError, match=r"counted 9 prompt tokens where 8 were asked"):
+        _profile(server, "bos", tmp_path / "other", prompt_tokens=[8], prompt_mismatch="refuse")
+
+
+def test_bad_arguments_are_refused_before_any_request(tmp_path):
+    with pytest.raises(ValueError, match=r"endpoint must be an http:// or https:// URL"):
+        profile_endpoint("localhost:8000", tmp_path, model="m")
+    with pytest.raises(ValueError, match=r"engine must be one of"):
+        profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", engine="tgi")
+    with pytest.raises(ValueError, match=r"concurrency must be an integer >= 1"):
+        profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", concurrency=0)
+    with pytest.raises(ValueError, match=r"output_tokens must be a non-empty list"):
+        profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", output_tokens=[0])
+    # Nothing listening: one clear error, nothing written.
+    with pytest.raises(ValueError, match=r"cannot connect to http://127.0.0.1:9/v1/completions"):
+        profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", progress=False)
+    assert not any(tmp_path.rglob("requests.csv"))
+
+
+def test_concurrent_requests_all_land(server, tmp_path):
+    path = _profile(server, "ok", tmp_path, concurrency=3, repeats=2)
+    frame = pd.read_csv(path)
+    assert len(frame) == 8 and set(frame["concurrency"]) == {3}
+    keys = set(zip(frame["text_tokens_asked"], frame["output_tokens_asked"], frame["repeat"]))
+    assert len(keys) == 8
+
+
+def test_command_line_endpoint_profile_then_train(server, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["profile", "--endpoint", server.url("ok"), "--model", "m", "--output_dir", str(out)]
+    args += ["--prompt_tokens", "8,16,32", "--output_tokens", "4,8,16", "--repeats", "2"]
+    assert main(args + ["--set", "top_k=2", "--warmup", "0", "-q"]) == 0
+    assert "18 requests in" in capsys.readouterr().out
+    model = tmp_path / "model"
+    train = ["train", "--results_dir", str(out), "--use_all_datasets", "--output_dir", str(model)]
+    train += ["--features", "text_tokens", "--num_epochs", "5", "--quiet"]
+    assert main(train) == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["train"]["n_requests_with_segments"] > 0
+    assert np.isfinite(metrics["train"]["segment_mape_pct"])
+
+
+def test_command_line_refuses_options_of_the_other_mode(tmp_path, capsys):
+    base = ["profile", "--model", "m", "--output_dir", str(tmp_path)]
+    assert main(base + ["--endpoint", "http://127.0.0.1:9", "--top_k", "2"]) == 2
+    assert "--top_k applies to a model profiled in this process" in capsys.readouterr().err
+    assert main(base + ["--engine", "vllm"]) == 2
+    assert "--engine applies to --endpoint profiling only" in capsys.readouterr().err
+
+
+def test_missing_http_client_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "httpx_sse", None)
+    with pytest.raises(ImportError, match=r"pip install 'sklat\[endpoint\]'"):
+        profile_endpoint("http://127.0.0.1:9", tmp_path, model="m")
