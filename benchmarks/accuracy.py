@@ -201,6 +201,8 @@ def profiled_splits(data, seeds=(0,), test_fraction=0.3, short=250, long=500):
     )
     tr = np.flatnonzero(data.output_tokens <= short)
     te = np.flatnonzero(data.output_tokens > long)
+    if not len(tr) or not len(te):
+        return  # the set has no requests on one side (e.g. no output past `long`)
     yield (
         f"extrapolation (train N <= {short}: {len(tr)}, test N > {long}: {len(te)})",
         [(tr, te)],

@@ -207,7 +207,7 @@ def splits(data_name, data, seed, quick):
     return out
 
 
-def datasets(names, quick):
+def datasets(names, quick, sets=None):
     n = 1500 if quick else 3000
     if "synthetic" in names:
         for curve in ("saturating", "linear", "mixed"):
@@ -222,7 +222,7 @@ def datasets(names, quick):
     if "splitwise" in names:
         yield "splitwise", splitwise_requests()
     if "profiled" in names:
-        for name in profiled_sets():
+        for name in sets or profiled_sets():
             yield f"profiled {name}", profiled_requests(name)
 
 
@@ -230,6 +230,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", default="synthetic,vidur,splitwise,profiled")
+    parser.add_argument("--sets", default=None, help="comma-separated measured sets (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_peers", action="store_true")
     parser.add_argument("--cost_only", action="store_true", help="only the cost table")
@@ -240,7 +241,8 @@ def main(argv=None):
     if args.cost_only:
         print(cost_table().to_markdown(index=False))
         return
-    for name, data in datasets(args.data.split(","), args.quick):
+    sets = args.sets.split(",") if args.sets else None
+    for name, data in datasets(args.data.split(","), args.quick, sets):
         pooled = {}
         ys, ns = [], []
         start = time.perf_counter()

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 PROFILED = Path(__file__).resolve().parent / "data"
-PROFILED_FEATURES = ["vision_tokens", "text_tokens", "top_k", "num_active_blocks"]
+PROFILED_FEATURES = ["vision_tokens", "text_tokens", "tier_idx", "top_k", "num_active_blocks"]
 DATA = Path(
     os.environ.get("SKLAT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
@@ -131,8 +131,13 @@ def splitwise_requests():
 
 
 def profiled_sets():
-    """Names of the measured per-step sets under benchmarks/data."""
-    return sorted(p.parent.name for p in PROFILED.glob("*/requests.csv"))
+    """Names of the measured per-step sets under benchmarks/data (those whose
+    requests carry T_decode_per_step; a served set holds segments instead)."""
+    return sorted(
+        p.parent.name
+        for p in PROFILED.glob("*/requests.csv")
+        if "T_decode_per_step" in pd.read_csv(p, nrows=0).columns
+    )
 
 
 def profiled_requests(name):

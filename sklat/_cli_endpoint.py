@@ -15,6 +15,7 @@ IN_PROCESS = {
     "dtype": "float32",
     "attn_implementation": "sdpa",
     "threads": None,
+    "image_sizes": None,
 }
 ENDPOINT_ONLY = {
     "api": "completions",

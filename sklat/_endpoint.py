@@ -88,7 +88,8 @@ def _columns(set_columns):
         ["vision_tokens", "text_tokens", *set_columns]
         + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, SEGMENT_TOKENS_COL, SEGMENT_MS_COL]
         + ["text_tokens_asked", "output_tokens_asked", "e2e_ms", "finish_reason", "segments"]
-        + ["repeat", "endpoint", "api", "engine", "server", "model", "concurrency", "seed"]
+        + ["repeat", "endpoint", "api", "engine", "server", "server_version", "model"]
+        + ["concurrency", "seed"]
         + ["run_id", "sklat_version", "httpx_version", "python_version"]
     )
 
@@ -258,6 +259,7 @@ def profile_endpoint(
     bar = _progress(len(jobs), progress)
     with httpx.Client() as client:
         _warm_up(client, url, api, engine, model, extra_body, timeout, warmup)
+        descriptive["server_version"] = _server_version(client, endpoint, httpx)
 
         def run(job):
             row = _measure(client, url, job, api, engine, model, extra_body, timeout, seed)
@@ -298,6 +300,16 @@ def dataset_name(model):
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
 
 
+def _server_version(client, endpoint, httpx):
+    """The engine's version where it says (vLLM's ``/version``), else ""."""
+    try:
+        reply = client.get(endpoint.rstrip("/") + "/version", timeout=5)
+        version = reply.json().get("version", "") if reply.status_code == 200 else ""
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return ""
+    return str(version)
+
+
 def _prompt(words, n):
     return " ".join(words[i % len(words)] for i in range(n))
 
@@ -314,8 +326,10 @@ def _warm_up(client, url, api, engine, model, extra, timeout, n):
             )
         except httpx.ConnectError as exc:
             raise ValueError(f"cannot connect to {url}: {exc}") from None
-        except EndpointError:
-            pass  # a failing warm-up request shows again, logged, in the grid
+        except EndpointError as exc:
+            # A setup that fails before the grid (a wrong model name, a refused
+            # field) would fail every request of it.
+            raise ValueError(f"the warm-up request to {url} failed: {exc}") from None
 
 
 def _measure(client, url, job, api, engine, model, extra, timeout, seed):

@@ -449,6 +449,14 @@ def _add_profile_parser(sub):
         default=None,
         help="torch CPU threads while profiling (default: torch's own)",
     )
+    _add(
+        prof,
+        "image_sizes",
+        type=_csv_list,
+        default=None,
+        help="comma-separated image sizes WIDTHxHEIGHT (224x224,448x448) for a Qwen2-VL-style "
+        "vision-language model: one image per request, swept as tiers (tier_idx)",
+    )
     add_endpoint_arguments(prof, _add)
     prof.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     prof.set_defaults(func=cmd_profile)
@@ -915,6 +923,7 @@ def cmd_profile(args, argv):
             warmup=args.warmup,
             threads=args.threads,
             progress=not args.quiet,
+            image_sizes=args.image_sizes,
         )
     except KeyboardInterrupt:
         print(

@@ -85,6 +85,7 @@ NON_FEATURE_COLUMNS = {
     "sample_id",
     *PROFILE_COLUMNS,
     *DESCRIPTIVE_COLUMNS,
+    "image_size",
 }
 
 

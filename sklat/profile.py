@@ -65,7 +65,14 @@ SETUP_COLUMNS = (
     "seed",
 )
 # One request of the grid; a resumed run skips the keys already in the file.
-KEY_COLUMNS = ("text_tokens", OUTPUT_TOKENS_COL, "top_k", "num_active_blocks", "repeat")
+KEY_COLUMNS = (
+    "text_tokens",
+    OUTPUT_TOKENS_COL,
+    "top_k",
+    "num_active_blocks",
+    "repeat",
+    "tier_idx",
+)
 _WARMUP_STEPS = 8
 
 
@@ -89,7 +96,10 @@ def _check_arguments(
     attn_implementation,
     warmup,
     threads,
+    image_sizes=None,
 ):
+    from ._vision import parse_sizes
+
     lists = {
         "prompt_tokens": _check_lengths(prompt_tokens, "prompt_tokens"),
         "output_tokens": _check_lengths(output_tokens, "output_tokens"),
@@ -99,6 +109,7 @@ def _check_arguments(
             if num_active_blocks is None
             else _check_lengths(num_active_blocks, "num_active_blocks")
         ),
+        "image_sizes": None if image_sizes is None else parse_sizes(image_sizes),
     }
     for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -142,15 +153,23 @@ def _n_experts(config):
     return None
 
 
-def _check_against_config(config, model, lists):
-    """Refuse a grid the model cannot run, before anything is timed."""
-    longest = max(lists["prompt_tokens"]) + max(lists["output_tokens"])
+def _text_config(config):
+    """The language model's configuration (a vision-language model nests it)."""
+    return getattr(config, "text_config", None) or config
+
+
+def _check_against_config(config, model, lists, vision=0):
+    """Refuse a grid the model cannot run, before anything is timed. ``vision``:
+    the most vision tokens of a request."""
+    longest = max(lists["prompt_tokens"]) + vision + max(lists["output_tokens"])
+    config = _text_config(config)
     limit = getattr(config, "max_position_embeddings", None)
     if isinstance(limit, int) and longest > limit:
+        image = f" + {vision} vision tokens" if vision else ""
         raise ValueError(
             f"the longest request needs {longest} positions (prompt "
-            f"{max(lists['prompt_tokens'])} + {max(lists['output_tokens'])} decode steps) "
-            f"but {model!r} has max_position_embeddings={limit}."
+            f"{max(lists['prompt_tokens'])}{image} + {max(lists['output_tokens'])} decode "
+            f"steps) but {model!r} has max_position_embeddings={limit}."
         )
     if lists["top_k"] is not None:
         experts = _n_experts(config)
@@ -173,10 +192,10 @@ def _check_against_config(config, model, lists):
 
 
 def _load_model(
-    transformers, torch, model, config, random_weights, dtype, attn_implementation, seed
+    transformers, torch, model, config, random_weights, dtype, attn_implementation, seed, vlm=False
 ):
     torch_dtype = getattr(torch, dtype)
-    auto = transformers.AutoModelForCausalLM
+    auto = transformers.AutoModelForImageTextToText if vlm else transformers.AutoModelForCausalLM
     # transformers >= 4.56 calls the argument dtype, older releases torch_dtype.
     major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
     dtype_kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
@@ -196,7 +215,7 @@ class _Variants:
 
     def __init__(self, model, sweep_top_k, sweep_blocks):
         self.model = model
-        config = model.config
+        config = _text_config(model.config)
         base_top_k = getattr(config, "num_experts_per_tok", None)
         self.routers = [
             m
@@ -209,7 +228,8 @@ class _Variants:
                 "top_k attribute to change."
             )
         self.layer_types = getattr(config, "layer_types", None)
-        self.decoder = model.base_model
+        # A vision-language model's decoder layers are its language model's.
+        self.decoder = getattr(model.base_model, "language_model", model.base_model)
         self.all_layers = getattr(self.decoder, "layers", None)
         if sweep_blocks and not hasattr(self.all_layers, "__getitem__"):
             raise ValueError(
@@ -220,7 +240,7 @@ class _Variants:
     def set(self, top_k, num_active_blocks):
         from torch import nn
 
-        config = self.model.config
+        config = _text_config(self.model.config)
         if top_k is not None:
             for module in self.routers:
                 module.top_k = top_k
@@ -253,8 +273,9 @@ def _cache_of(output):
     raise ValueError("the model returned no KV cache; it cannot be profiled step by step.")
 
 
-def _time_request(torch, model, prompt_ids, n_steps, sync, cache_kw, extra):
-    """``(prefill_ms, per_step_ms)`` of one greedy request."""
+def _time_request(torch, model, inputs, n_steps, sync, cache_kw, extra):
+    """``(prefill_ms, per_step_ms)`` of one greedy request; ``inputs`` are the
+    prefill's (``input_ids``, and the image's for a vision-language model)."""
     gc.collect()
     gc_enabled = gc.isenabled()
     gc.disable()
@@ -264,7 +285,7 @@ def _time_request(torch, model, prompt_ids, n_steps, sync, cache_kw, extra):
         with torch.inference_mode():
             sync()
             start = clock()
-            out = model(input_ids=prompt_ids, use_cache=True, **extra)
+            out = model(**inputs, use_cache=True, **extra)
             token = out.logits[:, -1:].argmax(-1)
             sync()
             prefill = clock() - start
@@ -364,6 +385,7 @@ def profile_model(
     warmup=2,
     threads=None,
     progress=True,
+    image_sizes=None,
 ):
     """Time prefill and every decode step of a transformers model into a results folder.
 
@@ -409,6 +431,12 @@ def profile_model(
         keeps torch's setting.
     progress : bool, default=True
         Show a progress bar on standard error.
+    image_sizes : sequence of str or (width, height), default=None
+        For a vision-language model (the Qwen2-VL family): one image of each
+        size per request (``"448x448"``, width x height), swept as tiers.
+        ``tier_idx`` is the size's rank (by area), ``vision_tokens`` the
+        tokens the model's image processor produced for it, ``text_tokens``
+        every other prompt token, and the prefill includes the vision encoder.
 
     Returns
     -------
@@ -444,13 +472,16 @@ def profile_model(
         attn_implementation,
         warmup,
         threads,
+        image_sizes,
     )
     device = resolve_device(device)
     transformers = _import_transformers()
     import torch
 
     config = _load_config(transformers, model)
-    _check_against_config(config, model, lists)
+    images = _images(transformers, config, model, lists)
+    vision = max((image[2] for image in images.values()), default=0)
+    _check_against_config(config, model, lists, vision)
     dataset = dataset or _default_dataset(model, attn_implementation, dtype)
     path = Path(output_dir) / dataset / RESULTS_FILE
     setup = {
@@ -471,6 +502,7 @@ def profile_model(
             lists["prompt_tokens"],
             lists["output_tokens"],
             range(repeats),
+            range(len(images)) if images else [None],
         )
     )
     # The order is drawn over the whole grid, so a resumed run keeps it.
@@ -478,7 +510,7 @@ def profile_model(
     jobs = [
         grid[i]
         for i in order
-        if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4]) not in done
+        if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4], grid[i][5]) not in done
     ]
     if not jobs:
         return path
@@ -488,7 +520,15 @@ def profile_model(
         torch.set_num_threads(threads)
     try:
         net = _load_model(
-            transformers, torch, model, config, random_weights, dtype, attn_implementation, seed
+            transformers,
+            torch,
+            model,
+            config,
+            random_weights,
+            dtype,
+            attn_implementation,
+            seed,
+            vlm=bool(images),
         )
         net.to(device).eval()
         _run_grid(
@@ -504,21 +544,56 @@ def profile_model(
             seed,
             warmup,
             progress,
+            list(images.values()),
         )
     finally:
         torch.set_num_threads(previous_threads)
     return path
 
 
+def _images(transformers, config, model, lists):
+    """``{(width, height): (pixel_values, grid, vision tokens)}`` of the image
+    sizes, in tier order (empty for a text model); checked before timing."""
+    from ._vision import MARKERS, check_model, image_processor, vision_tokens
+
+    if lists["image_sizes"] is None:
+        return {}
+    check_model(config, model)
+    if min(lists["prompt_tokens"]) <= MARKERS:
+        raise ValueError(
+            f"prompt_tokens must be > {MARKERS} with image_sizes: the image's "
+            f"{MARKERS} vision markers count as text tokens."
+        )
+    processor = image_processor(transformers, model, config)
+    return {size: vision_tokens(processor, config, size) for size in lists["image_sizes"]}
+
+
 def _run_grid(
-    torch, transformers, net, jobs, path, setup, columns, lists, device, seed, warmup, progress
+    torch,
+    transformers,
+    net,
+    jobs,
+    path,
+    setup,
+    columns,
+    lists,
+    device,
+    seed,
+    warmup,
+    progress,
+    images=(),
 ):
+    from ._vision import MARKERS, request_inputs
+
     from . import __version__
 
     variants = _Variants(net, lists["top_k"] is not None, lists["num_active_blocks"] is not None)
     cache_kw, extra = _forward_keywords(net)
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
-    vocab = net.config.vocab_size
+    vocab = _text_config(net.config).vocab_size
+    if images:
+        # Text ids below the model's special (vision) ids.
+        vocab = min(vocab, net.config.vision_start_token_id, net.config.image_token_id)
     descriptive = {
         **setup,
         "device_name": _device_name(torch, device),
@@ -532,21 +607,31 @@ def _run_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = _progress(len(jobs), progress)
     try:
-        for top_k, blocks, prompt, n_steps, repeat in jobs:
+        for top_k, blocks, prompt, n_steps, repeat, tier in jobs:
             variants.set(top_k, blocks)
             if (top_k, blocks) not in warmed:
                 short = torch.zeros((1, min(lists["prompt_tokens"])), dtype=torch.long)
+                warm = {"input_ids": short.to(device)}
+                if images:
+                    warm = request_inputs(torch, net.config, images[0], short[:, MARKERS:], device)
                 for _ in range(warmup):
-                    _time_request(
-                        torch, net, short.to(device), _WARMUP_STEPS, sync, cache_kw, extra
-                    )
+                    _time_request(torch, net, warm, _WARMUP_STEPS, sync, cache_kw, extra)
                 warmed.add((top_k, blocks))
             # Prompt ids drawn from the request's own seed: the same request gets
             # the same prompt in every run.
-            rng = np.random.RandomState([seed, prompt, n_steps, top_k or 0, blocks or 0, repeat])
-            ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt))).to(device)
-            prefill, steps = _time_request(torch, net, ids, n_steps, sync, cache_kw, extra)
+            key = [seed, prompt, n_steps, top_k or 0, blocks or 0, repeat]
+            rng = np.random.RandomState(key + ([] if tier is None else [tier]))
             row = {"vision_tokens": 0, "text_tokens": prompt}
+            if tier is None:
+                ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt)))
+                inputs = {"input_ids": ids.to(device)}
+            else:
+                ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt - MARKERS)))
+                inputs = request_inputs(torch, net.config, images[tier], ids, device)
+                row["vision_tokens"] = images[tier][2]
+                row["tier_idx"] = tier
+                descriptive["image_size"] = "x".join(map(str, lists["image_sizes"][tier]))
+            prefill, steps = _time_request(torch, net, inputs, n_steps, sync, cache_kw, extra)
             if top_k is not None:
                 row["top_k"] = top_k
             if blocks is not None:
@@ -561,10 +646,13 @@ def _columns(lists):
     """The columns of a results file, in order, for this grid."""
     features = ["vision_tokens", "text_tokens"]
     features += [name for name in ("top_k", "num_active_blocks") if lists[name] is not None]
+    vision = lists.get("image_sizes") is not None
     return (
         features
+        + (["tier_idx"] if vision else [])
         + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, AVG_COL, PER_STEP_COL]
         + list(PROFILE_COLUMNS)
+        + (["image_size"] if vision else [])
     )
 
 

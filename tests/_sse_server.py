@@ -37,6 +37,8 @@ class Handler(BaseHTTPRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self):
+        if self.path.endswith("/version"):
+            return self._reply(200, "application/json", b'{"version": "0.0.test"}')
         self._reply(200, "application/json", b'{"status": "ok"}')
 
     def _reply(self, status, kind, body):

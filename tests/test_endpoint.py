@@ -42,6 +42,7 @@ def test_one_token_per_event_gives_per_step_segments(server, tmp_path):
     assert sorted(frame["output_tokens"]) == [4, 4, 9, 9]
     assert (frame["text_tokens"] == frame["text_tokens_asked"]).all()
     assert set(frame["top_k"]) == {2} and set(frame["gpu"]) == {"test"}
+    assert set(frame["server_version"]) == {"0.0.test"}
     res = load_results(tmp_path, features=["text_tokens", "top_k"])
     for (tokens, ms), n, total in zip(
         res.decode_segments, res.output_tokens, res.y["T_LLM_decode"]
@@ -184,3 +185,10 @@ def test_missing_http_client_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "httpx_sse", None)
     with pytest.raises(ImportError, match=r"pip install 'sklat\[endpoint\]'"):
         profile_endpoint("http://127.0.0.1:9", tmp_path, model="m")
+
+
+def test_a_failing_warm_up_stops_before_the_grid(server, tmp_path):
+    # A misconfigured setup (here: every request is refused) fails its warm-up.
+    with pytest.raises(ValueError, match=r"the warm-up request to .* failed: HTTP 500"):
+        _profile(server, "error500", tmp_path, warmup=1)
+    assert not (tmp_path / "d" / "failed_requests.log").exists()

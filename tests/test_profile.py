@@ -120,7 +120,7 @@ def test_grid_order_is_seeded_and_shuffled(llama, tmp_path, monkeypatch):
 
     def spy(torch, model, ids, n_steps, *args):
         if n_steps != profile_mod._WARMUP_STEPS:
-            seen.append((ids.shape[1], n_steps))
+            seen.append((ids["input_ids"].shape[1], n_steps))
         return real(torch, model, ids, n_steps, *args)
 
     monkeypatch.setattr(profile_mod, "_time_request", spy)
