@@ -10,6 +10,7 @@ its *extended* range, the training range widened by its own width on each side
 prediction stays finite.
 """
 
+import contextlib
 import os
 import sys
 import warnings
@@ -31,6 +32,15 @@ def _caller_level():
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level
+
+
+@contextlib.contextmanager
+def quiet_extrapolation():
+    """Silence :class:`ExtrapolationWarning` where the caller counts or reports
+    the rows outside the domain itself (``in_domain``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        yield
 
 
 def feature_range(X_arr):

@@ -876,6 +876,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Returns
         -------
         inside : ndarray of shape (n_samples,), bool
+            ``True`` where the request lies inside the training domain.
         """
         check_is_fitted(self)
         X_arr, n_tokens = self._check_X(X, output_tokens)

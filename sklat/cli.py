@@ -23,11 +23,17 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ._cli_options import (
+    ESTIMATOR_ARGUMENTS,
+    ESTIMATOR_OPTIONS,
+    add_option,
+    csv_list,
+    int_list,
+)
 from ._constants import (
     BUDGET_STRATEGIES,
     DECODE_COL,
@@ -39,53 +45,11 @@ from ._constants import (
 
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
-# Requests drawn in latency_curves.png, and its range of positions.
-_CURVES_DRAWN = 4
-_CURVE_POSITIONS_MIN, _CURVE_POSITIONS_MAX = 64, 1024
 # Nominal coverages of the intervals reported by sklat train (those the model
 # has enough calibration requests for).
 _REPORTED_CONFIDENCES = (0.8, 0.9, 0.95)
-_PLOTTED_CONFIDENCES = (0.5, 0.8, 0.9, 0.95)
 # Share of the requests that sklat train holds out for its validation metrics.
 _HOLDOUT_FRACTION = 0.2
-
-
-def _add(parser, name, *aliases, **kwargs):
-    """An option under its underscore and its dashed spelling (and aliases)."""
-    names = []
-    for spelling in (name, *aliases):
-        names.append(f"--{spelling}")
-        if "_" in spelling:
-            names.append(f"--{spelling.replace('_', '-')}")
-    parser.add_argument(*names, dest=name, **kwargs)
-
-
-def _csv_list(text):
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
-def _int_list(text):
-    try:
-        return [int(s) for s in _csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _context_features(text):
-    if text in ("auto", "none"):
-        return None if text == "none" else "auto"
-    return _csv_list(text)
-
-
-def _threads(text):
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
 def _estimator_defaults():
@@ -124,7 +88,7 @@ def _add_train_parser(sub):
         "estimator option has the LatencyEstimator parameter's name and "
         "default.",
     )
-    _add(
+    add_option(
         train,
         "results_dir",
         type=Path,
@@ -133,15 +97,17 @@ def _add_train_parser(sub):
         "top); default: the synthetic demo results shipped with sklat",
     )
     which = train.add_mutually_exclusive_group()
-    _add(which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir")
-    _add(
+    add_option(
+        which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir"
+    )
+    add_option(
         which,
         "datasets",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help="comma-separated dataset names to read",
     )
-    _add(
+    add_option(
         train,
         "output_dir",
         type=Path,
@@ -152,14 +118,14 @@ def _add_train_parser(sub):
     train.add_argument(
         "--overwrite", action="store_true", help="write into an existing, non-empty --output_dir"
     )
-    _add(
+    add_option(
         train,
         "features",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help=f"comma-separated feature columns (default: {','.join(DEFAULT_FEATURES)})",
     )
-    _add(
+    add_option(
         train,
         "holdout_fraction",
         "val_fraction",
@@ -169,120 +135,18 @@ def _add_train_parser(sub):
         f"validation metrics of metrics.json ({_HOLDOUT_FRACTION}); not to be "
         "confused with --validation_fraction",
     )
-    _add(
+    add_option(
         train,
         "seed",
         type=int,
         default=0,
         help="seed of the hold-out split, initialisation and shuffling (0)",
     )
-    _add(
-        train,
-        "device",
-        choices=["auto", "cpu", "cuda"],
-        default=d["device"],
-        help="auto: CUDA if available, else CPU (%(default)s)",
-    )
     est = train.add_argument_group(
         "estimator", "LatencyEstimator parameters (see its documentation)"
     )
-    _add(
-        est,
-        "max_epochs",
-        "num_epochs",
-        type=int,
-        default=d["max_epochs"],
-        help="maximum passes over the training requests; training stops earlier when "
-        "the held-out loss stops improving (%(default)s)",
-    )
-    _add(
-        est,
-        "batch_size",
-        type=int,
-        default=d["batch_size"],
-        help="requests per mini-batch (%(default)s)",
-    )
-    _add(est, "lr", type=float, default=d["lr"], help="learning rate (%(default)s)")
-    _add(
-        est,
-        "validation_fraction",
-        type=float,
-        default=d["validation_fraction"],
-        help="share of the TRAINING requests the estimator holds out to stop early and "
-        "keep its best weights (%(default)s)",
-    )
-    _add(
-        est,
-        "calibration_fraction",
-        type=float,
-        default=d["calibration_fraction"],
-        help="share of the TRAINING requests held out of the fit to calibrate "
-        "prediction intervals; 0 gives no intervals (%(default)s)",
-    )
-    _add(
-        est,
-        "prefill_weight",
-        type=float,
-        default=d["prefill_weight"],
-        help="weight of the prefill error in the loss; 0 ignores T_prefill_total (%(default)s)",
-    )
-    _add(
-        est,
-        "decode_total_weight",
-        type=float,
-        default=d["decode_total_weight"],
-        help="weight of the error of the summed per-position curve against each "
-        "request's T_LLM_decode (%(default)s)",
-    )
-    _add(
-        est,
-        "positioned_weight",
-        type=float,
-        default=d["positioned_weight"],
-        help="weight of the per-step error, for requests with T_decode_per_step (%(default)s)",
-    )
-    _add(
-        est,
-        "loss",
-        choices=["log", "relative", "mse"],
-        default=d["loss"],
-        help="error measure of every loss term (%(default)s)",
-    )
-    _add(
-        est,
-        "config_mlp_weight_decay",
-        type=float,
-        default=d["config_mlp_weight_decay"],
-        help="weight decay of the config encoder's MLP, which corrects a linear "
-        "config model; raise it (e.g. 1.0) for a few hundred noisy requests, "
-        "lower it for strongly interacting features (%(default)s)",
-    )
-    _add(
-        est,
-        "context_features",
-        type=_context_features,
-        default=d["context_features"],
-        help="comma-separated feature columns whose sum is the context length at the "
-        "first decode step, so that a cost term grows with context + position; "
-        "'auto': vision_tokens and text_tokens where present; 'none': no such "
-        "term, the curve stays flat past the longest training request "
-        "(%(default)s)",
-    )
-    _add(
-        est,
-        "n_cost_terms",
-        type=int,
-        default=d["n_cost_terms"],
-        help="positive power laws of the features summed in the flat cost, the "
-        "context cost and the prefill (%(default)s)",
-    )
-    _add(
-        est,
-        "n_threads",
-        type=_threads,
-        default=d["n_threads"],
-        help="torch CPU threads; auto: one for small models (%(default)s)",
-    )
+    for name, (aliases, kwargs) in ESTIMATOR_ARGUMENTS.items():
+        add_option(est, name, *aliases, default=d[name], **kwargs)
     train.add_argument(
         "--quiet",
         "-q",
@@ -300,7 +164,7 @@ def _add_predict_parser(sub):
         "latency, prefill and a per-token budget for each configuration "
         "of CONFIGS.",
     )
-    _add(
+    add_option(
         pred,
         "model",
         type=Path,
@@ -313,14 +177,14 @@ def _add_predict_parser(sub):
         help="CSV / JSONL / Parquet file with the model's feature "
         "columns (and optionally output_tokens)",
     )
-    _add(
+    add_option(
         pred,
         "positions",
-        type=_int_list,
+        type=int_list,
         default=list(PROBE_POSITIONS),
         help="comma-separated positions (%(default)s)",
     )
-    _add(
+    add_option(
         pred,
         "output_tokens",
         type=int,
@@ -329,7 +193,7 @@ def _add_predict_parser(sub):
         "column, else the expectation over the training output lengths (said "
         "on stderr)",
     )
-    _add(
+    add_option(
         pred,
         "budget_strategy",
         choices=BUDGET_STRATEGIES,
@@ -339,7 +203,7 @@ def _add_predict_parser(sub):
         "value at the expected position, or the expected per-token latency "
         "(%(default)s)",
     )
-    _add(
+    add_option(
         pred,
         "interval",
         type=float,
@@ -348,8 +212,10 @@ def _add_predict_parser(sub):
         help="add calibrated prediction intervals of this confidence, e.g. 0.9: "
         "columns <target>_lower_ms and <target>_upper_ms",
     )
-    _add(pred, "output", type=Path, default=None, help="write CSV here instead of printing it")
-    _add(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
+    add_option(
+        pred, "output", type=Path, default=None, help="write CSV here instead of printing it"
+    )
+    add_option(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
     pred.set_defaults(func=cmd_predict)
 
 
@@ -369,95 +235,95 @@ def _add_profile_parser(sub):
         "running OpenAI-compatible engine instead and time every event "
         "(pip install 'sklat[endpoint]').",
     )
-    _add(
+    add_option(
         prof,
         "model",
         required=True,
         help="a folder with a transformers config.json (weights optional), the path "
         "of a config.json, or a hub name",
     )
-    _add(
+    add_option(
         prof,
         "random_weights",
         action="store_true",
         help="build the model from its configuration with seeded random weights "
         "(nothing downloaded but the configuration)",
     )
-    _add(
+    add_option(
         prof,
         "prompt_tokens",
-        type=_int_list,
+        type=int_list,
         default=[64, 256, 1024],
         help="comma-separated prompt lengths (64,256,1024)",
     )
-    _add(
+    add_option(
         prof,
         "output_tokens",
-        type=_int_list,
+        type=int_list,
         default=[16, 128, 512],
         help="comma-separated numbers of decode steps (16,128,512)",
     )
-    _add(prof, "repeats", type=int, default=3, help="measurements per grid point (3)")
-    _add(
+    add_option(prof, "repeats", type=int, default=3, help="measurements per grid point (3)")
+    add_option(
         prof,
         "top_k",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="comma-separated experts per token to sweep (mixture-of-experts models)",
     )
-    _add(
+    add_option(
         prof,
         "num_active_blocks",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="comma-separated numbers of decoder layers to run, swept",
     )
-    _add(prof, "device", default="auto", help="auto, cpu, cuda or cuda:<index> (auto)")
-    _add(prof, "dtype", choices=DTYPES, default="float32", help="(float32)")
-    _add(
+    add_option(prof, "device", default="auto", help="auto, cpu, cuda or cuda:<index> (auto)")
+    add_option(prof, "dtype", choices=DTYPES, default="float32", help="(float32)")
+    add_option(
         prof,
         "attn_implementation",
         choices=ATTN_IMPLEMENTATIONS,
         default="sdpa",
         help="transformers attention implementation (sdpa)",
     )
-    _add(prof, "output_dir", type=Path, required=True, help="results folder (created)")
-    _add(
+    add_option(prof, "output_dir", type=Path, required=True, help="results folder (created)")
+    add_option(
         prof,
         "dataset",
         default=None,
         help="dataset sub-folder name (default: <model>_<attn>_<dtype>)",
     )
-    _add(
+    add_option(
         prof,
         "seed",
         type=int,
         default=0,
         help="seed of the random weights, the prompts and the order of the grid (0)",
     )
-    _add(
+    add_option(
         prof,
         "warmup",
         type=int,
         default=2,
         help="untimed warm-up requests per top_k / num_active_blocks setting (2)",
     )
-    _add(
+    add_option(
         prof,
         "threads",
         type=int,
         default=None,
         help="torch CPU threads while profiling (default: torch's own)",
     )
-    _add(
+    add_option(
         prof,
         "image_sizes",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help="comma-separated image sizes WIDTHxHEIGHT (224x224,448x448) for a Qwen2-VL-style "
         "vision-language model: one image per request, swept as tiers (tier_idx)",
     )
-    add_endpoint_arguments(prof, _add)
+    add_endpoint_arguments(prof, add_option)
     prof.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     prof.set_defaults(func=cmd_profile)
 
@@ -538,185 +404,44 @@ def _split(n, fraction, seed):
 
 
 def _metrics(est, res, rows, *, intervals=False):
-    """Prefill / total / positioned errors on the requests ``rows``, and with
-    ``intervals`` (held-out requests only) the coverage of the decode total's
-    calibrated intervals."""
-    from .exceptions import ExtrapolationWarning
+    """``metrics.evaluate`` on the requests ``rows`` (None when there are none);
+    with ``intervals`` (held-out requests only) the decode-total coverage too."""
+    from .metrics import evaluate
 
     if len(rows) == 0:
         return None
-    # Held-out requests outside the training ranges are counted, not warned of.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExtrapolationWarning)
-        return _request_metrics(est, res, rows, intervals)
-
-
-def _interval_metrics(est, X, n, total):
-    from ._conformal import min_calibration
-    from .metrics import interval_coverage, mean_interval_width
-
-    out = {}
-    for confidence in _REPORTED_CONFIDENCES:
-        if len(est.conformity_scores_) < min_calibration(confidence):
-            continue
-        bounds = est.predict_interval(X, n, confidence=confidence)
-        out[f"{confidence:g}"] = {
-            "coverage": interval_coverage(total, bounds),
-            "mean_width_ms": mean_interval_width(bounds),
-        }
-    return out
-
-
-def _request_metrics(est, res, rows, intervals):
-    from .metrics import mape, positioned_mape, segment_mape
-
-    X = res.X.iloc[rows]
-    n = res.output_tokens[rows]
-    total = res.y[DECODE_COL].to_numpy()[rows]
-    prefill = res.y[PREFILL_COL].to_numpy()[rows]
-    pred_prefill, pred_total = est.predict(X, n).T
-    out = {
-        "n_requests": int(len(rows)),
-        "total_decode_mape_pct": mape(total, pred_total),
-        "total_decode_mae_ms": float(np.mean(np.abs(pred_total - total))),
-        "prefill_mape_pct": mape(prefill, pred_prefill),
-        "prefill_mae_ms": float(np.mean(np.abs(pred_prefill - prefill))),
-        "n_outside_domain": int((~est.in_domain(X, n)).sum()),
-    }
-    if intervals:
-        out["decode_interval"] = _interval_metrics(est, X, n, total)
-    with_steps = [i for i in rows if res.positioned_latencies[i] is not None]
-    out["n_requests_with_per_step"] = len(with_steps)
-    if with_steps:
-        # One prediction for all of them up to the longest.
-        n_steps = res.output_tokens[with_steps]
-        curves = est.predict_positions(res.X.iloc[with_steps], np.arange(1, n_steps.max() + 1))
-        out["positioned_mape_pct"] = positioned_mape(
-            [res.positioned_latencies[i] for i in with_steps], curves
-        )
-    with_segments = [i for i in rows if res.decode_segments[i] is not None]
-    out["n_requests_with_segments"] = len(with_segments)
-    if with_segments:
-        n_segments = res.output_tokens[with_segments]
-        curves = est.predict_positions(
-            res.X.iloc[with_segments], np.arange(1, n_segments.max() + 1)
-        )
-        out["segment_mape_pct"] = segment_mape(
-            [res.decode_segments[i] for i in with_segments], curves
-        )
-    by_dataset = {}
-    for name in np.unique(res.dataset[rows]):
-        sel = res.dataset[rows] == name
-        by_dataset[str(name)] = {
-            "n_requests": int(sel.sum()),
-            "total_decode_mape_pct": mape(total[sel], pred_total[sel]),
-        }
-    out["by_dataset"] = by_dataset
-    return out
-
-
-def _representative(res, rows, k=_CURVES_DRAWN):
-    """Up to ``k`` requests to draw: those with per-step data first, then
-    spread over the range of per-token averages."""
-    with_steps = [i for i in rows if res.positioned_latencies[i] is not None][: k - 1]
-    avg = res.y[DECODE_COL].to_numpy()[rows] / res.output_tokens[rows]
-    ordered = np.asarray(rows)[np.argsort(avg)]
-    picks = list(with_steps)
-    for q in np.linspace(0, 1, k):
-        if len(picks) >= k:
-            break
-        i = int(ordered[int(q * (len(ordered) - 1))])
-        if i not in picks:
-            picks.append(i)
-    return picks
+    return evaluate(
+        est,
+        res.X.iloc[rows],
+        res.y.iloc[rows],
+        output_tokens=res.output_tokens[rows],
+        positioned_latencies=[res.positioned_latencies[i] for i in rows],
+        decode_segments=[res.decode_segments[i] for i in rows],
+        groups=res.dataset[rows],
+        confidences=_REPORTED_CONFIDENCES if intervals else None,
+    )
 
 
 def _write_plots(est, res, rows, output_dir, *, held_out):
-    from .exceptions import ExtrapolationWarning
+    from .plotting import save_report_figures
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExtrapolationWarning)
-        return _draw(est, res, rows, output_dir, held_out)
-
-
-def _draw(est, res, rows, output_dir, held_out):
     try:
-        import matplotlib
+        return save_report_figures(
+            est,
+            res.X.iloc[rows],
+            res.y.iloc[rows],
+            output_tokens=res.output_tokens[rows],
+            output_dir=output_dir,
+            positioned_latencies=[res.positioned_latencies[i] for i in rows],
+            names=[f"{res.dataset[i]} row {i + 1}" for i in rows],
+            coverage=held_out,
+        )
     except ImportError:
         print(
             "sklat train: plots not written: matplotlib is missing (pip install 'sklat[plot]')",
             file=sys.stderr,
         )
         return []
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ._conformal import min_calibration
-    from .plotting import CoverageDisplay, LatencyCurveDisplay, TotalLatencyDisplay
-
-    picks = _representative(res, rows)
-    measured = [res.positioned_latencies[i] for i in picks]
-    longest = max([len(m) for m in measured if m is not None] + [_CURVE_POSITIONS_MIN])
-    positions = np.arange(1, min(longest, _CURVE_POSITIONS_MAX) + 1)
-    labels = [
-        f"{res.dataset[i]} row {i + 1}: "
-        + ", ".join(f"{c}={res.X.iloc[i][c]:g}" for c in res.X.columns)
-        for i in picks
-    ]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    LatencyCurveDisplay.from_estimator(
-        est, res.X.iloc[picks], positions=positions, measured=measured, labels=labels, ax=ax
-    )
-    ax.set_title("Predicted decode latency by position (points: measured steps)")
-    fig.tight_layout()
-    fig.savefig(output_dir / "latency_curves.png", dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    TotalLatencyDisplay.from_estimator(
-        est, res.X.iloc[rows], res.y.iloc[rows], output_tokens=res.output_tokens[rows], ax=ax
-    )
-    ax.set_title("Total decode latency (validation requests)")
-    fig.tight_layout()
-    fig.savefig(output_dir / "total_decode.png", dpi=110)
-    plt.close(fig)
-    written = ["latency_curves.png", "total_decode.png"]
-    confidences = [
-        c for c in _PLOTTED_CONFIDENCES if len(est.conformity_scores_) >= min_calibration(c)
-    ]
-    if held_out and confidences:
-        fig, ax = plt.subplots(figsize=(5.5, 5.5))
-        CoverageDisplay.from_estimator(
-            est,
-            res.X.iloc[rows],
-            res.y.iloc[rows],
-            output_tokens=res.output_tokens[rows],
-            confidences=confidences,
-            ax=ax,
-        )
-        ax.set_title("Decode-total interval coverage (validation requests)")
-        fig.tight_layout()
-        fig.savefig(output_dir / "coverage.png", dpi=110)
-        plt.close(fig)
-        written.append("coverage.png")
-    return written
-
-
-_ESTIMATOR_OPTIONS = (
-    "prefill_weight",
-    "decode_total_weight",
-    "positioned_weight",
-    "loss",
-    "lr",
-    "config_mlp_weight_decay",
-    "context_features",
-    "n_cost_terms",
-    "max_epochs",
-    "batch_size",
-    "validation_fraction",
-    "calibration_fraction",
-    "device",
-    "n_threads",
-)
 
 
 def cmd_train(args, argv):
@@ -729,7 +454,7 @@ def cmd_train(args, argv):
     res = load_results(results_dir, datasets=datasets, features=args.features)
     train_rows, val_rows = _split(len(res.X), args.holdout_fraction, args.seed)
     est = LatencyEstimator(
-        **{name: getattr(args, name) for name in _ESTIMATOR_OPTIONS},
+        **{name: getattr(args, name) for name in ESTIMATOR_OPTIONS},
         random_state=args.seed,
         verbose=0 if args.quiet else 1,
     )
@@ -832,8 +557,8 @@ def _read_configs(path, names):
 def cmd_predict(args, argv):
     from . import load
     from ._conformal import check_confidence
+    from ._domain import quiet_extrapolation
     from ._validation import check_output_tokens
-    from .exceptions import ExtrapolationWarning
 
     _check_output_file(args.output)
     if args.interval is not None:
@@ -855,8 +580,7 @@ def cmd_predict(args, argv):
         )
     # The in_domain column says which rows extrapolate; one line on stderr
     # replaces a warning per feature.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExtrapolationWarning)
+    with quiet_extrapolation():
         out = _predictions(est, X, n, args)
     outside = int((~out["in_domain"]).sum())
     if outside:

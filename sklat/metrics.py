@@ -12,7 +12,9 @@ Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
 - :func:`per_token_mae`: the mean absolute error of the per-token average
   ``total / N`` (what a time-per-output-token SLO compares), in ms per token;
 - :func:`interval_coverage` and :func:`mean_interval_width`: how often
-  prediction intervals hold the measured value, and how wide they are.
+  prediction intervals hold the measured value, and how wide they are;
+- :func:`evaluate`: all of them for a fitted estimator on a set of requests,
+  as ``sklat train`` reports them in ``metrics.json``.
 """
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from ._validation import as_float_array, check_finite, check_finite_positive, check_output_tokens
 
 __all__ = [
+    "evaluate",
     "interval_coverage",
     "mape",
     "mean_interval_width",
@@ -289,3 +292,120 @@ def mean_interval_width(y_interval):
         raise ValueError("y_interval must be finite to have a width.")
     width = (bounds[:, 1] - bounds[:, 0]).mean(axis=0)
     return float(width) if bounds.ndim == 2 else width
+
+
+def evaluate(
+    estimator,
+    X,
+    y,
+    *,
+    output_tokens,
+    positioned_latencies=None,
+    decode_segments=None,
+    groups=None,
+    confidences=None,
+):
+    """Every error measure of a fitted estimator on a set of requests.
+
+    What ``sklat train`` writes to ``metrics.json`` for its training and
+    held-out requests. Requests outside the training domain are counted
+    (``n_outside_domain``), not warned of.
+
+    Parameters
+    ----------
+    estimator : LatencyEstimator
+        A fitted estimator.
+    X : DataFrame or array-like of shape (n_samples, n_features)
+        Configurations.
+    y : DataFrame or array-like of shape (n_samples, 2) or (n_samples,)
+        ``[T_prefill_total, T_LLM_decode]``, or ``T_LLM_decode`` alone.
+    output_tokens : array-like of shape (n_samples,)
+        ``N`` of each request.
+    positioned_latencies : list of length n_samples, default=None
+        Per request, ``None`` or its per-step latencies: ``positioned_mape_pct``.
+    decode_segments : list of length n_samples, default=None
+        Per request, ``None`` or ``(tokens, ms)``: ``segment_mape_pct``.
+    groups : array-like of shape (n_samples,), default=None
+        A name per request (e.g. its dataset): total-decode MAPE per group
+        under ``by_dataset``.
+    confidences : sequence of float, default=None
+        Nominal coverages of decode-total intervals to report
+        (``decode_interval``; those the model has enough calibration requests
+        for).
+
+    Returns
+    -------
+    metrics : dict
+        ``n_requests``, ``total_decode_mape_pct``, ``total_decode_mae_ms``,
+        ``prefill_mape_pct`` and ``prefill_mae_ms`` (with a prefill),
+        ``n_outside_domain``, and where their inputs are given
+        ``decode_interval``, ``n_requests_with_per_step``,
+        ``positioned_mape_pct``, ``n_requests_with_segments``,
+        ``segment_mape_pct``, ``by_dataset``.
+
+    Examples
+    --------
+    >>> from sklat import LatencyEstimator
+    >>> from sklat.datasets import make_positioned_latency
+    >>> from sklat.metrics import evaluate
+    >>> d = make_positioned_latency(60, random_state=0)
+    >>> est = LatencyEstimator(max_epochs=5, random_state=0).fit(
+    ...     d.X, d.y, output_tokens=d.output_tokens)
+    >>> m = evaluate(est, d.X, d.y, output_tokens=d.output_tokens)
+    >>> sorted(m)[:3]
+    ['n_outside_domain', 'n_requests', 'prefill_mae_ms']
+    """
+    from ._conformal import min_calibration
+    from ._domain import quiet_extrapolation
+
+    n = np.asarray(output_tokens)
+    y_arr = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
+    y_arr = y_arr.reshape(len(n), -1).astype(np.float64)
+    rows = np.arange(len(n))
+    with quiet_extrapolation():
+        pred = estimator.predict(X, n).reshape(len(n), -1)
+        total, pred_total = y_arr[:, -1], pred[:, -1]
+        out = {
+            "n_requests": int(len(n)),
+            "total_decode_mape_pct": mape(total, pred_total),
+            "total_decode_mae_ms": float(np.mean(np.abs(pred_total - total))),
+        }
+        if y_arr.shape[1] == 2:
+            prefill, pred_prefill = y_arr[:, 0], pred[:, 0]
+            out["prefill_mape_pct"] = mape(prefill, pred_prefill)
+            out["prefill_mae_ms"] = float(np.mean(np.abs(pred_prefill - prefill)))
+        out["n_outside_domain"] = int((~estimator.in_domain(X, n)).sum())
+        if confidences is not None:
+            out["decode_interval"] = {}
+            for confidence in confidences:
+                if len(estimator.conformity_scores_) < min_calibration(confidence):
+                    continue
+                bounds = estimator.predict_interval(X, n, confidence=confidence)
+                out["decode_interval"][f"{confidence:g}"] = {
+                    "coverage": interval_coverage(total, bounds),
+                    "mean_width_ms": mean_interval_width(bounds),
+                }
+        for key, entries, score in (
+            ("per_step", positioned_latencies, positioned_mape),
+            ("segments", decode_segments, segment_mape),
+        ):
+            if entries is None:
+                continue
+            have = [i for i in rows if entries[i] is not None]
+            out[f"n_requests_with_{key}"] = len(have)
+            if have:
+                # One prediction for all of them, up to the longest.
+                X_have = X.iloc[have] if hasattr(X, "iloc") else np.asarray(X)[have]
+                curves = estimator.predict_positions(X_have, np.arange(1, n[have].max() + 1))
+                name = "positioned_mape_pct" if key == "per_step" else "segment_mape_pct"
+                out[name] = score([entries[i] for i in have], curves)
+    if groups is not None:
+        groups = np.asarray(groups)
+        out["by_dataset"] = {
+            str(g): {
+                "n_requests": int((groups == g).sum()),
+                "total_decode_mape_pct": mape(total[groups == g], pred_total[groups == g]),
+            }
+            for g in np.unique(groups)
+        }
+    return out

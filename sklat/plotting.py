@@ -13,6 +13,11 @@ from ._validation import check_output_tokens, check_positions, select_targets
 
 # Positions drawn by LatencyCurveDisplay.from_estimator when none are given.
 _DEFAULT_MAX_POSITION = 256
+# save_report_figures: requests drawn in latency_curves.png, its range of
+# positions, and the nominal coverages drawn in coverage.png.
+_CURVES_DRAWN = 4
+_CURVE_POSITIONS_MIN, _CURVE_POSITIONS_MAX = 64, 1024
+_PLOTTED_CONFIDENCES = (0.5, 0.8, 0.9, 0.95)
 
 
 def _pyplot(caller):
@@ -597,3 +602,132 @@ class CoverageDisplay:
             ax=ax,
             **kwargs,
         )
+
+
+def _representative(avg, measured, k=_CURVES_DRAWN):
+    """Up to ``k`` requests to draw: those with per-step data first, then
+    spread over the range of per-token averages ``avg``."""
+    picks = [i for i in range(len(avg)) if measured[i] is not None][: k - 1]
+    ordered = np.argsort(avg)
+    for q in np.linspace(0, 1, k):
+        if len(picks) >= k:
+            break
+        i = int(ordered[int(q * (len(ordered) - 1))])
+        if i not in picks:
+            picks.append(i)
+    return picks
+
+
+def save_report_figures(
+    estimator,
+    X,
+    y,
+    *,
+    output_tokens,
+    output_dir,
+    positioned_latencies=None,
+    names=None,
+    coverage=True,
+):
+    """Write the report figures of ``sklat train`` to a folder.
+
+    ``latency_curves.png`` (the predicted curves of a few representative
+    requests, with their measured steps), ``total_decode.png`` (predicted
+    against measured totals) and, with ``coverage=True`` and enough
+    calibration requests, ``coverage.png`` (:class:`CoverageDisplay`).
+    Requests outside the training domain are drawn without warnings.
+
+    Parameters
+    ----------
+    estimator : LatencyEstimator
+        A fitted estimator.
+    X : DataFrame of shape (n_samples, n_features)
+        The requests' configurations.
+    y : DataFrame of shape (n_samples, 2)
+        ``[T_prefill_total, T_LLM_decode]``.
+    output_tokens : array-like of shape (n_samples,)
+        ``N`` of each request.
+    output_dir : path-like
+        Existing folder to write to.
+    positioned_latencies : list of length n_samples, default=None
+        Per request, ``None`` or its measured steps (drawn as points).
+    names : list of str, default=None
+        A name per request for the legend; default ``"row i"`` (from 1).
+    coverage : bool, default=True
+        Also draw interval coverage (meaningful on held-out requests).
+
+    Returns
+    -------
+    files : list of str
+        The names of the files written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklat import LatencyEstimator
+    >>> from sklat.datasets import make_positioned_latency
+    >>> from sklat.plotting import save_report_figures
+    >>> d = make_positioned_latency(80, random_state=0)
+    >>> est = LatencyEstimator(max_epochs=5, random_state=0).fit(
+    ...     d.X, d.y, output_tokens=d.output_tokens)
+    >>> save_report_figures(est, d.X, d.y, output_tokens=d.output_tokens,
+    ...                     output_dir=tempfile.mkdtemp())
+    ['latency_curves.png', 'total_decode.png', 'coverage.png']
+    """
+    import matplotlib
+
+    from ._conformal import min_calibration
+    from ._domain import quiet_extrapolation
+
+    matplotlib.use("Agg")
+    plt = _pyplot("save_report_figures")
+    from pathlib import Path
+
+    output_dir = Path(output_dir)
+    n = np.asarray(output_tokens)
+    measured = list(positioned_latencies) if positioned_latencies is not None else [None] * len(n)
+    names = names or [f"row {i + 1}" for i in range(len(n))]
+    avg = np.asarray(y[DECODE_COL], dtype=np.float64) / n
+    picks = _representative(avg, measured)
+    longest = max([len(measured[i]) for i in picks if measured[i] is not None] + [0])
+    positions = np.arange(1, min(max(longest, _CURVE_POSITIONS_MIN), _CURVE_POSITIONS_MAX) + 1)
+    labels = [
+        f"{names[i]}: " + ", ".join(f"{c}={X.iloc[i][c]:g}" for c in X.columns) for i in picks
+    ]
+    written = []
+    with quiet_extrapolation():
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        LatencyCurveDisplay.from_estimator(
+            estimator,
+            X.iloc[picks],
+            positions=positions,
+            measured=[measured[i] for i in picks],
+            labels=labels,
+            ax=ax,
+        )
+        ax.set_title("Predicted decode latency by position (points: measured steps)")
+        written.append(_save(plt, fig, output_dir, "latency_curves.png"))
+        fig, ax = plt.subplots(figsize=(5.5, 5.5))
+        TotalLatencyDisplay.from_estimator(estimator, X, y, output_tokens=n, ax=ax)
+        ax.set_title("Total decode latency (validation requests)")
+        written.append(_save(plt, fig, output_dir, "total_decode.png"))
+        confidences = [
+            c
+            for c in _PLOTTED_CONFIDENCES
+            if len(estimator.conformity_scores_) >= min_calibration(c)
+        ]
+        if coverage and confidences:
+            fig, ax = plt.subplots(figsize=(5.5, 5.5))
+            CoverageDisplay.from_estimator(
+                estimator, X, y, output_tokens=n, confidences=confidences, ax=ax
+            )
+            ax.set_title("Decode-total interval coverage (validation requests)")
+            written.append(_save(plt, fig, output_dir, "coverage.png"))
+    return written
+
+
+def _save(plt, fig, folder, name):
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    return name

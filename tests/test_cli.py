@@ -321,11 +321,12 @@ def test_bad_val_fraction(results, tmp_path, capsys, fraction, message):
 
 
 def test_estimator_options_share_the_estimators_defaults_and_names():
-    from sklat.cli import _ESTIMATOR_OPTIONS, build_parser
+    from sklat._cli_options import ESTIMATOR_OPTIONS
+    from sklat.cli import build_parser
 
     args = build_parser().parse_args(["train", "--output_dir", "x"])
     defaults = sklat.LatencyEstimator().get_params()
-    for name in _ESTIMATOR_OPTIONS:
+    for name in ESTIMATOR_OPTIONS:
         assert getattr(args, name) == defaults[name], name
     for spelling in ("--num_epochs", "--max_epochs", "--max-epochs"):
         assert (

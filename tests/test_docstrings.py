@@ -22,16 +22,20 @@ PUBLIC = ["sklat.LatencyEstimator"] + [
         "predict_total",
         "predict_prefill",
         "predict_budget",
+        "predict_interval",
+        "predict_slo_attainment",
+        "in_domain",
         "score",
     )
 ]
-for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay"):
+for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay", "CoverageDisplay"):
     PUBLIC += [f"sklat.plotting.{_cls}"] + [
         f"sklat.plotting.{_cls}.{m}"
         for m in ("from_estimator", "from_predictions", "plot")
         if hasattr(getattr(plotting, _cls), m)
     ]
 PUBLIC += ["sklat.save", "sklat.load", "sklat.cli.main", "sklat.profile.profile_model"]
+PUBLIC += ["sklat.profile.profile_endpoint", "sklat.plotting.save_report_figures"]
 PUBLIC += [f"sklat.metrics.{name}" for name in sklat.metrics.__all__]
 PUBLIC += [
     f"sklat.io.{name}"

@@ -86,3 +86,45 @@ def test_interval_metric_errors(call, message):
 def test_errors_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_evaluate_reports_what_its_inputs_allow():
+    from sklat import LatencyEstimator
+    from sklat.datasets import make_positioned_latency
+    from sklat.metrics import evaluate
+
+    d = make_positioned_latency(120, positioned_fraction=0.5, random_state=0)
+    est = LatencyEstimator(max_epochs=5, random_state=0, calibration_fraction=0.2).fit(
+        d.X, d.y, output_tokens=d.output_tokens
+    )
+    bare = evaluate(est, d.X, d.y, output_tokens=d.output_tokens)
+    assert set(bare) == {
+        "n_requests",
+        "total_decode_mape_pct",
+        "total_decode_mae_ms",
+        "prefill_mape_pct",
+        "prefill_mae_ms",
+        "n_outside_domain",
+    }
+    assert bare["n_requests"] == 120 and bare["n_outside_domain"] == 0
+    groups = np.where(np.arange(120) < 40, "a", "b")
+    segments = [None if s is None else (np.ones(len(s), int), s) for s in d.positioned_latencies]
+    full = evaluate(
+        est,
+        d.X,
+        d.y,
+        output_tokens=d.output_tokens,
+        positioned_latencies=d.positioned_latencies,
+        decode_segments=segments,
+        groups=groups,
+        confidences=(0.8, 0.95),
+    )
+    # One-token segments are per-step data: the same error.
+    assert full["segment_mape_pct"] == pytest.approx(full["positioned_mape_pct"])
+    assert full["n_requests_with_per_step"] == full["n_requests_with_segments"] > 0
+    assert {k: v["n_requests"] for k, v in full["by_dataset"].items()} == {"a": 40, "b": 80}
+    # 24 calibration requests: enough for 80% (4 needed) and 95% (19 needed).
+    assert set(full["decode_interval"]) == {"0.8", "0.95"}
+    decode_only = evaluate(est, d.X, d.y["T_LLM_decode"], output_tokens=d.output_tokens)
+    assert "prefill_mape_pct" not in decode_only
+    assert decode_only["total_decode_mape_pct"] == bare["total_decode_mape_pct"]

@@ -150,3 +150,15 @@ def test_coverage_display_leaves_out_empty_length_buckets():
     assert display.labels == ["N 6-9", "N 20-24"]
     np.testing.assert_array_equal(display.coverage[:, 0], [1.0, 0.0])
     np.testing.assert_array_equal(display.counts, [1, 1])
+
+
+def test_save_report_figures_writes_each_figure(fitted, small_data, tmp_path):
+    from sklat.plotting import save_report_figures
+
+    d = small_data
+    files = save_report_figures(
+        fitted, d.X, d.y, output_tokens=d.output_tokens, output_dir=tmp_path, coverage=False
+    )
+    assert files == ["latency_curves.png", "total_decode.png"]
+    assert all((tmp_path / f).stat().st_size > 0 for f in files)
+    assert not (tmp_path / "coverage.png").exists()

@@ -1,0 +1,144 @@
+"""Option helpers of the ``sklat`` command line, and the estimator's options of
+``sklat train`` declared once (:data:`ESTIMATOR_ARGUMENTS`)."""
+
+import argparse
+
+
+def add_option(parser, name, *aliases, **kwargs):
+    """An option under its underscore and its dashed spelling (and aliases)."""
+    names = []
+    for spelling in (name, *aliases):
+        names.append(f"--{spelling}")
+        if "_" in spelling:
+            names.append(f"--{spelling.replace('_', '-')}")
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def csv_list(text):
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def int_list(text):
+    try:
+        return [int(s) for s in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def context_features(text):
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    return csv_list(text)
+
+
+def threads(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
+# The estimator's options of sklat train, declared once: (aliases, argparse
+# arguments); each default is the LatencyEstimator parameter's.
+ESTIMATOR_ARGUMENTS = {
+    "device": (
+        (),
+        dict(
+            choices=["auto", "cpu", "cuda"],
+            help="auto: CUDA if available, else CPU (%(default)s)",
+        ),
+    ),
+    "max_epochs": (
+        ("num_epochs",),
+        dict(
+            type=int,
+            help="maximum passes over the training requests; training stops earlier when "
+            "the held-out loss stops improving (%(default)s)",
+        ),
+    ),
+    "batch_size": ((), dict(type=int, help="requests per mini-batch (%(default)s)")),
+    "lr": ((), dict(type=float, help="learning rate (%(default)s)")),
+    "validation_fraction": (
+        (),
+        dict(
+            type=float,
+            help="share of the TRAINING requests the estimator holds out to stop early and "
+            "keep its best weights (%(default)s)",
+        ),
+    ),
+    "calibration_fraction": (
+        (),
+        dict(
+            type=float,
+            help="share of the TRAINING requests held out of the fit to calibrate "
+            "prediction intervals; 0 gives no intervals (%(default)s)",
+        ),
+    ),
+    "prefill_weight": (
+        (),
+        dict(
+            type=float,
+            help="weight of the prefill error in the loss; 0 ignores T_prefill_total (%(default)s)",
+        ),
+    ),
+    "decode_total_weight": (
+        (),
+        dict(
+            type=float,
+            help="weight of the error of the summed per-position curve against each "
+            "request's T_LLM_decode (%(default)s)",
+        ),
+    ),
+    "positioned_weight": (
+        (),
+        dict(
+            type=float,
+            help="weight of the per-step and per-segment error, for requests with "
+            "T_decode_per_step or decode segments (%(default)s)",
+        ),
+    ),
+    "loss": (
+        (),
+        dict(
+            choices=["log", "relative", "mse"],
+            help="error measure of every loss term (%(default)s)",
+        ),
+    ),
+    "config_mlp_weight_decay": (
+        (),
+        dict(
+            type=float,
+            help="weight decay of the config encoder's MLP, which corrects a linear "
+            "config model; raise it (e.g. 1.0) for a few hundred noisy requests, "
+            "lower it for strongly interacting features (%(default)s)",
+        ),
+    ),
+    "context_features": (
+        (),
+        dict(
+            type=context_features,
+            help="comma-separated feature columns whose sum is the context length at the "
+            "first decode step, so that a cost term grows with context + position; "
+            "'auto': vision_tokens and text_tokens where present; 'none': no such "
+            "term, the curve stays flat past the longest training request "
+            "(%(default)s)",
+        ),
+    ),
+    "n_cost_terms": (
+        (),
+        dict(
+            type=int,
+            help="positive power laws of the features summed in the flat cost, the "
+            "context cost and the prefill (%(default)s)",
+        ),
+    ),
+    "n_threads": (
+        (),
+        dict(type=threads, help="torch CPU threads; auto: one for small models (%(default)s)"),
+    ),
+}
+ESTIMATOR_OPTIONS = tuple(ESTIMATOR_ARGUMENTS)
