@@ -92,33 +92,26 @@ def run_endpoint(args):
     from .profile import profile_endpoint
 
     before = _lines(args, FAILED_LOG)
-    try:
-        path = profile_endpoint(
-            args.endpoint,
-            args.output_dir,
-            model=args.model,
-            prompt_tokens=args.prompt_tokens,
-            output_tokens=args.output_tokens,
-            repeats=args.repeats,
-            api=args.api,
-            engine=args.engine,
-            set_columns=parse_set(args.set),
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            prompt_mismatch=args.prompt_mismatch,
-            extra_body=args.extra_body,
-            dataset=args.dataset,
-            seed=args.seed,
-            warmup=args.warmup,
-            progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
-        print(
-            "sklat profile: interrupted; the completed requests are kept, run the "
-            "same command again to measure the rest",
-            file=sys.stderr,
-        )
-        return 130
+    # Ctrl-C is reported by cmd_profile, as for a model profiled in this process.
+    path = profile_endpoint(
+        args.endpoint,
+        args.output_dir,
+        model=args.model,
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        repeats=args.repeats,
+        api=args.api,
+        engine=args.engine,
+        set_columns=parse_set(args.set),
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        prompt_mismatch=args.prompt_mismatch,
+        extra_body=args.extra_body,
+        dataset=args.dataset,
+        seed=args.seed,
+        warmup=args.warmup,
+        progress=not args.quiet,
+    )
     failed = _lines(args, FAILED_LOG, path.parent) - before
     rows = sum(1 for _ in open(path)) - 1 if path.exists() else 0
     print(f"sklat profile: {rows} requests in {path}")

@@ -627,9 +627,9 @@ def cmd_profile(args, argv):
     from .profile import profile_model
 
     check_modes(args)
-    if args.endpoint is not None:
-        return run_endpoint(args)
     try:
+        if args.endpoint is not None:
+            return run_endpoint(args)
         path = profile_model(
             args.model,
             args.output_dir,

@@ -195,3 +195,22 @@ def test_a_failing_warm_up_stops_before_the_grid(server, tmp_path):
     with pytest.raises(ValueError, match=r"the warm-up request to .* failed: HTTP 500"):
         _profile(server, "error500", tmp_path, warmup=1)
     assert not (tmp_path / "d" / "failed_requests.log").exists()
+
+
+def test_command_line_interruption_keeps_rows_and_exits_130(server, tmp_path, monkeypatch, capsys):
+    import sklat._endpoint as endpoint
+
+    real, calls = endpoint._measure, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(endpoint, "_measure", interrupted)
+    args = ["profile", "--endpoint", server.url("ok"), "--model", "m", "--output_dir"]
+    args += [str(tmp_path), "--dataset", "d", "--prompt_tokens", "8", "--output_tokens", "4,6"]
+    assert main(args + ["--repeats", "1", "--warmup", "0", "-q"]) == 130
+    assert "interrupted; the completed requests are kept" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "d" / "requests.csv")) >= 1
