@@ -111,15 +111,16 @@ def position_scores(est, part):
     request. A segment of several tokens times their sum, not any one step,
     so it says nothing of a single position's spread and is left out."""
     single = part.segment_tokens == 1
-    owner = np.repeat(np.arange(len(part.output_tokens)), np.diff(part.segment_offsets))
+    offsets = part.segment_offsets
+    owner = np.repeat(np.arange(len(part.output_tokens)), np.diff(offsets))
     rows = np.unique(owner[single])
     if not len(rows):
         return np.zeros((0, 2))
-    ends = segment_ends(part.segment_tokens, part.segment_offsets)
+    ends = segment_ends(part.segment_tokens, offsets)
     coef = est._coefficients(part.X[rows], None, warn=False)
     out = []
     for j, i in enumerate(rows):
-        mine = np.flatnonzero(single & (owner == i))
+        mine = offsets[i] + np.flatnonzero(single[offsets[i] : offsets[i + 1]])
         keep = mine[np.unique(np.linspace(0, len(mine) - 1, _STEPS_KEPT).round().astype(np.int64))]
         one = {
             k: v[j : j + 1] for k, v in coef.items() if k in ("flat", "slope", "shape", "context")

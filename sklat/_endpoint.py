@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ._constants import (
     DECODE_COL,
@@ -212,7 +211,7 @@ def profile_endpoint(
     httpx = _import_httpx()
 
     from . import __version__
-    from .profile import RESULTS_FILE, _progress, _read_done
+    from .profile import RESULTS_FILE, _progress, _read_done, append_csv_row
 
     lists = _check(
         endpoint,
@@ -268,7 +267,7 @@ def profile_endpoint(
                     _log_failure(path.parent / FAILED_LOG, job, row["error"])
                 else:
                     _check_prompt(row, prompt_mismatch)
-                    _append(path, columns, {**descriptive, **row, "repeat": job[2]})
+                    append_csv_row(path, columns, {**descriptive, **row})
                 bar.update(1)
 
         pool = ThreadPoolExecutor(concurrency)
@@ -297,7 +296,9 @@ def _import_httpx():
 
 def dataset_name(model):
     """The default dataset folder of a served model: its name, made safe."""
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
+    from .profile import safe_name
+
+    return safe_name(model)
 
 
 def _server_version(client, endpoint, httpx):
@@ -376,15 +377,6 @@ def _check_prompt(row, mismatch):
             f"{row['text_tokens_asked']} were asked (prompt_mismatch='refuse'); "
             "use prompt_mismatch='record' to keep the server's count."
         )
-
-
-def _append(path, columns, row):
-    frame = pd.DataFrame([row], columns=columns)
-    new = not path.exists() or path.stat().st_size == 0
-    # One write per row: an interruption loses at most the row in flight.
-    with open(path, "a", newline="") as f:
-        f.write(frame.to_csv(index=False, header=new))
-        f.flush()
 
 
 def _log_failure(path, job, error):

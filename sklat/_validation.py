@@ -247,7 +247,8 @@ def _entries(values, argument, n):
     return list(values.values if isinstance(values, pd.Series) else values)
 
 
-def _missing(entry):
+def is_missing(entry):
+    """``None`` or a scalar NaN: an absent list cell."""
     return entry is None or (np.isscalar(entry) and pd.isna(entry))
 
 
@@ -266,15 +267,15 @@ def check_decode_segments(segments, positioned, output_tokens):
     lengths = np.zeros(n, dtype=np.int64)
     for i in range(n):
         step, pair = steps[i], pairs[i]
-        if not _missing(step) and not _missing(pair):
+        if not is_missing(step) and not is_missing(pair):
             raise ValueError(
                 f"sample {i} has both positioned_latencies and decode_segments; give one "
                 "(per-step latencies are one-token segments)."
             )
-        if not _missing(step):
+        if not is_missing(step):
             arr = check_steps(step, output_tokens[i], f"positioned_latencies[{i}]")
             counts = np.ones(len(arr), dtype=np.int64)
-        elif not _missing(pair):
+        elif not is_missing(pair):
             if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
                 raise TypeError(
                     f"decode_segments[{i}] must be None or a pair (tokens, ms); got "

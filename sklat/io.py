@@ -52,6 +52,7 @@ from ._validation import (
     check_segment,
     check_steps,
     check_token_counts,
+    is_missing,
     row_at,
 )
 
@@ -195,7 +196,7 @@ def write_results(frame, path):
     out = frame.copy()
     lists = [c for c in LIST_COLUMNS if c in out.columns]
     for col in lists:
-        out[col] = [None if _is_missing(v) else np.asarray(v).tolist() for v in out[col]]
+        out[col] = [None if is_missing(v) else np.asarray(v).tolist() for v in out[col]]
     if kind == ".csv":
         for col in lists:
             out[col] = [None if v is None else json.dumps(v) for v in out[col]]
@@ -203,16 +204,12 @@ def write_results(frame, path):
     elif kind == ".jsonl":
         with open(path, "w", encoding="utf-8") as f:
             for record in out.to_dict(orient="records"):
-                clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+                clean = {k: (None if is_missing(v) else v) for k, v in record.items()}
                 # An infinite request rate is a value (written as Infinity).
                 f.write(json.dumps(clean) + "\n")
     else:
         out.to_parquet(path, index=False)
     return path
-
-
-def _is_missing(value):
-    return value is None or (np.isscalar(value) and pd.isna(value))
 
 
 def _read_jsonl(path):
@@ -376,13 +373,18 @@ def _check_frame(frame, path, features, rtol):
                 arr = check_steps(arr, n[row], _where(path, row, PER_STEP_COL))
             except ValueError as exc:
                 raise ResultsFormatError(str(exc)) from None
-            if not np.isclose(arr.sum(), total[row], rtol=rtol, atol=0):
-                raise ResultsFormatError(
-                    f"{_where(path, row, PER_STEP_COL)}: per-step latencies sum to "
-                    f"{arr.sum():.6g} but {DECODE_COL} is {total[row]:.6g} (rtol {rtol})."
-                )
+            _check_sum(arr, total[row], rtol, _where(path, row, PER_STEP_COL), "per-step latencies")
             steps[row] = arr
     return steps, _check_segments(frame, path, n, total, steps, rtol)
+
+
+def _check_sum(values, total, rtol, where, what):
+    """Timed parts of a request must add up to its ``T_LLM_decode``."""
+    if not np.isclose(values.sum(), total, rtol=rtol, atol=0):
+        raise ResultsFormatError(
+            f"{where}: {what} sum to {values.sum():.6g} but {DECODE_COL} is {total:.6g} "
+            f"(rtol {rtol})."
+        )
 
 
 def _check_segments(frame, path, n, total, steps, rtol):
@@ -418,11 +420,7 @@ def _check_segments(frame, path, n, total, steps, rtol):
             tokens, ms = check_segment(tokens, ms, n[row], _where(path, row, "decode segments"))
         except (TypeError, ValueError) as exc:
             raise ResultsFormatError(str(exc)) from None
-        if not np.isclose(ms.sum(), total[row], rtol=rtol, atol=0):
-            raise ResultsFormatError(
-                f"{_where(path, row, SEGMENT_MS_COL)}: segment times sum to {ms.sum():.6g} but "
-                f"{DECODE_COL} is {total[row]:.6g} (rtol {rtol})."
-            )
+        _check_sum(ms, total[row], rtol, _where(path, row, SEGMENT_MS_COL), "segment times")
         segments[row] = (tokens, ms)
     return segments
 

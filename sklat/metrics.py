@@ -385,20 +385,24 @@ def evaluate(
                     "coverage": interval_coverage(total, bounds),
                     "mean_width_ms": mean_interval_width(bounds),
                 }
-        for key, entries, score in (
-            ("per_step", positioned_latencies, positioned_mape),
-            ("segments", decode_segments, segment_mape),
+        for count_key, error_key, entries, score in (
+            (
+                "n_requests_with_per_step",
+                "positioned_mape_pct",
+                positioned_latencies,
+                positioned_mape,
+            ),
+            ("n_requests_with_segments", "segment_mape_pct", decode_segments, segment_mape),
         ):
             if entries is None:
                 continue
             have = [i for i in rows if entries[i] is not None]
-            out[f"n_requests_with_{key}"] = len(have)
+            out[count_key] = len(have)
             if have:
                 # One prediction for all of them, up to the longest.
                 X_have = X.iloc[have] if hasattr(X, "iloc") else np.asarray(X)[have]
                 curves = estimator.predict_positions(X_have, np.arange(1, n[have].max() + 1))
-                name = "positioned_mape_pct" if key == "per_step" else "segment_mape_pct"
-                out[name] = score([entries[i] for i in have], curves)
+                out[error_key] = score([entries[i] for i in have], curves)
     if groups is not None:
         groups = np.asarray(groups)
         out["by_dataset"] = {

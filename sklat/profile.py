@@ -364,7 +364,13 @@ def _default_dataset(model, attn_implementation, dtype):
     # A model folder or hub name by its last part; a config.json by its folder.
     stem = path.parent.name if path.name == "config.json" else path.name
     stem = stem[: -len(".json")] if stem.endswith(".json") else stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}_{attn_implementation}_{dtype}")
+    return safe_name(f"{stem}_{attn_implementation}_{dtype}")
+
+
+def safe_name(text):
+    """``text`` as a folder name: runs of other characters than letters,
+    digits, ``.``, ``_`` and ``-`` become ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
 
 
 def profile_model(
@@ -669,10 +675,16 @@ def _append_row(path, columns, features, prefill, steps, repeat, descriptive):
         "repeat": repeat,
         **descriptive,
     }
+    append_csv_row(path, columns, row, float_format="%.6f")
+
+
+def append_csv_row(path, columns, row, float_format=None):
+    """Append one request's row to a results CSV (the header first when the
+    file is new). One write per row: an interruption loses at most the row in
+    flight."""
     frame = pd.DataFrame([row], columns=columns)
     new = not path.exists() or path.stat().st_size == 0
-    # One write per row: an interruption loses at most the row in flight.
-    text = frame.to_csv(index=False, header=new, float_format="%.6f")
+    text = frame.to_csv(index=False, header=new, float_format=float_format)
     with open(path, "a", newline="") as f:
         f.write(text)
         f.flush()
