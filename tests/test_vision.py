@@ -11,28 +11,35 @@ from sklat.profile import profile_model
 pytest.importorskip("transformers")
 
 
+# What the two tiny models share: a 512-token vocabulary whose last four ids are
+# the vision tokens, and the sizes of the language model.
+TEXT = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    eos_token_id=2,
+)
+VISION_TOKENS = dict(
+    image_token_id=510, video_token_id=511, vision_start_token_id=508, vision_end_token_id=509
+)
+
+
 def _qwen3_vl_moe(folder):
     from transformers import Qwen3VLMoeConfig
 
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True}
     Qwen3VLMoeConfig(
         text_config=dict(
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
+            TEXT,
             moe_intermediate_size=64,
             num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             head_dim=16,
             num_experts=4,
             num_experts_per_tok=2,
-            max_position_embeddings=512,
-            eos_token_id=2,
-            rope_scaling={
-                "rope_type": "default",
-                "mrope_section": [2, 3, 3],
-                "mrope_interleaved": True,
-            },
+            rope_scaling=rope,
         ),
         vision_config=dict(
             depth=2,
@@ -43,10 +50,7 @@ def _qwen3_vl_moe(folder):
             deepstack_visual_indexes=[1],
             num_position_embeddings=64,
         ),
-        image_token_id=510,
-        video_token_id=511,
-        vision_start_token_id=508,
-        vision_end_token_id=509,
+        **VISION_TOKENS,
     ).save_pretrained(folder)
     return folder
 
@@ -56,21 +60,10 @@ def _qwen2_vl(folder):
 
     Qwen2VLConfig(
         text_config=dict(
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            eos_token_id=2,
-            rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+            TEXT, num_hidden_layers=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}
         ),
         vision_config=dict(depth=2, embed_dim=64, hidden_size=64, num_heads=4, mlp_ratio=2),
-        image_token_id=510,
-        video_token_id=511,
-        vision_start_token_id=508,
-        vision_end_token_id=509,
+        **VISION_TOKENS,
     ).save_pretrained(folder)
     return folder
 
