@@ -185,10 +185,14 @@ def evaluate(seeds=(0, 1, 2)):
             est = LatencyEstimator(random_state=seed).fit(
                 res.X.iloc[train], res.y.iloc[train], **kw
             )
-            lengths = res.output_tokens[scored]
-            curves = est.predict_positions(res.X.iloc[scored], np.arange(1, lengths.max() + 1))
-            steps = [res.decode_segments[i][1] for i in scored]
-            table[how].append(metrics.positioned_mape(steps, curves))
+            scores = metrics.evaluate(
+                est,
+                res.X.iloc[scored],
+                res.y.iloc[scored],
+                output_tokens=res.output_tokens[scored],
+                positioned_latencies=[res.decode_segments[i][1] for i in scored],
+            )
+            table[how].append(scores["positioned_mape_pct"])
     a, b = np.mean(table["totals"]), np.mean(table["segments"])
     print("\n| trained on | positioned MAPE (held-out one-token segments) |")
     print("|---|---|")

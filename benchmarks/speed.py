@@ -191,7 +191,9 @@ def inference_table(repeat):
     )
     row = X[:1]
     module = est.net_.module_
-    x_std = torch.from_numpy(est._transform_features(row))
+    # The standardised features, from the documented fitted attributes.
+    logged = np.where(est.feature_log_mask_, np.log(row + est.feature_log_shift_), row)
+    x_std = torch.from_numpy(((logged - est.feature_mean_) / est.feature_scale_).astype(np.float32))
     probe = torch.tensor([1, 5, 10, 20])
 
     context = torch.zeros(1)

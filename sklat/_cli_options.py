@@ -14,6 +14,12 @@ def add_option(parser, name, *aliases, **kwargs):
     parser.add_argument(*names, dest=name, **kwargs)
 
 
+def add_options(parser, table):
+    """Every option of ``table``, a list of ``(name, aliases, argparse arguments)``."""
+    for name, aliases, kwargs in table:
+        add_option(parser, name, *aliases, **kwargs)
+
+
 def csv_list(text):
     return [s.strip() for s in text.split(",") if s.strip()]
 

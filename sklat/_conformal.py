@@ -1,4 +1,6 @@
-"""Split-conformal calibration of the decode total and the prefill.
+"""Split-conformal calibration: the arithmetic of scores, ranks, difficulty
+trees, mixture quantiles and attainment (:class:`sklat._calibrator.Calibrator`
+holds a fitted model's calibration and applies it).
 
 A request's conformity score is its signed log error, normalised by how hard
 the model finds requests like it::
@@ -20,10 +22,8 @@ the event's probability.
 import math
 
 import numpy as np
-from sklearn.utils import Bunch
 
-from . import _inference
-from ._net import ragged_gather, segment_ends
+from ._curve import first_non_finite
 
 # Residuals below this fraction of the median residual count as that floor:
 # log|r| of a near-zero residual would dominate a mean of logs.
@@ -35,9 +35,6 @@ TREE_DEPTH = 4
 TREE_NODES = 2**TREE_DEPTH - 1
 _MIN_LEAF_SHARE = 0.05
 _MIN_LEAF = 10
-# Per-step latencies of one calibration request kept for per-position
-# intervals (evenly spaced): bounds the model file's size.
-_STEPS_KEPT = 64
 # Bisection steps of a mixture quantile: halves the log-range 60 times, past
 # float precision.
 _BISECTIONS = 60
@@ -58,77 +55,6 @@ def calibration_split(n, fraction, seed):
     # same seed and must not pick the same positions.
     order = np.random.RandomState((seed + 1) % 2**31).permutation(n)
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])
-
-
-def subset(requests, rows):
-    """The checked requests (a Bunch; decode segments in CSR layout) ``rows``."""
-    flat, lengths = ragged_gather(requests.segment_offsets, rows)
-    return Bunch(
-        X=requests.X[rows],
-        decode=requests.decode[rows],
-        prefill=None if requests.prefill is None else requests.prefill[rows],
-        output_tokens=requests.output_tokens[rows],
-        segment_values=requests.segment_values[flat],
-        segment_tokens=requests.segment_tokens[flat],
-        segment_offsets=np.concatenate(([0], np.cumsum(lengths))),
-    )
-
-
-def _log_errors(est, part):
-    """Signed log errors ``(decode, prefill or None)`` of ``est`` on ``part``,
-    and the curve coefficients (predicted as for a new request)."""
-    coef = est._coefficients(part.X, part.output_tokens, warn=False)
-    decode = np.log(part.decode) - np.log(_inference.total(est, coef, part.output_tokens))
-    prefill = None if part.prefill is None else np.log(part.prefill) - np.log(coef.prefill)
-    return decode, prefill, coef
-
-
-def calibrate(est, fit_part, cal_part):
-    """Set ``est``'s difficulty trees (fitted on ``fit_part``, the point
-    model's own requests) and conformity scores (of ``cal_part``)."""
-    decode, prefill, coef = _log_errors(est, fit_part)
-    inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
-    trees = [fit_difficulty(inputs, decode)]
-    if prefill is not None:
-        # The prefill does not depend on the output length.
-        trees.append(fit_difficulty(inputs[:, :-1], prefill))
-    est.difficulty_tree_ = np.stack(trees)
-    scores = np.zeros((len(cal_part.output_tokens), est.n_outputs_))
-    if len(scores):
-        decode, prefill, coef = _log_errors(est, cal_part)
-        scores[:, 0] = decode / sigma(est, coef.z, cal_part.output_tokens, 0)
-        if prefill is not None:
-            scores[:, 1] = prefill / sigma(est, coef.z, None, 1)
-    est.conformity_scores_ = scores
-    est.position_scores_ = position_scores(est, cal_part)
-
-
-def position_scores(est, part):
-    """``(m, 2)``: absolute log errors of the per-step latencies (one-token
-    segments) of the requests of ``part`` that have them, with weights
-    ``1 / (steps kept)``, so that every request weighs 1 (the weights sum to
-    the number of requests). At most ``_STEPS_KEPT`` evenly spaced steps per
-    request. A segment of several tokens times their sum, not any one step,
-    so it says nothing of a single position's spread and is left out."""
-    single = part.segment_tokens == 1
-    offsets = part.segment_offsets
-    owner = np.repeat(np.arange(len(part.output_tokens)), np.diff(offsets))
-    rows = np.unique(owner[single])
-    if not len(rows):
-        return np.zeros((0, 2))
-    ends = segment_ends(part.segment_tokens, offsets)
-    coef = est._coefficients(part.X[rows], None, warn=False)
-    out = []
-    for j, i in enumerate(rows):
-        mine = offsets[i] + np.flatnonzero(single[offsets[i] : offsets[i + 1]])
-        keep = mine[np.unique(np.linspace(0, len(mine) - 1, _STEPS_KEPT).round().astype(np.int64))]
-        one = {
-            k: v[j : j + 1] for k, v in coef.items() if k in ("flat", "slope", "shape", "context")
-        }
-        curve = _inference.curve(est, Bunch(**one), ends[keep])[0]
-        errors = np.abs(np.log(part.segment_values[keep]) - np.log(curve))
-        out.append(np.column_stack([errors, np.full(len(errors), 1.0 / len(errors))]))
-    return np.concatenate(out)
 
 
 def position_bound(scores, confidence, what):
@@ -326,50 +252,9 @@ def attainment(
     return out
 
 
-def sorted_scores(est, target):
-    """``est``'s calibration scores of ``target`` (decode or prefill), sorted."""
-    scores = est.conformity_scores_
-    if len(scores) == 0:
-        raise ValueError(
-            "this LatencyEstimator holds no calibration requests "
-            f"(calibration_fraction={est.calibration_fraction}); fit it with "
-            "calibration_fraction > 0 on enough requests to predict intervals or "
-            "probabilities."
-        )
-    return np.sort(scores[:, 1 if target == "prefill" else 0])
-
-
-def sigma(est, z, lengths, which):
-    """The difficulty ``sigma`` of ``est`` (which=0: decode total at output
-    ``lengths``; 1: prefill, lengths None) at standardised features ``z``."""
-    if lengths is None:
-        lengths = np.ones(len(z))
-    return np.exp(tree_value(est.difficulty_tree_[which], difficulty_inputs(z, lengths)))
-
-
-def decode_predictive(est, coef, dist, *, per_token):
-    """``(center, sigma, weights)`` of the decode total (or per-token latency):
-    (n, 1) for the known ``N`` of ``coef``, else (n, J) over the ``J`` lengths
-    of ``dist`` with probabilities ``weights``."""
-    if coef.output_tokens is not None:
-        n_tokens = coef.output_tokens
-        center = _inference.total(est, coef, n_tokens)[:, None]
-        spread = sigma(est, coef.z, n_tokens, 0)[:, None]
-        if per_token:
-            center = center / n_tokens[:, None]
-        return center, spread, np.ones(1)
-    values = dist["values"]
-    center = _inference.totals_at(est, coef, values)
-    J, n = len(values), len(coef.z)
-    spread = sigma(est, np.repeat(coef.z, J, axis=0), np.tile(values, n), 0).reshape(n, J)
-    if per_token:
-        center = center / values[None, :]
-    return center, spread, dist["probabilities"]
-
-
 def finite_bounds(values):
     """``values``, or a ``ValueError`` naming the first sample that overflowed."""
-    row = _inference.first_non_finite(values)
+    row = first_non_finite(values)
     if row is not None:
         raise ValueError(
             f"the calibrated bound for sample {row} is not finite: the model's "

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from ._validation import first_true
 from .exceptions import ExtrapolationWarning
 
 # How many training-range widths past each edge a feature is still evaluated.
@@ -97,8 +98,8 @@ def warn_lengths(values, high, what):
     up to it took part in some training request's total, none past it."""
     values = np.asarray(values)
     bad = values > high
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    i = first_true(bad)
+    if i is not None:
         warnings.warn(
             f"{what} {int(values[i])} (entry {i}) is past the longest training request "
             f"({high} tokens; {int(bad.sum())} of {values.size} past it): the curve's "

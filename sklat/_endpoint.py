@@ -94,7 +94,7 @@ def _columns(set_columns):
 
 
 def _check(endpoint, model, api, engine, concurrency, timeout, prompt_mismatch, lists):
-    from .profile import _check_lengths
+    from .profile import check_lengths
 
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise ValueError(f"endpoint must be an http:// or https:// URL; got {endpoint!r}.")
@@ -110,7 +110,7 @@ def _check(endpoint, model, api, engine, concurrency, timeout, prompt_mismatch, 
         raise ValueError(f"concurrency must be an integer >= 1; got {concurrency!r}.")
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}.")
-    return {name: _check_lengths(values, name) for name, values in lists.items()}
+    return {name: check_lengths(values, name) for name, values in lists.items()}
 
 
 def profile_endpoint(
@@ -211,7 +211,7 @@ def profile_endpoint(
     httpx = _import_httpx()
 
     from . import __version__
-    from .profile import RESULTS_FILE, _progress, _read_done, append_csv_row
+    from .profile import RESULTS_FILE, progress_bar, read_done
 
     lists = _check(
         endpoint,
@@ -225,8 +225,7 @@ def profile_endpoint(
     )
     set_columns = dict(set_columns or {})
     url = endpoint.rstrip("/") + APIS[api]
-    name = dataset or dataset_name(model)
-    path = Path(output_dir) / name / RESULTS_FILE
+    path = Path(output_dir) / (dataset or dataset_name(model)) / RESULTS_FILE
     columns = _columns(list(set_columns))
     setup = {
         "endpoint": endpoint,
@@ -237,15 +236,7 @@ def profile_endpoint(
         "seed": seed,
         **set_columns,
     }
-    done = _read_done(path, setup, columns, keys=KEYS)
-    grid = [
-        (p, n, r)
-        for p in lists["prompt_tokens"]
-        for n in lists["output_tokens"]
-        for r in range(lists["repeats"][0])
-    ]
-    jobs = [g for g in grid if g not in done]
-    np.random.RandomState(seed).shuffle(jobs)
+    jobs = _pending_jobs(lists, read_done(path, setup, columns, keys=KEYS), seed)
     descriptive = {
         **setup,
         "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
@@ -254,32 +245,65 @@ def profile_endpoint(
         "python_version": platform.python_version(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = threading.Lock()
-    bar = _progress(len(jobs), progress)
     with httpx.Client() as client:
         _warm_up(client, url, api, engine, model, extra_body, timeout, warmup)
         descriptive["server_version"] = _server_version(client, endpoint, httpx)
+        recorder = _Recorder(path, columns, descriptive, prompt_mismatch)
+        with progress_bar(len(jobs), progress) as bar:
 
-        def run(job):
-            row = _measure(client, url, job, api, engine, model, extra_body, timeout, seed)
-            with lock:
-                if "error" in row:
-                    _log_failure(path.parent / FAILED_LOG, job, row["error"])
-                else:
-                    _check_prompt(row, prompt_mismatch)
-                    append_csv_row(path, columns, {**descriptive, **row})
+            def run(job):
+                row = _measure(client, url, job, api, engine, model, extra_body, timeout, seed)
+                recorder.record(job, row)
                 bar.update(1)
 
-        pool = ThreadPoolExecutor(concurrency)
-        try:
-            for future in [pool.submit(run, job) for job in jobs]:
-                future.result()
-        finally:
-            # On Ctrl-C or an error, requests not started are dropped; those in
-            # flight finish and keep their rows.
-            pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
+            _run_concurrently(run, jobs, concurrency)
     return path
+
+
+def _pending_jobs(lists, done, seed):
+    """The grid's ``(prompt, output, repeat)`` requests not yet in the
+    results file, in a seeded order."""
+    jobs = [
+        (p, n, r)
+        for p in lists["prompt_tokens"]
+        for n in lists["output_tokens"]
+        for r in range(lists["repeats"][0])
+        if (p, n, r) not in done
+    ]
+    np.random.RandomState(seed).shuffle(jobs)
+    return jobs
+
+
+class _Recorder:
+    """Writes each measured request, from any thread, one at a time: a row
+    of the results file, or a line of the failure log."""
+
+    def __init__(self, path, columns, descriptive, prompt_mismatch):
+        from .profile import append_csv_row
+
+        self.append = append_csv_row
+        self.path, self.columns, self.descriptive = path, columns, descriptive
+        self.prompt_mismatch = prompt_mismatch
+        self.lock = threading.Lock()
+
+    def record(self, job, row):
+        with self.lock:
+            if "error" in row:
+                _log_failure(self.path.parent / FAILED_LOG, job, row["error"])
+            else:
+                _check_prompt(row, self.prompt_mismatch)
+                self.append(self.path, self.columns, {**self.descriptive, **row})
+
+
+def _run_concurrently(run, jobs, concurrency):
+    pool = ThreadPoolExecutor(concurrency)
+    try:
+        for future in [pool.submit(run, job) for job in jobs]:
+            future.result()
+    finally:
+        # On Ctrl-C or an error, requests not started are dropped; those in
+        # flight finish and keep their rows.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _import_httpx():

@@ -1,11 +1,18 @@
 """The scikit-learn façade: :class:`LatencyEstimator`.
 
-The work lives in private modules: parameter checks in :mod:`sklat._params`,
-input checks in :mod:`sklat._validation`, the feature transform in
-:mod:`sklat._features`, training in :mod:`sklat._training`, the curve's
-evaluation in :mod:`sklat._inference`, the fitted state's export and restore
-in :mod:`sklat._state`.
+A prediction goes straight down: the estimator checks its input
+(:mod:`sklat._validation`), the fitted :class:`~sklat._curve.Curve` encodes
+the configurations and evaluates the curve, the fitted
+:class:`~sklat._calibrator.Calibrator` turns it into intervals, bounds and
+probabilities. Fitting checks the parameters (:mod:`sklat._params`), trains
+the net (:mod:`sklat._training`) and builds those two objects.
+
+Internal interface: ``_curve`` and ``_calibrator`` hold the fitted objects;
+they are set by ``fit`` and by :func:`sklat._state.restore_state`, and the
+public fitted attributes documented below are read from them.
 """
+
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -13,57 +20,83 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_consistent_length,
     check_is_fitted,
     validate_data,
 )
 
-from sklearn.utils import Bunch
-
-from . import _conformal, _inference
-from ._conformal import (
-    attainment,
-    check_confidence,
-    decode_predictive,
-    finite_bounds,
-    interval_rank,
-    mixture_quantiles,
-    position_bound,
-    sigma,
-    sorted_scores,
-    symmetric,
-)
+from . import _budget
+from ._calibrator import Calibrator
+from ._conformal import calibration_split, check_confidence
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
+from ._curve import Curve
 from ._device import resolve_device
-from ._distribution import (
-    check_distribution,
-    empirical_distribution,
-    expected_position,
-    length_quantile,
-)
-from ._domain import clip, extended_range, feature_range, outside, warn_lengths, warn_outside
+from ._distribution import check_distribution, empirical_distribution
+from ._domain import feature_range, warn_lengths
 from ._features import (
     FeatureTransform,
     context_lengths,
+    feature_label,
     resolve_context_features,
     warn_if_standardised,
 )
 from ._net import RequestData
-from ._params import check_params
-from ._training import auto_threads, step_work, torch_threads, train
+from ._params import PARAMETER_CONSTRAINTS, check_params
+from ._requests import Requests
+from ._sklearn_compat import check_sample_weight
+from ._threads import auto_threads, torch_threads
+from ._training import net_kwargs, step_work, train
 from ._validation import (
-    check_output_tokens,
     check_decode_segments,
+    check_output_tokens,
     check_positions,
     check_targets,
     check_threshold,
+    first_true,
     select_targets,
+    split_output_tokens,
 )
 
+# Fitted attributes read from the fitted objects: name -> (object, attribute).
+_CURVE_ATTRIBUTES = {
+    "step_scale_": "step_scale",
+    "prefill_scale_": "prefill_scale",
+    "output_tokens_distribution_": "lengths",
+    "max_output_tokens_": "max_output_tokens",
+    "position_basis_": "basis_table",
+    "context_features_": "context_features",
+    "context_scale_": "context_scale",
+    "feature_range_": "feature_range",
+}
+_TRANSFORM_ATTRIBUTES = {
+    "feature_log_mask_": "log_mask",
+    "feature_log_shift_": "log_shift",
+    "feature_mean_": "mean",
+    "feature_scale_": "scale",
+}
+_CALIBRATOR_ATTRIBUTES = {
+    "conformity_scores_": "scores",
+    "position_scores_": "position_scores",
+    "difficulty_tree_": "difficulty_trees",
+}
 
-def _check_one_length_source(coef, distribution):
-    if coef.output_tokens is not None and distribution is not None:
+
+def _read_only(path, doc):
+    """A property reading ``self.<path>``; an unfitted estimator has none
+    (AttributeError, so ``hasattr`` is False)."""
+    owner, *rest = path.split(".")
+
+    def get(self):
+        value = getattr(self, owner)
+        for name in rest:
+            value = getattr(value, name)
+        return value
+
+    return property(get, doc=doc)
+
+
+def _check_one_length_source(output_tokens, distribution):
+    if output_tokens is not None and distribution is not None:
         raise ValueError(
             "give output_tokens (N known, as argument or column) or "
             "output_tokens_distribution (N unknown), not both."
@@ -330,6 +363,11 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "_calibrator")
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, output_tokens=None, positioned_latencies=None, decode_segments=None):
         """Train on requests whose total decode latency is known.
@@ -367,20 +405,24 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self : LatencyEstimator
             The fitted estimator.
         """
-        previous = {
-            k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")
-        }
+        previous = {k: v for k, v in vars(self).items() if self._is_fitted_state(k)}
         try:
             return self._fit(X, y, output_tokens, positioned_latencies, decode_segments)
         except BaseException:
-            for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            for key in [k for k in vars(self) if self._is_fitted_state(k)]:
                 delattr(self, key)
             vars(self).update(previous)
             raise
 
+    @staticmethod
+    def _is_fitted_state(name):
+        return name in ("_curve", "_calibrator") or (
+            name.endswith("_") and not name.startswith("_")
+        )
+
     def _fit(self, X, y, output_tokens, positioned_latencies, decode_segments):
         check_params(self)
-        X_features, from_column = self._pop_output_tokens(X)
+        X_features, from_column = split_output_tokens(X, self.output_tokens_col)
         if y is None:  # scikit-learn's own "requires y" error
             validate_data(self, X_features, y)
         X_arr = validate_data(self, X_features, dtype=np.float64, ensure_all_finite=False)
@@ -389,11 +431,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         check_consistent_length(X_arr, decode)
         n = X_arr.shape[0]
         n_tokens = self._resolve_output_tokens(output_tokens, from_column, n)
-        segment_values, segment_tokens, segment_offsets = check_decode_segments(
-            decode_segments, positioned_latencies, n_tokens
-        )
+        segments = check_decode_segments(decode_segments, positioned_latencies, n_tokens)
+        names = getattr(self, "feature_names_in_", None)
         context_features = resolve_context_features(
-            self.context_features, getattr(self, "feature_names_in_", None), self.n_features_in_
+            self.context_features, names, self.n_features_in_
         )
         # Checked on every request before the calibration split, so that an
         # error names the sample as the caller numbers it.
@@ -401,73 +442,60 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if self.log_features == "auto":
             warn_if_standardised(X_arr, self._feature_label)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        fit_rows, cal_rows = _conformal.calibration_split(n, self.calibration_fraction, seed)
-        requests = Bunch(
-            X=X_arr,
-            decode=decode,
-            prefill=prefill,
-            output_tokens=n_tokens,
-            segment_values=segment_values,
-            segment_tokens=segment_tokens,
-            segment_offsets=segment_offsets,
-        )
-        fit_part = _conformal.subset(requests, fit_rows)
-
+        fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed)
+        requests = Requests(X_arr, decode, prefill, n_tokens, segments)
+        fit_part = requests.take(fit_rows)
         self.n_outputs_ = 2 if two_columns else 1
-        self.context_features_ = context_features
-        self._fit_point_model(fit_part, seed)
-        _conformal.calibrate(self, fit_part, _conformal.subset(requests, cal_rows))
+        self.device_ = resolve_device(self.device)
+        curve = self._fit_curve(fit_part, context_features, seed)
+        calibrator = Calibrator.fit(
+            curve, fit_part, requests.take(cal_rows), n_threads=self.n_threads
+        )
+        self._curve, self._calibrator = curve, calibrator
         return self
 
-    def _fit_point_model(self, part, seed):
-        """Train the curve on the requests of ``part`` (a Bunch of checked arrays)."""
+    def _fit_curve(self, part, context_features, seed):
+        """Train the curve on the requests of ``part`` (checked Requests)."""
         X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
-        context = context_lengths(X_arr, self.context_features_, self._feature_label)
+        context = context_lengths(X_arr, context_features, self._feature_label)
         transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
-        self.feature_log_mask_ = transform.log_mask
-        self.feature_log_shift_ = transform.log_shift
-        self.feature_mean_ = transform.mean
-        self.feature_scale_ = transform.scale
-        self.feature_range_ = feature_range(X_arr)
-        self.context_scale_ = float(max(1.0, np.median(context + n_tokens)))
-        self.step_scale_ = float(np.median(decode / n_tokens))
-        self.prefill_scale_ = float(np.median(prefill)) if prefill is not None else None
-        self.output_tokens_distribution_ = empirical_distribution(n_tokens)
-        self.max_output_tokens_ = int(n_tokens.max())
-        self.total_norm_ = float(n_tokens.mean())
-        self.device_ = resolve_device(self.device)
-
+        scales = {
+            "n_features_in_": self.n_features_in_,
+            "context_features_": context_features,
+            "context_scale_": float(max(1.0, np.median(context + n_tokens))),
+            "step_scale_": float(np.median(decode / n_tokens)),
+            "prefill_scale_": float(np.median(prefill)) if prefill is not None else None,
+            "max_output_tokens_": int(n_tokens.max()),
+            "total_norm_": float(n_tokens.mean()),
+        }
+        self.total_norm_ = scales["total_norm_"]
         data = RequestData(
-            x=self._transform_features(X_arr),
+            x=transform.transform(X_arr, self._feature_label),
             output_tokens=n_tokens,
-            context=(context / self.context_scale_).astype(np.float32),
-            total=(decode / self.step_scale_).astype(np.float32),
+            context=(context / scales["context_scale_"]).astype(np.float32),
+            total=(decode / scales["step_scale_"]).astype(np.float32),
             prefill=(
-                None if prefill is None else (prefill / self.prefill_scale_).astype(np.float32)
+                None if prefill is None else (prefill / scales["prefill_scale_"]).astype(np.float32)
             ),
-            segment_values=(part.segment_values / self.step_scale_).astype(np.float32),
-            segment_tokens=part.segment_tokens,
-            segment_offsets=part.segment_offsets,
+            segments=part.segments.scaled(scales["step_scale_"]),
         )
-        threads = auto_threads(
-            self.n_threads, step_work(self, self.n_features_in_, self.max_output_tokens_)
-        )
-        with torch_threads(threads):
-            self.net_ = train(self, data, seed=seed, net_kwargs=self._net_kwargs())
+        params = self.get_params(deep=False)
+        work = step_work(params, self.n_features_in_, scales["max_output_tokens_"])
+        with torch_threads(auto_threads(self.n_threads, work)):
+            self.net_ = train(params, data, seed=seed, net_kwargs=net_kwargs(scales, self.device_))
             self.history_ = self.net_.history
-            self.position_basis_ = _inference.tabulate_basis(self)
-
-    def _net_kwargs(self):
-        """What the net's shape and loss depend on, from the fitted state."""
-        return dict(
-            n_features=self.n_features_in_,
-            with_prefill=self.prefill_scale_ is not None,
-            max_output_tokens=self.max_output_tokens_,
-            context_scale=self.context_scale_,
-            context_features=self.context_features_,
-            total_norm=self.total_norm_,
-            device=self.device_,
-        )
+            return Curve(
+                self.net_,
+                transform=transform,
+                feature_range=feature_range(X_arr),
+                context_features=context_features,
+                context_scale=scales["context_scale_"],
+                step_scale=scales["step_scale_"],
+                prefill_scale=scales["prefill_scale_"],
+                lengths=empirical_distribution(n_tokens),
+                feature_names=getattr(self, "feature_names_in_", None),
+                hidden_size=self.hidden_size,
+            )
 
     # ------------------------------------------------------------ predict
     def predict_positions(self, X, positions):
@@ -486,9 +514,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             Milliseconds per token.
         """
         positions = check_positions(positions)
-        coef = self._encode(X)
+        coef, _ = self._encode(X)
         warn_lengths(positions, self.max_output_tokens_, "position")
-        return _inference.curve(self, coef, positions)
+        return self._curve.at(coef, positions)
 
     def predict_total(self, X, output_tokens=None):
         """Total decode latency, the sum of :meth:`predict_positions` over ``1..N``.
@@ -506,12 +534,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         totals : ndarray of shape (n_samples,), float64
             Milliseconds.
         """
-        return self._total(self._encode(X, output_tokens))
+        return self._total(*self._encode(X, output_tokens))
 
-    def _total(self, coef):
-        if coef.output_tokens is None:
-            return _inference.expected_total(self, coef, self.output_tokens_distribution_)
-        return _inference.total(self, coef, coef.output_tokens)
+    def _total(self, coef, n_tokens):
+        if n_tokens is None:
+            return self._curve.expected_total(coef, self._curve.lengths)
+        return self._curve.total(coef, n_tokens)
 
     def predict_prefill(self, X):
         """Prefill latency per configuration.
@@ -527,7 +555,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             Milliseconds.
         """
         self._check_prefill_head()
-        return self._encode(X).prefill
+        return self._encode(X)[0].prefill
 
     def _check_prefill_head(self):
         check_is_fitted(self)
@@ -553,8 +581,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, 2), float64
             ``T_LLM_decode``, or ``[T_prefill_total, T_LLM_decode]``.
         """
-        coef = self._encode(X, output_tokens)
-        total = self._total(coef)
+        coef, n_tokens = self._encode(X, output_tokens)
+        total = self._total(coef, n_tokens)
         if self.n_outputs_ == 1:
             return total
         return np.column_stack([coef.prefill, total])
@@ -581,7 +609,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         y = np.asarray(select_targets(y), dtype=np.float64)
         y_pred = self.predict(X, output_tokens)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, y_pred)
+            sample_weight = check_sample_weight(sample_weight, y_pred)
         return float(r2_score(y, y_pred, sample_weight=sample_weight))
 
     def predict_budget(
@@ -642,35 +670,23 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         quantile = check_confidence(output_tokens_quantile, "output_tokens_quantile")
         if confidence is not None:
             confidence = check_confidence(confidence)
-            scores = sorted_scores(self, "total")
-            k = interval_rank(len(scores), confidence, "for an upper bound")
         dist = self._distribution(output_tokens_distribution)
-        if strategy == "max" and positions is not None:
-            positions = check_positions(positions)
-        if strategy == "position":
-            last = expected_position(dist) if position is None else position
-            probe = check_positions([last])
-        coef = self._encode(X)
-        if strategy == "expectation":
-            if confidence is None:
-                mean_length = float(np.dot(dist["values"], dist["probabilities"]))
-                return _inference.expected_total(self, coef, dist) / mean_length
-            center, spread, weights = decode_predictive(self, coef, dist, per_token=True)
-            bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
-            return finite_bounds(bound[:, 0])
-        if strategy == "max" and positions is None:
-            last = length_quantile(dist, quantile)
-            point = _inference.max_curve(self, coef, last)
-        elif strategy == "max":
-            last = int(positions.max())
-            point = _inference.curve(self, coef, positions).max(axis=1)
+        if strategy == "max":
+            positions = None if positions is None else check_positions(positions)
+            budget = partial(_budget.max_budget, dist=dist, positions=positions, quantile=quantile)
+        elif strategy == "position":
+            budget = partial(_budget.position_budget, probe=_budget.probe_position(dist, position))
         else:
-            point = _inference.curve(self, coef, probe)[:, 0]
-        warn_lengths([last], self.max_output_tokens_, "position")
+            budget = partial(_budget.expectation_budget, dist=dist)
+        coef, _ = self._encode(X)
+        point, length = budget(self._curve, coef)
+        if length is not None:
+            warn_lengths([length], self.max_output_tokens_, "position")
         if confidence is None:
             return point
-        spread = sigma(self, coef.z, np.full(len(point), last), 0)
-        return finite_bounds(point * np.exp(spread * scores[k - 1]))
+        if length is None:
+            return self._calibrator.upper_per_token(self._curve, coef, dist, confidence)
+        return self._calibrator.upper_at_length(point, coef.z, length, confidence)
 
     def predict_interval(
         self,
@@ -740,43 +756,21 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if (positions is None) != (target != "position"):
             raise ValueError("positions= goes with target='position', and only with it.")
         if target == "position":
-            return self._position_interval(X, positions, confidence)
+            values = self.predict_positions(X, positions)
+            return self._calibrator.position_interval(values, confidence)
         if target == "prefill":
             self._check_prefill_head()
-        scores = sorted_scores(self, target)
-        n = len(scores)
-        k = interval_rank(n, confidence, "for an interval")
-        if target == "prefill":
-            coef = self._encode(X)
-            half = sigma(self, coef.z, None, 1) * np.sort(np.abs(scores))[k - 1]
-            bounds = np.column_stack([coef.prefill * np.exp(-half), coef.prefill * np.exp(half)])
-        else:
-            coef = self._encode(X, output_tokens)
-            _check_one_length_source(coef, output_tokens_distribution)
-            center, spread, weights = decode_predictive(
-                self,
-                coef,
-                self._distribution(output_tokens_distribution),
-                per_token=target == "per_token",
-            )
-            # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
-            # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
-            both = symmetric(scores)
-            bounds = mixture_quantiles(
-                center, spread, weights, both, [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
-            )
-        return finite_bounds(bounds)
-
-    def _position_interval(self, X, positions, confidence):
-        scores = self.position_scores_
-        if not len(scores):
-            raise ValueError(
-                "target='position' needs calibration requests with per-step data "
-                "(positioned_latencies, or decode_segments of one token); this model has none."
-            )
-        bound = position_bound(scores, confidence, "with per-step data")
-        curve = self.predict_positions(X, positions)
-        return finite_bounds(np.stack([curve * np.exp(-bound), curve * np.exp(bound)], axis=2))
+            return self._calibrator.prefill_interval(self._encode(X)[0], confidence)
+        coef, n_tokens = self._encode(X, output_tokens)
+        _check_one_length_source(n_tokens, output_tokens_distribution)
+        return self._calibrator.decode_interval(
+            self._curve,
+            coef,
+            n_tokens,
+            self._distribution(output_tokens_distribution),
+            confidence,
+            per_token=target == "per_token",
+        )
 
     def predict_slo_attainment(
         self,
@@ -822,40 +816,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             raise ValueError("give at least one objective: ttft_ms, tpot_ms or e2e_ms.")
         if ttft_ms is not None or e2e_ms is not None:
             self._check_prefill_head()
-        sorted_scores(self, "total")  # raises when there are no calibration requests
-        coef = self._encode(X, output_tokens)
-        _check_one_length_source(coef, output_tokens_distribution)
-        n = len(coef.flat)
-        limits = {k: None if v is None else check_threshold(v, n, k) for k, v in objectives.items()}
-        with_decode = tpot_ms is not None or e2e_ms is not None
-        with_prefill = ttft_ms is not None or e2e_ms is not None
-        kwargs = {}
-        if with_decode:
-            dist = self._distribution(output_tokens_distribution)
-            center, spread, weights = decode_predictive(self, coef, dist, per_token=False)
-            lengths = (
-                coef.output_tokens[:, None].astype(np.float64)
-                if coef.output_tokens is not None
-                else dist["values"].astype(np.float64)[None, :]
-            )
-            kwargs.update(
-                total=center,
-                total_sigma=spread,
-                lengths=np.broadcast_to(lengths, center.shape),
-                weights=weights,
-            )
-        if with_prefill:
-            kwargs.update(prefill=coef.prefill, prefill_sigma=sigma(self, coef.z, None, 1))
-        scores = self.conformity_scores_
-        if scores.shape[1] == 1:
-            scores = np.column_stack([scores[:, 0], np.zeros(len(scores))])
-        return attainment(
-            scores=scores,
-            ttft=limits["ttft_ms"],
-            tpot=limits["tpot_ms"],
-            e2e=limits["e2e_ms"],
-            **kwargs,
-        )
+        coef, n_tokens = self._encode(X, output_tokens)
+        _check_one_length_source(n_tokens, output_tokens_distribution)
+        limits = {
+            k.removesuffix("_ms"): None if v is None else check_threshold(v, len(coef), k)
+            for k, v in objectives.items()
+        }
+        dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
+        return self._calibrator.attainment(self._curve, coef, n_tokens, dist, **limits)
 
     def in_domain(self, X, output_tokens=None):
         """Whether each request lies inside the training domain.
@@ -880,25 +848,19 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X_arr, n_tokens = self._check_X(X, output_tokens)
-        inside = ~outside(X_arr, self.feature_range_).any(axis=1)
+        inside = self._curve.inside(X_arr)
         if n_tokens is not None:
             inside &= n_tokens <= self.max_output_tokens_
         return inside
 
     def _distribution(self, given):
         if given is None:
-            return self.output_tokens_distribution_
+            return self._curve.lengths
         dist = check_distribution(given)
         warn_lengths(dist["values"], self.max_output_tokens_, "output_tokens_distribution value")
         return dist
 
     # ----------------------------------------------------------- internals
-    def _pop_output_tokens(self, X):
-        """Split the ``output_tokens`` column off a DataFrame ``X``."""
-        if isinstance(X, pd.DataFrame) and self.output_tokens_col in X.columns:
-            return X.drop(columns=self.output_tokens_col), X[self.output_tokens_col]
-        return X, None
-
     def _resolve_output_tokens(self, output_tokens, from_column, n):
         if output_tokens is not None and from_column is not None:
             raise ValueError(
@@ -938,39 +900,21 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         return None
 
     def _check_finite_features(self, X_arr):
-        bad = ~np.isfinite(X_arr)
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
+        first = first_true(~np.isfinite(X_arr))
+        if first is not None:
+            row, col = first
             raise ValueError(
                 f"X column {self._feature_label(col)} must be finite (no NaN or inf); "
                 f"sample {row} is {X_arr[row, col]}."
             )
 
     def _feature_label(self, col):
-        names = getattr(self, "feature_names_in_", None)
-        return repr(str(names[col])) if names is not None else f"{col}"
-
-    def _transform_features(self, X_arr):
-        transform = FeatureTransform(
-            self.feature_log_mask_, self.feature_log_shift_, self.feature_mean_, self.feature_scale_
-        )
-        return transform.transform(X_arr, self._feature_label)
-
-    def _encode(self, X, output_tokens=None):
-        """Validate ``X`` (and ``output_tokens``), warn about values outside the
-        training domain, and return the curve's coefficients (see
-        :func:`sklat._inference.encode`) with ``output_tokens`` (validated, or
-        None) and the standardised features ``z``."""
-        check_is_fitted(self)
-        X_arr, n_tokens = self._check_X(X, output_tokens)
-        if n_tokens is not None:
-            warn_lengths(n_tokens, self.max_output_tokens_, "output_tokens")
-        return self._coefficients(X_arr, n_tokens, warn=True)
+        return feature_label(getattr(self, "feature_names_in_", None), col)
 
     def _check_X(self, X, output_tokens):
         """``X`` as the fitted features (float64) and ``output_tokens`` (checked,
         or None)."""
-        X_features, from_column = self._pop_output_tokens(X)
+        X_features, from_column = split_output_tokens(X, self.output_tokens_col)
         X_arr = self._as_known_features(X_features)
         if X_arr is None:
             X_arr = validate_data(
@@ -982,27 +926,43 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, len(X_arr))
         return X_arr, n_tokens
 
-    def _coefficients(self, X_arr, n_tokens, *, warn):
-        """The curve's coefficients for checked features: features beyond
-        their extended training range are held at its edge (with a warning if
-        ``warn``), so that every output is finite."""
-        transform = FeatureTransform(
-            self.feature_log_mask_, self.feature_log_shift_, self.feature_mean_, self.feature_scale_
-        )
-        transform.check(X_arr, self._feature_label, strict=False)
-        context_lengths(X_arr, self.context_features_, self._feature_label)
-        extended = extended_range(
-            self.feature_range_, self.feature_log_mask_, self.feature_log_shift_
-        )
-        if warn:
-            warn_outside(X_arr, self.feature_range_, extended, self._feature_label)
-        X_arr = clip(X_arr, extended)
-        x = transform.transform(X_arr, self._feature_label)
-        context = context_lengths(X_arr, self.context_features_, self._feature_label)
-        threads = auto_threads(self.n_threads, len(x) * self.hidden_size**2 * 4)
-        with torch_threads(threads):
-            coef = _inference.encode(self, x, context)
-        _inference.check_finite(coef)
-        coef.output_tokens = n_tokens
-        coef.z = x
-        return coef
+    def _encode(self, X, output_tokens=None):
+        """Check ``X`` (and ``output_tokens``), warn about values outside the
+        training domain; ``(coefficients, output_tokens or None)``."""
+        check_is_fitted(self)
+        X_arr, n_tokens = self._check_X(X, output_tokens)
+        if n_tokens is not None:
+            warn_lengths(n_tokens, self.max_output_tokens_, "output_tokens")
+        return self._curve.encode(X_arr, n_threads=self.n_threads), n_tokens
+
+    # ------------------------------------------------------------- pickling
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_calibrator" not in vars(self) and "net_" in vars(self):
+            _upgrade_pickled_state(self)
+
+
+def _upgrade_pickled_state(est):
+    """A 0.6 pickle stored the fitted attributes themselves: move them into
+    the fitted objects."""
+    from ._state import assemble_fitted
+
+    stored = {k: vars(est).pop(k) for k in _FITTED_PROPERTIES if k in vars(est)}
+    for name in ("n_features_in_", "n_outputs_", "total_norm_", "feature_names_in_"):
+        stored[name] = vars(est).get(name)
+    assemble_fitted(est, stored)
+
+
+for _name, _attr in _CURVE_ATTRIBUTES.items():
+    setattr(LatencyEstimator, _name, _read_only(f"_curve.{_attr}", f"See ``Curve.{_attr}``."))
+for _name, _attr in _TRANSFORM_ATTRIBUTES.items():
+    setattr(
+        LatencyEstimator,
+        _name,
+        _read_only(f"_curve.transform.{_attr}", f"See ``FeatureTransform.{_attr}``."),
+    )
+for _name, _attr in _CALIBRATOR_ATTRIBUTES.items():
+    setattr(
+        LatencyEstimator, _name, _read_only(f"_calibrator.{_attr}", f"See ``Calibrator.{_attr}``.")
+    )
+_FITTED_PROPERTIES = (*_CURVE_ATTRIBUTES, *_TRANSFORM_ATTRIBUTES, *_CALIBRATOR_ATTRIBUTES)

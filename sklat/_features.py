@@ -15,11 +15,18 @@ import warnings
 import numpy as np
 
 from ._constants import AUTO_CONTEXT_FEATURES
+from ._validation import first_true
 
 LOG_FEATURES = ("auto", "all", "none")
 _CONTEXT_FEATURES_EXPECTED = (
     "context_features must be 'auto', None or a list of feature names or column indices"
 )
+
+
+def feature_label(names, col):
+    """Feature ``col`` as messages name it: its quoted name, or its index when
+    ``X`` had no column names (``names`` None)."""
+    return repr(str(names[col])) if names is not None else f"{col}"
 
 
 class FeatureTransform:
@@ -47,8 +54,8 @@ class FeatureTransform:
         """Choose the log columns and standardise. ``label(col)`` names a column
         in error messages."""
         nonneg = (X_arr >= 0).all(axis=0)
-        if log_features == "all" and not nonneg.all():
-            col = int(np.flatnonzero(~nonneg)[0])
+        col = first_true(~nonneg)
+        if log_features == "all" and col is not None:
             raise ValueError(
                 f"log_features='all' needs features >= 0; X column "
                 f"{label(col)} has negative values."
@@ -72,9 +79,9 @@ class FeatureTransform:
             return
         sub = X_arr[:, mask]
         shift = self.log_shift[mask] if strict else np.ones(int(mask.sum()))
-        bad = sub + shift <= 0 if strict else sub < 0
-        if bad.any():
-            row, j = np.argwhere(bad)[0]
+        first = first_true(sub + shift <= 0 if strict else sub < 0)
+        if first is not None:
+            row, j = first
             col = int(np.flatnonzero(mask)[j])
             need = "> 0" if shift[j] == 0 else ">= 0"
             raise ValueError(
@@ -170,9 +177,9 @@ def context_lengths(X_arr, indices, label):
     if len(indices) == 0:
         return np.zeros(len(X_arr))
     sub = X_arr[:, indices]
-    bad = sub < 0
-    if bad.any():
-        row, j = np.argwhere(bad)[0]
+    first = first_true(sub < 0)
+    if first is not None:
+        row, j = first
         raise ValueError(
             f"X column {label(int(indices[j]))} is a context feature (a "
             f"number of tokens) and must be >= 0; sample {row} is "

@@ -1,9 +1,8 @@
 """skorch plumbing: packed request batches, the loss criterion and the net.
 
 A batch is built with vectorised numpy indexing (no Python loop over samples or
-positions). Timed decode segments (per-step measurements are one-token
-segments) are stored flat with offsets (CSR layout), so ragged lists of any
-length cost memory proportional to what was measured.
+positions); timed decode segments come in the CSR layout of
+:class:`sklat._requests.Segments`.
 """
 
 import numpy as np
@@ -15,22 +14,6 @@ from torch import nn
 
 from ._loss import combined_loss
 from .exceptions import TrainingDivergedError
-
-
-def ragged_gather(offsets, rows):
-    """Flat indices of the segments ``rows`` of a CSR layout, and their lengths."""
-    starts = offsets[rows]
-    lengths = offsets[rows + 1] - starts
-    new_offsets = np.concatenate(([0], np.cumsum(lengths)))
-    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
-    return np.repeat(starts, lengths) + within, lengths
-
-
-def segment_ends(tokens, offsets):
-    """Last position of each segment: the running token count within its request."""
-    running = np.cumsum(tokens, dtype=np.int64)
-    before = np.concatenate(([0], running))[offsets[:-1]]
-    return running - np.repeat(before, np.diff(offsets))
 
 
 class RequestData(torch.utils.data.Dataset):
@@ -46,36 +29,18 @@ class RequestData(torch.utils.data.Dataset):
     total : ndarray of shape (n,), float32
         Total decode latency in standardised units.
     prefill : ndarray of shape (n,) or None
-    segment_values : ndarray of shape (m,), float32
-        Time of every timed decode segment, concatenated request by request.
-    segment_tokens : ndarray of shape (m,), int64
-        Tokens of each segment; a request's segments cover its positions
-        ``1, 2, ...`` in order (a per-step measurement is one token).
-    segment_offsets : ndarray of shape (n + 1,), int64
-        Request ``i`` owns the segments ``segment_offsets[i]:segment_offsets[i + 1]``
-        (none when it has only its total).
+    segments : sklat._requests.Segments
+        Timed decode segments, their values in standardised units (float32).
     """
 
-    def __init__(
-        self,
-        x,
-        output_tokens,
-        context,
-        total,
-        prefill,
-        segment_values,
-        segment_tokens,
-        segment_offsets,
-    ):
+    def __init__(self, x, output_tokens, context, total, prefill, segments):
         self.x = x
         self.output_tokens = output_tokens
         self.context = context
         self.total = total
         self.prefill = prefill
-        self.segment_values = segment_values
-        self.segment_tokens = segment_tokens
-        self.segment_offsets = segment_offsets
-        self.segment_end = segment_ends(segment_tokens, segment_offsets)
+        self.segments = segments
+        self.segment_end = segments.ends
 
     def __len__(self):
         return len(self.output_tokens)
@@ -85,24 +50,21 @@ class RequestData(torch.utils.data.Dataset):
 
     def subset(self, rows):
         rows = np.asarray(rows, dtype=np.int64)
-        flat, lengths = ragged_gather(self.segment_offsets, rows)
         return RequestData(
             self.x[rows],
             self.output_tokens[rows],
             self.context[rows],
             self.total[rows],
             None if self.prefill is None else self.prefill[rows],
-            self.segment_values[flat],
-            self.segment_tokens[flat],
-            np.concatenate(([0], np.cumsum(lengths))),
+            self.segments.take(rows),
         )
 
     def batch(self, rows):
         """``(inputs, targets)`` tensors for the requests ``rows``."""
-        flat, lengths = ragged_gather(self.segment_offsets, rows)
+        flat, lengths = self.segments.gather(rows)
         sample = np.repeat(np.arange(len(rows)), lengths)
         output_tokens = self.output_tokens[rows]
-        tokens = self.segment_tokens[flat]
+        tokens = self.segments.tokens[flat]
         end = self.segment_end[flat]
         inputs = PackedBatch(
             x=torch.from_numpy(self.x[rows]),
@@ -116,7 +78,7 @@ class RequestData(torch.utils.data.Dataset):
         if self.prefill is not None:
             targets["prefill"] = torch.from_numpy(self.prefill[rows])
         if len(flat):
-            targets["segments"] = torch.from_numpy(self.segment_values[flat])
+            targets["segments"] = torch.from_numpy(self.segments.values[flat])
             targets["segment_tokens"] = torch.from_numpy(tokens.astype(np.float32))
             targets["segment_weight"] = torch.from_numpy(
                 (tokens / output_tokens[sample]).astype(np.float32)

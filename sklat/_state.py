@@ -172,14 +172,24 @@ def check_attributes(attrs):
     extra = [a for a in attrs if a not in (*SCALARS, *ARRAYS, *MATRICES, *OTHER)]
     if missing or extra:
         raise ValueError(f"attributes missing {missing}, unknown {extra}.")
-    out = {}
-    d = out["n_features_in_"] = _number(
-        attrs, "n_features_in_", integer=True, minimum=1, maximum=100_000
-    )
-    out["n_outputs_"] = _number(attrs, "n_outputs_", integer=True, minimum=1, maximum=2)
-    out["max_output_tokens_"] = _number(
-        attrs, "max_output_tokens_", integer=True, minimum=1, maximum=MAX_OUTPUT_TOKENS
-    )
+    out = _scalars(attrs)
+    d = out["n_features_in_"]
+    out.update(_feature_arrays(attrs, d))
+    out.update(_matrices(attrs, d, out["n_outputs_"]))
+    out.update(_names_and_lengths(attrs, d, out["max_output_tokens_"]))
+    return out
+
+
+def _scalars(attrs):
+    out = {
+        "n_features_in_": _number(
+            attrs, "n_features_in_", integer=True, minimum=1, maximum=100_000
+        ),
+        "n_outputs_": _number(attrs, "n_outputs_", integer=True, minimum=1, maximum=2),
+        "max_output_tokens_": _number(
+            attrs, "max_output_tokens_", integer=True, minimum=1, maximum=MAX_OUTPUT_TOKENS
+        ),
+    }
     for name in ("step_scale_", "total_norm_"):
         out[name] = float(_number(attrs, name, minimum=1e-300))
     out["context_scale_"] = float(_number(attrs, "context_scale_", minimum=1.0))
@@ -187,6 +197,11 @@ def check_attributes(attrs):
     out["prefill_scale_"] = None if prefill is None else float(prefill)
     if (out["n_outputs_"] == 2) != (prefill is not None):
         raise ValueError("attributes n_outputs_ and prefill_scale_ disagree.")
+    return out
+
+
+def _feature_arrays(attrs, d):
+    out = {}
     for name, dtype in ARRAYS.items():
         length = d
         if name == "context_features_":
@@ -205,8 +220,11 @@ def check_attributes(attrs):
         raise ValueError(
             f"attribute context_features_ must be distinct feature indices in 0..{d - 1}."
         )
-    for name, shape in MATRICES.items():
-        out[name] = _matrix(attrs, name, shape(d, out["n_outputs_"]))
+    return out
+
+
+def _matrices(attrs, d, k):
+    out = {name: _matrix(attrs, name, shape(d, k)) for name, shape in MATRICES.items()}
     if (out["feature_range_"][0] > out["feature_range_"][1]).any():
         raise ValueError("attribute feature_range_ must hold a minimum <= maximum per column.")
     weights = out["position_scores_"][:, 1]
@@ -214,10 +232,14 @@ def check_attributes(attrs):
         raise ValueError(
             "attribute position_scores_ must hold absolute errors >= 0 and weights in (0, 1]."
         )
-    trees = out["difficulty_tree_"]
-    inputs = trees[:, 0]
+    inputs = out["difficulty_tree_"][:, 0]
     if (inputs != np.round(inputs)).any() or (inputs < -1).any() or (inputs > d).any():
         raise ValueError(f"attribute difficulty_tree_ must name inputs in -1..{d}.")
+    return out
+
+
+def _names_and_lengths(attrs, d, max_output_tokens):
+    out = {}
     if "feature_names_in_" in attrs:
         names = attrs["feature_names_in_"]
         if not (
@@ -229,7 +251,7 @@ def check_attributes(attrs):
     if not isinstance(dist, dict):
         raise ValueError("attribute output_tokens_distribution_ must be a JSON object.")
     dist = check_distribution(dist)
-    if dist["values"].max() != out["max_output_tokens_"]:
+    if dist["values"].max() != max_output_tokens:
         raise ValueError("attributes output_tokens_distribution_ and max_output_tokens_ disagree.")
     out["output_tokens_distribution_"] = dist
     return out
@@ -260,6 +282,41 @@ def check_tensors(tensors, expected):
             raise ValueError(f"weight {name} holds NaN or inf.")
 
 
+def assemble_fitted(est, fitted):
+    """Give ``est`` (whose ``net_`` is set) its fitted objects, the
+    :class:`~sklat._curve.Curve` and the :class:`~sklat._calibrator.Calibrator`,
+    and stored attributes from ``fitted`` (checked attributes by name)."""
+    from ._calibrator import Calibrator
+    from ._curve import Curve
+    from ._features import FeatureTransform
+
+    for name in ("n_features_in_", "n_outputs_", "total_norm_"):
+        setattr(est, name, fitted[name])
+    if fitted.get("feature_names_in_") is not None:
+        est.feature_names_in_ = fitted["feature_names_in_"]
+    transform = FeatureTransform(
+        fitted["feature_log_mask_"],
+        fitted["feature_log_shift_"],
+        fitted["feature_mean_"],
+        fitted["feature_scale_"],
+    )
+    est._curve = Curve(
+        est.net_,
+        transform=transform,
+        feature_range=fitted["feature_range_"],
+        context_features=fitted["context_features_"],
+        context_scale=fitted["context_scale_"],
+        step_scale=fitted["step_scale_"],
+        prefill_scale=fitted["prefill_scale_"],
+        lengths=fitted["output_tokens_distribution_"],
+        feature_names=fitted.get("feature_names_in_"),
+        hidden_size=est.hidden_size,
+    )
+    est._calibrator = Calibrator(
+        fitted["difficulty_tree_"], fitted["conformity_scores_"], fitted["position_scores_"]
+    )
+
+
 def restore_state(params, attrs, tensors, history, device):
     """A fitted estimator from checked parts. Raises ``ValueError`` (for a
     model file: :class:`~sklat.ModelFileError`) on any inconsistency, before
@@ -268,10 +325,9 @@ def restore_state(params, attrs, tensors, history, device):
 
     from ._device import resolve_device
     from ._estimator import LatencyEstimator
-    from ._inference import tabulate_basis
-    from ._params import check_params
     from ._module import CostTermsLatencyModule
-    from ._training import make_net, module_kwargs
+    from ._params import check_params
+    from ._training import make_net, module_kwargs, net_kwargs
 
     est = LatencyEstimator()
     if not isinstance(params, dict) or set(params) != set(est.get_params()):
@@ -282,27 +338,26 @@ def restore_state(params, attrs, tensors, history, device):
     fitted = check_attributes(attrs)
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise ValueError("the training history must be a list of JSON objects.")
-    for key, value in fitted.items():
-        setattr(est, key, value)
-    est.device_ = resolve_device(device)
-    net_kwargs = est._net_kwargs()
+    device = resolve_device(device)
+    kwargs = net_kwargs(fitted, device)
     # The shapes the parameters imply, from a module on the meta device (no
     # memory): a file whose JSON asks for a huge model is refused here.
-    shape_kwargs = {k: v for k, v in net_kwargs.items() if k not in ("total_norm", "device")}
+    shape_kwargs = {k: v for k, v in kwargs.items() if k not in ("total_norm", "device")}
     with torch.device("meta"):
-        module = CostTermsLatencyModule(**module_kwargs(est, **shape_kwargs))
+        module = CostTermsLatencyModule(**module_kwargs(params, **shape_kwargs))
     expected = {f"module.{k}": tuple(v.shape) for k, v in module.state_dict().items()}
     check_tensors(tensors, expected)
-    net = make_net(est, **net_kwargs).initialize()
+    net = make_net(params, **kwargs).initialize()
     state = {k[len("module.") :]: v for k, v in tensors.items()}
     fresh = net.module_.state_dict()
     for buffer in ("linear_mask", "decode_input_mask", "position_scale", "context_scale"):
         if not torch.equal(fresh[buffer].cpu(), state[buffer]):
             raise ValueError(f"weight module.{buffer} disagrees with the fitted attributes.")
     net.module_.load_state_dict(state, strict=True)
-    net.module_.to(torch.device(est.device_)).eval()
+    net.module_.to(torch.device(device)).eval()
     net.history = History(history)
     est.net_ = net
     est.history_ = net.history
-    est.position_basis_ = tabulate_basis(est)
+    est.device_ = device
+    assemble_fitted(est, fitted)
     return est

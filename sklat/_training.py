@@ -1,11 +1,10 @@
 """Building and training the skorch net of a :class:`~sklat.LatencyEstimator`.
 
-The estimator hands over its parameters and the standardised requests
+The estimator hands over its parameters (``get_params()``) and the standardised requests
 (:class:`~sklat._net.RequestData`); what comes back is a trained net, its
 weights set to the averaged weights of the best held-out epoch.
 """
 
-import contextlib
 import re
 import sys
 import warnings
@@ -28,10 +27,6 @@ from ._net import (
 
 # Relative improvement of the held-out loss that counts as one (EarlyStopping).
 _IMPROVEMENT_THRESHOLD = 1e-4
-# Multiply-adds of one training step below which one CPU thread is fastest: the
-# model is small, and torch's one thread per core loses 3-5x as soon as another
-# process competes for a core (and gains nothing on a quiet machine).
-_ONE_THREAD_WORK = 2e8
 # A final training loss this many times the first epoch's means the
 # optimisation went the wrong way (typically: the learning rate is too high).
 _LOSS_RISE_FACTOR = 10.0
@@ -47,46 +42,39 @@ def _log_sink(text):
     print(text)
 
 
-def auto_threads(n_threads, work):
-    """The CPU thread count for ``work`` multiply-adds per step.
-
-    ``n_threads`` is the estimator's parameter: an int is kept, ``"auto"``
-    picks one thread for small work and torch's own default otherwise.
-    """
-    if n_threads != "auto":
-        return int(n_threads)
-    return 1 if work < _ONE_THREAD_WORK else torch.get_num_threads()
+def step_work(params, n_features, max_output_tokens):
+    """Rough multiply-adds of one training step, for the estimator
+    parameters ``params``."""
+    h = params["hidden_size"]
+    return params["batch_size"] * (n_features * h + 2 * h * h) * 2 + max_output_tokens * h * h
 
 
-@contextlib.contextmanager
-def torch_threads(n):
-    """Run with ``n`` torch CPU threads, restoring the caller's setting."""
-    previous = torch.get_num_threads()
-    if n == previous:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def step_work(est, n_features, max_output_tokens):
-    """Rough multiply-adds of one training step of ``est``'s model."""
-    h = est.hidden_size
-    return est.batch_size * (n_features * h + 2 * h * h) * 2 + max_output_tokens * h * h
+def net_kwargs(fitted, device):
+    """What the net's shape and loss depend on: from ``fitted``, a mapping of
+    the fitted attributes ``n_features_in_``, ``prefill_scale_``,
+    ``max_output_tokens_``, ``context_scale_``, ``context_features_`` and
+    ``total_norm_``."""
+    return dict(
+        n_features=fitted["n_features_in_"],
+        with_prefill=fitted["prefill_scale_"] is not None,
+        max_output_tokens=fitted["max_output_tokens_"],
+        context_scale=fitted["context_scale_"],
+        context_features=fitted["context_features_"],
+        total_norm=fitted["total_norm_"],
+        device=device,
+    )
 
 
 def module_kwargs(
-    est, *, n_features, with_prefill, max_output_tokens, context_scale, context_features
+    params, *, n_features, with_prefill, max_output_tokens, context_scale, context_features
 ):
-    """Arguments of :class:`~sklat._module.CostTermsLatencyModule` for ``est``."""
+    """Arguments of :class:`~sklat._module.CostTermsLatencyModule` for the
+    estimator parameters ``params``."""
     return dict(
         n_features=n_features,
-        hidden_size=est.hidden_size,
-        n_basis=est.n_basis,
-        n_cost_terms=est.n_cost_terms,
+        hidden_size=params["hidden_size"],
+        n_basis=params["n_basis"],
+        n_cost_terms=params["n_cost_terms"],
         with_prefill=with_prefill,
         position_scale=float(max_output_tokens),
         context_scale=context_scale,
@@ -95,7 +83,7 @@ def module_kwargs(
 
 
 def make_net(
-    est,
+    params,
     *,
     n_features,
     with_prefill,
@@ -109,9 +97,10 @@ def make_net(
     callbacks=(),
     initial_fit=None,
 ):
-    """The skorch net for ``est``'s parameters and fitted scales."""
+    """The skorch net for the estimator parameters ``params`` (``get_params()``)
+    and the fitted scales."""
     module_args = module_kwargs(
-        est,
+        params,
         n_features=n_features,
         with_prefill=with_prefill,
         max_output_tokens=max_output_tokens,
@@ -123,33 +112,33 @@ def make_net(
         **{f"module__{k}": v for k, v in module_args.items()},
         module__initial_fit=initial_fit,
         criterion=WeightedLatencyLoss,
-        criterion__kind=est.loss,
-        criterion__prefill_weight=est.prefill_weight,
-        criterion__decode_total_weight=est.decode_total_weight,
-        criterion__positioned_weight=est.positioned_weight,
+        criterion__kind=params["loss"],
+        criterion__prefill_weight=params["prefill_weight"],
+        criterion__decode_total_weight=params["decode_total_weight"],
+        criterion__positioned_weight=params["positioned_weight"],
         criterion__total_norm=total_norm,
         optimizer=torch.optim.AdamW,
-        optimizer__weight_decay=est.weight_decay,
+        optimizer__weight_decay=params["weight_decay"],
         optimizer__param_groups=[
-            (pattern, {"weight_decay": est.config_mlp_weight_decay})
+            (pattern, {"weight_decay": params["config_mlp_weight_decay"]})
             for pattern in ("decode_mlp.*", "prefill_mlp.*")
         ],
-        lr=est.lr,
-        max_epochs=est.max_epochs,
-        batch_size=est.batch_size,
+        lr=params["lr"],
+        max_epochs=params["max_epochs"],
+        batch_size=params["batch_size"],
         iterator_train=BatchIterator,
         iterator_train__shuffle=True,
         iterator_train__seed=seed,
         iterator_valid=BatchIterator,
         train_split=train_split,
         callbacks=list(callbacks),
-        **({"callbacks__print_log__sink": _log_sink} if est.verbose else {}),
+        **({"callbacks__print_log__sink": _log_sink} if params["verbose"] else {}),
         device=device,
-        verbose=int(est.verbose > 0),
+        verbose=int(params["verbose"] > 0),
     )
 
 
-def train(est, data, *, seed, net_kwargs):
+def train(params, data, *, seed, net_kwargs):
     """Train a net on ``data`` (a RequestData); returns it in eval mode.
 
     Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
@@ -157,8 +146,8 @@ def train(est, data, *, seed, net_kwargs):
     """
     rng = np.random.RandomState(seed)
     n = len(data)
-    n_valid = int(round(est.validation_fraction * n))
-    callbacks = [("weight_averaging", WeightAveraging(est.weight_averaging))]
+    n_valid = int(round(params["validation_fraction"] * n))
+    callbacks = [("weight_averaging", WeightAveraging(params["weight_averaging"]))]
     train_split = None
     if n_valid >= 1 and n - n_valid >= 1:
         order = rng.permutation(n)
@@ -170,18 +159,18 @@ def train(est, data, *, seed, net_kwargs):
                 "early_stopping",
                 EarlyStopping(
                     monitor="valid_loss",
-                    patience=est.n_iter_no_change,
+                    patience=params["n_iter_no_change"],
                     # WeightAveraging restores the best averaged weights.
                     threshold=_IMPROVEMENT_THRESHOLD,
                     load_best=False,
-                    sink=_log_sink if est.verbose else _silent,
+                    sink=_log_sink if params["verbose"] else _silent,
                 ),
             )
         )
-    if est.verbose >= 2:
+    if params["verbose"] >= 2:
         callbacks.append(("progress_bar", ProgressBar()))
     net = make_net(
-        est,
+        params,
         seed=seed,
         train_split=train_split,
         callbacks=callbacks,
@@ -198,11 +187,11 @@ def train(est, data, *, seed, net_kwargs):
         except TrainingInterrupted:
             raise KeyboardInterrupt from None
     net.module_.eval()
-    _warn_if_unconverged(est, net, train_split is not None)
+    _warn_if_unconverged(params, net, train_split is not None)
     return net
 
 
-def _warn_if_unconverged(est, net, held_out):
+def _warn_if_unconverged(params, net, held_out):
     history = net.history
     if not len(history):
         return
@@ -210,19 +199,19 @@ def _warn_if_unconverged(est, net, held_out):
     if last > _LOSS_RISE_FACTOR * first:
         warnings.warn(
             f"training made the loss worse (epoch 1: {first:.3g}, last epoch: "
-            f"{last:.3g}); the learning rate lr={est.lr} is probably too high for this "
+            f"{last:.3g}); the learning rate lr={params['lr']} is probably too high for this "
             "data. Predictions are unreliable.",
             ConvergenceWarning,
             stacklevel=5,
         )
         return
-    if not held_out or len(history) < est.max_epochs:
+    if not held_out or len(history) < params["max_epochs"]:
         return
     losses = np.asarray(history[:, "valid_loss"], dtype=np.float64)
     best = int(np.argmin(losses))
-    if best >= len(losses) - est.n_iter_no_change // 2 - 1:
+    if best >= len(losses) - params["n_iter_no_change"] // 2 - 1:
         warnings.warn(
-            f"training stopped at max_epochs={est.max_epochs} while the held-out loss "
+            f"training stopped at max_epochs={params['max_epochs']} while the held-out loss "
             f"was still improving (best at epoch {best + 1}); raise max_epochs (or lr) "
             "for a better fit.",
             ConvergenceWarning,

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.exceptions import DataConversionWarning
 
 from ._constants import DECODE_COL, MAX_OUTPUT_TOKENS, PREFILL_COL
+from ._requests import Segments
 
 
 def sample_at(i):
@@ -27,11 +28,24 @@ def row_at(i):
     return f"row {i + 1}"
 
 
+def first_true(mask):
+    """Index of the first ``True`` of ``mask`` in row-major order (an int for
+    a 1-D mask, a tuple of ints otherwise), or None: the entry an error
+    message names."""
+    mask = np.asarray(mask)
+    flat = np.flatnonzero(mask)
+    if not len(flat):
+        return None
+    if mask.ndim == 1:
+        return int(flat[0])
+    return tuple(int(i) for i in np.unravel_index(flat[0], mask.shape))
+
+
 def _reject(bad, values, message, where):
     """Raise ``ValueError`` for the first flagged entry: ``message`` ends with
     ``; <where(i)> is <value>.``"""
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
+    i = first_true(bad)
+    if i is not None:
         raise ValueError(f"{message}; {where(i)} is {_show(values[i])}.")
 
 
@@ -247,14 +261,23 @@ def _entries(values, argument, n):
     return list(values.values if isinstance(values, pd.Series) else values)
 
 
+def split_output_tokens(X, column):
+    """``(features, output_tokens or None)``: a DataFrame ``X``'s ``column``
+    split off; any other ``X`` is all features."""
+    if isinstance(X, pd.DataFrame) and column in X.columns:
+        return X.drop(columns=column), X[column]
+    return X, None
+
+
 def is_missing(entry):
     """``None`` or a scalar NaN: an absent list cell."""
     return entry is None or (np.isscalar(entry) and pd.isna(entry))
 
 
 def check_decode_segments(segments, positioned, output_tokens):
-    """Flatten decode segments and per-step lists into ``(values, tokens,
-    offsets)`` (CSR layout): a per-step list is a run of one-token segments.
+    """Flatten decode segments and per-step lists into
+    :class:`~sklat._requests.Segments` (CSR layout): a per-step list is a run
+    of one-token segments.
 
     ``segments[i]`` is ``None`` or a pair ``(tokens, ms)``; ``positioned[i]``
     is ``None`` or ``output_tokens[i]`` per-step latencies. A request may have
@@ -287,7 +310,7 @@ def check_decode_segments(segments, positioned, output_tokens):
         lengths[i] = len(arr)
         tokens.append(counts)
         values.append(arr)
-    return (
+    return Segments(
         np.concatenate(values) if values else np.zeros(0),
         np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
         np.concatenate(([0], np.cumsum(lengths))),

@@ -31,6 +31,7 @@ from ._cli_options import (
     ESTIMATOR_ARGUMENTS,
     ESTIMATOR_OPTIONS,
     add_option,
+    add_options,
     csv_list,
     int_list,
 )
@@ -61,6 +62,7 @@ def _estimator_defaults():
 
 def build_parser():
     from ._cli_import import add_import_parser
+    from ._cli_profile import add_profile_parser
     from ._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -72,13 +74,58 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(sub)
     _add_predict_parser(sub)
-    _add_profile_parser(sub)
+    add_profile_parser(sub)
     add_import_parser(sub)
     return parser
 
 
+def _train_options():
+    """The options of ``sklat train`` before the estimator's: ``(name, aliases,
+    argparse arguments)``."""
+    return [
+        (
+            "output_dir",
+            (),
+            dict(
+                type=Path,
+                required=True,
+                help="folder to write the model, metrics and plots to (created; an existing "
+                "non-empty folder needs --overwrite)",
+            ),
+        ),
+        (
+            "features",
+            (),
+            dict(
+                type=csv_list,
+                default=None,
+                help=f"comma-separated feature columns (default: {','.join(DEFAULT_FEATURES)})",
+            ),
+        ),
+        (
+            "holdout_fraction",
+            ("val_fraction",),
+            dict(
+                type=float,
+                default=_HOLDOUT_FRACTION,
+                help="share of the requests held out of training entirely, to report the "
+                f"validation metrics of metrics.json ({_HOLDOUT_FRACTION}); not to be "
+                "confused with --validation_fraction",
+            ),
+        ),
+        (
+            "seed",
+            (),
+            dict(
+                type=int,
+                default=0,
+                help="seed of the hold-out split, initialisation and shuffling (0)",
+            ),
+        ),
+    ]
+
+
 def _add_train_parser(sub):
-    d = _estimator_defaults()
     train = sub.add_parser(
         "train",
         help="train a model from a folder of profiling results",
@@ -101,52 +148,18 @@ def _add_train_parser(sub):
         which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir"
     )
     add_option(
-        which,
-        "datasets",
-        type=csv_list,
-        default=None,
-        help="comma-separated dataset names to read",
-    )
-    add_option(
-        train,
-        "output_dir",
-        type=Path,
-        required=True,
-        help="folder to write the model, metrics and plots to (created; an existing "
-        "non-empty folder needs --overwrite)",
+        which, "datasets", type=csv_list, default=None, help="comma-separated dataset names to read"
     )
     train.add_argument(
         "--overwrite", action="store_true", help="write into an existing, non-empty --output_dir"
     )
-    add_option(
-        train,
-        "features",
-        type=csv_list,
-        default=None,
-        help=f"comma-separated feature columns (default: {','.join(DEFAULT_FEATURES)})",
-    )
-    add_option(
-        train,
-        "holdout_fraction",
-        "val_fraction",
-        type=float,
-        default=_HOLDOUT_FRACTION,
-        help="share of the requests held out of training entirely, to report the "
-        f"validation metrics of metrics.json ({_HOLDOUT_FRACTION}); not to be "
-        "confused with --validation_fraction",
-    )
-    add_option(
-        train,
-        "seed",
-        type=int,
-        default=0,
-        help="seed of the hold-out split, initialisation and shuffling (0)",
-    )
+    add_options(train, _train_options())
     est = train.add_argument_group(
         "estimator", "LatencyEstimator parameters (see its documentation)"
     )
+    defaults = _estimator_defaults()
     for name, (aliases, kwargs) in ESTIMATOR_ARGUMENTS.items():
-        add_option(est, name, *aliases, default=d[name], **kwargs)
+        add_option(est, name, *aliases, default=defaults[name], **kwargs)
     train.add_argument(
         "--quiet",
         "-q",
@@ -154,6 +167,57 @@ def _add_train_parser(sub):
         help="no per-epoch progress (the final metrics are still printed)",
     )
     train.set_defaults(func=cmd_train)
+
+
+def _predict_options():
+    """The options of ``sklat predict``: ``(name, aliases, argparse arguments)``."""
+    return [
+        (
+            "positions",
+            (),
+            dict(
+                type=int_list,
+                default=list(PROBE_POSITIONS),
+                help="comma-separated positions (%(default)s)",
+            ),
+        ),
+        (
+            "output_tokens",
+            (),
+            dict(
+                type=int,
+                default=None,
+                help="output length for the totals; default: the file's output_tokens "
+                "column, else the expectation over the training output lengths (said "
+                "on stderr)",
+            ),
+        ),
+        (
+            "budget_strategy",
+            (),
+            dict(
+                choices=BUDGET_STRATEGIES,
+                default="max",
+                help="how the budget column summarises the curve: its maximum over the "
+                "positions up to the 95th percentile of the training output lengths, its "
+                "value at the expected position, or the expected per-token latency "
+                "(%(default)s)",
+            ),
+        ),
+        (
+            "interval",
+            (),
+            dict(
+                type=float,
+                default=None,
+                metavar="CONFIDENCE",
+                help="add calibrated prediction intervals of this confidence, e.g. 0.9: "
+                "columns <target>_lower_ms and <target>_upper_ms",
+            ),
+        ),
+        ("output", (), dict(type=Path, default=None, help="write CSV here instead of printing it")),
+        ("device", (), dict(choices=["auto", "cpu", "cuda"], default="cpu")),
+    ]
 
 
 def _add_predict_parser(sub):
@@ -177,155 +241,8 @@ def _add_predict_parser(sub):
         help="CSV / JSONL / Parquet file with the model's feature "
         "columns (and optionally output_tokens)",
     )
-    add_option(
-        pred,
-        "positions",
-        type=int_list,
-        default=list(PROBE_POSITIONS),
-        help="comma-separated positions (%(default)s)",
-    )
-    add_option(
-        pred,
-        "output_tokens",
-        type=int,
-        default=None,
-        help="output length for the totals; default: the file's output_tokens "
-        "column, else the expectation over the training output lengths (said "
-        "on stderr)",
-    )
-    add_option(
-        pred,
-        "budget_strategy",
-        choices=BUDGET_STRATEGIES,
-        default="max",
-        help="how the budget column summarises the curve: its maximum over the "
-        "positions up to the 95th percentile of the training output lengths, its "
-        "value at the expected position, or the expected per-token latency "
-        "(%(default)s)",
-    )
-    add_option(
-        pred,
-        "interval",
-        type=float,
-        default=None,
-        metavar="CONFIDENCE",
-        help="add calibrated prediction intervals of this confidence, e.g. 0.9: "
-        "columns <target>_lower_ms and <target>_upper_ms",
-    )
-    add_option(
-        pred, "output", type=Path, default=None, help="write CSV here instead of printing it"
-    )
-    add_option(pred, "device", choices=["auto", "cpu", "cuda"], default="cpu")
+    add_options(pred, _predict_options())
     pred.set_defaults(func=cmd_predict)
-
-
-def _add_profile_parser(sub):
-    from ._cli_endpoint import add_endpoint_arguments
-    from .profile import ATTN_IMPLEMENTATIONS, DTYPES
-
-    prof = sub.add_parser(
-        "profile",
-        help="measure a transformers model, or a running serving engine, into a results folder",
-        description="Time the prefill and every decode step of greedy, KV-cached "
-        "generation of a transformers causal language model over a grid of "
-        "prompt and output lengths, and append one row per request to "
-        "OUTPUT_DIR/DATASET/requests.csv (the format sklat train reads). "
-        "Rerunning the same command resumes an interrupted run. Needs "
-        "pip install 'sklat[profile]'. With --endpoint URL, stream requests to a "
-        "running OpenAI-compatible engine instead and time every event "
-        "(pip install 'sklat[endpoint]').",
-    )
-    add_option(
-        prof,
-        "model",
-        required=True,
-        help="a folder with a transformers config.json (weights optional), the path "
-        "of a config.json, or a hub name",
-    )
-    add_option(
-        prof,
-        "random_weights",
-        action="store_true",
-        help="build the model from its configuration with seeded random weights "
-        "(nothing downloaded but the configuration)",
-    )
-    add_option(
-        prof,
-        "prompt_tokens",
-        type=int_list,
-        default=[64, 256, 1024],
-        help="comma-separated prompt lengths (64,256,1024)",
-    )
-    add_option(
-        prof,
-        "output_tokens",
-        type=int_list,
-        default=[16, 128, 512],
-        help="comma-separated numbers of decode steps (16,128,512)",
-    )
-    add_option(prof, "repeats", type=int, default=3, help="measurements per grid point (3)")
-    add_option(
-        prof,
-        "top_k",
-        type=int_list,
-        default=None,
-        help="comma-separated experts per token to sweep (mixture-of-experts models)",
-    )
-    add_option(
-        prof,
-        "num_active_blocks",
-        type=int_list,
-        default=None,
-        help="comma-separated numbers of decoder layers to run, swept",
-    )
-    add_option(prof, "device", default="auto", help="auto, cpu, cuda or cuda:<index> (auto)")
-    add_option(prof, "dtype", choices=DTYPES, default="float32", help="(float32)")
-    add_option(
-        prof,
-        "attn_implementation",
-        choices=ATTN_IMPLEMENTATIONS,
-        default="sdpa",
-        help="transformers attention implementation (sdpa)",
-    )
-    add_option(prof, "output_dir", type=Path, required=True, help="results folder (created)")
-    add_option(
-        prof,
-        "dataset",
-        default=None,
-        help="dataset sub-folder name (default: <model>_<attn>_<dtype>)",
-    )
-    add_option(
-        prof,
-        "seed",
-        type=int,
-        default=0,
-        help="seed of the random weights, the prompts and the order of the grid (0)",
-    )
-    add_option(
-        prof,
-        "warmup",
-        type=int,
-        default=2,
-        help="untimed warm-up requests per top_k / num_active_blocks setting (2)",
-    )
-    add_option(
-        prof,
-        "threads",
-        type=int,
-        default=None,
-        help="torch CPU threads while profiling (default: torch's own)",
-    )
-    add_option(
-        prof,
-        "image_sizes",
-        type=csv_list,
-        default=None,
-        help="comma-separated image sizes WIDTHxHEIGHT (224x224,448x448) for a Qwen2-VL-style "
-        "vision-language model: one image per request, swept as tiers (tier_idx)",
-    )
-    add_endpoint_arguments(prof, add_option)
-    prof.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    prof.set_defaults(func=cmd_profile)
 
 
 def main(argv=None):
@@ -445,81 +362,92 @@ def _write_plots(est, res, rows, output_dir, *, held_out):
 
 
 def cmd_train(args, argv):
-    from . import LatencyEstimator, save
     from .io import load_results
-    from .persistence import _versions
 
     _check_output_dir(args.output_dir, args.overwrite)
     results_dir, datasets = _select_datasets(args)
     res = load_results(results_dir, datasets=datasets, features=args.features)
     train_rows, val_rows = _split(len(res.X), args.holdout_fraction, args.seed)
-    est = LatencyEstimator(
-        **{name: getattr(args, name) for name in ESTIMATOR_OPTIONS},
-        random_state=args.seed,
-        verbose=0 if args.quiet else 1,
-    )
     if not args.quiet:
         print(
             f"sklat train: {len(train_rows)} training / {len(val_rows)} held-out "
             f"requests from {sorted(set(res.dataset))} in {results_dir}"
         )
     start = time.perf_counter()
-    est.fit(
-        res.X.iloc[train_rows],
-        res.y.iloc[train_rows],
-        output_tokens=res.output_tokens[train_rows],
-        positioned_latencies=[res.positioned_latencies[i] for i in train_rows],
-        decode_segments=[res.decode_segments[i] for i in train_rows],
-    )
+    est = _fit(args, res, train_rows)
     fit_seconds = time.perf_counter() - start
-
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    save(est, args.output_dir / MODEL_FILE)
-    plots = _write_plots(
-        est,
-        res,
-        val_rows if len(val_rows) else train_rows,
-        args.output_dir,
-        held_out=len(val_rows) > 0,
-    )
-    metrics = {
-        "train": _metrics(est, res, train_rows),
-        "validation": _metrics(est, res, val_rows, intervals=True),
-        "epochs_run": len(est.history_),
-        "fit_seconds": fit_seconds,
-        "device": est.device_,
-        "results_dir": str(results_dir),
-        "datasets": sorted(set(res.dataset)),
-        "command": "sklat " + " ".join(argv),
-        "versions": _versions(),
-        "files": [MODEL_FILE] + plots,
-    }
+    metrics = _write_outputs(args, argv, est, res, (train_rows, val_rows), results_dir)
+    metrics["fit_seconds"] = fit_seconds
     # Written last: its presence marks a completed run.
     (args.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    split = "validation" if metrics["validation"] else "train"
-    val = metrics[split]
-    print(
-        f"sklat train: done in {fit_seconds:.1f} s on {est.device_}; {split} "
-        f"total-decode MAPE {val['total_decode_mape_pct']:.2f}%, "
-        f"prefill MAPE {val['prefill_mape_pct']:.2f}%"
-        + (
-            f", positioned MAPE {val['positioned_mape_pct']:.2f}%"
-            if "positioned_mape_pct" in val
-            else ""
-        )
-        + (f", segment MAPE {val['segment_mape_pct']:.2f}%" if "segment_mape_pct" in val else "")
-        + "".join(
-            f", {float(c):.0%} interval coverage {v['coverage']:.1%}"
-            for c, v in val.get("decode_interval", {}).items()
-            if c == "0.9"
-        )
-    )
+    print(_summary(metrics, fit_seconds, est.device_))
     if not args.quiet:
         print(
             f"sklat train: wrote {args.output_dir}/"
             f"{{{', '.join(metrics['files'] + [METRICS_FILE])}}}"
         )
     return 0
+
+
+def _fit(args, res, rows):
+    from . import LatencyEstimator
+
+    est = LatencyEstimator(
+        **{name: getattr(args, name) for name in ESTIMATOR_OPTIONS},
+        random_state=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
+    return est.fit(
+        res.X.iloc[rows],
+        res.y.iloc[rows],
+        output_tokens=res.output_tokens[rows],
+        positioned_latencies=[res.positioned_latencies[i] for i in rows],
+        decode_segments=[res.decode_segments[i] for i in rows],
+    )
+
+
+def _write_outputs(args, argv, est, res, splits, results_dir):
+    """Save the model and the figures; the metrics (written by the caller)."""
+    from . import save
+    from ._version import library_versions
+
+    train_rows, val_rows = splits
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    save(est, args.output_dir / MODEL_FILE)
+    held_out = len(val_rows) > 0
+    plots = _write_plots(
+        est, res, val_rows if held_out else train_rows, args.output_dir, held_out=held_out
+    )
+    return {
+        "train": _metrics(est, res, train_rows),
+        "validation": _metrics(est, res, val_rows, intervals=True),
+        "epochs_run": len(est.history_),
+        "fit_seconds": None,
+        "device": est.device_,
+        "results_dir": str(results_dir),
+        "datasets": sorted(set(res.dataset)),
+        "command": "sklat " + " ".join(argv),
+        "versions": library_versions(),
+        "files": [MODEL_FILE] + plots,
+    }
+
+
+def _summary(metrics, fit_seconds, device):
+    """The line ``sklat train`` ends with."""
+    split = "validation" if metrics["validation"] else "train"
+    val = metrics[split]
+    parts = [
+        f"sklat train: done in {fit_seconds:.1f} s on {device}; {split} "
+        f"total-decode MAPE {val['total_decode_mape_pct']:.2f}%",
+        f"prefill MAPE {val['prefill_mape_pct']:.2f}%",
+    ]
+    for key, name in (("positioned_mape_pct", "positioned"), ("segment_mape_pct", "segment")):
+        if key in val:
+            parts.append(f"{name} MAPE {val[key]:.2f}%")
+    coverage = val.get("decode_interval", {}).get("0.9")
+    if coverage is not None:
+        parts.append(f"90% interval coverage {coverage['coverage']:.1%}")
+    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------- predict
@@ -619,48 +547,6 @@ def _predictions(est, X, n, args):
             out[f"{column}_lower_ms"], out[f"{column}_upper_ms"] = bounds.T
     out["in_domain"] = est.in_domain(X, n)
     return out
-
-
-# ---------------------------------------------------------------- profile
-def cmd_profile(args, argv):
-    from ._cli_endpoint import check_modes, run_endpoint
-    from .profile import profile_model
-
-    check_modes(args)
-    try:
-        if args.endpoint is not None:
-            return run_endpoint(args)
-        path = profile_model(
-            args.model,
-            args.output_dir,
-            prompt_tokens=args.prompt_tokens,
-            output_tokens=args.output_tokens,
-            repeats=args.repeats,
-            top_k=args.top_k,
-            num_active_blocks=args.num_active_blocks,
-            random_weights=args.random_weights,
-            device=args.device,
-            dtype=args.dtype,
-            attn_implementation=args.attn_implementation,
-            dataset=args.dataset,
-            seed=args.seed,
-            warmup=args.warmup,
-            threads=args.threads,
-            progress=not args.quiet,
-            image_sizes=args.image_sizes,
-        )
-    except KeyboardInterrupt:
-        print(
-            "sklat profile: interrupted; the completed requests are kept, run the "
-            "same command again to measure the rest",
-            file=sys.stderr,
-        )
-        return 130
-    with open(path) as f:
-        rows = sum(1 for _ in f) - 1
-    if not args.quiet:
-        print(f"sklat profile: {rows} requests in {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from ._validation import (
     check_segment,
     check_steps,
     check_token_counts,
+    first_true,
     is_missing,
     row_at,
 )
@@ -355,9 +356,8 @@ def _check_frame(frame, path, features, rtol):
     total = frame[DECODE_COL].to_numpy()
     if AVG_COL in frame.columns:
         avg = frame[AVG_COL].to_numpy()
-        bad = ~np.isclose(avg * n, total, rtol=rtol, atol=0)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+        row = first_true(~np.isclose(avg * n, total, rtol=rtol, atol=0))
+        if row is not None:
             raise ResultsFormatError(
                 f"{_where(path, row, AVG_COL)}: {avg[row]} x output_tokens {n[row]} = "
                 f"{avg[row] * n[row]:.6g} disagrees with {DECODE_COL} = {total[row]:.6g} "

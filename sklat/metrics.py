@@ -19,7 +19,13 @@ Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
 
 import numpy as np
 
-from ._validation import as_float_array, check_finite, check_finite_positive, check_output_tokens
+from ._validation import (
+    as_float_array,
+    check_finite,
+    check_finite_positive,
+    check_output_tokens,
+    first_true,
+)
 
 __all__ = [
     "evaluate",
@@ -224,9 +230,8 @@ def _intervals(y_interval):
         )
     if np.isnan(arr).any():
         raise ValueError("y_interval holds NaN.")
-    bad = arr[:, 0] > arr[:, 1]
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
+    row = first_true(arr[:, 0] > arr[:, 1])
+    if row is not None:
         raise ValueError(f"y_interval has its lower bound above its upper bound at sample {row}.")
     return arr
 
@@ -355,13 +360,11 @@ def evaluate(
     >>> sorted(m)[:3]
     ['n_outside_domain', 'n_requests', 'prefill_mae_ms']
     """
-    from ._conformal import min_calibration
     from ._domain import quiet_extrapolation
 
     n = np.asarray(output_tokens)
     y_arr = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
     y_arr = y_arr.reshape(len(n), -1).astype(np.float64)
-    rows = np.arange(len(n))
     with quiet_extrapolation():
         pred = estimator.predict(X, n).reshape(len(n), -1)
         total, pred_total = y_arr[:, -1], pred[:, -1]
@@ -376,33 +379,17 @@ def evaluate(
             out["prefill_mae_ms"] = float(np.mean(np.abs(pred_prefill - prefill)))
         out["n_outside_domain"] = int((~estimator.in_domain(X, n)).sum())
         if confidences is not None:
-            out["decode_interval"] = {}
-            for confidence in confidences:
-                if len(estimator.conformity_scores_) < min_calibration(confidence):
-                    continue
-                bounds = estimator.predict_interval(X, n, confidence=confidence)
-                out["decode_interval"][f"{confidence:g}"] = {
-                    "coverage": interval_coverage(total, bounds),
-                    "mean_width_ms": mean_interval_width(bounds),
-                }
-        for count_key, error_key, entries, score in (
+            out["decode_interval"] = _interval_metrics(estimator, X, n, total, confidences)
+        for keys, entries, score in (
             (
-                "n_requests_with_per_step",
-                "positioned_mape_pct",
+                ("n_requests_with_per_step", "positioned_mape_pct"),
                 positioned_latencies,
                 positioned_mape,
             ),
-            ("n_requests_with_segments", "segment_mape_pct", decode_segments, segment_mape),
+            (("n_requests_with_segments", "segment_mape_pct"), decode_segments, segment_mape),
         ):
-            if entries is None:
-                continue
-            have = [i for i in rows if entries[i] is not None]
-            out[count_key] = len(have)
-            if have:
-                # One prediction for all of them, up to the longest.
-                X_have = X.iloc[have] if hasattr(X, "iloc") else np.asarray(X)[have]
-                curves = estimator.predict_positions(X_have, np.arange(1, n[have].max() + 1))
-                out[error_key] = score([entries[i] for i in have], curves)
+            if entries is not None:
+                out.update(_step_metrics(estimator, X, n, entries, score, keys))
     if groups is not None:
         groups = np.asarray(groups)
         out["by_dataset"] = {
@@ -412,4 +399,35 @@ def evaluate(
             }
             for g in np.unique(groups)
         }
+    return out
+
+
+def _interval_metrics(estimator, X, n, total, confidences):
+    """Coverage and mean width of the decode-total intervals, for the
+    ``confidences`` the model has enough calibration requests for."""
+    from ._conformal import min_calibration
+
+    out = {}
+    for confidence in confidences:
+        if len(estimator.conformity_scores_) < min_calibration(confidence):
+            continue
+        bounds = estimator.predict_interval(X, n, confidence=confidence)
+        out[f"{confidence:g}"] = {
+            "coverage": interval_coverage(total, bounds),
+            "mean_width_ms": mean_interval_width(bounds),
+        }
+    return out
+
+
+def _step_metrics(estimator, X, n, entries, score, keys):
+    """``{count_key: requests with entries, error_key: score}`` (the error
+    only where some request has entries)."""
+    count_key, error_key = keys
+    have = [i for i in range(len(n)) if entries[i] is not None]
+    out = {count_key: len(have)}
+    if have:
+        # One prediction for all of them, up to the longest.
+        X_have = X.iloc[have] if hasattr(X, "iloc") else np.asarray(X)[have]
+        curves = estimator.predict_positions(X_have, np.arange(1, n[have].max() + 1))
+        out[error_key] = score([entries[i] for i in have], curves)
     return out

@@ -14,10 +14,10 @@ does not prove who wrote a file. Use these for models you exchange or keep;
 import hashlib
 import json
 import os
-import platform
 
 import numpy as np
 
+from ._version import library_versions
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
@@ -25,23 +25,6 @@ FORMAT_VERSION = 5
 # JSON metadata nested deeper than this is refused before parsing (sklat
 # writes at most 4 levels).
 _MAX_JSON_DEPTH = 32
-
-
-def _versions():
-    import sklearn
-    import skorch
-    import torch
-
-    from ._version import __version__
-
-    return {
-        "sklat": __version__,
-        "torch": torch.__version__,
-        "scikit-learn": sklearn.__version__,
-        "skorch": skorch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _digest(metadata, tensors):
@@ -110,7 +93,7 @@ def save(estimator, path):
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "versions": _versions(),
+            "versions": library_versions(),
             "params": _jsonable_params(estimator),
             "attributes": attrs,
             "history": json.loads(json.dumps(history, default=_json_default)),

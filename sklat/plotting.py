@@ -9,7 +9,12 @@ matplotlib is imported only when drawing; it comes with ``pip install
 import numpy as np
 
 from ._constants import DECODE_COL
-from ._validation import check_output_tokens, check_positions, select_targets
+from ._validation import (
+    check_output_tokens,
+    check_positions,
+    select_targets,
+    split_output_tokens,
+)
 
 # Positions drawn by LatencyCurveDisplay.from_estimator when none are given.
 _DEFAULT_MAX_POSITION = 256
@@ -572,7 +577,7 @@ class CoverageDisplay:
             The display, drawn.
         """
         if output_tokens is None:
-            output_tokens = estimator._pop_output_tokens(X)[1]
+            output_tokens = split_output_tokens(X, estimator.output_tokens_col)[1]
         if output_tokens is None:
             raise ValueError("CoverageDisplay needs output_tokens (argument or column of X).")
         y_arr = np.asarray(select_targets(y), dtype=np.float64)
@@ -585,7 +590,7 @@ class CoverageDisplay:
             y_true = y_arr[:, -1] if y_arr.ndim == 2 else y_arr
             if target == "per_token":
                 y_true = y_true / n
-        X_features = estimator._pop_output_tokens(X)[0]
+        X_features = split_output_tokens(X, estimator.output_tokens_col)[0]
         intervals = np.stack(
             [
                 estimator.predict_interval(X_features, n, target=target, confidence=c)

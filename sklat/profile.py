@@ -29,6 +29,10 @@ Measurement discipline:
 ``transformers`` comes with the ``profile`` extra: ``pip install 'sklat[profile]'``.
 Random weights (``random_weights=True``) build the model from its configuration
 only, without downloading weights: timings depend on the shapes, not the values.
+
+Internal interface shared with the endpoint profiler (:mod:`sklat._endpoint`):
+:func:`check_lengths`, :func:`read_done`, :func:`append_csv_row`,
+:func:`safe_name`, :func:`progress_bar` and ``RESULTS_FILE``.
 """
 
 import gc
@@ -46,8 +50,8 @@ import numpy as np
 import pandas as pd
 
 from ._endpoint import profile_endpoint
-from ._validation import DECODE_COL, PREFILL_COL
-from .io import AVG_COL, OUTPUT_TOKENS_COL, PER_STEP_COL, PROFILE_COLUMNS
+from ._constants import AVG_COL, DECODE_COL, OUTPUT_TOKENS_COL, PER_STEP_COL, PREFILL_COL
+from .io import PROFILE_COLUMNS
 
 __all__ = ["profile_endpoint", "profile_model"]
 
@@ -76,7 +80,7 @@ KEY_COLUMNS = (
 _WARMUP_STEPS = 8
 
 
-def _check_lengths(values, name):
+def check_lengths(values, name):
     try:
         arr = [int(v) for v in values]
     except (TypeError, ValueError):
@@ -101,13 +105,13 @@ def _check_arguments(
     from ._vision import parse_sizes
 
     lists = {
-        "prompt_tokens": _check_lengths(prompt_tokens, "prompt_tokens"),
-        "output_tokens": _check_lengths(output_tokens, "output_tokens"),
-        "top_k": None if top_k is None else _check_lengths(top_k, "top_k"),
+        "prompt_tokens": check_lengths(prompt_tokens, "prompt_tokens"),
+        "output_tokens": check_lengths(output_tokens, "output_tokens"),
+        "top_k": None if top_k is None else check_lengths(top_k, "top_k"),
         "num_active_blocks": (
             None
             if num_active_blocks is None
-            else _check_lengths(num_active_blocks, "num_active_blocks")
+            else check_lengths(num_active_blocks, "num_active_blocks")
         ),
         "image_sizes": None if image_sizes is None else parse_sizes(image_sizes),
     }
@@ -191,18 +195,17 @@ def _check_against_config(config, model, lists, vision=0):
             )
 
 
-def _load_model(
-    transformers, torch, model, config, random_weights, dtype, attn_implementation, seed, vlm=False
-):
-    torch_dtype = getattr(torch, dtype)
+def _load_model(transformers, torch, model, config, setup, vlm=False):
+    """The model, built as ``setup`` (the run's recorded settings) says."""
+    torch_dtype = getattr(torch, setup["dtype"])
     auto = transformers.AutoModelForImageTextToText if vlm else transformers.AutoModelForCausalLM
     # transformers >= 4.56 calls the argument dtype, older releases torch_dtype.
     major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
     dtype_kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    kwargs = {"attn_implementation": attn_implementation, dtype_kw: torch_dtype}
+    kwargs = {"attn_implementation": setup["attn_implementation"], dtype_kw: torch_dtype}
     try:
-        if random_weights:
-            torch.manual_seed(seed)
+        if setup["random_weights"]:
+            torch.manual_seed(setup["seed"])
             return auto.from_config(config, **kwargs)
         return auto.from_pretrained(os.fspath(model), **kwargs)
     except (OSError, ValueError) as exc:
@@ -318,7 +321,7 @@ def _device_name(torch, device):
     return f"{name} ({os.cpu_count()} logical CPUs)"
 
 
-def _read_done(path, setup, columns, keys=KEY_COLUMNS):
+def read_done(path, setup, columns, keys=KEY_COLUMNS):
     """Keys (``keys`` columns) of the requests already in ``path``; refuses a
     file of another setup or with other columns."""
     if not path.exists():
@@ -484,6 +487,8 @@ def profile_model(
     transformers = _import_transformers()
     import torch
 
+    from ._threads import torch_threads
+
     config = _load_config(transformers, model)
     images = _images(transformers, config, model, lists)
     vision = max((image[2] for image in images.values()), default=0)
@@ -500,7 +505,22 @@ def profile_model(
         "seed": seed,
     }
     columns = _columns(lists)
-    done = _read_done(path, setup, columns)
+    done = read_done(path, setup, columns)
+    jobs = _pending_jobs(lists, repeats, len(images), seed, done)
+    if not jobs:
+        return path
+
+    with torch_threads(threads):
+        net = _load_model(transformers, torch, model, config, setup, vlm=bool(images))
+        net.to(device).eval()
+        grid = _Grid(path, setup, columns, lists, list(images.values()), warmup)
+        _run_grid(torch, transformers, net, jobs, grid, progress)
+    return path
+
+
+def _pending_jobs(lists, repeats, n_images, seed, done):
+    """The grid's requests not yet in the results file (``done``), in a
+    seeded order drawn over the whole grid, so that a resumed run keeps it."""
     grid = list(
         itertools.product(
             lists["top_k"] or [None],
@@ -508,53 +528,15 @@ def profile_model(
             lists["prompt_tokens"],
             lists["output_tokens"],
             range(repeats),
-            range(len(images)) if images else [None],
+            range(n_images) if n_images else [None],
         )
     )
-    # The order is drawn over the whole grid, so a resumed run keeps it.
     order = np.random.RandomState(seed).permutation(len(grid))
-    jobs = [
+    return [
         grid[i]
         for i in order
         if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4], grid[i][5]) not in done
     ]
-    if not jobs:
-        return path
-
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        net = _load_model(
-            transformers,
-            torch,
-            model,
-            config,
-            random_weights,
-            dtype,
-            attn_implementation,
-            seed,
-            vlm=bool(images),
-        )
-        net.to(device).eval()
-        _run_grid(
-            torch,
-            transformers,
-            net,
-            jobs,
-            path,
-            setup,
-            columns,
-            lists,
-            device,
-            seed,
-            warmup,
-            progress,
-            list(images.values()),
-        )
-    finally:
-        torch.set_num_threads(previous_threads)
-    return path
 
 
 def _images(transformers, config, model, lists):
@@ -574,78 +556,91 @@ def _images(transformers, config, model, lists):
     return {size: vision_tokens(processor, config, size) for size in lists["image_sizes"]}
 
 
-def _run_grid(
-    torch,
-    transformers,
-    net,
-    jobs,
-    path,
-    setup,
-    columns,
-    lists,
-    device,
-    seed,
-    warmup,
-    progress,
-    images=(),
-):
-    from ._vision import MARKERS, request_inputs
+class _Grid:
+    """What a profiling run writes and how: the results file, its columns,
+    the recorded settings (``setup``), the swept lists, the images of the
+    tiers and the warm-up requests per setting."""
 
-    from . import __version__
+    def __init__(self, path, setup, columns, lists, images, warmup):
+        self.path, self.setup, self.columns = path, setup, columns
+        self.lists, self.images, self.warmup = lists, images, warmup
 
+
+def _run_grid(torch, transformers, net, jobs, grid, progress):
+    lists, images, device = grid.lists, grid.images, grid.setup["device"]
     variants = _Variants(net, lists["top_k"] is not None, lists["num_active_blocks"] is not None)
-    cache_kw, extra = _forward_keywords(net)
+    forward = _forward_keywords(net)
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     vocab = _text_config(net.config).vocab_size
     if images:
         # Text ids below the model's special (vision) ids.
         vocab = min(vocab, net.config.vision_start_token_id, net.config.image_token_id)
-    descriptive = {
+    descriptive = _descriptive(torch, transformers, grid.setup)
+    warmed = set()
+    grid.path.parent.mkdir(parents=True, exist_ok=True)
+    with progress_bar(len(jobs), progress) as bar:
+        for top_k, blocks, prompt, n_steps, repeat, tier in jobs:
+            variants.set(top_k, blocks)
+            if (top_k, blocks) not in warmed:
+                warm = _warm_up_inputs(torch, net, lists, images, device)
+                for _ in range(grid.warmup):
+                    _time_request(torch, net, warm, _WARMUP_STEPS, sync, *forward)
+                warmed.add((top_k, blocks))
+            job = (prompt, n_steps, top_k, blocks, repeat, tier)
+            inputs, row = _request(torch, net, job, grid.setup["seed"], vocab, images, device)
+            if tier is not None:
+                descriptive["image_size"] = "x".join(map(str, lists["image_sizes"][tier]))
+            prefill, steps = _time_request(torch, net, inputs, n_steps, sync, *forward)
+            if top_k is not None:
+                row["top_k"] = top_k
+            if blocks is not None:
+                row["num_active_blocks"] = blocks
+            _append_row(grid.path, grid.columns, row, prefill, steps, repeat, descriptive)
+            bar.update(1)
+
+
+def _descriptive(torch, transformers, setup):
+    """The run's settings and provenance, recorded on every row."""
+    from . import __version__
+
+    return {
         **setup,
-        "device_name": _device_name(torch, device),
+        "device_name": _device_name(torch, setup["device"]),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "sklat_version": __version__,
         "python_version": platform.python_version(),
         "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
     }
-    warmed = set()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bar = _progress(len(jobs), progress)
-    try:
-        for top_k, blocks, prompt, n_steps, repeat, tier in jobs:
-            variants.set(top_k, blocks)
-            if (top_k, blocks) not in warmed:
-                short = torch.zeros((1, min(lists["prompt_tokens"])), dtype=torch.long)
-                warm = {"input_ids": short.to(device)}
-                if images:
-                    warm = request_inputs(torch, net.config, images[0], short[:, MARKERS:], device)
-                for _ in range(warmup):
-                    _time_request(torch, net, warm, _WARMUP_STEPS, sync, cache_kw, extra)
-                warmed.add((top_k, blocks))
-            # Prompt ids drawn from the request's own seed: the same request gets
-            # the same prompt in every run.
-            key = [seed, prompt, n_steps, top_k or 0, blocks or 0, repeat]
-            rng = np.random.RandomState(key + ([] if tier is None else [tier]))
-            row = {"vision_tokens": 0, "text_tokens": prompt}
-            if tier is None:
-                ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt)))
-                inputs = {"input_ids": ids.to(device)}
-            else:
-                ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt - MARKERS)))
-                inputs = request_inputs(torch, net.config, images[tier], ids, device)
-                row["vision_tokens"] = images[tier][2]
-                row["tier_idx"] = tier
-                descriptive["image_size"] = "x".join(map(str, lists["image_sizes"][tier]))
-            prefill, steps = _time_request(torch, net, inputs, n_steps, sync, cache_kw, extra)
-            if top_k is not None:
-                row["top_k"] = top_k
-            if blocks is not None:
-                row["num_active_blocks"] = blocks
-            _append_row(path, columns, row, prefill, steps, repeat, descriptive)
-            bar.update(1)
-    finally:
-        bar.close()
+
+
+def _warm_up_inputs(torch, net, lists, images, device):
+    """An untimed request as short as the grid's shortest prompt."""
+    from ._vision import MARKERS, request_inputs
+
+    short = torch.zeros((1, min(lists["prompt_tokens"])), dtype=torch.long)
+    if images:
+        return request_inputs(torch, net.config, images[0], short[:, MARKERS:], device)
+    return {"input_ids": short.to(device)}
+
+
+def _request(torch, net, job, seed, vocab, images, device):
+    """``(inputs, row)`` of one grid request ``(prompt, n_steps, top_k,
+    blocks, repeat, tier)``: prompt ids drawn from the request's own seed, so
+    the same request gets the same prompt in every run."""
+    from ._vision import MARKERS, request_inputs
+
+    prompt, n_steps, top_k, blocks, repeat, tier = job
+    key = [seed, prompt, n_steps, top_k or 0, blocks or 0, repeat]
+    rng = np.random.RandomState(key + ([] if tier is None else [tier]))
+    row = {"vision_tokens": 0, "text_tokens": prompt}
+    if tier is None:
+        ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt)))
+        return {"input_ids": ids.to(device)}, row
+    ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt - MARKERS)))
+    row["vision_tokens"] = images[tier][2]
+    row["tier_idx"] = tier
+    return request_inputs(torch, net.config, images[tier], ids, device), row
 
 
 def _columns(lists):
@@ -690,7 +685,7 @@ def append_csv_row(path, columns, row, float_format=None):
         f.flush()
 
 
-def _progress(total, enabled):
+def progress_bar(total, enabled):
     from tqdm.auto import tqdm
 
     return tqdm(

@@ -47,10 +47,10 @@ def test_auto_without_column_names_has_no_context(d):
     [
         (
             "prompt",
-            r"context_features must be 'auto', None or a list of feature names or "
-            r"column indices; got 'prompt'",
+            r"'context_features' parameter of LatencyEstimator must be a str among "
+            r"\{'auto'\}, None or an array-like. Got 'prompt'",
         ),
-        (3.5, "context_features must be 'auto', None or a list"),
+        (3.5, r"'context_features' parameter of LatencyEstimator must be a str among"),
         (
             ["prompt_tokens"],
             r"context_features names 'prompt_tokens', which is not a "

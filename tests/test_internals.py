@@ -7,6 +7,7 @@ import torch
 from sklat._loss import combined_loss, decode_total_loss, prefill_loss, segment_loss
 from sklat._module import CostTermsLatencyModule
 from sklat._net import BatchIterator, RequestData
+from sklat._requests import Segments
 
 
 def _module(n_features=3, prefill=True):
@@ -202,9 +203,11 @@ def _data():
         context=np.array([0.5, 1, 0, 2], dtype=np.float32),
         total=np.array([6.0, 1, 22, 3], dtype=np.float32),
         prefill=np.array([1.0, 2, 3, 4], dtype=np.float32),
-        segment_values=np.concatenate([v for v in values if v is not None]).astype(np.float32),
-        segment_tokens=np.concatenate([t for t in tokens if t is not None]),
-        segment_offsets=np.concatenate(([0], np.cumsum(lengths))),
+        segments=Segments(
+            np.concatenate([v for v in values if v is not None]).astype(np.float32),
+            np.concatenate([t for t in tokens if t is not None]),
+            np.concatenate(([0], np.cumsum(lengths))),
+        ),
     )
 
 
@@ -225,8 +228,8 @@ def test_batch_packs_ragged_segments():
 def test_subset_keeps_rows_aligned():
     sub = _data().subset([3, 2])
     assert sub.output_tokens.tolist() == [2, 4]
-    assert sub.segment_offsets.tolist() == [0, 0, 2]
-    assert sub.segment_values.tolist() == [4, 18]
+    assert sub.segments.offsets.tolist() == [0, 0, 2]
+    assert sub.segments.values.tolist() == [4, 18]
     assert sub.segment_end.tolist() == [1, 4]
 
 

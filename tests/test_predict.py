@@ -6,7 +6,6 @@ import pytest
 
 from sklat import PROBE_POSITIONS
 from sklat.datasets import make_positioned_latency
-from sklat import _inference
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +119,13 @@ def test_prediction_is_row_independent(fitted, X):
 def test_long_outputs_and_many_configs_are_chunked(fitted):
     # More rows than a prediction chunk, N = 32768: results equal the
     # row-by-row computation.
-    from sklat import _inference
+    from sklat import _curve
 
-    big = make_positioned_latency(_inference.ROW_CHUNK + 100, random_state=3).X
+    big = make_positioned_latency(_curve.ROW_CHUNK + 100, random_state=3).X
     n = np.full(len(big), 32768)
     total = fitted.predict_total(big, n)
     assert total.shape == (len(big),) and np.isfinite(total).all()
-    idx = [0, _inference.ROW_CHUNK - 1, _inference.ROW_CHUNK, len(big) - 1]
+    idx = [0, _curve.ROW_CHUNK - 1, _curve.ROW_CHUNK, len(big) - 1]
     ref = fitted.predict_positions(big.iloc[idx], np.arange(1, 32769)).sum(axis=1)
     # The float32 config encoder may round differently on 4 rows than on a
     # full chunk (BLAS picks kernels by shape); anything beyond that is a bug.
@@ -134,7 +133,7 @@ def test_long_outputs_and_many_configs_are_chunked(fitted):
 
 
 def test_chunking_does_not_change_results(fitted, monkeypatch):
-    from sklat import _inference
+    from sklat import _curve
 
     X = make_positioned_latency(50, random_state=4).X
     n = np.arange(1, 51) * 97
@@ -142,8 +141,8 @@ def test_chunking_does_not_change_results(fitted, monkeypatch):
     ref_positions = fitted.predict_positions(X, positions)
     ref_total = fitted.predict_total(X, n)
     ref_budget = fitted.predict_budget(X, "expectation")
-    monkeypatch.setattr(_inference, "ROW_CHUNK", 7)
-    monkeypatch.setattr(_inference, "POSITION_CHUNK", 101)
+    monkeypatch.setattr(_curve, "ROW_CHUNK", 7)
+    monkeypatch.setattr(_curve, "POSITION_CHUNK", 101)
     # Equal up to float32 rounding: the network runs in float32, and BLAS may
     # round differently for batches of another size.
     np.testing.assert_allclose(fitted.predict_positions(X, positions), ref_positions, rtol=1e-6)
@@ -157,5 +156,5 @@ def test_tabulated_basis_matches_the_network(fitted):
     assert len(fitted.position_basis_) == fitted.max_output_tokens_
     positions = np.array([1, 2, fitted.max_output_tokens_, fitted.max_output_tokens_ + 1, 40_000])
     np.testing.assert_allclose(
-        _inference.basis(fitted, positions), _inference.run_basis(fitted, positions), rtol=1e-6
+        fitted._curve.basis(positions), fitted._curve._run_basis(positions), rtol=1e-6
     )

@@ -67,14 +67,16 @@ def _diverge(monkeypatch):
 def test_failed_refit_keeps_the_previous_fitted_state(d, monkeypatch):
     est = _fit(d)
     before = est.predict_total(d.X, 9)
-    state = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    state = dict(vars(est))
+    scale = est.step_scale_
     scaled = d.y * 1000
     with monkeypatch.context() as m:
         _diverge(m)
         with pytest.raises(TrainingDivergedError):
             est.set_params(lr=10).fit(d.X, scaled, output_tokens=d.output_tokens)
-    assert {k: v for k, v in vars(est).items() if k.endswith("_")}.keys() == state.keys()
-    assert est.step_scale_ == state["step_scale_"] and est.net_ is state["net_"]
+    assert vars(est).keys() == state.keys()
+    assert all(vars(est)[k] is v for k, v in state.items() if k.endswith("_") or k[0] == "_")
+    assert est.step_scale_ == scale and est.net_ is state["net_"]
     np.testing.assert_array_equal(est.predict_total(d.X, 9), before)
     # A refit that fails input validation leaves the fitted shape as it was.
     bad = d.X.iloc[:, :3].copy()
@@ -155,18 +157,27 @@ def test_complex_and_boolean_inputs_are_refused(d, kwargs, error, message):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"hidden_size": True}, "hidden_size must be an integer >= 1; got True"),
-        ({"hidden_size": 10**6}, "hidden_size must be <= 4096; got 1000000"),
-        ({"n_basis": 10**4}, "n_basis must be <= 256"),
-        ({"verbose": "x"}, "verbose must be an integer >= 0; got 'x'"),
-        ({"lr": True}, "lr must be a finite number >= 0; got True"),
-        ({"n_threads": 0}, "n_threads must be 'auto' or an integer >= 1; got 0"),
-        ({"default_output_tokens": 2.5}, "default_output_tokens must be None or an integer"),
+        ({"hidden_size": 10**6}, r"'hidden_size' .* an int in the range \[1, 4096\]. Got 1000000"),
+        ({"n_basis": 10**4}, r"'n_basis' .* an int in the range \[1, 256\]. Got 10000"),
+        ({"verbose": "x"}, r"'verbose' .* Got 'x'"),
+        ({"default_output_tokens": 2.5}, r"'default_output_tokens' .* None or an int .* Got 2.5"),
+        ({"output_tokens_col": 3}, r"'output_tokens_col' .* an instance of 'str'. Got 3"),
+        ({"random_state": "seed"}, r"'random_state' .* Got 'seed'"),
     ],
 )
 def test_parameters_of_the_wrong_kind_are_named(d, params, message):
     with pytest.raises(ValueError, match=message):
         LatencyEstimator(**params).fit(d.X, d.y, output_tokens=d.output_tokens)
+
+
+def test_declared_constraints_cover_every_parameter():
+    # scikit-learn's own check: a constraint per parameter, and an
+    # InvalidParameterError naming each one for a value of no allowed kind.
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation(
+        "LatencyEstimator", LatencyEstimator(default_output_tokens=1, max_epochs=1)
+    )
 
 
 def test_loss_that_rose_warns():
@@ -184,7 +195,7 @@ def test_loss_that_rose_warns():
         match=r"made the loss worse .* lr=3 is probably "
         r"too high",
     ):
-        _warn_if_unconverged(LatencyEstimator(lr=3), net, held_out=False)
+        _warn_if_unconverged(LatencyEstimator(lr=3).get_params(), net, held_out=False)
 
 
 def test_convergence_warning_when_max_epochs_cuts_an_improving_fit(d):
@@ -246,12 +257,12 @@ def test_threads_are_chosen_and_restored(d, monkeypatch):
 
 
 def test_predict_with_two_outputs_encodes_once(d, monkeypatch):
-    from sklat import _inference
+    from sklat._curve import Curve
 
     est = _fit(d)
     calls = []
-    real = _inference.encode
-    monkeypatch.setattr(_inference, "encode", lambda *a: calls.append(1) or real(*a))
+    real = Curve._run_encoder
+    monkeypatch.setattr(Curve, "_run_encoder", lambda *a: calls.append(1) or real(*a))
     est.predict(d.X, 5)
     assert len(calls) == 1
 

@@ -155,20 +155,39 @@ def test_bad_positioned_latencies(d):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"prefill_weight": -1}, "prefill_weight must be a finite number >= 0"),
-        ({"positioned_weight": np.nan}, "positioned_weight must be a finite number >= 0"),
+        (
+            {"prefill_weight": -1},
+            r"'prefill_weight' parameter of LatencyEstimator must be a float in the "
+            r"range \[0.0, inf\). Got -1 instead",
+        ),
+        ({"positioned_weight": np.nan}, r"'positioned_weight' .* range \[0.0, inf\). Got nan"),
+        ({"lr": np.inf}, r"'lr' .* range \[0.0, inf\). Got inf"),
+        ({"lr": True}, r"'lr' .* Got True"),
         ({"decode_total_weight": 0, "positioned_weight": 0}, "nothing would train"),
-        ({"loss": "huber"}, "loss must be one of"),
-        ({"hidden_size": 0}, "hidden_size must be an integer >= 1"),
-        ({"n_cost_terms": 0}, "n_cost_terms must be an integer >= 1; got 0"),
-        ({"max_epochs": 2.5}, "max_epochs must be an integer >= 1"),
-        ({"lr": -1.0}, "lr must be a finite number >= 0"),
-        ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
-        ({"config_mlp_weight_decay": -0.1}, "config_mlp_weight_decay must be a finite number >= 0"),
-        ({"weight_averaging": 1.0}, r"weight_averaging must be in \[0, 1\); got 1.0"),
-        ({"weight_averaging": "0.9"}, r"weight_averaging must be in \[0, 1\)"),
-        ({"log_features": "some"}, "log_features must be 'auto', 'all' or 'none'"),
-        ({"default_output_tokens": 0}, "default_output_tokens must be >= 1"),
+        (
+            {"loss": "huber"},
+            r"'loss' parameter of LatencyEstimator must be a str among \{.*'log'.*\}. Got 'huber'",
+        ),
+        ({"hidden_size": 0}, r"'hidden_size' .* an int in the range \[1, 4096\]. Got 0"),
+        ({"hidden_size": True}, r"'hidden_size' .* Got True"),
+        ({"n_cost_terms": 0}, r"'n_cost_terms' .* an int in the range \[1, 64\]. Got 0"),
+        ({"max_epochs": 2.5}, r"'max_epochs' .* an int in the range \[1, inf\). Got 2.5"),
+        ({"lr": -1.0}, r"'lr' .* a float in the range \[0.0, inf\). Got -1.0"),
+        ({"validation_fraction": 1.0}, r"'validation_fraction' .* range \[0.0, 1.0\). Got 1.0"),
+        ({"config_mlp_weight_decay": -0.1}, r"'config_mlp_weight_decay' .* Got -0.1"),
+        ({"weight_averaging": 1.0}, r"'weight_averaging' .* range \[0.0, 1.0\). Got 1.0"),
+        ({"weight_averaging": "0.9"}, r"'weight_averaging' .* Got '0.9'"),
+        ({"log_features": "some"}, r"'log_features' .* a str among .*'none'.*. Got 'some'"),
+        (
+            {"default_output_tokens": 0},
+            r"'default_output_tokens' .* None or an int in the range \[1, 1048576\]. Got 0",
+        ),
+        (
+            {"n_threads": 0},
+            r"'n_threads' .* a str among \{'auto'\} or an int in the range \[1, inf\). Got 0",
+        ),
+        ({"verbose": -1}, r"'verbose' .* Got -1"),
+        ({"context_features": 3.5}, r"'context_features' .* Got 3.5"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
     ],
 )
@@ -178,7 +197,9 @@ def test_bad_params(d, params, message):
 
 
 def test_device_errors(d, monkeypatch):
-    with pytest.raises(TypeError, match="device must be a string"):
+    with pytest.raises(
+        TypeError, match=r"'device' parameter of LatencyEstimator must be an instance of 'str'"
+    ):
         fit(d, LatencyEstimator(device=0))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available on this machine"):

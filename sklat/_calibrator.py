@@ -1,0 +1,233 @@
+"""A fitted model's split-conformal calibration, as one object.
+
+:class:`Calibrator` owns the difficulty trees (fitted on the point model's own
+training requests), the conformity scores of the calibration requests and the
+per-step scores; given a :class:`~sklat._curve.Curve` and the coefficients of
+new requests it gives intervals, one-sided bounds and SLO attainment. The
+arithmetic (ranks, trees, mixture quantiles) is in :mod:`sklat._conformal`.
+"""
+
+import numpy as np
+
+from ._conformal import (
+    attainment,
+    difficulty_inputs,
+    finite_bounds,
+    fit_difficulty,
+    interval_rank,
+    mixture_quantiles,
+    position_bound,
+    symmetric,
+    tree_value,
+)
+
+# Per-step latencies of one calibration request kept for per-position
+# intervals (evenly spaced): bounds the model file's size.
+STEPS_KEPT = 64
+
+
+class Calibrator:
+    """Calibration of a fitted curve.
+
+    Parameters
+    ----------
+    difficulty_trees : ndarray of shape (n_outputs, 3, TREE_NODES)
+        Difficulty trees of the decode total and (if fitted) of the prefill,
+        see :func:`sklat._conformal.fit_difficulty`.
+    scores : ndarray of shape (n_calibration, n_outputs)
+        Normalised signed log errors of the calibration requests (column 0:
+        decode total, column 1: prefill).
+    position_scores : ndarray of shape (n_steps, 2)
+        Absolute log errors of per-step latencies of the calibration requests
+        and their weights (each request weighs 1).
+    """
+
+    def __init__(self, difficulty_trees, scores, position_scores):
+        self.difficulty_trees = difficulty_trees
+        self.scores = scores
+        self.position_scores = position_scores
+
+    @classmethod
+    def fit(cls, curve, fit_part, cal_part, *, n_threads="auto"):
+        """Difficulty trees from the errors of ``curve`` on ``fit_part`` (the
+        requests it was trained on), scores from ``cal_part`` (held out);
+        both are :class:`~sklat._requests.Requests`."""
+        decode, prefill, coef = _log_errors(curve, fit_part, n_threads)
+        inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
+        trees = [fit_difficulty(inputs, decode)]
+        if prefill is not None:
+            # The prefill does not depend on the output length.
+            trees.append(fit_difficulty(inputs[:, :-1], prefill))
+        calibrator = cls(np.stack(trees), np.zeros((len(cal_part), len(trees))), np.zeros((0, 2)))
+        if len(cal_part):
+            decode, prefill, coef = _log_errors(curve, cal_part, n_threads)
+            calibrator.scores[:, 0] = decode / calibrator.sigma_total(
+                coef.z, cal_part.output_tokens
+            )
+            if prefill is not None:
+                calibrator.scores[:, 1] = prefill / calibrator.sigma_prefill(coef.z)
+        calibrator.position_scores = _position_scores(curve, cal_part, n_threads)
+        return calibrator
+
+    # ------------------------------------------------------------ difficulty
+    def sigma_total(self, z, lengths):
+        """Difficulty of the decode total at standardised features ``z`` and
+        output ``lengths``."""
+        return np.exp(tree_value(self.difficulty_trees[0], difficulty_inputs(z, lengths)))
+
+    def sigma_prefill(self, z):
+        """Difficulty of the prefill at standardised features ``z``."""
+        inputs = difficulty_inputs(z, np.ones(len(z)))
+        return np.exp(tree_value(self.difficulty_trees[1], inputs))
+
+    # ---------------------------------------------------------------- scores
+    def check_ready(self):
+        """Raise ``ValueError`` when there are no calibration requests."""
+        if not len(self.scores):
+            raise ValueError(
+                "this LatencyEstimator holds no calibration requests; fit it with "
+                "calibration_fraction > 0 on enough requests to predict intervals or "
+                "probabilities."
+            )
+
+    def sorted_scores(self, target):
+        """Sorted scores of the decode total, or of the prefill (``target="prefill"``)."""
+        self.check_ready()
+        return np.sort(self.scores[:, 1 if target == "prefill" else 0])
+
+    def predictive(self, curve, coef, output_tokens, dist, *, per_token):
+        """``(center, sigma, weights)`` of the decode total (or per-token
+        latency): (n, 1) for known ``output_tokens``, else (n, J) over the
+        ``J`` lengths of ``dist`` with probabilities ``weights``."""
+        if output_tokens is not None:
+            center = curve.total(coef, output_tokens)[:, None]
+            spread = self.sigma_total(coef.z, output_tokens)[:, None]
+            if per_token:
+                center = center / output_tokens[:, None]
+            return center, spread, np.ones(1)
+        values = dist["values"]
+        center = curve.totals_at(coef, values)
+        J, n = len(values), len(coef)
+        spread = self.sigma_total(np.repeat(coef.z, J, axis=0), np.tile(values, n)).reshape(n, J)
+        if per_token:
+            center = center / values[None, :]
+        return center, spread, dist["probabilities"]
+
+    # ------------------------------------------------------------- intervals
+    def decode_interval(self, curve, coef, output_tokens, dist, confidence, *, per_token):
+        """(n, 2) bounds of the decode total (or per-token latency)."""
+        scores = self.sorted_scores("total")
+        n = len(scores)
+        k = interval_rank(n, confidence, "for an interval")
+        center, spread, weights = self.predictive(
+            curve, coef, output_tokens, dist, per_token=per_token
+        )
+        # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
+        # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
+        levels = [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
+        return finite_bounds(mixture_quantiles(center, spread, weights, symmetric(scores), levels))
+
+    def prefill_interval(self, coef, confidence):
+        """(n, 2) bounds of the prefill."""
+        scores = self.sorted_scores("prefill")
+        k = interval_rank(len(scores), confidence, "for an interval")
+        half = self.sigma_prefill(coef.z) * np.sort(np.abs(scores))[k - 1]
+        return finite_bounds(
+            np.column_stack([coef.prefill * np.exp(-half), coef.prefill * np.exp(half)])
+        )
+
+    def position_bound(self, confidence):
+        """The absolute log error bounding a per-step latency at ``confidence``."""
+        if not len(self.position_scores):
+            raise ValueError(
+                "target='position' needs calibration requests with per-step data "
+                "(positioned_latencies, or decode_segments of one token); this model has none."
+            )
+        return position_bound(self.position_scores, confidence, "with per-step data")
+
+    def position_interval(self, values, confidence):
+        """(n, P, 2) bounds of per-step latencies ``values`` (n, P)."""
+        bound = self.position_bound(confidence)
+        return finite_bounds(np.stack([values * np.exp(-bound), values * np.exp(bound)], axis=2))
+
+    def upper_rank(self, confidence):
+        """Sorted decode scores and the rank of a one-sided upper bound at
+        ``confidence``."""
+        scores = self.sorted_scores("total")
+        return scores, interval_rank(len(scores), confidence, "for an upper bound")
+
+    def upper_at_length(self, point, z, length, confidence):
+        """``point`` (a per-token latency at output ``length``) times the
+        calibrated upper factor at ``confidence``."""
+        scores, k = self.upper_rank(confidence)
+        spread = self.sigma_total(z, np.full(len(point), length))
+        return finite_bounds(point * np.exp(spread * scores[k - 1]))
+
+    def upper_per_token(self, curve, coef, dist, confidence):
+        """Upper ``confidence`` quantile of the per-token latency, ``N`` drawn
+        from ``dist``."""
+        scores, k = self.upper_rank(confidence)
+        center, spread, weights = self.predictive(curve, coef, None, dist, per_token=True)
+        bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
+        return finite_bounds(bound[:, 0])
+
+    def attainment(self, curve, coef, output_tokens, dist, *, ttft, tpot, e2e):
+        """Per row, the probability that every objective given holds (each
+        (n,) or None; ``ttft`` and ``e2e`` need a prefill)."""
+        self.check_ready()
+        kwargs = {}
+        if tpot is not None or e2e is not None:
+            center, spread, weights = self.predictive(
+                curve, coef, output_tokens, dist, per_token=False
+            )
+            lengths = (
+                output_tokens[:, None].astype(np.float64)
+                if output_tokens is not None
+                else dist["values"].astype(np.float64)[None, :]
+            )
+            kwargs.update(
+                total=center,
+                total_sigma=spread,
+                lengths=np.broadcast_to(lengths, center.shape),
+                weights=weights,
+            )
+        if ttft is not None or e2e is not None:
+            kwargs.update(prefill=coef.prefill, prefill_sigma=self.sigma_prefill(coef.z))
+        scores = self.scores
+        if scores.shape[1] == 1:
+            scores = np.column_stack([scores[:, 0], np.zeros(len(scores))])
+        return attainment(scores=scores, ttft=ttft, tpot=tpot, e2e=e2e, **kwargs)
+
+
+def _log_errors(curve, part, n_threads):
+    """Signed log errors ``(decode, prefill or None)`` of ``curve`` on
+    ``part``, and the coefficients (predicted as for a new request)."""
+    coef = curve.encode(part.X, n_threads=n_threads, warn=False)
+    decode = np.log(part.decode) - np.log(curve.total(coef, part.output_tokens))
+    prefill = None if part.prefill is None else np.log(part.prefill) - np.log(coef.prefill)
+    return decode, prefill, coef
+
+
+def _position_scores(curve, part, n_threads):
+    """``(m, 2)``: absolute log errors of the per-step latencies (one-token
+    segments) of the requests of ``part`` that have them, with weights
+    ``1 / (steps kept)``, so that every request weighs 1. At most
+    ``STEPS_KEPT`` evenly spaced steps per request. A segment of several
+    tokens times their sum, not any one step, so it says nothing of a single
+    position's spread and is left out."""
+    segments = part.segments
+    single = segments.tokens == 1
+    rows = np.unique(segments.owner[single])
+    if not len(rows):
+        return np.zeros((0, 2))
+    ends = segments.ends
+    offsets = segments.offsets
+    coef = curve.encode(part.X[rows], n_threads=n_threads, warn=False)
+    out = []
+    for j, i in enumerate(rows):
+        mine = offsets[i] + np.flatnonzero(single[offsets[i] : offsets[i + 1]])
+        keep = mine[np.unique(np.linspace(0, len(mine) - 1, STEPS_KEPT).round().astype(np.int64))]
+        values = curve.at(coef.take(slice(j, j + 1)), ends[keep])[0]
+        errors = np.abs(np.log(segments.values[keep]) - np.log(values))
+        out.append(np.column_stack([errors, np.full(len(errors), 1.0 / len(errors))]))
+    return np.concatenate(out)

@@ -1,0 +1,288 @@
+"""The fitted decode curve, evaluated in the user's units.
+
+:class:`Curve` holds what a fitted model needs to predict: the trained net,
+the feature transform and the training domain, the scales of its outputs and
+the position basis tabulated once, so that a single budget check does not run
+the position encoder. :meth:`Curve.encode` gives per configuration the
+:class:`Coefficients` of its curve; positions, totals, expectations over
+output lengths and maxima are then closed-form numpy on those coefficients::
+
+    f(p) = flat + slope * (context + p / S) + shape . phi(p)
+"""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ._distribution import survival
+from ._domain import clip, extended_range, outside, warn_outside
+from ._features import context_lengths, feature_label
+from ._threads import auto_threads, torch_threads
+from ._validation import first_true
+
+# Rows / positions evaluated at once: bounds the intermediate memory whatever
+# the number of configurations or the length.
+ROW_CHUNK = 8192
+POSITION_CHUNK = 65536
+# Longest position whose basis values are tabulated at construction.
+BASIS_TABLE_MAX = 65536
+
+
+def first_non_finite(values):
+    """The first row of ``values`` holding NaN or inf, or None."""
+    first = first_true(~np.isfinite(values))
+    return first if first is None or np.ndim(values) == 1 else first[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Coefficients:
+    """Per configuration, the coefficients of its curve, in milliseconds.
+
+    ``flat`` (n,), ``slope`` (n,) (per unit of ``(context_0 + p) / S``),
+    ``shape`` (n, K), ``context`` (n,) (``context_0 / S``), ``prefill`` (n,)
+    or None, and ``z`` (n, d), the standardised features they came from.
+    """
+
+    flat: np.ndarray
+    slope: np.ndarray
+    shape: np.ndarray
+    context: np.ndarray
+    prefill: np.ndarray | None
+    z: np.ndarray
+
+    def __len__(self):
+        return len(self.flat)
+
+    def take(self, rows):
+        """The coefficients of ``rows`` (an index array or a slice)."""
+        return Coefficients(
+            **{
+                field.name: None
+                if getattr(self, field.name) is None
+                else getattr(self, field.name)[rows]
+                for field in dataclasses.fields(self)
+            }
+        )
+
+    def check_finite(self):
+        """Raise ``ValueError`` if a coefficient overflowed (weights that
+        cannot give a finite latency for some input)."""
+        for key in ("flat", "slope", "shape", "prefill"):
+            values = getattr(self, key)
+            row = None if values is None else first_non_finite(values)
+            if row is not None:
+                raise ValueError(
+                    f"the model's {key} latency for sample {row} is not finite: its weights "
+                    "overflow for this input."
+                )
+
+
+class Curve:
+    """A trained decode curve and prefill, with its training domain.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The trained net (held rather than its module: skorch maps a
+        CUDA-trained module to the CPU when unpickled where there is no CUDA).
+    transform : sklat._features.FeatureTransform
+        The fitted feature transform.
+    feature_range : ndarray of shape (2, d)
+        Training minimum and maximum of each feature.
+    context_features : ndarray of int
+        Features whose sum is the context length at the first decode step.
+    context_scale : float
+        ``S``, the unit of the context term.
+    step_scale, prefill_scale : float, float or None
+        Units of the module's decode and prefill outputs, in milliseconds.
+    lengths : dict
+        ``{"values", "probabilities"}``: the training output lengths.
+    feature_names : ndarray or None
+        Names of the features, for messages.
+    hidden_size : int
+        Width of the module's layers (sizes the thread policy's work).
+    """
+
+    def __init__(
+        self,
+        net,
+        *,
+        transform,
+        feature_range,
+        context_features,
+        context_scale,
+        step_scale,
+        prefill_scale,
+        lengths,
+        feature_names,
+        hidden_size,
+    ):
+        self.net = net
+        self.transform = transform
+        self.feature_range = feature_range
+        self.context_features = context_features
+        self.context_scale = context_scale
+        self.step_scale = step_scale
+        self.prefill_scale = prefill_scale
+        self.lengths = lengths
+        self.feature_names = feature_names
+        self.hidden_size = hidden_size
+        self.max_output_tokens = int(lengths["values"].max())
+        self.extended_range = extended_range(feature_range, transform.log_mask, transform.log_shift)
+        self.basis_table = self._run_basis(
+            np.arange(1, min(self.max_output_tokens, BASIS_TABLE_MAX) + 1)
+        )
+
+    def label(self, col):
+        """Feature ``col`` as messages name it."""
+        return feature_label(self.feature_names, col)
+
+    def _module_and_device(self):
+        # net.device follows the weights, also after unpickling a CUDA-trained
+        # net on a CPU-only machine (skorch maps it to "cpu").
+        return self.net.module_, torch.device(self.net.device)
+
+    # ------------------------------------------------------------ encoding
+    def encode(self, X_arr, *, n_threads="auto", warn=True):
+        """:class:`Coefficients` of checked features ``X_arr`` (float64, at
+        least one row). Features beyond their extended training range are
+        held at its edge (with an ExtrapolationWarning if ``warn``), so that
+        every output is finite."""
+        self.transform.check(X_arr, self.label, strict=False)
+        context_lengths(X_arr, self.context_features, self.label)
+        if warn:
+            warn_outside(X_arr, self.feature_range, self.extended_range, self.label)
+        X_arr = clip(X_arr, self.extended_range)
+        z = self.transform.transform(X_arr, self.label)
+        context = context_lengths(X_arr, self.context_features, self.label)
+        with torch_threads(auto_threads(n_threads, len(z) * self.hidden_size**2 * 4)):
+            raw = self._run_encoder(z)
+        coef = Coefficients(
+            flat=self.step_scale * raw["flat"],
+            slope=self.step_scale * raw["slope"],
+            shape=self.step_scale * raw["shape"].reshape(len(z), -1),
+            context=context / self.context_scale,
+            prefill=None if raw["prefill"] is None else self.prefill_scale * raw["prefill"],
+            z=z,
+        )
+        coef.check_finite()
+        return coef
+
+    def _run_encoder(self, z):
+        module, device = self._module_and_device()
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(z), ROW_CHUNK):
+                parts.append(
+                    module.encode(torch.from_numpy(z[start : start + ROW_CHUNK]).to(device))
+                )
+        return {
+            key: None
+            if parts[0][key] is None
+            else torch.cat([p[key] for p in parts]).double().cpu().numpy()
+            for key in ("flat", "slope", "shape", "prefill")
+        }
+
+    def inside(self, X_arr):
+        """(n,) bool: every feature within its training range."""
+        return ~outside(X_arr, self.feature_range).any(axis=1)
+
+    # ------------------------------------------------------------ positions
+    def _run_basis(self, positions):
+        """The position encoder on ``positions``, a chunk at a time."""
+        module, device = self._module_and_device()
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(positions), POSITION_CHUNK):
+                chunk = torch.from_numpy(positions[start : start + POSITION_CHUNK])
+                parts.append(module.basis(chunk.to(device)).double().cpu().numpy())
+        return np.concatenate(parts, axis=0)
+
+    def basis(self, positions):
+        """Basis curves at ``positions`` (int array), float64 of shape (P, K);
+        constant past the longest training request."""
+        positions = np.minimum(positions, self.max_output_tokens)
+        table = self.basis_table
+        if positions.max() <= len(table):
+            return table[positions - 1]
+        out = np.empty((len(positions), table.shape[1]))
+        known = positions <= len(table)
+        out[known] = table[positions[known] - 1]
+        out[~known] = self._run_basis(positions[~known])
+        return out
+
+    def at(self, coef, positions):
+        """Per-token latency (n, P) at ``positions`` (int array)."""
+        phi = self.basis(positions)
+        growth = positions / self.context_scale
+        n = len(coef)
+        out = np.empty((n, len(phi)))
+        # Written in place, a chunk of rows at a time: no temporary of the
+        # output's size, however many rows and positions.
+        for start in range(0, n, ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            chunk = out[rows]
+            np.matmul(coef.shape[rows], phi.T, out=chunk)
+            chunk += (coef.flat[rows] + coef.slope[rows] * coef.context[rows])[:, None]
+            chunk += coef.slope[rows, None] * growth[None, :]
+        return out
+
+    def max_over(self, coef, last):
+        """Maximum of each row's curve over positions ``1..last``, a block of
+        rows at a time (no (n, last) matrix)."""
+        positions = np.arange(1, last + 1)
+        out = np.empty(len(coef))
+        step = max(1, ROW_CHUNK * 64 // last)
+        for start in range(0, len(out), step):
+            rows = slice(start, start + step)
+            out[rows] = self.at(coef.take(rows), positions).max(axis=1)
+        return out
+
+    # --------------------------------------------------------------- totals
+    def _summed(self, coef, n, triangle, shape_sums):
+        """The closed form of a sum of the curve over positions: ``n``
+        positions whose sum is ``triangle``, the basis summed over them giving
+        ``shape_sums`` (the shape term, already contracted with ``coef.shape``)."""
+        return (
+            coef.flat * n
+            + coef.slope * (coef.context * n + triangle / self.context_scale)
+            + shape_sums
+        )
+
+    def _cumulative_basis(self, last):
+        return np.cumsum(self.basis(np.arange(1, last + 1)), axis=0)
+
+    def total(self, coef, output_tokens):
+        """``sum_{p<=N} f(p)`` per row (exact sums of the basis over ``1..N``,
+        shared by all rows)."""
+        cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
+        n = output_tokens.astype(np.float64)
+        return self._summed(coef, n, n * (n + 1) / 2, np.einsum("ik,ik->i", coef.shape, cumulative))
+
+    def totals_at(self, coef, lengths):
+        """``sum_{p<=N} f(p)`` for every row and every ``N`` in ``lengths``: (n, J)."""
+        cumulative = self._cumulative_basis(lengths.max())[lengths - 1]
+        n = lengths.astype(np.float64)[None, :]
+        return self._summed(_column(coef), n, n * (n + 1) / 2, coef.shape @ cumulative.T)
+
+    def expected_total(self, coef, dist):
+        """Total decode latency with ``N`` drawn from ``dist``: ``sum_p f(p) P(N >= p)``."""
+        surv = survival(dist)
+        values = dist["values"].astype(np.float64)
+        mean_n = float(np.dot(dist["probabilities"], values))
+        mean_triangle = float(np.dot(dist["probabilities"], values * (values + 1) / 2))
+        basis_sum = self.basis(np.arange(1, len(surv) + 1)).T @ surv
+        return self._summed(coef, mean_n, mean_triangle, coef.shape @ basis_sum)
+
+
+def _column(coef):
+    """``coef``'s per-row scalars as (n, 1) columns, to broadcast over lengths."""
+    return Coefficients(
+        flat=coef.flat[:, None],
+        slope=coef.slope[:, None],
+        shape=coef.shape,
+        context=coef.context[:, None],
+        prefill=coef.prefill,
+        z=coef.z,
+    )

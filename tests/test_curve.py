@@ -1,0 +1,204 @@
+"""The fitted curve and the calibration as objects, without an estimator:
+a net built from parameters, a Curve around it, a Calibrator of known scores."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sklat._calibrator import Calibrator
+from sklat._conformal import TREE_NODES
+from sklat._curve import Curve
+from sklat._features import FeatureTransform
+from sklat._requests import Requests, Segments
+from sklat._training import make_net
+from sklat.exceptions import ExtrapolationWarning
+
+PARAMS = {
+    "hidden_size": 8,
+    "n_basis": 3,
+    "n_cost_terms": 2,
+    "loss": "log",
+    "prefill_weight": 2.0,
+    "decode_total_weight": 1.0,
+    "positioned_weight": 0.5,
+    "weight_decay": 1e-4,
+    "config_mlp_weight_decay": 0.1,
+    "lr": 1e-3,
+    "max_epochs": 1,
+    "batch_size": 8,
+    "verbose": 0,
+}
+MAX_N = 40
+
+
+@pytest.fixture(scope="module")
+def curve():
+    """A curve of two features (the second a context length), random weights."""
+    torch.manual_seed(0)
+    net = make_net(
+        PARAMS,
+        n_features=2,
+        with_prefill=True,
+        max_output_tokens=MAX_N,
+        context_scale=100.0,
+        context_features=[1],
+        total_norm=10.0,
+        device="cpu",
+    ).initialize()
+    net.module_.eval()
+    X = np.array([[1.0, 10.0], [8.0, 200.0]])
+    return Curve(
+        net,
+        transform=FeatureTransform.fit(X, "auto", str),
+        feature_range=np.vstack([X.min(axis=0), X.max(axis=0)]),
+        context_features=np.array([1]),
+        context_scale=100.0,
+        step_scale=2.0,
+        prefill_scale=30.0,
+        lengths={"values": np.array([5, 20, MAX_N]), "probabilities": np.array([0.5, 0.3, 0.2])},
+        feature_names=np.array(["layers", "prompt"], dtype=object),
+        hidden_size=PARAMS["hidden_size"],
+    )
+
+
+@pytest.fixture(scope="module")
+def coef(curve):
+    X = np.column_stack([np.linspace(1, 8, 6), np.linspace(10, 200, 6)])
+    return curve.encode(X, warn=False)
+
+
+def test_totals_are_sums_of_the_curve(curve, coef):
+    n = np.array([1, 3, 17, MAX_N, MAX_N + 9, 2])
+    per_position = curve.at(coef, np.arange(1, n.max() + 1))
+    expected = [per_position[i, : n[i]].sum() for i in range(len(n))]
+    np.testing.assert_allclose(curve.total(coef, n), expected, rtol=1e-12)
+
+
+def test_totals_at_every_length_and_their_expectation(curve, coef):
+    lengths = curve.lengths["values"]
+    table = curve.totals_at(coef, lengths)
+    for j, length in enumerate(lengths):
+        np.testing.assert_allclose(
+            table[:, j], curve.total(coef, np.full(len(coef), length)), rtol=1e-12
+        )
+    np.testing.assert_allclose(
+        curve.expected_total(coef, curve.lengths),
+        table @ curve.lengths["probabilities"],
+        rtol=1e-12,
+    )
+
+
+def test_maximum_and_the_shape_held_past_the_longest_request(curve, coef):
+    last = MAX_N + 25
+    full = curve.at(coef, np.arange(1, last + 1))
+    np.testing.assert_allclose(curve.max_over(coef, last), full.max(axis=1), rtol=1e-12)
+    # Past the longest training request only the context term keeps growing.
+    growth = np.diff(full[:, MAX_N - 1 :], axis=1)
+    expected = np.broadcast_to(coef.slope[:, None] / curve.context_scale, growth.shape)
+    np.testing.assert_allclose(growth, expected, rtol=1e-9)
+    # The tabulated basis is the position encoder's.
+    positions = np.array([1, 7, MAX_N, MAX_N + 1])
+    np.testing.assert_allclose(curve.basis(positions), curve._run_basis(positions), rtol=1e-6)
+
+
+def test_coefficients_are_immutable_rows(coef):
+    part = coef.take(np.array([4, 1]))
+    assert len(part) == 2
+    np.testing.assert_array_equal(part.shape, coef.shape[[4, 1]])
+    np.testing.assert_array_equal(part.z, coef.z[[4, 1]])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        coef.flat = None
+
+
+def test_encode_holds_far_features_at_the_edge_of_the_extended_range(curve):
+    edge = curve.extended_range[1]
+    with pytest.warns(ExtrapolationWarning, match=r"X column 'layers' = 1e\+06 \(sample 0\)"):
+        far = curve.encode(np.array([[1e6, 100.0]]))
+    at_edge = curve.encode(np.array([[edge[0], 100.0]]), warn=False)
+    np.testing.assert_allclose(far.flat, at_edge.flat, rtol=1e-12)
+    assert curve.inside(np.array([[2.0, 50.0], [1e6, 100.0]])).tolist() == [True, False]
+
+
+def test_encode_names_the_bad_value(curve):
+    with pytest.raises(ValueError, match=r"X column 'prompt' was log-scaled .* sample 1 is -5.0"):
+        curve.encode(np.array([[1.0, 10.0], [2.0, -5.0]]))
+
+
+def _flat_trees(n_outputs):
+    """Difficulty trees that are a single leaf of value 0: sigma = 1 everywhere."""
+    trees = np.zeros((n_outputs, 3, TREE_NODES))
+    trees[:, 0, :] = -1
+    return trees
+
+
+def test_interval_of_a_known_length_is_the_kth_score(curve, coef):
+    scores = np.array([[-0.3, 0.1], [0.05, -0.2], [0.2, 0.0], [-0.1, 0.4]] * 5)  # n = 20
+    calibrator = Calibrator(_flat_trees(2), scores, np.zeros((0, 2)))
+    n = np.full(len(coef), 12)
+    bounds = calibrator.decode_interval(curve, coef, n, None, 0.8, per_token=False)
+    k = math.ceil(21 * 0.8)
+    half = np.sort(np.abs(scores[:, 0]))[k - 1]
+    total = curve.total(coef, n)
+    np.testing.assert_allclose(
+        bounds, np.column_stack([total * np.exp(-half), total * np.exp(half)])
+    )
+    prefill = calibrator.prefill_interval(coef, 0.8)
+    half = np.sort(np.abs(scores[:, 1]))[k - 1]
+    np.testing.assert_allclose(prefill[:, 1], coef.prefill * np.exp(half))
+    with pytest.raises(ValueError, match="confidence=0.99 needs at least 99 calibration requests"):
+        calibrator.decode_interval(curve, coef, n, None, 0.99, per_token=False)
+
+
+def test_attainment_counts_the_calibration_requests_that_meet_the_objective(curve, coef):
+    e = np.linspace(-0.5, 0.5, 11)
+    calibrator = Calibrator(_flat_trees(1), e[:, None], np.zeros((0, 2)))
+    n = np.full(len(coef), 10)
+    per_token = curve.total(coef, n) / 10
+    tpot = per_token * np.exp(0.05)
+    p = calibrator.attainment(curve, coef, n, None, ttft=None, tpot=tpot, e2e=None)
+    expected = [(per_token[i] * np.exp(e) <= tpot[i]).mean() for i in range(len(coef))]
+    np.testing.assert_allclose(p, expected)
+    # With N unknown, the mixture over the lengths lies between its extremes.
+    loose = calibrator.attainment(curve, coef, None, curve.lengths, ttft=None, tpot=tpot, e2e=None)
+    assert ((loose >= 0) & (loose <= 1)).all()
+    empty = Calibrator(_flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="holds no calibration requests"):
+        empty.attainment(curve, coef, n, None, ttft=None, tpot=tpot, e2e=None)
+
+
+def test_position_bound_is_a_weighted_rank_of_requests():
+    # Two requests of 2 and 4 steps: weights 1/2 and 1/4, so each weighs 1.
+    scores = np.array([[0.1, 0.5], [0.3, 0.5], [0.05, 0.25], [0.2, 0.25], [0.4, 0.25], [0.5, 0.25]])
+    calibrator = Calibrator(_flat_trees(1), np.zeros((0, 1)), scores)
+    with pytest.raises(ValueError, match="needs calibration requests with per-step data"):
+        Calibrator(_flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2))).position_bound(0.5)
+    # ceil(3 * 0.5) = 2 of 2 requests: the top of the weighted order.
+    assert calibrator.position_bound(0.5) == 0.5
+
+
+def test_calibrator_fit_on_requests(curve):
+    rng = np.random.RandomState(0)
+    X = np.column_stack([rng.uniform(1, 8, 60), rng.uniform(10, 200, 60)])
+    n = rng.randint(2, MAX_N, 60)
+    coef = curve.encode(X, warn=False)
+    decode = curve.total(coef, n) * np.exp(rng.normal(0, 0.1, 60))
+    prefill = coef.prefill * np.exp(rng.normal(0, 0.1, 60))
+    # Per-step lists for the first 3 requests, a two-token segment for the 4th.
+    steps = [np.full(n[i], decode[i] / n[i]) for i in range(3)]
+    values = np.concatenate(steps + [[decode[3] / 2, decode[3] / 2]])
+    tokens = np.concatenate([np.ones(n[i], dtype=np.int64) for i in range(3)] + [[1, n[3] - 1]])
+    lengths = np.array([n[0], n[1], n[2], 2] + [0] * 56)
+    segments = Segments(values, tokens, np.concatenate(([0], np.cumsum(lengths))))
+    requests = Requests(X, decode, prefill, n, segments)
+    fit_part, cal_part = requests.take(np.arange(20, 60)), requests.take(np.arange(20))
+    calibrator = Calibrator.fit(curve, fit_part, cal_part)
+    assert calibrator.difficulty_trees.shape == (2, 3, TREE_NODES)
+    assert calibrator.scores.shape == (20, 2)
+    # Requests 0-2 have per-step data, and request 3 one single-token segment: 4 requests.
+    np.testing.assert_allclose(calibrator.position_scores[:, 1].sum(), 4.0)
+    sigma = calibrator.sigma_total(coef.z[:20], n[:20])
+    expected = (np.log(decode[:20]) - np.log(curve.total(coef.take(slice(0, 20)), n[:20]))) / sigma
+    np.testing.assert_allclose(calibrator.scores[:, 0], expected, rtol=1e-6)
