@@ -1,5 +1,6 @@
-"""A joblib pickle of a 0.6 estimator, which stored its fitted attributes
-itself, loads into the fitted objects and predicts as it did."""
+"""Files written by sklat 0.6.0 load and predict as they did: its model file
+(the format is unchanged), and a joblib pickle of its estimator, which stored
+its fitted attributes itself."""
 
 import json
 import warnings
@@ -7,19 +8,29 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pytest
 
+import sklat
 from sklat.datasets import make_positioned_latency
 
 DATA = Path(__file__).parent / "data"
 
 
-def test_a_060_pickle_predicts_as_it_did():
-    # Written by sklat 0.6.0: LatencyEstimator(hidden_size=4, n_basis=2,
-    # max_epochs=2, random_state=0) fitted on make_positioned_latency(60,
-    # random_state=0, positioned_fraction=0.5) with its per-step lists.
+def _load_pickle(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scikit-learn's version warning, if any
-        est = joblib.load(DATA / "sklat-0.6.0.joblib")
+        return joblib.load(path)
+
+
+# Written by sklat 0.6.0: LatencyEstimator(hidden_size=4, n_basis=2,
+# max_epochs=2, random_state=0) fitted on make_positioned_latency(60,
+# random_state=0, positioned_fraction=0.5) with its per-step lists; the model
+# file is sklat.save of the same estimator.
+@pytest.mark.parametrize(
+    "name, load", [("sklat-0.6.0.joblib", _load_pickle), ("sklat-0.6.0.safetensors", sklat.load)]
+)
+def test_a_060_file_predicts_as_it_did(name, load):
+    est = load(DATA / name)
     expected = np.asarray(json.loads((DATA / "sklat-0.6.0-predictions.json").read_text()))
     X = make_positioned_latency(60, random_state=0, positioned_fraction=0.5).X.iloc[:4]
     n = [3, 9, 20, 40]
