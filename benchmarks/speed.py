@@ -11,6 +11,8 @@ Run: ``python benchmarks/speed.py [--device cpu|cuda] [--quick]``; prints Markdo
    raw torch forward for the same work and LightGBM's single-row predict.
 3. Peak memory (RSS) for ``N = 32768``.
 4. Wall time of a default fit of 2,000 requests with ``N`` up to 1,024.
+5. A controller's decisions with ``N`` unknown (intervals, SLO attainment,
+   ``choose`` over 100 candidates) as ratios to ``predict_total``.
 """
 
 import argparse
@@ -235,6 +237,51 @@ def inference_table(repeat):
     return table, ratio
 
 
+def decision_table(repeat):
+    """A controller's decisions with N unknown, as ratios to predict_total in one
+    run: one configuration's interval, SLO attainment and budget bound, and
+    choose over 100 candidates; on the synthetic family (211 distinct training
+    lengths) and on a measured set (a few distinct lengths)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_data import profiled_requests
+
+    sets = {"synthetic (500 requests)": make_positioned_latency(500, random_state=0)}
+    sets["mixtral_moe_sdpa (measured)"] = profiled_requests("mixtral_moe_sdpa")
+    rows = []
+    for name, data in sets.items():
+        est = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
+            data.X, data.y, output_tokens=data.output_tokens
+        )
+        one, hundred = data.X.iloc[[3]], data.X.iloc[np.arange(100) % len(data.X)]
+        slo = est.predict_total(one)[0] / np.mean(data.output_tokens)
+        calls = {
+            "predict_total(X)": lambda: est.predict_total(one),
+            "predict_interval(X)": lambda: est.predict_interval(one),
+            "predict_slo_attainment(X, tpot_ms)": lambda: est.predict_slo_attainment(
+                one, tpot_ms=slo
+            ),
+            "predict_budget(X, confidence=0.9)": lambda: est.predict_budget(one, confidence=0.9),
+            "choose(100 candidates, tpot_ms)": lambda: est.choose(hundred, tpot_ms=slo),
+            "choose(100 candidates, e2e_ms)": lambda: est.choose(
+                hundred, e2e_ms=float(est.predict(one)[0].sum())
+            ),
+        }
+        times = {k: median_us(f, repeat) for k, f in calls.items()}
+        base = times["predict_total(X)"]
+        lengths = len(est.output_tokens_distribution_["values"])
+        for call, us in times.items():
+            rows.append(
+                {
+                    "set (distinct lengths, calibration requests)": f"{name} ({lengths}, "
+                    f"{len(est.conformity_scores_)})",
+                    "call, N unknown": call,
+                    "median µs": round(us, 1),
+                    "x predict_total": round(us / base, 2),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 _MEMORY_SNIPPETS = {
     "baseline (imports, a small fitted model)": "",
     "training step, 64 requests x N=32768": """
@@ -374,7 +421,9 @@ def main(argv=None):
         default=2**18,
         help="sum(N) of each training epoch (default 262144)",
     )
-    parser.add_argument("--skip", default="", help="comma-separated: train,infer,memory,busy,fit")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: train,infer,decide,memory,busy,fit"
+    )
     args = parser.parse_args(argv)
     skip = set(args.skip.split(","))
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -394,6 +443,9 @@ def main(argv=None):
         print("\n## Inference, one configuration (CPU)")
         print(table.round(1).to_markdown())
         print(f"\npredict_budget / raw forward: {ratio:.2f}x")
+    if "decide" not in skip:
+        print("\n## Decisions with N unknown, one configuration and 100 candidates (CPU)")
+        print(decision_table(50 if args.quick else 500).to_markdown(index=False))
     if "memory" not in skip:
         print("\n## Peak memory, N = 32768 (CPU, separate processes)")
         print(memory_table().round(1).to_markdown())

@@ -40,6 +40,11 @@ _MIN_LEAF = 10
 _BISECTIONS = 60
 # Values evaluated at once by the mixture computations.
 _CHUNK_ELEMENTS = 2_000_000
+# Largest mixture support (output lengths x scores) whose quantiles are found
+# by sorting it (exact, and faster there than bisection), and most lengths
+# (their index is carried in the lowest 12 mantissa bits).
+_SORTED_SUPPORT = 262_144
+_SORTED_LENGTHS = 4096
 # Ranks are computed from (n + 1) * level; a level such as 1 - 0.9 is not exact
 # in binary, and must not move a rank by one.
 _RANK_TOLERANCE = 1e-9
@@ -183,6 +188,8 @@ def mixture_quantiles(center, sigma, weights, scores, levels):
         k = np.clip(np.ceil(levels * n - _RANK_TOLERANCE).astype(np.int64), 1, n)
         return center[:, :1] * np.exp(sigma[:, :1] * scores[k - 1][None, :])
     log_center = np.log(center)
+    if J * n <= _SORTED_SUPPORT and J <= _SORTED_LENGTHS:
+        return _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels)
     out = np.empty((rows, len(levels)))
     step = max(1, _CHUNK_ELEMENTS // (J * len(levels) * 8))
     for start in range(0, rows, step):
@@ -196,13 +203,50 @@ def mixture_quantiles(center, sigma, weights, scores, levels):
         b = np.repeat(high[:, None], len(levels), axis=1)
         for _ in range(_BISECTIONS):
             mid = 0.5 * (a + b)
-            below = np.searchsorted(
-                scores, (mid[:, :, None] - lc[:, None, :]) / sg[:, None, :], side="right"
-            )
-            reached = (below @ weights) / n >= levels[None, :] - _RANK_TOLERANCE
+            reached = _mixture_cdf(mid, lc, sg, weights, scores) >= levels - _RANK_TOLERANCE
             b = np.where(reached, mid, b)
             a = np.where(reached, a, mid)
         out[sl] = np.exp(b)
+    return out
+
+
+def _mixture_cdf(values, lc, sg, weights, scores):
+    """The mixture CDF at log ``values`` (rows, L), per row's ``lc`` / ``sg`` (rows, J)."""
+    below = np.searchsorted(
+        scores, (values[:, :, None] - lc[:, None, :]) / sg[:, None, :], side="right"
+    )
+    return (below @ weights) / len(scores)
+
+
+def _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels):
+    """:func:`mixture_quantiles` for a support of at most ``_SORTED_SUPPORT``
+    values (``J`` lengths x ``n`` scores) per row, exactly: the values sorted
+    once, each carrying its length's index in its lowest mantissa bits (a
+    relative change below 1e-12, which only orders values that tie to that
+    precision), so the mixture CDF at every value is a cumulative sum."""
+    rows, J = log_center.shape
+    n = len(scores)
+    bits = max(1, int(np.ceil(np.log2(J))))
+    mask = np.int64(2**bits - 1)
+    component = np.arange(J, dtype=np.int64)[None, :, None]
+    out = np.empty((rows, len(levels)))
+    step = max(1, _CHUNK_ELEMENTS // (J * n))
+    for start in range(0, rows, step):
+        lc, sg = log_center[start : start + step], sigma[start : start + step]
+        values = lc[:, :, None] + sg[:, :, None] * scores[None, None, :]
+        keys = (values.view(np.int64) & ~mask) | component
+        keys = np.sort(keys.view(np.float64).reshape(len(lc), J * n), axis=1)
+        cdf = np.cumsum(weights[keys.view(np.int64) & mask], axis=1) / n
+        # One binary search over all rows: row r's CDF shifted by 2r (a CDF
+        # lies in [0, 1 + rounding]) keeps the flattened array sorted.
+        shift = 2.0 * np.arange(len(lc))[:, None]
+        first = np.searchsorted(
+            (cdf + shift).ravel(), (levels[None, :] - _RANK_TOLERANCE + shift).ravel()
+        )
+        first = np.minimum(
+            first.reshape(len(lc), len(levels)) - (J * n) * np.arange(len(lc))[:, None], J * n - 1
+        )
+        out[start : start + step] = np.exp(np.take_along_axis(keys, first, axis=1))
     return out
 
 
@@ -228,6 +272,10 @@ def attainment(
     so that the joint behaviour of prefill and decode is the calibration
     requests' own. ``ttft``/``tpot``/``e2e`` are (rows,) or None.
     """
+    if e2e is None:
+        return _separable_attainment(
+            prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot
+        )
     rows = len(prefill) if prefill is not None else len(total)
     J = 1 if total is None else total.shape[1]
     n = len(scores)
@@ -249,6 +297,42 @@ def attainment(
             if e2e is not None:
                 ok &= pre + dec <= e2e[sl, None, None]
         out[sl] = ok.mean(axis=2) @ (np.ones(1) if weights is None else weights)
+    return out
+
+
+def _separable_attainment(
+    prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot
+):
+    """:func:`attainment` without an end-to-end objective: each objective is a
+    threshold on a request's own score (``e <= log(limit / y_hat) / sigma``),
+    so a binary search in the sorted scores counts the calibration requests
+    that meet it, instead of evaluating every (length, request) pair."""
+    n = len(scores)
+    if tpot is not None:
+        # (rows, J): the highest decode score that still meets tpot.
+        limit = np.log(tpot[:, None] * lengths / total) / total_sigma
+    if ttft is not None:
+        pre_limit = np.log(ttft / prefill) / prefill_sigma
+        if tpot is None:
+            met = np.searchsorted(np.sort(scores[:, 1]), pre_limit, side="right")
+            return met / n
+    weights = np.ones(1) if weights is None else weights
+    order = np.argsort(scores[:, 0], kind="stable")
+    decode = scores[order, 0]
+    if ttft is None:
+        return (np.searchsorted(decode, limit, side="right") / n) @ weights
+    # Both: count the requests whose decode score is below the limit among
+    # those whose prefill meets ttft, with a running count in decode order.
+    out = np.empty(len(limit))
+    step = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, len(out), step):
+        sl = slice(start, start + step)
+        prefill_met = scores[order, 1][None, :] <= pre_limit[sl, None]
+        running = np.concatenate(
+            [np.zeros((len(prefill_met), 1)), np.cumsum(prefill_met, axis=1)], axis=1
+        )
+        below = np.searchsorted(decode, limit[sl], side="right")
+        out[sl] = (np.take_along_axis(running, below, axis=1) / n) @ weights
     return out
 
 

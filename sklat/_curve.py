@@ -10,6 +10,7 @@ output lengths and maxima are then closed-form numpy on those coefficients::
     f(p) = flat + slope * (context + p / S) + shape . phi(p)
 """
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -41,7 +42,8 @@ class Coefficients:
 
     ``flat`` (n,), ``slope`` (n,) (per unit of ``(context_0 + p) / S``),
     ``shape`` (n, K), ``context`` (n,) (``context_0 / S``), ``prefill`` (n,)
-    or None, and ``z`` (n, d), the standardised features they came from.
+    or None, ``z`` (n, d), the standardised features they came from, and
+    ``prefill_terms`` (n, M) or None, the prefill's cost terms (its sum).
     """
 
     flat: np.ndarray
@@ -50,6 +52,7 @@ class Coefficients:
     context: np.ndarray
     prefill: np.ndarray | None
     z: np.ndarray
+    prefill_terms: np.ndarray | None = None
 
     def __len__(self):
         return len(self.flat)
@@ -102,6 +105,10 @@ class Curve:
         Names of the features, for messages.
     hidden_size : int
         Width of the module's layers (sizes the thread policy's work).
+    scales : ndarray of shape (3 + M,), default=None
+        Multipliers of the flat, context and shape terms of the decode and of
+        the M cost terms of the prefill, set by a recalibration (``None``:
+        all 1).
     """
 
     def __init__(
@@ -117,8 +124,13 @@ class Curve:
         lengths,
         feature_names,
         hidden_size,
+        scales=None,
     ):
         self.net = net
+        n_prefill_terms = net.module_.n_cost_terms if prefill_scale is not None else 0
+        self.scales = (
+            np.ones(3 + n_prefill_terms) if scales is None else np.asarray(scales, dtype=np.float64)
+        )
         self.transform = transform
         self.feature_range = feature_range
         self.context_features = context_features
@@ -134,6 +146,13 @@ class Curve:
             np.arange(1, min(self.max_output_tokens, BASIS_TABLE_MAX) + 1)
         )
 
+    def rescaled(self, scales):
+        """This curve with the recalibration multipliers ``scales`` (the net and
+        the tables shared)."""
+        other = copy.copy(self)
+        other.scales = np.asarray(scales, dtype=np.float64)
+        return other
+
     def label(self, col):
         """Feature ``col`` as messages name it."""
         return feature_label(self.feature_names, col)
@@ -144,11 +163,12 @@ class Curve:
         return self.net.module_, torch.device(self.net.device)
 
     # ------------------------------------------------------------ encoding
-    def encode(self, X_arr, *, n_threads="auto", warn=True):
+    def encode(self, X_arr, *, n_threads="auto", warn=True, scaled=True):
         """:class:`Coefficients` of checked features ``X_arr`` (float64, at
         least one row). Features beyond their extended training range are
         held at its edge (with an ExtrapolationWarning if ``warn``), so that
-        every output is finite."""
+        every output is finite. ``scaled=False``: without the recalibration's
+        multipliers."""
         self.transform.check(X_arr, self.label, strict=False)
         context_lengths(X_arr, self.context_features, self.label)
         if warn:
@@ -158,13 +178,24 @@ class Curve:
         context = context_lengths(X_arr, self.context_features, self.label)
         with torch_threads(auto_threads(n_threads, len(z) * self.hidden_size**2 * 4)):
             raw = self._run_encoder(z)
+        scales = self.scales if scaled else np.ones_like(self.scales)
+        flat, slope, shape = scales[:3]
+        prefill, prefill_terms = None, None
+        if raw["prefill"] is not None:
+            prefill_terms = self.prefill_scale * raw["prefill_terms"]
+            prefill = (
+                self.prefill_scale * raw["prefill"]
+                if (scales[3:] == 1).all()
+                else prefill_terms @ scales[3:]
+            )
         coef = Coefficients(
-            flat=self.step_scale * raw["flat"],
-            slope=self.step_scale * raw["slope"],
-            shape=self.step_scale * raw["shape"].reshape(len(z), -1),
+            flat=flat * self.step_scale * raw["flat"],
+            slope=slope * self.step_scale * raw["slope"],
+            shape=shape * self.step_scale * raw["shape"].reshape(len(z), -1),
             context=context / self.context_scale,
-            prefill=None if raw["prefill"] is None else self.prefill_scale * raw["prefill"],
+            prefill=prefill,
             z=z,
+            prefill_terms=prefill_terms,
         )
         coef.check_finite()
         return coef
@@ -181,7 +212,7 @@ class Curve:
             key: None
             if parts[0][key] is None
             else torch.cat([p[key] for p in parts]).double().cpu().numpy()
-            for key in ("flat", "slope", "shape", "prefill")
+            for key in ("flat", "slope", "shape", "prefill", "prefill_terms")
         }
 
     def inside(self, X_arr):
@@ -259,6 +290,19 @@ class Curve:
         cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
         n = output_tokens.astype(np.float64)
         return self._summed(coef, n, n * (n + 1) / 2, np.einsum("ik,ik->i", coef.shape, cumulative))
+
+    def total_terms(self, coef, output_tokens):
+        """(n, 3): the flat, context and shape terms of each row's total, which
+        :meth:`total` adds up."""
+        cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
+        n = output_tokens.astype(np.float64)
+        return np.column_stack(
+            [
+                coef.flat * n,
+                coef.slope * (coef.context * n + n * (n + 1) / 2 / self.context_scale),
+                np.einsum("ik,ik->i", coef.shape, cumulative),
+            ]
+        )
 
     def totals_at(self, coef, lengths):
         """``sum_{p<=N} f(p)`` for every row and every ``N`` in ``lengths``: (n, J)."""

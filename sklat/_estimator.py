@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import (
     check_consistent_length,
     check_is_fitted,
@@ -27,6 +27,7 @@ from sklearn.utils.validation import (
 
 from . import _budget
 from ._calibrator import Calibrator
+from ._choice import best, check_min_attainment, meets, split_candidates
 from ._conformal import calibration_split, check_confidence
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
 from ._curve import Curve
@@ -42,6 +43,7 @@ from ._features import (
 )
 from ._net import RequestData
 from ._params import PARAMETER_CONSTRAINTS, check_params
+from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._threads import auto_threads, torch_threads
@@ -67,6 +69,7 @@ _CURVE_ATTRIBUTES = {
     "context_features_": "context_features",
     "context_scale_": "context_scale",
     "feature_range_": "feature_range",
+    "cost_scales_": "scales",
 }
 _TRANSFORM_ATTRIBUTES = {
     "feature_log_mask_": "log_mask",
@@ -824,6 +827,148 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         }
         dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
         return self._calibrator.attainment(self._curve, coef, n_tokens, dist, **limits)
+
+    def choose(
+        self,
+        candidates,
+        *,
+        ttft_ms=None,
+        tpot_ms=None,
+        e2e_ms=None,
+        output_tokens=None,
+        output_tokens_distribution=None,
+        min_attainment=0.9,
+        prefer=None,
+    ):
+        """The candidate configuration that best meets latency objectives.
+
+        Every candidate's probability of meeting all the objectives given is
+        :meth:`predict_slo_attainment`'s. The choice is the candidate whose
+        probability reaches ``min_attainment`` and that is best by ``prefer``
+        (the first in order without a preference); when none reaches it, the
+        candidate with the highest probability, with ``met=False``.
+
+        Parameters
+        ----------
+        candidates : DataFrame or array-like of shape (n_candidates, n_features)
+            The configurations to choose from. A DataFrame may hold other
+            columns (such as ``prefer``'s) beside the model's features, and an
+            ``output_tokens`` column.
+        ttft_ms, tpot_ms, e2e_ms : float or array-like of shape (n_candidates,), default=None
+            Objectives, as in :meth:`predict_slo_attainment`; at least one.
+        output_tokens : int or array-like of shape (n_candidates,), default=None
+            ``N``, if known; else it is drawn from the output-length distribution.
+        output_tokens_distribution : dict or array-like, default=None
+            As in :meth:`predict_slo_attainment`.
+        min_attainment : float in [0, 1], default=0.9
+            Probability of meeting every objective a candidate must reach.
+        prefer : str or array-like of shape (n_candidates,), default=None
+            What to maximise among the candidates that qualify: a column of
+            ``candidates`` that is not a feature (e.g. a quality score), or one
+            value per candidate. ``None``: the candidates' order.
+
+        Returns
+        -------
+        choice : :class:`~sklearn.utils.Bunch`
+            ``index`` (int, position of the chosen candidate), ``attainment``
+            (ndarray of shape (n_candidates,), every candidate's probability)
+            and ``met`` (bool, whether the chosen one reaches
+            ``min_attainment``).
+
+        Examples
+        --------
+        >>> from sklat import LatencyEstimator
+        >>> from sklat.datasets import make_positioned_latency
+        >>> d = make_positioned_latency(n_samples=200, random_state=0)
+        >>> est = LatencyEstimator(max_epochs=5, random_state=0).fit(
+        ...     d.X, d.y, output_tokens=d.output_tokens)
+        >>> candidates = d.X.iloc[:5].assign(quality=[0.2, 0.9, 0.5, 0.7, 0.1])
+        >>> choice = est.choose(candidates, tpot_ms=20.0, min_attainment=0.8, prefer="quality")
+        >>> choice.attainment.shape
+        (5,)
+        """
+        check_is_fitted(self)
+        min_attainment = check_min_attainment(min_attainment)
+        X, preference = split_candidates(
+            candidates,
+            getattr(self, "feature_names_in_", None),
+            [self.output_tokens_col],
+            prefer,
+        )
+        attainment = self.predict_slo_attainment(
+            X,
+            ttft_ms=ttft_ms,
+            tpot_ms=tpot_ms,
+            e2e_ms=e2e_ms,
+            output_tokens=output_tokens,
+            output_tokens_distribution=output_tokens_distribution,
+        )
+        index = best(attainment, min_attainment, preference)
+        return Bunch(
+            index=index,
+            attainment=attainment,
+            met=bool(meets(attainment[index], min_attainment)),
+        )
+
+    def recalibrate(self, X, y, output_tokens=None):
+        """Adapt the fitted model to a new setting from a few measured requests.
+
+        For a model moved to another GPU, engine, dtype or attention kernel:
+        the curve's shape is kept and four scale factors are refitted on the
+        new requests, one per decode cost term (the flat cost, the context
+        cost, the learnt shape) and one of the prefill; the per-term factors
+        are drawn towards a common one, so that a few requests move the
+        balance of the terms only as far as they show it. The calibration
+        scores are then the new requests' own, cross-fitted (each request's
+        score comes from factors fitted without it: leave-one-out up to 50
+        requests, 10 folds beyond), so intervals and SLO attainment describe
+        the new setting. The difficulty model is reset (every request alike:
+        which requests the old setting found hard need not carry over); the
+        per-step scores of ``target="position"`` intervals are kept. The
+        estimator is changed in place (persist it, or ``copy.deepcopy`` it
+        first to keep the original).
+
+        Coverage: cross-fitted scores are not exactly exchangeable with a new
+        request's error (the factors of a prediction are fitted on all the
+        requests), so the split-conformal guarantee of :meth:`fit` does not
+        hold exactly; with four factors it is close (measured in
+        ``benchmarks/recalibration.py``). An interval of confidence ``c``
+        needs ``1 / (1 - c) - 1`` requests, as in :meth:`predict_interval`.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations of the new setting's requests (the fitted
+            features); a DataFrame may carry ``output_tokens`` as a column.
+        y : array-like of shape (n_samples,) or (n_samples, 2)
+            Their latencies, with as many columns as in :meth:`fit`.
+        output_tokens : array-like of shape (n_samples,), default=None
+            ``N`` of each request (required, as argument or column).
+
+        Returns
+        -------
+        self : LatencyEstimator
+            The recalibrated estimator.
+        """
+        check_is_fitted(self)
+        X_arr, n_tokens = self._check_X(X, output_tokens)
+        if n_tokens is None:
+            raise ValueError(
+                "recalibrate needs output_tokens (argument or column), one per request."
+            )
+        decode, prefill, two_columns = check_targets(y)
+        check_consistent_length(X_arr, decode)
+        if (2 if two_columns else 1) != self.n_outputs_:
+            raise ValueError(
+                f"y must have {self.n_outputs_} column(s), as in fit; got "
+                f"{2 if two_columns else 1}."
+            )
+        if len(decode) < 2:
+            raise ValueError(f"recalibrate needs at least 2 requests; got {len(decode)}.")
+        self._curve, self._calibrator = recalibrated(
+            self._curve, self._calibrator, X_arr, decode, prefill, n_tokens, self.n_threads
+        )
+        return self
 
     def in_domain(self, X, output_tokens=None):
         """Whether each request lies inside the training domain.

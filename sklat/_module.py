@@ -209,12 +209,14 @@ class CostTermsLatencyModule(nn.Module):
         out = out + torch.cat(correction, dim=1)
         s = self._slices
         shape = torch.exp(out[:, s["shape"]]) * torch.softmax(out[:, s["mixture"]], dim=1)
-        prefill = torch.exp(out[:, s["prefill"]]).sum(dim=1) if self.with_prefill else None
+        prefill_terms = torch.exp(out[:, s["prefill"]]) if self.with_prefill else None
+        prefill = prefill_terms.sum(dim=1) if self.with_prefill else None
         return {
             "flat": torch.exp(out[:, s["flat"]]).sum(dim=1),
             "slope": torch.exp(out[:, s["context"]]).sum(dim=1),
             "shape": shape,
             "prefill": prefill,
+            "prefill_terms": prefill_terms,
         }
 
     def basis(self, positions):

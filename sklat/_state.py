@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._conformal import TREE_NODES
 from ._constants import MAX_OUTPUT_TOKENS
+from ._params import MAX_N_COST_TERMS
 from ._distribution import check_distribution
 
 # Fitted attributes stored as JSON lists, with their numpy dtypes.
@@ -47,8 +48,9 @@ SCALARS = (
     "context_scale_",
     "total_norm_",
 )
-# Stored in their own form.
-OTHER = ("feature_names_in_", "output_tokens_distribution_")
+# Stored in their own form; cost_scales_ (recalibration multipliers, since
+# 0.7.0) is all 1 when a file does not hold it.
+OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_")
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
 REBUILT = ("net_", "history_", "position_basis_", "device_")
@@ -75,6 +77,7 @@ def export_state(est):
     attrs.update({a: np.asarray(getattr(est, a), dtype=np.float64).tolist() for a in MATRICES})
     if hasattr(est, "feature_names_in_"):
         attrs["feature_names_in_"] = [str(c) for c in est.feature_names_in_]
+    attrs["cost_scales_"] = [float(v) for v in est.cost_scales_]
     dist = est.output_tokens_distribution_
     attrs["output_tokens_distribution_"] = {
         "values": dist["values"].tolist(),
@@ -254,6 +257,16 @@ def _names_and_lengths(attrs, d, max_output_tokens):
     if dist["values"].max() != max_output_tokens:
         raise ValueError("attributes output_tokens_distribution_ and max_output_tokens_ disagree.")
     out["output_tokens_distribution_"] = dist
+    scales = attrs.get("cost_scales_")
+    if scales is not None:
+        if (
+            not isinstance(scales, list)
+            or not 3 <= len(scales) <= 3 + MAX_N_COST_TERMS
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales)
+            or not all(0 < v < float("inf") for v in scales)
+        ):
+            raise ValueError("attribute cost_scales_ must be a list of finite numbers > 0.")
+        out["cost_scales_"] = np.asarray(scales, dtype=np.float64)
     return out
 
 
@@ -311,6 +324,7 @@ def assemble_fitted(est, fitted):
         lengths=fitted["output_tokens_distribution_"],
         feature_names=fitted.get("feature_names_in_"),
         hidden_size=est.hidden_size,
+        scales=fitted.get("cost_scales_"),
     )
     est._calibrator = Calibrator(
         fitted["difficulty_tree_"], fitted["conformity_scores_"], fitted["position_scores_"]
@@ -353,6 +367,12 @@ def restore_state(params, attrs, tensors, history, device):
     for buffer in ("linear_mask", "decode_input_mask", "position_scale", "context_scale"):
         if not torch.equal(fresh[buffer].cpu(), state[buffer]):
             raise ValueError(f"weight module.{buffer} disagrees with the fitted attributes.")
+    expected_scales = 3 + (params["n_cost_terms"] if fitted["n_outputs_"] == 2 else 0)
+    if "cost_scales_" in fitted and len(fitted["cost_scales_"]) != expected_scales:
+        raise ValueError(
+            f"attribute cost_scales_ must hold {expected_scales} multipliers (3 decode cost "
+            "terms and the prefill's n_cost_terms)."
+        )
     net.module_.load_state_dict(state, strict=True)
     net.module_.to(torch.device(device)).eval()
     net.history = History(history)

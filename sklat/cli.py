@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_io import MODEL_FILE
 from ._cli_options import (
     ESTIMATOR_ARGUMENTS,
     ESTIMATOR_OPTIONS,
@@ -44,7 +45,6 @@ from ._constants import (
     PROBE_POSITIONS,
 )
 
-MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 # Nominal coverages of the intervals reported by sklat train (those the model
 # has enough calibration requests for).
@@ -61,7 +61,9 @@ def _estimator_defaults():
 
 
 def build_parser():
+    from ._cli_choose import add_choose_parser
     from ._cli_import import add_import_parser
+    from ._cli_recalibrate import add_recalibrate_parser
     from ._cli_profile import add_profile_parser
     from ._version import __version__
 
@@ -76,6 +78,8 @@ def build_parser():
     _add_predict_parser(sub)
     add_profile_parser(sub)
     add_import_parser(sub)
+    add_choose_parser(sub)
+    add_recalibrate_parser(sub)
     return parser
 
 
@@ -277,37 +281,6 @@ def main(argv=None):
 
 
 # ------------------------------------------------------------------ train
-def _select_datasets(args):
-    from .io import demo_results_dir, discover_datasets
-
-    if args.results_dir is None:
-        return demo_results_dir(), None
-    if args.datasets is not None:
-        return args.results_dir, args.datasets
-    found = discover_datasets(args.results_dir)
-    if len(found) > 1 and not args.use_all_datasets:
-        raise ValueError(
-            f"{args.results_dir} holds several datasets {sorted(found)}: pass "
-            "--use_all_datasets or --datasets a,b."
-        )
-    return args.results_dir, None
-
-
-def _check_output_dir(path, overwrite):
-    """Refuse, before any training, a folder that cannot or should not be
-    written."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output_dir {path} exists and is not a folder.")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ValueError(
-            f"--output_dir {path} exists and is not empty; pass --overwrite "
-            "to write into it, or choose another folder."
-        )
-    parent = path if path.exists() else next(p for p in path.parents if p.exists())
-    if not parent.is_dir():
-        raise ValueError(f"--output_dir {path}: {parent} is not a folder.")
-
-
 def _split(n, fraction, seed):
     if not 0 <= fraction < 1:
         raise ValueError(f"--holdout_fraction must be in [0, 1); got {fraction}.")
@@ -362,10 +335,11 @@ def _write_plots(est, res, rows, output_dir, *, held_out):
 
 
 def cmd_train(args, argv):
+    from ._cli_io import check_output_dir, select_datasets
     from .io import load_results
 
-    _check_output_dir(args.output_dir, args.overwrite)
-    results_dir, datasets = _select_datasets(args)
+    check_output_dir(args.output_dir, args.overwrite)
+    results_dir, datasets = select_datasets(args)
     res = load_results(results_dir, datasets=datasets, features=args.features)
     train_rows, val_rows = _split(len(res.X), args.holdout_fraction, args.seed)
     if not args.quiet:
@@ -451,51 +425,17 @@ def _summary(metrics, fit_seconds, device):
 
 
 # ---------------------------------------------------------------- predict
-def _check_output_file(path):
-    if path is None:
-        return
-    if path.is_dir():
-        raise ValueError(f"--output {path} is a folder; give a file name.")
-    if not path.parent.is_dir():
-        raise ValueError(f"--output {path}: the folder {path.parent} does not exist.")
-
-
-def _read_configs(path, names):
-    """The configurations of ``path`` as the model's features, checked with
-    rows counted from 1; and their output_tokens column, if any."""
-    from .io import check_values, read_table
-
-    frame = read_table(path)
-    if frame.empty:
-        raise ValueError(f"{path}: no rows.")
-    missing = [c for c in names if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing feature column(s) {missing}; the model was trained on {names}."
-        )
-    X = frame[names] if names else frame
-    checked = list(dict.fromkeys([*X.columns, *[c for c in (OUTPUT_TOKENS_COL,) if c in frame]]))
-    # Checked on a copy: the printed features keep the file's own values.
-    values = frame[checked].copy()
-    check_values(values, path, checked)
-    n = values[OUTPUT_TOKENS_COL].to_numpy() if OUTPUT_TOKENS_COL in values else None
-    return X, n
-
-
 def cmd_predict(args, argv):
-    from . import load
+    from ._cli_io import check_output_file, load_model, read_configs
     from ._conformal import check_confidence
     from ._domain import quiet_extrapolation
     from ._validation import check_output_tokens
 
-    _check_output_file(args.output)
+    check_output_file(args.output)
     if args.interval is not None:
         check_confidence(args.interval, "--interval")
-    path = args.model / MODEL_FILE if args.model.is_dir() else args.model
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist.")
-    est = load(path, device=args.device)
-    X, n = _read_configs(args.configs, list(getattr(est, "feature_names_in_", [])))
+    est = load_model(args.model, device=args.device)
+    X, n = read_configs(args.configs, list(getattr(est, "feature_names_in_", [])))
     if args.output_tokens is not None:
         n = check_output_tokens(args.output_tokens, len(X), "--output_tokens")
     if n is None:

@@ -508,3 +508,79 @@ def test_predict_interval_errors(trained, results, tmp_path, capsys, confidence,
     args = ["predict", "--model", str(trained), str(tmp_path / "c.csv"), "--interval", confidence]
     assert main(args) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_choose_prints_the_chosen_row_and_writes_every_attainment(
+    trained, results, tmp_path, capsys
+):
+    candidates = pd.read_csv(results / "a" / "part1.csv").head(6)
+    candidates["quality"] = [0.3, 0.9, 0.1, 0.8, 0.5, 0.2]
+    path = tmp_path / "cands.csv"
+    candidates.to_csv(path, index=False)
+    args = ["choose", "--model", str(trained), str(path), "--tpot_ms", "40"]
+    assert main([*args, "--min_attainment", "0.5", "--prefer", "quality"]) == 0
+    captured = capsys.readouterr()
+    chosen = pd.read_csv(io.StringIO(captured.out))
+    table = pd.read_csv(tmp_path / "cands_attainment.csv")
+    assert f"wrote 6 attainments to {tmp_path / 'cands_attainment.csv'}" in captured.err
+    est = sklat.load(trained / "model.safetensors")
+    features = candidates[list(est.feature_names_in_)]
+    expected = est.choose(
+        candidates,
+        tpot_ms=40.0,
+        output_tokens=candidates["output_tokens"].to_numpy(),
+        min_attainment=0.5,
+        prefer="quality",
+    )
+    np.testing.assert_allclose(table["attainment"], expected.attainment, rtol=1e-5)
+    assert table["chosen"].tolist() == [i == expected.index for i in range(6)]
+    assert len(chosen) == 1 and chosen["row"][0] == expected.index + 1
+    assert bool(chosen["met"][0]) == expected.met
+    assert list(features.columns) == list(est.feature_names_in_)
+    # An existing output is kept unless --overwrite.
+    assert main([*args, "--prefer", "quality"]) == 2
+    assert "cands_attainment.csv exists; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--prefer", "quality", "--overwrite", "--tpot_ms", "0.001"]) == 0
+    assert "no candidate reaches attainment 0.9" in capsys.readouterr().err
+
+
+def test_choose_errors(trained, results, tmp_path, capsys):
+    candidates = pd.read_csv(results / "a" / "part1.csv").head(3)
+    path = tmp_path / "c.csv"
+    candidates.to_csv(path, index=False)
+    base = ["choose", "--model", str(trained), str(path), "--output", str(tmp_path / "o.csv")]
+    assert main([*base, "--tpot_ms", "40", "--prefer", "quality"]) == 2
+    assert "no column 'quality'" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "give at least one objective" in capsys.readouterr().err
+
+
+def test_recalibrate_writes_an_adapted_model(trained, tmp_path, capsys):
+    # The new setting: the same requests, decode 1.5x slower.
+    new = tmp_path / "new"
+    write_results(new)
+    for path in new.rglob("*.csv"):
+        frame = pd.read_csv(path)
+        frame["T_LLM_decode"] *= 1.5
+        frame["T_decode_per_token_avg"] *= 1.5
+        if "T_decode_per_step" in frame:
+            frame = frame.drop(columns="T_decode_per_step")
+        frame.to_csv(path, index=False)
+    out = tmp_path / "moved"
+    args = ["recalibrate", "--model", str(trained), "--results_dir", str(new)]
+    assert main([*args, "--use_all_datasets", "--output_dir", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "requests; decode multipliers (flat, context, shape)" in line
+    report = json.loads((out / "recalibration.json").read_text())
+    assert report["total_decode_mape_pct_cross_fitted"] < report["total_decode_mape_pct_before"]
+    moved = sklat.load(out / "model.safetensors")
+    original = sklat.load(trained / "model.safetensors")
+    assert (original.cost_scales_ == 1).all()
+    # Fitted on the slower measurements: no bias left in log terms.
+    res = sklat.io.load_results(new, features=list(moved.feature_names_in_))
+    log_ratio = np.log(moved.predict_total(res.X, res.output_tokens) / res.y["T_LLM_decode"])
+    assert abs(log_ratio.mean()) < 0.01
+    assert main([*args, "--use_all_datasets", "--output_dir", str(out)]) == 2
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--output_dir", str(tmp_path / "other")]) == 2
+    assert "holds several datasets" in capsys.readouterr().err

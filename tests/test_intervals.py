@@ -357,3 +357,52 @@ def test_position_interval_errors(fitted, fitted_1d, small_data):
         fitted.predict_interval(X, target="position")
     with pytest.raises(ValueError, match="needs calibration requests with per-step data"):
         fitted_1d.predict_interval(X, target="position", positions=[1])
+
+
+@pytest.mark.parametrize("J, n", [(2, 9), (13, 120), (211, 200)])
+def test_sorted_and_bisected_mixture_quantiles_agree(monkeypatch, J, n):
+    # The sorted support is exact; the bisection converges to float precision.
+    from sklat import _conformal
+
+    rng = np.random.RandomState(J)
+    center = np.exp(rng.normal(5, 1, (20, J)))
+    sigma = np.exp(rng.normal(0, 0.3, (20, J)))
+    weights = rng.dirichlet(np.ones(J))
+    scores = np.sort(rng.normal(0, 0.2, n))
+    levels = [1e-4, 0.05, 0.5, 0.95, 1.0]
+    exact = mixture_quantiles(center, sigma, weights, scores, levels)
+    monkeypatch.setattr(_conformal, "_SORTED_SUPPORT", 0)
+    bisected = mixture_quantiles(center, sigma, weights, scores, levels)
+    np.testing.assert_allclose(exact, bisected, rtol=1e-11)
+    # Every quantile is one of the mixture's values.
+    values = np.log(center)[:, :, None] + sigma[:, :, None] * scores[None, None, :]
+    gap = np.abs(np.log(exact)[:, :, None, None] - values[:, None, :, :]).min(axis=(2, 3))
+    assert gap.max() < 1e-11
+
+
+@pytest.mark.parametrize("objectives", [("tpot",), ("ttft",), ("tpot", "ttft")])
+def test_threshold_attainment_counts_as_the_pairs_do(objectives):
+    # Without an end-to-end objective each one is a threshold on a score; an
+    # infinite e2e takes the path that evaluates every (length, request) pair.
+    from sklat._conformal import attainment
+
+    rng = np.random.RandomState(1)
+    rows, J, n = 9, 5, 50
+    kw = dict(
+        prefill=np.exp(rng.normal(3, 0.3, rows)),
+        prefill_sigma=np.exp(rng.normal(0, 0.2, rows)),
+        total=np.exp(rng.normal(6, 0.5, (rows, J))),
+        total_sigma=np.exp(rng.normal(0, 0.2, (rows, J))),
+        lengths=np.tile(rng.randint(5, 300, J).astype(float), (rows, 1)),
+        weights=rng.dirichlet(np.ones(J)),
+        scores=rng.normal(0, 0.3, (n, 2)),
+    )
+    limits = {
+        "tpot": kw["total"][:, 0] / kw["lengths"][:, 0] * np.exp(rng.normal(0, 0.2, rows)),
+        "ttft": kw["prefill"] * np.exp(rng.normal(0, 0.2, rows)),
+    }
+    given = {k: limits[k] for k in objectives}
+    fast = attainment(**kw, **given)
+    pairs = attainment(**kw, **given, e2e=np.full(rows, np.inf))
+    np.testing.assert_allclose(fast, pairs, atol=1e-12)
+    assert 0 < fast.mean() < 1

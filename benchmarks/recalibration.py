@@ -1,0 +1,123 @@
+"""Moving a model to a new setting: recalibration from a few requests.
+
+Run: ``python benchmarks/recalibration.py [--pairs NAMES] [--sizes 5,10,20,50]
+[--seeds 0,1,2]``; prints one Markdown table per (source -> target) pair.
+
+A model trained on every request of a source set (``sklat profile`` of one
+setting) predicts a target set (the same model in another setting: eager
+instead of SDPA attention, bfloat16, two threads, a wider MoE). The target's
+requests are split by request (30% test, seeded); from the rest, the first
+``k`` (in a seeded order) are what a user would measure on the new setting.
+Compared on the test requests, mean over the split seeds:
+
+- ``no recalibration``: the source model as it is;
+- ``recalibrated (k)``: ``LatencyEstimator.recalibrate`` on the k requests;
+- ``from scratch (k)``: a new model fitted on the k requests alone;
+- ``all target requests``: a new model fitted on every non-test target request.
+
+Columns: total-decode, prefill and positioned MAPE (per-step latencies of the
+test requests) and the coverage of the 90% decode-total interval
+(``sklat.metrics.evaluate``).
+"""
+
+import argparse
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_data import profiled_requests  # noqa: E402
+
+from sklat import LatencyEstimator, metrics  # noqa: E402
+
+PAIRS = {
+    "sdpa -> eager": ("llama_dense_sdpa", "llama_dense_eager"),
+    "float32 -> bfloat16": ("llama_dense_sdpa", "llama_dense_sdpa_bf16"),
+    "1 -> 2 threads": ("llama_dense_sdpa", "llama_dense_sdpa_2threads"),
+    "MoE hidden 384 -> 512": ("mixtral_moe_sdpa", "mixtral_moe_h512_sdpa"),
+}
+
+
+def scores(est, data, rows):
+    m = metrics.evaluate(
+        est,
+        data.X.iloc[rows],
+        data.y.iloc[rows],
+        output_tokens=data.output_tokens[rows],
+        positioned_latencies=[data.positioned_latencies[i] for i in rows],
+        confidences=[0.9],
+    )
+    return {
+        "total MAPE": m["total_decode_mape_pct"],
+        "prefill MAPE": m["prefill_mape_pct"],
+        "pos. MAPE": m["positioned_mape_pct"],
+        "90% coverage": 100 * m["decode_interval"]["0.9"]["coverage"]
+        if "0.9" in m["decode_interval"]
+        else np.nan,
+    }
+
+
+def fit(data, rows, seed):
+    return LatencyEstimator(random_state=seed).fit(
+        data.X.iloc[rows], data.y.iloc[rows], output_tokens=data.output_tokens[rows]
+    )
+
+
+def pair_table(source, target, sizes, seeds):
+    src, tgt = profiled_requests(source), profiled_requests(target)
+    rows = []
+    for seed in seeds:
+        base = fit(src, np.arange(len(src.X)), seed)
+        order = np.random.RandomState(seed).permutation(len(tgt.X))
+        test, pool = np.sort(order[: int(0.3 * len(order))]), order[int(0.3 * len(order)) :]
+        rows.append({"method": "no recalibration", "seed": seed, **scores(base, tgt, test)})
+        for k in sizes:
+            few = pool[:k]
+            recal = copy.deepcopy(base).recalibrate(
+                tgt.X.iloc[few], tgt.y.iloc[few], tgt.output_tokens[few]
+            )
+            rows.append({"method": f"recalibrated ({k})", "seed": seed, **scores(recal, tgt, test)})
+            rows.append(
+                {
+                    "method": f"from scratch ({k})",
+                    "seed": seed,
+                    **scores(fit(tgt, few, seed), tgt, test),
+                }
+            )
+        rows.append(
+            {
+                "method": f"all target requests ({len(pool)})",
+                "seed": seed,
+                **scores(fit(tgt, pool, seed), tgt, test),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    order = list(dict.fromkeys(frame["method"]))
+    return (
+        frame.groupby("method", sort=False).mean(numeric_only=True).drop(columns="seed").loc[order]
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", default=None, help="comma-separated names (default: all)")
+    parser.add_argument("--sizes", default="5,10,20,50")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.pairs.split(",") if args.pairs else list(PAIRS)
+    for name in names:
+        source, target = PAIRS[name]
+        table = pair_table(source, target, sizes, seeds)
+        print(f"\n## {name}: {source} -> {target} (mean over split seeds {args.seeds})")
+        print(table.round(2).to_markdown())
+
+
+if __name__ == "__main__":
+    main()

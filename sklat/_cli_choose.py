@@ -1,0 +1,127 @@
+"""``sklat choose``: the candidate configuration that best meets latency
+objectives (see :meth:`sklat.LatencyEstimator.choose`)."""
+
+import sys
+from pathlib import Path
+
+from ._cli_io import MODEL_FILE
+from ._cli_options import add_options
+
+OPTIONS = [
+    (
+        "model",
+        (),
+        dict(
+            type=Path,
+            required=True,
+            help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
+        ),
+    ),
+    ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
+    ("tpot_ms", (), dict(type=float, default=None, help="time-per-output-token objective (ms)")),
+    ("e2e_ms", (), dict(type=float, default=None, help="end-to-end objective (ms)")),
+    (
+        "output_tokens",
+        (),
+        dict(
+            type=int,
+            default=None,
+            help="output length, if known; default: the file's output_tokens column, else "
+            "drawn from the training output lengths",
+        ),
+    ),
+    (
+        "min_attainment",
+        (),
+        dict(
+            type=float,
+            default=0.9,
+            help="probability of meeting every objective a candidate must reach (0.9)",
+        ),
+    ),
+    (
+        "prefer",
+        (),
+        dict(
+            default=None,
+            help="a column of CANDIDATES to maximise among those that qualify (e.g. a "
+            "quality score); default: the file's order",
+        ),
+    ),
+    (
+        "output",
+        (),
+        dict(
+            type=Path,
+            default=None,
+            help="CSV of every candidate with its attainment (default: "
+            "<CANDIDATES without suffix>_attainment.csv)",
+        ),
+    ),
+    ("device", (), dict(choices=["auto", "cpu", "cuda"], default="cpu")),
+]
+
+
+def add_choose_parser(sub):
+    parser = sub.add_parser(
+        "choose",
+        help="choose the configuration that best meets latency objectives",
+        description="Print the candidate of CANDIDATES that meets every objective given "
+        "with at least --min_attainment probability and is best by --prefer (else the "
+        "most likely to meet them), and write every candidate's attainment.",
+    )
+    parser.add_argument(
+        "candidates",
+        type=Path,
+        help="CSV / JSONL / Parquet file of candidate configurations: the model's feature "
+        "columns, optionally output_tokens and other columns",
+    )
+    add_options(parser, OPTIONS)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
+    )
+    parser.set_defaults(func=cmd_choose)
+
+
+def _output_path(args):
+    path = args.output or args.candidates.with_name(args.candidates.stem + "_attainment.csv")
+    if path.exists() and not args.overwrite:
+        raise ValueError(f"{path} exists; pass --overwrite to replace it, or --output.")
+    return path
+
+
+def cmd_choose(args, argv):
+    from ._cli_io import check_output_file, load_model, read_configs
+    from ._domain import quiet_extrapolation
+
+    check_output_file(args.output)
+    output = _output_path(args)
+    est = load_model(args.model, device=args.device)
+    names = list(getattr(est, "feature_names_in_", []))
+    frame, n = read_configs(args.candidates, names, [args.prefer] if args.prefer else [])
+    if args.output_tokens is not None:
+        n = args.output_tokens
+    with quiet_extrapolation():
+        choice = est.choose(
+            frame,
+            ttft_ms=args.ttft_ms,
+            tpot_ms=args.tpot_ms,
+            e2e_ms=args.e2e_ms,
+            output_tokens=n,
+            min_attainment=args.min_attainment,
+            prefer=args.prefer,
+        )
+    table = frame.assign(attainment=choice.attainment, chosen=False)
+    table.loc[table.index[choice.index], "chosen"] = True
+    table.to_csv(output, index=False, float_format="%.6g")
+    chosen = table.iloc[[choice.index]].drop(columns="chosen").assign(met=choice.met)
+    chosen.insert(0, "row", choice.index + 1)
+    chosen.to_csv(sys.stdout, index=False, float_format="%.6g")
+    if not choice.met:
+        print(
+            f"sklat choose: no candidate reaches attainment {args.min_attainment:g}; row "
+            f"{choice.index + 1} is the most likely ({choice.attainment[choice.index]:.3g})",
+            file=sys.stderr,
+        )
+    print(f"sklat choose: wrote {len(table)} attainments to {output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,88 @@
+"""Reading and writing of the ``sklat`` commands that use a trained model:
+the model, a configurations file, an output file."""
+
+from ._constants import OUTPUT_TOKENS_COL
+
+MODEL_FILE = "model.safetensors"
+
+
+def load_model(path, device="cpu"):
+    """The model of ``path``: a model file, or a ``sklat train`` output folder
+    holding ``model.safetensors``."""
+    from .persistence import load
+
+    path = path / MODEL_FILE if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist.")
+    return load(path, device=device)
+
+
+def check_output_file(path):
+    """Refuse an ``--output`` that cannot be written, before any work."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; give a file name.")
+    if not path.parent.is_dir():
+        raise ValueError(f"--output {path}: the folder {path.parent} does not exist.")
+
+
+def read_configs(path, names, extra=()):
+    """The configurations of ``path`` as the model's features (and the
+    ``extra`` columns), checked with rows counted from 1; and their
+    output_tokens column, if any."""
+    from .io import check_values, read_table
+
+    frame = read_table(path)
+    if frame.empty:
+        raise ValueError(f"{path}: no rows.")
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing feature column(s) {missing}; the model was trained on {names}."
+        )
+    absent = [c for c in extra if c not in frame.columns]
+    if absent:
+        raise ValueError(f"{path}: no column {absent[0]!r} (columns: {list(frame.columns)}).")
+    X = frame[names] if names else frame
+    checked = list(dict.fromkeys([*X.columns, *[c for c in (OUTPUT_TOKENS_COL,) if c in frame]]))
+    # Checked on a copy: the printed features keep the file's own values.
+    values = frame[checked].copy()
+    check_values(values, path, checked)
+    n = values[OUTPUT_TOKENS_COL].to_numpy() if OUTPUT_TOKENS_COL in values else None
+    if extra and names:
+        X = frame[list(dict.fromkeys([*names, *extra]))]
+    return X, n
+
+
+def select_datasets(args):
+    """``(results_dir, datasets or None)`` of a command's ``--results_dir``,
+    ``--datasets`` and ``--use_all_datasets``."""
+    from .io import demo_results_dir, discover_datasets
+
+    if args.results_dir is None:
+        return demo_results_dir(), None
+    if args.datasets is not None:
+        return args.results_dir, args.datasets
+    found = discover_datasets(args.results_dir)
+    if len(found) > 1 and not args.use_all_datasets:
+        raise ValueError(
+            f"{args.results_dir} holds several datasets {sorted(found)}: pass "
+            "--use_all_datasets or --datasets a,b."
+        )
+    return args.results_dir, None
+
+
+def check_output_dir(path, overwrite):
+    """Refuse, before any training, a folder that cannot or should not be
+    written."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {path} exists and is not a folder.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ValueError(
+            f"--output_dir {path} exists and is not empty; pass --overwrite "
+            "to write into it, or choose another folder."
+        )
+    parent = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not parent.is_dir():
+        raise ValueError(f"--output_dir {path}: {parent} is not a folder.")

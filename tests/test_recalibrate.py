@@ -1,0 +1,112 @@
+"""LatencyEstimator.recalibrate: a fitted model moved to a new setting."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import sklat
+from sklat import LatencyEstimator
+from sklat.datasets import make_positioned_latency
+
+
+@pytest.fixture(scope="module")
+def moved(small_data):
+    """The fixture's requests in a 'new setting': every decode term and the
+    prefill 1.6x slower, with the same noise."""
+    d = small_data
+    y = d.y.copy()
+    y["T_LLM_decode"] *= 1.6
+    y["T_prefill_total"] *= 1.3
+    return d.X, y, d.output_tokens
+
+
+def test_a_uniform_slowdown_is_learnt_from_a_few_requests(fitted, moved):
+    X, y, n = moved
+    est = copy.deepcopy(fitted).recalibrate(X.iloc[:20], y.iloc[:20], n[:20])
+    # The decode terms move together (each within 15% of the 1.6x applied).
+    np.testing.assert_allclose(est.cost_scales_[:3], 1.6, rtol=0.15)
+    ratio = est.predict_prefill(X.iloc[20:]) / fitted.predict_prefill(X.iloc[20:])
+    np.testing.assert_allclose(np.median(ratio), 1.3, rtol=0.1)
+    before = sklat.metrics.mape(
+        y["T_LLM_decode"].iloc[20:], fitted.predict_total(X.iloc[20:], n[20:])
+    )
+    after = sklat.metrics.mape(y["T_LLM_decode"].iloc[20:], est.predict_total(X.iloc[20:], n[20:]))
+    assert after < 0.5 * before
+    # The shape is kept: the curve moves by the decode multipliers alone.
+    ratio = est.predict_positions(X.iloc[:3], [1, 50]) / fitted.predict_positions(
+        X.iloc[:3], [1, 50]
+    )
+    assert ratio.min() >= est.cost_scales_[:3].min() - 1e-9
+    assert ratio.max() <= est.cost_scales_[:3].max() + 1e-9
+    # Scores are the new requests' own.
+    assert est.conformity_scores_.shape == (20, 2)
+
+
+def test_recalibration_is_persisted_and_the_original_untouched(fitted, moved, tmp_path):
+    X, y, n = moved
+    est = copy.deepcopy(fitted).recalibrate(X.iloc[:30], y.iloc[:30], n[:30])
+    assert (fitted.cost_scales_ == 1).all()
+    sklat.save(est, tmp_path / "m.safetensors")
+    loaded = sklat.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.cost_scales_, est.cost_scales_)
+    np.testing.assert_allclose(loaded.predict(X, n), est.predict(X, n), rtol=1e-12)
+    np.testing.assert_allclose(
+        loaded.predict_interval(X, n, confidence=0.9), est.predict_interval(X, n, confidence=0.9)
+    )
+
+
+def test_cross_fitted_scores_are_leave_one_out(fitted, moved):
+    # The score of request i is its log error under factors fitted without it.
+    from sklat import _recalibration
+
+    X, y, n = moved
+    est = copy.deepcopy(fitted).recalibrate(X.iloc[:12], y.iloc[:12], n[:12])
+    coef = fitted._curve.encode(X.iloc[:12].to_numpy(dtype=float), scaled=False, warn=False)
+    terms = fitted._curve.total_terms(coef, n[:12])
+    decode = y["T_LLM_decode"].to_numpy()[:12]
+    keep = np.arange(1, 12)
+    factors = _recalibration.fit_factors(terms[keep], decode[keep])
+    expected = np.log(decode[0]) - np.log(terms[0] @ factors)
+    np.testing.assert_allclose(est.conformity_scores_[0, 0], expected, rtol=1e-6)
+
+
+def test_intervals_of_a_recalibrated_model_cover(small_data):
+    # A model fitted on one family, moved to requests 1.5x slower: a 90%
+    # interval from 50 recalibration requests covers about 90% of 250 others.
+    d = small_data
+    est = LatencyEstimator(max_epochs=30, random_state=0).fit(
+        d.X, d.y, output_tokens=d.output_tokens
+    )
+    new = make_positioned_latency(300, noise=0.05, max_output_tokens=256, random_state=5)
+    y = new.y.copy() * 1.5
+    est.recalibrate(new.X.iloc[:50], y.iloc[:50], new.output_tokens[:50])
+    bounds = est.predict_interval(new.X.iloc[50:], new.output_tokens[50:], confidence=0.9)
+    coverage = sklat.metrics.interval_coverage(y["T_LLM_decode"].to_numpy()[50:], bounds)
+    assert 0.82 <= coverage <= 0.98
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda e, X, y, n: e.recalibrate(X, y), "recalibrate needs output_tokens"),
+        (lambda e, X, y, n: e.recalibrate(X.iloc[:1], y.iloc[:1], n[:1]), "at least 2 requests"),
+        (
+            lambda e, X, y, n: e.recalibrate(X, y["T_LLM_decode"], n),
+            r"y must have 2 column\(s\), as in fit; got 1",
+        ),
+        (lambda e, X, y, n: e.recalibrate(X, y, n[:-1]), "output_tokens has 299 entries"),
+    ],
+)
+def test_bad_recalibration_input(fitted, moved, call, message):
+    X, y, n = moved
+    with pytest.raises(ValueError, match=message):
+        call(copy.deepcopy(fitted), X, y, n)
+
+
+def test_unfitted_model_cannot_be_recalibrated(moved):
+    from sklearn.exceptions import NotFittedError
+
+    X, y, n = moved
+    with pytest.raises(NotFittedError):
+        LatencyEstimator().recalibrate(X, y, n)
