@@ -24,6 +24,13 @@ from ._conformal import (
 # Per-step latencies of one calibration request kept for per-position
 # intervals (evenly spaced): bounds the model file's size.
 STEPS_KEPT = 64
+# Held-out requests needed to judge a difficulty tree, and the interval level
+# it is judged at.
+_MIN_HELD_OUT = 20
+_CHECK_LEVEL = 0.9
+# How much narrower a tree must make those intervals to be kept: a tree of
+# noise can look a hair narrower on a few dozen requests.
+_MIN_NARROWING = 0.05
 
 
 class Calibrator:
@@ -48,26 +55,37 @@ class Calibrator:
         self.position_scores = position_scores
 
     @classmethod
-    def fit(cls, curve, fit_part, cal_part, *, n_threads="auto"):
+    def fit(cls, curve, fit_part, cal_part, *, held_out=None, n_threads="auto"):
         """Difficulty trees from the errors of ``curve`` on ``fit_part`` (the
-        requests it was trained on), scores from ``cal_part`` (held out);
-        both are :class:`~sklat._requests.Requests`."""
+        requests it was trained on), scores from ``cal_part`` (held out of
+        training); all are :class:`~sklat._requests.Requests`. A tree is kept
+        only where it narrows the intervals of the ``held_out`` requests (those
+        of ``fit_part`` held out of the weights for early stopping; their
+        errors are out of sample): a tree of in-sample errors can mistake what
+        the model memorised for what is easy."""
         decode, prefill, coef = _log_errors(curve, fit_part, n_threads)
         inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
         trees = [fit_difficulty(inputs, decode)]
         if prefill is not None:
             # The prefill does not depend on the output length.
             trees.append(fit_difficulty(inputs[:, :-1], prefill))
+        if held_out is not None and len(held_out) >= _MIN_HELD_OUT:
+            trees = _narrowing_trees(curve, trees, held_out, n_threads)
         calibrator = cls(np.stack(trees), np.zeros((len(cal_part), len(trees))), np.zeros((0, 2)))
         if len(cal_part):
-            decode, prefill, coef = _log_errors(curve, cal_part, n_threads)
-            calibrator.scores[:, 0] = decode / calibrator.sigma_total(
-                coef.z, cal_part.output_tokens
-            )
-            if prefill is not None:
-                calibrator.scores[:, 1] = prefill / calibrator.sigma_prefill(coef.z)
+            calibrator.scores = calibrator.score(curve, cal_part, n_threads=n_threads)
         calibrator.position_scores = _position_scores(curve, cal_part, n_threads)
         return calibrator
+
+    def score(self, curve, part, *, n_threads="auto"):
+        """(n, n_outputs): the conformity scores of the requests of ``part``
+        (:class:`~sklat._requests.Requests`; ``prefill`` may be None)."""
+        decode, prefill, coef = _log_errors(curve, part, n_threads)
+        scores = np.zeros((len(part), self.scores.shape[1]))
+        scores[:, 0] = decode / self.sigma_total(coef.z, part.output_tokens)
+        if prefill is not None:
+            scores[:, 1] = prefill / self.sigma_prefill(coef.z)
+        return scores
 
     # ------------------------------------------------------------ difficulty
     def sigma_total(self, z, lengths):
@@ -197,6 +215,31 @@ class Calibrator:
         if scores.shape[1] == 1:
             scores = np.column_stack([scores[:, 0], np.zeros(len(scores))])
         return attainment(scores=scores, ttft=ttft, tpot=tpot, e2e=e2e, **kwargs)
+
+
+def _narrowing_trees(curve, trees, held_out, n_threads):
+    """``trees``, each replaced by a flat one (difficulty 1 everywhere) unless
+    it narrows the ``_CHECK_LEVEL`` intervals of the ``held_out`` requests by
+    ``_MIN_NARROWING``: their mean ``sigma`` times the quantile of their
+    normalised errors against the quantile of their plain errors."""
+    decode, prefill, coef = _log_errors(curve, held_out, n_threads)
+    inputs = difficulty_inputs(coef.z, held_out.output_tokens)
+    errors = [decode] + ([prefill] if prefill is not None else [])
+    out = []
+    for tree, error, x in zip(trees, errors, (inputs, inputs[:, :-1])):
+        sigma = np.exp(tree_value(tree, x))
+        normalised = np.mean(sigma) * np.quantile(np.abs(error) / sigma, _CHECK_LEVEL)
+        plain = np.quantile(np.abs(error), _CHECK_LEVEL)
+        out.append(tree if normalised < (1 - _MIN_NARROWING) * plain else flat_tree(tree))
+    return out
+
+
+def flat_tree(tree):
+    """A single leaf of value 0 in ``tree``'s layout: difficulty 1 for every
+    request."""
+    flat = np.zeros_like(tree)
+    flat[0] = -1
+    return flat
 
 
 def _log_errors(curve, part, n_threads):

@@ -32,6 +32,7 @@ from ._conformal import calibration_split, check_confidence
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
 from ._curve import Curve
 from ._device import resolve_device
+from ._drift import feature_table, outside_share, rank_test
 from ._distribution import check_distribution, empirical_distribution
 from ._domain import feature_range, warn_lengths
 from ._features import (
@@ -47,7 +48,7 @@ from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._threads import auto_threads, torch_threads
-from ._training import net_kwargs, step_work, train
+from ._training import net_kwargs, step_work, train, validation_split
 from ._validation import (
     check_decode_segments,
     check_output_tokens,
@@ -283,9 +284,16 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         trees (depth 3) of the training requests' log absolute errors on the
         standardised features and ``log N`` (the prefill's ignore ``N``),
         fitted on the training requests' errors. ``sigma`` is the exponential
-        of a tree's value, shifted so that the median difficulty is 1. Per
-        node of a complete binary tree: input index (``-1``: leaf),
-        threshold, value.
+        of a tree's value, shifted so that the median difficulty is 1. A tree
+        is kept only where it narrows the 90% intervals of the requests held
+        out for early stopping (out-of-sample errors) by 5%; else, and after
+        :meth:`recalibrate`, it is a single leaf of value 0 (every request
+        alike). Per node of a complete binary tree: input index (``-1``:
+        leaf), threshold, value.
+    cost_scales_ : ndarray of shape (3 + M,)
+        Multipliers of the decode's flat, context and shape terms and of the
+        prefill's ``M = n_cost_terms`` power laws (none without a prefill
+        head), set by :meth:`recalibrate`; all 1 after :meth:`fit`.
 
     See Also
     --------
@@ -451,8 +459,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.n_outputs_ = 2 if two_columns else 1
         self.device_ = resolve_device(self.device)
         curve = self._fit_curve(fit_part, context_features, seed)
+        _, held_out = validation_split(len(fit_part), self.validation_fraction, seed)
         calibrator = Calibrator.fit(
-            curve, fit_part, requests.take(cal_rows), n_threads=self.n_threads
+            curve,
+            fit_part,
+            requests.take(cal_rows),
+            held_out=fit_part.take(held_out),
+            n_threads=self.n_threads,
         )
         self._curve, self._calibrator = curve, calibrator
         return self
@@ -969,6 +982,89 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             self._curve, self._calibrator, X_arr, decode, prefill, n_tokens, self.n_threads
         )
         return self
+
+    def check_drift(self, X, y, output_tokens=None, *, alpha=0.01, confidence=0.9):
+        """Test whether recent requests still fit the model.
+
+        Each recent request's error is scored as the calibration requests'
+        were (its log error over its difficulty). Without drift, recent and
+        calibration scores are exchangeable, so a rank test of their absolute
+        values is exact: a one-sided Mann-Whitney U test for the decode total
+        (and the prefill, where ``y`` has it), Bonferroni-combined. A
+        scheduled job can refit or :meth:`recalibrate` when ``drift`` is True.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations of the recent requests; a DataFrame may carry
+            ``output_tokens`` as a column.
+        y : array-like of shape (n_samples,) or (n_samples, 2)
+            Their latencies: ``T_LLM_decode``, or ``[T_prefill_total,
+            T_LLM_decode]``.
+        output_tokens : array-like of shape (n_samples,), default=None
+            ``N`` of each request (required, as argument or column).
+        alpha : float in (0, 1), default=0.01
+            Significance level: the probability of ``drift=True`` when
+            nothing changed.
+        confidence : float in (0, 1), default=0.9
+            Level of the calibrated intervals whose misses are reported.
+
+        Returns
+        -------
+        report : :class:`~sklearn.utils.Bunch`
+            ``drift`` (bool, ``p_value < alpha``), ``p_value`` (combined),
+            ``p_values`` (``{"decode": ..., "prefill": ...}``), ``outside``
+            (the share of recent requests outside the ``confidence`` interval,
+            per output), ``nominal_outside`` (that share's rate without
+            drift), ``features`` (DataFrame: per feature and
+            ``output_tokens``, Spearman's correlation of the absolute decode
+            errors with it and its p-value, most significant first: where the
+            drift concentrates) and ``n_requests``.
+        """
+        check_is_fitted(self)
+        alpha = check_confidence(alpha, "alpha")
+        confidence = check_confidence(confidence)
+        self._calibrator.check_ready()
+        X_arr, n_tokens = self._check_X(X, output_tokens)
+        if n_tokens is None:
+            raise ValueError(
+                "check_drift needs output_tokens (argument or column), one per request."
+            )
+        decode, prefill, two_columns = check_targets(y)
+        check_consistent_length(X_arr, decode)
+        if two_columns and self.n_outputs_ == 1:
+            raise ValueError("y has a prefill column but this model has no prefill head.")
+        if len(decode) < 2:
+            raise ValueError(f"check_drift needs at least 2 requests; got {len(decode)}.")
+        recent = self._calibrator.score(
+            self._curve, Requests.totals(X_arr, decode, prefill, n_tokens), n_threads=self.n_threads
+        )
+        outputs = {"decode": 0} if prefill is None else {"decode": 0, "prefill": 1}
+        calibration = self.conformity_scores_
+        p_values = {k: rank_test(recent[:, j], calibration[:, j]) for k, j in outputs.items()}
+        p_value = min(1.0, len(p_values) * min(p_values.values()))
+        shares = {
+            k: outside_share(recent[:, j], calibration[:, j], confidence)
+            for k, j in outputs.items()
+        }
+        names = getattr(self, "feature_names_in_", None)
+        names = (
+            [f"x{j}" for j in range(self.n_features_in_)]
+            if names is None
+            else [str(c) for c in names]
+        )
+        features = feature_table(
+            np.column_stack([X_arr, n_tokens]), np.abs(recent[:, 0]), [*names, "output_tokens"]
+        )
+        return Bunch(
+            drift=bool(p_value < alpha),
+            p_value=p_value,
+            p_values=p_values,
+            outside={k: v[0] for k, v in shares.items()},
+            nominal_outside=shares["decode"][1],
+            features=features,
+            n_requests=len(decode),
+        )
 
     def in_domain(self, X, output_tokens=None):
         """Whether each request lies inside the training domain.

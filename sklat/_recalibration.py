@@ -75,15 +75,14 @@ def cross_fitted_log_errors(terms, measured):
 def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_threads):
     """``(curve, calibrator)`` adapted to checked new requests: the curve with
     refitted multipliers, the calibrator with their cross-fitted scores."""
-    from ._calibrator import Calibrator
+    from ._calibrator import Calibrator, flat_tree
 
     coef = curve.encode(X_arr, n_threads=n_threads, scaled=False)
     decode_terms = curve.total_terms(coef, output_tokens)
     scales = fit_factors(decode_terms, decode)
     # Which requests the old setting found hard need not carry over: the new
     # scores are plain log errors (a difficulty of 1 everywhere).
-    flat_trees = np.zeros_like(calibrator.difficulty_trees)
-    flat_trees[:, 0, :] = -1
+    flat_trees = np.stack([flat_tree(tree) for tree in calibrator.difficulty_trees])
     scores = np.zeros((len(decode), calibrator.scores.shape[1]))
     scores[:, 0] = cross_fitted_log_errors(decode_terms, decode)
     if prefill is not None:

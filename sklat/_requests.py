@@ -89,6 +89,13 @@ class Requests:
         self.output_tokens = output_tokens
         self.segments = segments
 
+    @classmethod
+    def totals(cls, X, decode, prefill, output_tokens):
+        """Requests with their totals only (no timed segments)."""
+        offsets = np.zeros(len(output_tokens) + 1, dtype=np.int64)
+        segments = Segments(np.zeros(0), np.zeros(0, dtype=np.int64), offsets)
+        return cls(X, decode, prefill, output_tokens, segments)
+
     def __len__(self):
         return len(self.output_tokens)
 

@@ -144,15 +144,12 @@ def train(params, data, *, seed, net_kwargs):
     Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
     would end training quietly and return a half-trained net).
     """
-    rng = np.random.RandomState(seed)
-    n = len(data)
-    n_valid = int(round(params["validation_fraction"] * n))
     callbacks = [("weight_averaging", WeightAveraging(params["weight_averaging"]))]
     train_split = None
-    if n_valid >= 1 and n - n_valid >= 1:
-        order = rng.permutation(n)
-        valid = data.subset(np.sort(order[:n_valid]))
-        data = data.subset(np.sort(order[n_valid:]))
+    fit_rows, valid_rows = validation_split(len(data), params["validation_fraction"], seed)
+    if len(valid_rows):
+        valid = data.subset(valid_rows)
+        data = data.subset(fit_rows)
         train_split = predefined_split(valid)
         callbacks.append(
             (
@@ -189,6 +186,16 @@ def train(params, data, *, seed, net_kwargs):
     net.module_.eval()
     _warn_if_unconverged(params, net, train_split is not None)
     return net
+
+
+def validation_split(n, fraction, seed):
+    """``(fit_rows, held_out_rows)`` of early stopping: ``round(fraction * n)``
+    requests drawn (seeded), none if that would leave no request to fit."""
+    n_valid = int(round(fraction * n))
+    if n_valid < 1 or n - n_valid < 1:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    order = np.random.RandomState(seed).permutation(n)
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
 def _warn_if_unconverged(params, net, held_out):

@@ -61,6 +61,7 @@ def _estimator_defaults():
 
 
 def build_parser():
+    from ._cli_check import add_check_parser
     from ._cli_choose import add_choose_parser
     from ._cli_import import add_import_parser
     from ._cli_recalibrate import add_recalibrate_parser
@@ -80,6 +81,7 @@ def build_parser():
     add_import_parser(sub)
     add_choose_parser(sub)
     add_recalibrate_parser(sub)
+    add_check_parser(sub)
     return parser
 
 

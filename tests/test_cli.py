@@ -584,3 +584,22 @@ def test_recalibrate_writes_an_adapted_model(trained, tmp_path, capsys):
     assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
     assert main([*args, "--output_dir", str(tmp_path / "other")]) == 2
     assert "holds several datasets" in capsys.readouterr().err
+
+
+def test_check_exits_1_on_drift_and_0_without(trained, results, tmp_path, capsys):
+    args = ["check", "--model", str(trained), "--use_all_datasets"]
+    assert main([*args, "--results_dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sklat check: no drift at alpha=0.01 (p = ")
+    assert "outside the 90% intervals" in out and "output_tokens" in out
+    slow = tmp_path / "slow"
+    write_results(slow)
+    for path in slow.rglob("*.csv"):
+        frame = pd.read_csv(path)
+        frame["T_LLM_decode"] *= 3
+        frame["T_decode_per_token_avg"] *= 3
+        frame.drop(columns=[c for c in frame if c == "T_decode_per_step"]).to_csv(path, index=False)
+    assert main([*args, "--results_dir", str(slow)]) == 1
+    assert capsys.readouterr().out.startswith("sklat check: DRIFT at alpha=0.01")
+    assert main([*args, "--results_dir", str(slow), "--alpha", "2"]) == 2
+    assert "alpha must be a number in (0, 1)" in capsys.readouterr().err

@@ -202,3 +202,26 @@ def test_calibrator_fit_on_requests(curve):
     sigma = calibrator.sigma_total(coef.z[:20], n[:20])
     expected = (np.log(decode[:20]) - np.log(curve.total(coef.take(slice(0, 20)), n[:20]))) / sigma
     np.testing.assert_allclose(calibrator.scores[:, 0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_a_difficulty_tree_is_kept_only_where_it_narrows_held_out_intervals(curve, informative):
+    # Noise that grows with the first feature: a tree of the errors narrows the
+    # intervals of held-out requests; noise unrelated to the features: it does
+    # not, and the difficulty is flat.
+    rng = np.random.RandomState(3)
+    X = np.column_stack([rng.uniform(1, 8, 400), rng.uniform(10, 200, 400)])
+    n = rng.randint(2, MAX_N, 400)
+    coef = curve.encode(X, warn=False)
+    spread = np.where(X[:, 0] > 4, 0.4, 0.02) if informative else np.full(400, 0.2)
+    decode = curve.total(coef, n) * np.exp(rng.normal(0, 1, 400) * spread)
+    prefill = coef.prefill * np.exp(rng.normal(0, 0.1, 400))
+    requests = Requests.totals(X, decode, prefill, n)
+    calibrator = Calibrator.fit(
+        curve,
+        requests.take(np.arange(300)),
+        requests.take(np.arange(300, 400)),
+        held_out=requests.take(np.arange(250, 300)),
+    )
+    is_flat = (calibrator.difficulty_trees[0, 0] == -1).all()
+    assert is_flat != informative

@@ -26,6 +26,9 @@ PUBLIC = ["sklat.LatencyEstimator"] + [
         "predict_slo_attainment",
         "in_domain",
         "score",
+        "choose",
+        "recalibrate",
+        "check_drift",
     )
 ]
 for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay", "CoverageDisplay"):

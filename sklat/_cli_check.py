@@ -1,0 +1,71 @@
+"""``sklat check``: do recent requests still fit a trained model? Exit status
+1 when they do not (see :meth:`sklat.LatencyEstimator.check_drift`), so a cron
+job or a CI step can act on it."""
+
+from pathlib import Path
+
+from ._cli_io import MODEL_FILE
+from ._cli_options import add_option, csv_list
+
+# Exit status of a significant drift (2 is a user error, as everywhere).
+DRIFT_STATUS = 1
+
+
+def add_check_parser(sub):
+    parser = sub.add_parser(
+        "check",
+        help="test whether recent requests still fit a trained model (exit 1 on drift)",
+        description="Score the requests of --results_dir as the model's calibration "
+        "requests were and test whether their errors grew (a rank test, exact when "
+        "nothing changed). Prints the p-value, the share of requests outside the "
+        "calibrated 90%% intervals against its nominal rate, and the features the "
+        f"errors follow; exits with status {DRIFT_STATUS} when the drift is significant "
+        "at --alpha.",
+    )
+    add_option(
+        parser,
+        "model",
+        type=Path,
+        required=True,
+        help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
+    )
+    add_option(
+        parser,
+        "results_dir",
+        type=Path,
+        required=True,
+        help="folder of recent results (<dataset>/*.csv|*.jsonl|*.parquet)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    add_option(
+        which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir"
+    )
+    add_option(which, "datasets", type=csv_list, default=None, help="comma-separated dataset names")
+    add_option(parser, "alpha", type=float, default=0.01, help="significance level (0.01)")
+    add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.set_defaults(func=cmd_check)
+
+
+def cmd_check(args, argv):
+    from ._cli_io import load_model, select_datasets
+    from ._domain import quiet_extrapolation
+    from .io import load_results
+
+    est = load_model(args.model, device=args.device)
+    results_dir, datasets = select_datasets(args)
+    res = load_results(
+        results_dir, datasets=datasets, features=list(getattr(est, "feature_names_in_", []))
+    )
+    y = res.y if est.n_outputs_ == 2 else res.y["T_LLM_decode"]
+    with quiet_extrapolation():
+        report = est.check_drift(res.X, y, res.output_tokens, alpha=args.alpha)
+    verdict = "DRIFT" if report.drift else "no drift"
+    shares = ", ".join(
+        f"{name} {share:.0%} outside the 90% intervals" for name, share in report.outside.items()
+    )
+    print(
+        f"sklat check: {verdict} at alpha={args.alpha:g} (p = {report.p_value:.3g}, "
+        f"{report.n_requests} requests): {shares} (nominal {report.nominal_outside:.0%})"
+    )
+    print(report.features.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return DRIFT_STATUS if report.drift else 0
