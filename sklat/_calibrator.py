@@ -7,6 +7,8 @@ new requests it gives intervals, one-sided bounds and SLO attainment. The
 arithmetic (ranks, trees, mixture quantiles) is in :mod:`sklat._conformal`.
 """
 
+import functools
+
 import numpy as np
 
 from ._conformal import (
@@ -35,6 +37,8 @@ _MIN_NARROWING = 0.05
 
 class Calibrator:
     """Calibration of a fitted curve.
+
+    The scores are read-only once given (their sorted copies are kept).
 
     Parameters
     ----------
@@ -71,11 +75,11 @@ class Calibrator:
             trees.append(fit_difficulty(inputs[:, :-1], prefill))
         if held_out is not None and len(held_out) >= _MIN_HELD_OUT:
             trees = _narrowing_trees(curve, trees, held_out, n_threads)
-        calibrator = cls(np.stack(trees), np.zeros((len(cal_part), len(trees))), np.zeros((0, 2)))
+        trees = np.stack(trees)
+        scores = np.zeros((len(cal_part), len(trees)))
         if len(cal_part):
-            calibrator.scores = calibrator.score(curve, cal_part, n_threads=n_threads)
-        calibrator.position_scores = _position_scores(curve, cal_part, n_threads)
-        return calibrator
+            scores = cls(trees, scores, None).score(curve, cal_part, n_threads=n_threads)
+        return cls(trees, scores, _position_scores(curve, cal_part, n_threads))
 
     def score(self, curve, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``
@@ -111,7 +115,16 @@ class Calibrator:
     def sorted_scores(self, target):
         """Sorted scores of the decode total, or of the prefill (``target="prefill"``)."""
         self.check_ready()
-        return np.sort(self.scores[:, 1 if target == "prefill" else 0])
+        return self._sorted[1 if target == "prefill" else 0]
+
+    @functools.cached_property
+    def _sorted(self):
+        # Sorted once: a decision sorts nothing but its own values.
+        return [np.sort(column) for column in self.scores.T]
+
+    @functools.cached_property
+    def _symmetric_decode(self):
+        return symmetric(self._sorted[0])
 
     def predictive(self, curve, coef, output_tokens, dist, *, per_token):
         """``(center, sigma, weights)`` of the decode total (or per-token
@@ -143,7 +156,9 @@ class Calibrator:
         # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
         # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
         levels = [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
-        return finite_bounds(mixture_quantiles(center, spread, weights, symmetric(scores), levels))
+        return finite_bounds(
+            mixture_quantiles(center, spread, weights, self._symmetric_decode, levels)
+        )
 
     def prefill_interval(self, coef, confidence):
         """(n, 2) bounds of the prefill."""

@@ -45,6 +45,13 @@ _CHUNK_ELEMENTS = 2_000_000
 # (their index is carried in the lowest 12 mantissa bits).
 _SORTED_SUPPORT = 262_144
 _SORTED_LENGTHS = 4096
+# A few quantiles of a support larger than this (one configuration's bounds)
+# are narrowed by bisection and then read off the few values left, which
+# beats sorting the whole support.
+_FEW_QUANTILES = 8
+_SMALL_SUPPORT = 16384
+# Values left in a narrowed bracket, on average over the support's range.
+_VALUES_LEFT = 32
 # Ranks are computed from (n + 1) * level; a level such as 1 - 0.9 is not exact
 # in binary, and must not move a rank by one.
 _RANK_TOLERANCE = 1e-9
@@ -112,6 +119,8 @@ def fit_difficulty(inputs, residuals):
 
 def tree_value(tree, inputs):
     """The value of ``tree`` (see :func:`fit_difficulty`) at each row of ``inputs``."""
+    if tree[0, 0] < 0:  # a single leaf
+        return np.full(len(inputs), tree[2, 0])
     feature, threshold, value = tree[0].astype(np.int64), tree[1], tree[2]
     # The comparisons of scikit-learn's trees, which read inputs as float32.
     x = inputs.astype(np.float32)
@@ -188,6 +197,8 @@ def mixture_quantiles(center, sigma, weights, scores, levels):
         k = np.clip(np.ceil(levels * n - _RANK_TOLERANCE).astype(np.int64), 1, n)
         return center[:, :1] * np.exp(sigma[:, :1] * scores[k - 1][None, :])
     log_center = np.log(center)
+    if rows * len(levels) <= _FEW_QUANTILES and J * n > _SMALL_SUPPORT:
+        return _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels)
     if J * n <= _SORTED_SUPPORT and J <= _SORTED_LENGTHS:
         return _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels)
     out = np.empty((rows, len(levels)))
@@ -216,6 +227,43 @@ def _mixture_cdf(values, lc, sg, weights, scores):
         scores, (values[:, :, None] - lc[:, None, :]) / sg[:, None, :], side="right"
     )
     return (below @ weights) / len(scores)
+
+
+def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
+    """:func:`mixture_quantiles` of a few rows and levels, exactly: bisection
+    narrows each quantile to a bracket holding few of the mixture's values
+    (each length's scores in it are found by a binary search), and the first
+    of those values whose mixture CDF reaches the level is the quantile."""
+    rows, J = log_center.shape
+    out = np.empty((rows, len(levels)))
+    for r in range(rows):
+        lc, sg = log_center[r : r + 1], sigma[r : r + 1]
+        a = np.full((1, len(levels)), (lc + sg * scores[0]).min())
+        a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
+        b = np.full((1, len(levels)), (lc + sg * scores[-1]).max())
+        steps = int(np.ceil(np.log2(J * len(scores) / _VALUES_LEFT)))
+        for _ in range(steps):
+            mid = 0.5 * (a + b)
+            reached = _mixture_cdf(mid, lc, sg, weights, scores) >= levels - _RANK_TOLERANCE
+            b = np.where(reached, mid, b)
+            a = np.where(reached, a, mid)
+        for q, level in enumerate(levels):
+            # The values in (a, b], with a margin for the rounding of the
+            # division.
+            low, high = (a[0, q] - lc[0]) / sg[0], (b[0, q] - lc[0]) / sg[0]
+            margin = _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(high))
+            first = np.searchsorted(scores, low - margin, side="right")
+            last = np.searchsorted(scores, high + margin, side="right")
+            owner = np.repeat(np.arange(J), last - first)
+            offsets = np.concatenate(([0], np.cumsum(last - first)))
+            index = np.arange(offsets[-1]) - np.repeat(offsets[:-1], last - first)
+            values = np.sort(lc[0, owner] + sg[0, owner] * scores[first[owner] + index])
+            at = values + _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(values))
+            reached = (
+                _mixture_cdf(at[None, :], lc, sg, weights, scores)[0] >= level - _RANK_TOLERANCE
+            )
+            out[r, q] = np.exp(values[np.argmax(reached)] if reached.any() else b[0, q])
+    return out
 
 
 def _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels):

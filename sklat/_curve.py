@@ -145,6 +145,7 @@ class Curve:
         self.basis_table = self._run_basis(
             np.arange(1, min(self.max_output_tokens, BASIS_TABLE_MAX) + 1)
         )
+        self.cumulative_table = np.cumsum(self.basis_table, axis=0)
 
     def rescaled(self, scales):
         """This curve with the recalibration multipliers ``scales`` (the net and
@@ -282,6 +283,9 @@ class Curve:
         )
 
     def _cumulative_basis(self, last):
+        """Sums of the basis over ``1..p`` for ``p = 1..last``: (last, K)."""
+        if last <= len(self.basis_table):
+            return self.cumulative_table[:last]
         return np.cumsum(self.basis(np.arange(1, last + 1)), axis=0)
 
     def total(self, coef, output_tokens):

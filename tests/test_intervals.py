@@ -406,3 +406,25 @@ def test_threshold_attainment_counts_as_the_pairs_do(objectives):
     pairs = attainment(**kw, **given, e2e=np.full(rows, np.inf))
     np.testing.assert_allclose(fast, pairs, atol=1e-12)
     assert 0 < fast.mean() < 1
+
+
+@pytest.mark.parametrize("J, n", [(211, 200), (1000, 100)])
+def test_narrowed_quantiles_of_one_configuration_are_exact(monkeypatch, J, n):
+    # One row and two levels take the narrowing path: the same bounds as the
+    # bisection to float precision, each one of the mixture's values.
+    from sklat import _conformal
+
+    rng = np.random.RandomState(n)
+    center = np.exp(rng.normal(5, 1, (1, J)))
+    sigma = np.exp(rng.normal(0, 0.3, (1, J)))
+    weights = rng.dirichlet(np.ones(J))
+    scores = np.sort(rng.normal(0, 0.2, n))
+    levels = [0.05, 0.95]
+    narrowed = mixture_quantiles(center, sigma, weights, scores, levels)
+    monkeypatch.setattr(_conformal, "_SORTED_SUPPORT", 0)
+    monkeypatch.setattr(_conformal, "_FEW_QUANTILES", 0)
+    np.testing.assert_allclose(
+        narrowed, mixture_quantiles(center, sigma, weights, scores, levels), rtol=1e-12
+    )
+    values = np.log(center)[0][:, None] + sigma[0][:, None] * scores[None, :]
+    assert np.abs(np.log(narrowed)[0][:, None, None] - values[None]).min(axis=(1, 2)).max() < 1e-12
