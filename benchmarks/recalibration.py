@@ -18,6 +18,10 @@ Compared on the test requests, mean over the split seeds:
 Columns: total-decode, prefill and positioned MAPE (per-step latencies of the
 test requests) and the coverage of the 90% decode-total interval
 (``sklat.metrics.evaluate``).
+
+``--drift``: instead, how often ``check_drift`` flags draws of 10, 20 and 30
+requests of each target (a real move), and of held-out requests of the source
+(no move).
 """
 
 import argparse
@@ -102,16 +106,48 @@ def pair_table(source, target, sizes, seeds):
     )
 
 
+def drift_table(pairs, sizes=(10, 20, 30), draws=20, alpha=0.01):
+    """``check_drift`` on each move: the share of draws of k requests it flags,
+    on the target (a real move) and on held-out requests of the source (no
+    move; the model is fitted on the other 70% of the source)."""
+    rows = []
+    for name in pairs:
+        source, target = PAIRS[name]
+        src, tgt = profiled_requests(source), profiled_requests(target)
+        order = np.random.RandomState(0).permutation(len(src.X))
+        held, train = order[: int(0.3 * len(order))], np.sort(order[int(0.3 * len(order)) :])
+        est = fit(src, train, 0)
+        rng = np.random.RandomState(1)
+        row = {"move": name}
+        for k in sizes:
+            for label, data, pool in (("moved", tgt, np.arange(len(tgt.X))), ("same", src, held)):
+                flagged = []
+                for _ in range(draws):
+                    take = rng.choice(pool, k, replace=False)
+                    report = est.check_drift(
+                        data.X.iloc[take], data.y.iloc[take], data.output_tokens[take], alpha=alpha
+                    )
+                    flagged.append(report.drift)
+                row[f"{label}, {k} requests"] = 100 * float(np.mean(flagged))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("move")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", default=None, help="comma-separated names (default: all)")
     parser.add_argument("--sizes", default="5,10,20,50")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--drift", action="store_true", help="only the drift-check table")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.pairs.split(",") if args.pairs else list(PAIRS)
+    if args.drift:
+        print("\n## check_drift at alpha=0.01: % of 20 draws flagged")
+        print(drift_table(names).round(1).to_markdown())
+        return
     for name in names:
         source, target = PAIRS[name]
         table = pair_table(source, target, sizes, seeds)

@@ -2,10 +2,7 @@
 1 when they do not (see :meth:`sklat.LatencyEstimator.check_drift`), so a cron
 job or a CI step can act on it."""
 
-from pathlib import Path
-
-from ._cli_io import MODEL_FILE
-from ._cli_options import add_option, csv_list
+from ._cli_options import add_model_option, add_option, add_results_options
 
 # Exit status of a significant drift (2 is a user error, as everywhere).
 DRIFT_STATUS = 1
@@ -22,25 +19,8 @@ def add_check_parser(sub):
         f"errors follow; exits with status {DRIFT_STATUS} when the drift is significant "
         "at --alpha.",
     )
-    add_option(
-        parser,
-        "model",
-        type=Path,
-        required=True,
-        help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
-    )
-    add_option(
-        parser,
-        "results_dir",
-        type=Path,
-        required=True,
-        help="folder of recent results (<dataset>/*.csv|*.jsonl|*.parquet)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    add_option(
-        which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir"
-    )
-    add_option(which, "datasets", type=csv_list, default=None, help="comma-separated dataset names")
+    add_model_option(parser)
+    add_results_options(parser, "recent results")
     add_option(parser, "alpha", type=float, default=0.01, help="significance level (0.01)")
     add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.set_defaults(func=cmd_check)

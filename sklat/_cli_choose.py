@@ -4,19 +4,9 @@ objectives (see :meth:`sklat.LatencyEstimator.choose`)."""
 import sys
 from pathlib import Path
 
-from ._cli_io import MODEL_FILE
-from ._cli_options import add_options
+from ._cli_options import add_model_option, add_options
 
 OPTIONS = [
-    (
-        "model",
-        (),
-        dict(
-            type=Path,
-            required=True,
-            help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
-        ),
-    ),
     ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
     ("tpot_ms", (), dict(type=float, default=None, help="time-per-output-token objective (ms)")),
     ("e2e_ms", (), dict(type=float, default=None, help="end-to-end objective (ms)")),
@@ -76,6 +66,7 @@ def add_choose_parser(sub):
         help="CSV / JSONL / Parquet file of candidate configurations: the model's feature "
         "columns, optionally output_tokens and other columns",
     )
+    add_model_option(parser)
     add_options(parser, OPTIONS)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output file"

@@ -2,6 +2,7 @@
 ``sklat train`` declared once (:data:`ESTIMATOR_ARGUMENTS`)."""
 
 import argparse
+from pathlib import Path
 
 
 def add_option(parser, name, *aliases, **kwargs):
@@ -12,6 +13,34 @@ def add_option(parser, name, *aliases, **kwargs):
         if "_" in spelling:
             names.append(f"--{spelling.replace('_', '-')}")
     parser.add_argument(*names, dest=name, **kwargs)
+
+
+def add_model_option(parser):
+    """``--model``: a model file or a ``sklat train`` output folder."""
+    add_option(
+        parser,
+        "model",
+        type=Path,
+        required=True,
+        help="a model file, or a train --output_dir holding model.safetensors",
+    )
+
+
+def add_results_options(parser, what):
+    """``--results_dir`` (required; ``what`` says whose results) and the choice
+    of its datasets."""
+    add_option(
+        parser,
+        "results_dir",
+        type=Path,
+        required=True,
+        help=f"folder of {what} (<dataset>/*.csv|*.jsonl|*.parquet)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    add_option(
+        which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir"
+    )
+    add_option(which, "datasets", type=csv_list, default=None, help="comma-separated dataset names")
 
 
 def add_options(parser, table):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cli_io import MODEL_FILE
-from ._cli_options import add_option, csv_list
+from ._cli_options import add_model_option, add_option, add_results_options
 
 RECALIBRATION_FILE = "recalibration.json"
 
@@ -21,25 +21,8 @@ def add_recalibrate_parser(sub):
         "engine, dtype or attention kernel), and write the adapted model and "
         f"{RECALIBRATION_FILE} to --output_dir.",
     )
-    add_option(
-        parser,
-        "model",
-        type=Path,
-        required=True,
-        help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
-    )
-    add_option(
-        parser,
-        "results_dir",
-        type=Path,
-        required=True,
-        help="folder of results of the new setting (<dataset>/*.csv|*.jsonl|*.parquet)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    add_option(
-        which, "use_all_datasets", action="store_true", help="read every dataset of --results_dir"
-    )
-    add_option(which, "datasets", type=csv_list, default=None, help="comma-separated dataset names")
+    add_model_option(parser)
+    add_results_options(parser, "results of the new setting")
     add_option(parser, "output_dir", type=Path, required=True, help="folder to write to")
     parser.add_argument(
         "--overwrite", action="store_true", help="write into an existing, non-empty --output_dir"

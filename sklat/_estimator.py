@@ -964,20 +964,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             The recalibrated estimator.
         """
         check_is_fitted(self)
-        X_arr, n_tokens = self._check_X(X, output_tokens)
-        if n_tokens is None:
-            raise ValueError(
-                "recalibrate needs output_tokens (argument or column), one per request."
-            )
-        decode, prefill, two_columns = check_targets(y)
-        check_consistent_length(X_arr, decode)
-        if (2 if two_columns else 1) != self.n_outputs_:
+        X_arr, decode, prefill, n_tokens = self._check_measured(X, y, output_tokens, "recalibrate")
+        if (1 if prefill is None else 2) != self.n_outputs_:
             raise ValueError(
                 f"y must have {self.n_outputs_} column(s), as in fit; got "
-                f"{2 if two_columns else 1}."
+                f"{1 if prefill is None else 2}."
             )
-        if len(decode) < 2:
-            raise ValueError(f"recalibrate needs at least 2 requests; got {len(decode)}.")
         self._curve, self._calibrator = recalibrated(
             self._curve, self._calibrator, X_arr, decode, prefill, n_tokens, self.n_threads
         )
@@ -1025,17 +1017,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         alpha = check_confidence(alpha, "alpha")
         confidence = check_confidence(confidence)
         self._calibrator.check_ready()
-        X_arr, n_tokens = self._check_X(X, output_tokens)
-        if n_tokens is None:
-            raise ValueError(
-                "check_drift needs output_tokens (argument or column), one per request."
-            )
-        decode, prefill, two_columns = check_targets(y)
-        check_consistent_length(X_arr, decode)
-        if two_columns and self.n_outputs_ == 1:
+        X_arr, decode, prefill, n_tokens = self._check_measured(X, y, output_tokens, "check_drift")
+        if prefill is not None and self.n_outputs_ == 1:
             raise ValueError("y has a prefill column but this model has no prefill head.")
-        if len(decode) < 2:
-            raise ValueError(f"check_drift needs at least 2 requests; got {len(decode)}.")
         recent = self._calibrator.score(
             self._curve, Requests.totals(X_arr, decode, prefill, n_tokens), n_threads=self.n_threads
         )
@@ -1166,6 +1150,18 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             output_tokens = from_column
         n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, len(X_arr))
         return X_arr, n_tokens
+
+    def _check_measured(self, X, y, output_tokens, method):
+        """Measured requests of the fitted features: ``(X, decode, prefill or
+        None, output_tokens)``, all checked; ``method`` names the caller."""
+        X_arr, n_tokens = self._check_X(X, output_tokens)
+        if n_tokens is None:
+            raise ValueError(f"{method} needs output_tokens (argument or column), one per request.")
+        decode, prefill, _ = check_targets(y)
+        check_consistent_length(X_arr, decode)
+        if len(decode) < 2:
+            raise ValueError(f"{method} needs at least 2 requests; got {len(decode)}.")
+        return X_arr, decode, prefill, n_tokens
 
     def _encode(self, X, output_tokens=None):
         """Check ``X`` (and ``output_tokens``), warn about values outside the

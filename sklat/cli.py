@@ -31,6 +31,7 @@ from ._cli_io import MODEL_FILE
 from ._cli_options import (
     ESTIMATOR_ARGUMENTS,
     ESTIMATOR_OPTIONS,
+    add_model_option,
     add_option,
     add_options,
     csv_list,
@@ -234,13 +235,7 @@ def _add_predict_parser(sub):
         "latency, prefill and a per-token budget for each configuration "
         "of CONFIGS.",
     )
-    add_option(
-        pred,
-        "model",
-        type=Path,
-        required=True,
-        help=f"a model file, or a train --output_dir holding {MODEL_FILE}",
-    )
+    add_model_option(pred)
     pred.add_argument(
         "configs",
         type=Path,

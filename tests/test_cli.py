@@ -555,17 +555,21 @@ def test_choose_errors(trained, results, tmp_path, capsys):
     assert "give at least one objective" in capsys.readouterr().err
 
 
+def _slower_results(folder, factor):
+    """The test results written to ``folder`` with every decode ``factor``
+    times slower (totals only)."""
+    write_results(folder)
+    for path in folder.rglob("*.csv"):
+        frame = pd.read_csv(path)
+        frame["T_LLM_decode"] *= factor
+        frame["T_decode_per_token_avg"] *= factor
+        frame.drop(columns=[c for c in frame if c == "T_decode_per_step"]).to_csv(path, index=False)
+    return folder
+
+
 def test_recalibrate_writes_an_adapted_model(trained, tmp_path, capsys):
     # The new setting: the same requests, decode 1.5x slower.
-    new = tmp_path / "new"
-    write_results(new)
-    for path in new.rglob("*.csv"):
-        frame = pd.read_csv(path)
-        frame["T_LLM_decode"] *= 1.5
-        frame["T_decode_per_token_avg"] *= 1.5
-        if "T_decode_per_step" in frame:
-            frame = frame.drop(columns="T_decode_per_step")
-        frame.to_csv(path, index=False)
+    new = _slower_results(tmp_path / "new", 1.5)
     out = tmp_path / "moved"
     args = ["recalibrate", "--model", str(trained), "--results_dir", str(new)]
     assert main([*args, "--use_all_datasets", "--output_dir", str(out)]) == 0
@@ -592,13 +596,7 @@ def test_check_exits_1_on_drift_and_0_without(trained, results, tmp_path, capsys
     out = capsys.readouterr().out
     assert out.startswith("sklat check: no drift at alpha=0.01 (p = ")
     assert "outside the 90% intervals" in out and "output_tokens" in out
-    slow = tmp_path / "slow"
-    write_results(slow)
-    for path in slow.rglob("*.csv"):
-        frame = pd.read_csv(path)
-        frame["T_LLM_decode"] *= 3
-        frame["T_decode_per_token_avg"] *= 3
-        frame.drop(columns=[c for c in frame if c == "T_decode_per_step"]).to_csv(path, index=False)
+    slow = _slower_results(tmp_path / "slow", 3.0)
     assert main([*args, "--results_dir", str(slow)]) == 1
     assert capsys.readouterr().out.startswith("sklat check: DRIFT at alpha=0.01")
     assert main([*args, "--results_dir", str(slow), "--alpha", "2"]) == 2

@@ -359,16 +359,20 @@ def test_position_interval_errors(fitted, fitted_1d, small_data):
         fitted_1d.predict_interval(X, target="position", positions=[1])
 
 
+def _random_mixture(rows, J, n, seed):
+    """``(center, sigma, weights, sorted scores)`` of a random mixture."""
+    rng = np.random.RandomState(seed)
+    center = np.exp(rng.normal(5, 1, (rows, J)))
+    sigma = np.exp(rng.normal(0, 0.3, (rows, J)))
+    return center, sigma, rng.dirichlet(np.ones(J)), np.sort(rng.normal(0, 0.2, n))
+
+
 @pytest.mark.parametrize("J, n", [(2, 9), (13, 120), (211, 200)])
 def test_sorted_and_bisected_mixture_quantiles_agree(monkeypatch, J, n):
     # The sorted support is exact; the bisection converges to float precision.
     from sklat import _conformal
 
-    rng = np.random.RandomState(J)
-    center = np.exp(rng.normal(5, 1, (20, J)))
-    sigma = np.exp(rng.normal(0, 0.3, (20, J)))
-    weights = rng.dirichlet(np.ones(J))
-    scores = np.sort(rng.normal(0, 0.2, n))
+    center, sigma, weights, scores = _random_mixture(20, J, n, seed=J)
     levels = [1e-4, 0.05, 0.5, 0.95, 1.0]
     exact = mixture_quantiles(center, sigma, weights, scores, levels)
     monkeypatch.setattr(_conformal, "_SORTED_SUPPORT", 0)
@@ -414,11 +418,7 @@ def test_narrowed_quantiles_of_one_configuration_are_exact(monkeypatch, J, n):
     # bisection to float precision, each one of the mixture's values.
     from sklat import _conformal
 
-    rng = np.random.RandomState(n)
-    center = np.exp(rng.normal(5, 1, (1, J)))
-    sigma = np.exp(rng.normal(0, 0.3, (1, J)))
-    weights = rng.dirichlet(np.ones(J))
-    scores = np.sort(rng.normal(0, 0.2, n))
+    center, sigma, weights, scores = _random_mixture(1, J, n, seed=n)
     levels = [0.05, 0.95]
     narrowed = mixture_quantiles(center, sigma, weights, scores, levels)
     monkeypatch.setattr(_conformal, "_SORTED_SUPPORT", 0)
