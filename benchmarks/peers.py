@@ -181,3 +181,69 @@ class PerStepOracle(_PrefillGBM):
         full = self.predict_positions(X, np.arange(1, n.max() + 1))
         mask = np.arange(1, n.max() + 1)[None, :] <= n[:, None]
         return (full * mask).sum(axis=1)
+
+
+class PhysicalCore(_PrefillGBM):
+    """A ten-parameter physical model fitted on totals: one power law of the
+    (log) features times a flat cost, a context cost and a start-up transient::
+
+        f(c, p) = exp(w0 + w . log x) * (1 + exp(b) (context_0 + p) / S
+                                        + exp(g) exp(-(p - 1) / 4))
+
+    ``context_0`` is the sum of ``context_features`` (columns of ``X``), ``S``
+    the median of ``context_0 + N``. Least squares of log totals (the sums over
+    ``1..N`` are closed form).
+    """
+
+    def __init__(self, context_features=("vision_tokens", "text_tokens")):
+        self.context_features = context_features
+
+    def _parts(self, X, n):
+        arr = np.asarray(X, dtype=np.float64)
+        logx = np.log1p(arr)
+        names = list(getattr(X, "columns", []))
+        cols = [names.index(c) for c in self.context_features if c in names]
+        context = arr[:, cols].sum(axis=1) if cols else np.zeros(len(arr))
+        return logx, context, np.asarray(n, dtype=np.float64)
+
+    @staticmethod
+    def _sums(context, n, scale):
+        transient = (1 - np.exp(-n / 4)) / (1 - np.exp(-1 / 4))
+        return n, (n * context + n * (n + 1) / 2) / scale, transient
+
+    def fit(self, X, y, output_tokens, positioned_latencies=None):
+        from scipy.optimize import least_squares
+
+        logx, context, n = self._parts(X, output_tokens)
+        self.scale_ = float(max(1.0, np.median(context + n)))
+        flat, ctx, transient = self._sums(context, n, self.scale_)
+        target = np.log(np.asarray(y)[:, 1])
+
+        def residuals(params):
+            w0, w, b, g = params[0], params[1:-2], params[-2], params[-1]
+            inner = flat + np.exp(b) * ctx + np.exp(g) * transient
+            return target - (w0 + logx @ w + np.log(inner))
+
+        start = np.zeros(logx.shape[1] + 3)
+        start[0] = float(np.mean(target - np.log(n)))
+        start[-2:] = -2.0
+        self.params_ = least_squares(residuals, start).x
+        self._fit_prefill(X, y)
+        return self
+
+    def _power(self, X):
+        logx, _, _ = self._parts(X, np.ones(len(X)))
+        return np.exp(self.params_[0] + logx @ self.params_[1:-2])
+
+    def predict_positions(self, X, positions):
+        _, context, _ = self._parts(X, np.ones(len(X)))
+        p = np.asarray(positions, dtype=np.float64)[None, :]
+        b, g = np.exp(self.params_[-2:])
+        curve = 1 + b * (context[:, None] + p) / self.scale_ + g * np.exp(-(p - 1) / 4)
+        return self._power(X)[:, None] * curve
+
+    def predict_total(self, X, output_tokens):
+        _, context, n = self._parts(X, output_tokens)
+        flat, ctx, transient = self._sums(context, n, self.scale_)
+        b, g = np.exp(self.params_[-2:])
+        return self._power(X) * (flat + b * ctx + g * transient)

@@ -475,7 +475,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
         context = context_lengths(X_arr, context_features, self._feature_label)
         transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
-        scales = {
+        # What the net and the curve are built from (the fitted attributes
+        # of the same names).
+        fitted = {
             "n_features_in_": self.n_features_in_,
             "context_features_": context_features,
             "context_scale_": float(max(1.0, np.median(context + n_tokens))),
@@ -484,30 +486,30 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             "max_output_tokens_": int(n_tokens.max()),
             "total_norm_": float(n_tokens.mean()),
         }
-        self.total_norm_ = scales["total_norm_"]
+        self.total_norm_ = fitted["total_norm_"]
         data = RequestData(
             x=transform.transform(X_arr, self._feature_label),
             output_tokens=n_tokens,
-            context=(context / scales["context_scale_"]).astype(np.float32),
-            total=(decode / scales["step_scale_"]).astype(np.float32),
+            context=(context / fitted["context_scale_"]).astype(np.float32),
+            total=(decode / fitted["step_scale_"]).astype(np.float32),
             prefill=(
-                None if prefill is None else (prefill / scales["prefill_scale_"]).astype(np.float32)
+                None if prefill is None else (prefill / fitted["prefill_scale_"]).astype(np.float32)
             ),
-            segments=part.segments.scaled(scales["step_scale_"]),
+            segments=part.segments.scaled(fitted["step_scale_"]),
         )
         params = self.get_params(deep=False)
-        work = step_work(params, self.n_features_in_, scales["max_output_tokens_"])
+        work = step_work(params, self.n_features_in_, fitted["max_output_tokens_"])
         with torch_threads(auto_threads(self.n_threads, work)):
-            self.net_ = train(params, data, seed=seed, net_kwargs=net_kwargs(scales, self.device_))
+            self.net_ = train(params, data, seed=seed, net_kwargs=net_kwargs(fitted, self.device_))
             self.history_ = self.net_.history
             return Curve(
                 self.net_,
                 transform=transform,
                 feature_range=feature_range(X_arr),
                 context_features=context_features,
-                context_scale=scales["context_scale_"],
-                step_scale=scales["step_scale_"],
-                prefill_scale=scales["prefill_scale_"],
+                context_scale=fitted["context_scale_"],
+                step_scale=fitted["step_scale_"],
+                prefill_scale=fitted["prefill_scale_"],
                 lengths=empirical_distribution(n_tokens),
                 feature_names=getattr(self, "feature_names_in_", None),
                 hidden_size=self.hidden_size,
@@ -927,11 +929,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         """Adapt the fitted model to a new setting from a few measured requests.
 
         For a model moved to another GPU, engine, dtype or attention kernel:
-        the curve's shape is kept and four scale factors are refitted on the
-        new requests, one per decode cost term (the flat cost, the context
-        cost, the learnt shape) and one of the prefill; the per-term factors
-        are drawn towards a common one, so that a few requests move the
-        balance of the terms only as far as they show it. The calibration
+        the curve's shape is kept and one multiplier per cost term is refitted
+        on the new requests, the decode's three (the flat cost, the context
+        cost, the learnt shape) and the prefill's ``n_cost_terms`` power laws
+        (``cost_scales_``); the per-term multipliers are drawn towards a
+        common one, so that a few requests move the balance of the terms only
+        as far as they show it. The calibration
         scores are then the new requests' own, cross-fitted (each request's
         score comes from factors fitted without it: leave-one-out up to 50
         requests, 10 folds beyond), so intervals and SLO attainment describe
@@ -944,7 +947,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Coverage: cross-fitted scores are not exactly exchangeable with a new
         request's error (the factors of a prediction are fitted on all the
         requests), so the split-conformal guarantee of :meth:`fit` does not
-        hold exactly; with four factors it is close (measured in
+        hold exactly; with a handful of multipliers it is close (measured in
         ``benchmarks/recalibration.py``). An interval of confidence ``c``
         needs ``1 / (1 - c) - 1`` requests, as in :meth:`predict_interval`.
 

@@ -1,0 +1,147 @@
+"""How many profiled requests sklat needs: learning curves against the repeat floor.
+
+Run: ``python benchmarks/sample_efficiency.py [--sets NAMES] [--sizes 25,50,100,200]
+[--seeds 0,1,2]``; prints one Markdown table per set.
+
+For measured sets whose configurations (features and output length) were measured
+several times (``sklat profile --repeats``). The **floor** is the error of predicting
+a request from the other repeats of its own configuration (their mean): what no
+model can beat. Splits are **by configuration** (30% of the configurations test,
+seeded); each training size is a seeded draw of that many requests of the training
+configurations ("all": every one). Methods: sklat with its defaults, the
+ten-parameter physical core (``peers.PhysicalCore``), the aggregated linear model and
+the flat average. Columns: decode-total MAPE and positioned MAPE (against the
+measured steps) as ratios to the floor, mean over the seeds; and sklat's 90%
+decode-total interval coverage (%), where it has the calibration requests for one.
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import AggregatedLinear, FlatAverage, PhysicalCore  # noqa: E402
+from real_data import profiled_requests, profiled_sets  # noqa: E402
+
+from sklat import LatencyEstimator, metrics  # noqa: E402
+from sklat._conformal import min_calibration  # noqa: E402
+
+METHODS = {
+    "sklat": lambda seed: LatencyEstimator(random_state=seed),
+    "physical core": lambda seed: PhysicalCore(),
+    "aggregated linear": lambda seed: AggregatedLinear(),
+    "flat average": lambda seed: FlatAverage(),
+}
+
+
+def configurations(data):
+    """An id per request: requests with equal features and output length share it."""
+    keys = data.X.assign(output_tokens=data.output_tokens)
+    return keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+
+
+def repeat_sets():
+    """The measured sets where most requests' configuration was measured again."""
+    out = []
+    for name in profiled_sets():
+        groups = configurations(profiled_requests(name))
+        if np.mean(np.bincount(groups)[groups] >= 2) >= 0.9:
+            out.append(name)
+    return out
+
+
+def floor(data, groups, rows):
+    """``(decode-total MAPE, positioned MAPE)`` of predicting each request of
+    ``rows`` by the mean of the other repeats of its configuration."""
+    total = data.y["T_LLM_decode"].to_numpy()
+    pred, steps, curves = [], [], []
+    for i in rows:
+        others = [j for j in np.flatnonzero(groups == groups[i]) if j != i]
+        pred.append(total[others].mean())
+        steps.append(data.positioned_latencies[i])
+        curves.append(np.mean([data.positioned_latencies[j] for j in others], axis=0))
+    n_max = max(len(c) for c in curves)
+    padded = np.array([np.pad(c, (0, n_max - len(c)), constant_values=np.nan) for c in curves])
+    return metrics.mape(total[rows], np.asarray(pred)), metrics.positioned_mape(steps, padded)
+
+
+def scores(model, data, rows):
+    X, n = data.X.iloc[rows], data.output_tokens[rows]
+    curves = model.predict_positions(X, np.arange(1, n.max() + 1))
+    total = metrics.mape(data.y["T_LLM_decode"].to_numpy()[rows], model.predict_total(X, n))
+    positioned = metrics.positioned_mape([data.positioned_latencies[i] for i in rows], curves)
+    return total, positioned
+
+
+def set_table(name, sizes, seeds):
+    data = profiled_requests(name)
+    groups = configurations(data)
+    rows = []
+    for seed in seeds:
+        rng = np.random.RandomState(seed)
+        # Test configurations among those measured at least twice (the floor
+        # needs the other repeats).
+        repeated = np.flatnonzero(np.bincount(groups) >= 2)
+        ids = rng.permutation(repeated)
+        test_ids = ids[: int(0.3 * (groups.max() + 1))]
+        test = np.flatnonzero(np.isin(groups, test_ids))
+        pool = np.flatnonzero(~np.isin(groups, test_ids))
+        floor_total, floor_positioned = floor(data, groups, test)
+        for size in [s for s in sizes if s < len(pool)] + ["all"]:
+            train = pool if size == "all" else np.sort(rng.choice(pool, size, replace=False))
+            row = {"requests": size if size != "all" else f"all ({len(pool)})", "seed": seed}
+            for method, make in METHODS.items():
+                model = make(seed).fit(
+                    data.X.iloc[train],
+                    data.y.iloc[train].to_numpy() if method != "sklat" else data.y.iloc[train],
+                    data.output_tokens[train],
+                )
+                total, positioned = scores(model, data, test)
+                row[f"{method}: total"] = total / floor_total
+                row[f"{method}: positioned"] = positioned / floor_positioned
+                if method == "sklat":
+                    enough = len(model.conformity_scores_) >= min_calibration(0.9)
+                    row["sklat 90% coverage"] = (
+                        100
+                        * metrics.interval_coverage(
+                            data.y["T_LLM_decode"].to_numpy()[test],
+                            model.predict_interval(
+                                data.X.iloc[test], data.output_tokens[test], confidence=0.9
+                            ),
+                        )
+                        if enough
+                        else np.nan
+                    )
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["requests"] = frame["requests"].astype(str)
+    order = list(dict.fromkeys(frame["requests"]))
+    return (
+        frame.groupby("requests", sort=False)
+        .mean(numeric_only=True)
+        .drop(columns="seed")
+        .loc[order]
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=None, help="comma-separated (default: every repeat set)")
+    parser.add_argument("--sizes", default="25,50,100,200")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for name in args.sets.split(",") if args.sets else repeat_sets():
+        table = set_table(name, sizes, seeds)
+        print(f"\n## {name}: MAPE / floor, by configuration (mean over seeds {args.seeds})")
+        print(table.round(2).to_markdown())
+
+
+if __name__ == "__main__":
+    main()
