@@ -15,7 +15,7 @@ def add_check_parser(sub):
         description="Score the requests of --results_dir as the model's calibration "
         "requests were and test whether their errors grew (a rank test, exact when "
         "nothing changed). Prints the p-value, the share of requests outside the "
-        "calibrated 90%% intervals against its nominal rate, and the features the "
+        "calibrated 90% intervals against its nominal rate, and the features the "
         f"errors follow; exits with status {DRIFT_STATUS} when the drift is significant "
         "at --alpha.",
     )
