@@ -210,7 +210,6 @@ def profile_endpoint(
     """
     httpx = _import_httpx()
 
-    from . import __version__
     from .profile import RESULTS_FILE, progress_bar, read_done
 
     lists = _check(
@@ -237,13 +236,7 @@ def profile_endpoint(
         **set_columns,
     }
     jobs = _pending_jobs(lists, read_done(path, setup, columns, keys=KEYS), seed)
-    descriptive = {
-        **setup,
-        "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
-        "sklat_version": __version__,
-        "httpx_version": httpx.__version__,
-        "python_version": platform.python_version(),
-    }
+    descriptive = _descriptive(setup, httpx)
     path.parent.mkdir(parents=True, exist_ok=True)
     with httpx.Client() as client:
         _warm_up(client, url, api, engine, model, extra_body, timeout, warmup)
@@ -258,6 +251,19 @@ def profile_endpoint(
 
             _run_concurrently(run, jobs, concurrency)
     return path
+
+
+def _descriptive(setup, httpx):
+    """The run's settings and provenance, recorded on every row."""
+    from . import __version__
+
+    return {
+        **setup,
+        "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+        "sklat_version": __version__,
+        "httpx_version": httpx.__version__,
+        "python_version": platform.python_version(),
+    }
 
 
 def _pending_jobs(lists, done, seed):
