@@ -1,7 +1,8 @@
 """How many profiled requests sklat needs: learning curves against the repeat floor.
 
 Run: ``python benchmarks/sample_efficiency.py [--sets NAMES] [--sizes 25,50,100,200]
-[--seeds 0,1,2]``; prints one Markdown table per set.
+[--seeds 0,1,2] [--only METHODS] [--set NAME=VALUE ...]``; prints one Markdown table
+per set (``--set``: parameters of the sklat rows).
 
 For measured sets whose configurations (features and output length) were measured
 several times (``sklat profile --repeats``). The **floor** is the error of predicting
@@ -24,14 +25,17 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import parse_set  # noqa: E402
 from peers import AggregatedLinear, FlatAverage, PhysicalCore  # noqa: E402
 from real_data import profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
 from sklat._conformal import min_calibration  # noqa: E402
 
+SKLAT_PARAMS = {}  # --set NAME=VALUE: parameters of sklat
+
 METHODS = {
-    "sklat": lambda seed: LatencyEstimator(random_state=seed),
+    "sklat": lambda seed: LatencyEstimator(random_state=seed, **SKLAT_PARAMS),
     "physical core": lambda seed: PhysicalCore(),
     "aggregated linear": lambda seed: AggregatedLinear(),
     "flat average": lambda seed: FlatAverage(),
@@ -105,6 +109,7 @@ def set_table(name, sizes, seeds):
                 row[f"{method}: positioned"] = positioned / floor_positioned
                 if method == "sklat":
                     enough = len(model.conformity_scores_) >= min_calibration(0.9)
+                    row["sklat epochs"] = len(model.history_)
                     row["sklat 90% coverage"] = (
                         100
                         * metrics.interval_coverage(
@@ -133,8 +138,16 @@ def main(argv=None):
     parser.add_argument("--sets", default=None, help="comma-separated (default: every repeat set)")
     parser.add_argument("--sizes", default="25,50,100,200")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE", help="sklat parameters"
+    )
+    parser.add_argument("--only", default=None, help="comma-separated methods")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    SKLAT_PARAMS.update(parse_set(args.set))
+    if args.only:
+        for name in [m for m in METHODS if m not in args.only.split(",")]:
+            del METHODS[name]
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.sets.split(",") if args.sets else repeat_sets():
