@@ -62,8 +62,8 @@ class Calibrator:
     def fit(cls, curve, fit_part, cal_part, *, held_out=None, n_threads="auto"):
         """Difficulty trees from the errors of ``curve`` on ``fit_part`` (the
         requests it was trained on), scores from ``cal_part`` (held out of
-        training); all are :class:`~sklat._requests.Requests`. A tree is kept
-        only where it narrows the intervals of the ``held_out`` requests (those
+        training), both :class:`~sklat._requests.Requests`. A tree is kept
+        only where it narrows the intervals of the requests ``held_out`` (rows
         of ``fit_part`` held out of the weights for early stopping; their
         errors are out of sample): a tree of in-sample errors can mistake what
         the model memorised for what is easy."""
@@ -74,7 +74,8 @@ class Calibrator:
             # The prefill does not depend on the output length.
             trees.append(fit_difficulty(inputs[:, :-1], prefill))
         if held_out is not None and len(held_out) >= _MIN_HELD_OUT:
-            trees = _narrowing_trees(curve, trees, held_out, n_threads)
+            errors = [decode] + ([prefill] if prefill is not None else [])
+            trees = _narrowing_trees(trees, [e[held_out] for e in errors], inputs[held_out])
         trees = np.stack(trees)
         scores = np.zeros((len(cal_part), len(trees)))
         if len(cal_part):
@@ -232,14 +233,12 @@ class Calibrator:
         return attainment(scores=scores, ttft=ttft, tpot=tpot, e2e=e2e, **kwargs)
 
 
-def _narrowing_trees(curve, trees, held_out, n_threads):
+def _narrowing_trees(trees, errors, inputs):
     """``trees``, each replaced by a flat one (difficulty 1 everywhere) unless
-    it narrows the ``_CHECK_LEVEL`` intervals of the ``held_out`` requests by
+    it narrows the ``_CHECK_LEVEL`` intervals of held-out requests by
     ``_MIN_NARROWING``: their mean ``sigma`` times the quantile of their
-    normalised errors against the quantile of their plain errors."""
-    decode, prefill, coef = _log_errors(curve, held_out, n_threads)
-    inputs = difficulty_inputs(coef.z, held_out.output_tokens)
-    errors = [decode] + ([prefill] if prefill is not None else [])
+    normalised ``errors`` (one array per tree) against the quantile of their
+    plain errors; ``inputs`` are their difficulty inputs."""
     out = []
     for tree, error, x in zip(trees, errors, (inputs, inputs[:, :-1])):
         sigma = np.exp(tree_value(tree, x))

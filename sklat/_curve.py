@@ -272,15 +272,20 @@ class Curve:
         return out
 
     # --------------------------------------------------------------- totals
-    def _summed(self, coef, n, triangle, shape_sums):
-        """The closed form of a sum of the curve over positions: ``n``
-        positions whose sum is ``triangle``, the basis summed over them giving
-        ``shape_sums`` (the shape term, already contracted with ``coef.shape``)."""
+    def _terms(self, coef, n, triangle, shape_sums):
+        """The flat, context and shape terms of a sum of the curve over
+        positions: ``n`` positions whose sum is ``triangle``, the basis summed
+        over them giving ``shape_sums`` (already contracted with ``coef.shape``)."""
         return (
-            coef.flat * n
-            + coef.slope * (coef.context * n + triangle / self.context_scale)
-            + shape_sums
+            coef.flat * n,
+            coef.slope * (coef.context * n + triangle / self.context_scale),
+            shape_sums,
         )
+
+    def _summed(self, coef, n, triangle, shape_sums):
+        """The closed form of a sum of the curve over positions (see :meth:`_terms`)."""
+        flat, context, shape = self._terms(coef, n, triangle, shape_sums)
+        return flat + context + shape
 
     def _cumulative_basis(self, last):
         """Sums of the basis over ``1..p`` for ``p = 1..last``: (last, K)."""
@@ -288,25 +293,21 @@ class Curve:
             return self.cumulative_table[:last]
         return np.cumsum(self.basis(np.arange(1, last + 1)), axis=0)
 
+    def _over_lengths(self, coef, output_tokens):
+        """``(n, triangle, shape_sums)`` of each row's sum over ``1..N``."""
+        cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
+        n = output_tokens.astype(np.float64)
+        return n, n * (n + 1) / 2, np.einsum("ik,ik->i", coef.shape, cumulative)
+
     def total(self, coef, output_tokens):
         """``sum_{p<=N} f(p)`` per row (exact sums of the basis over ``1..N``,
         shared by all rows)."""
-        cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
-        n = output_tokens.astype(np.float64)
-        return self._summed(coef, n, n * (n + 1) / 2, np.einsum("ik,ik->i", coef.shape, cumulative))
+        return self._summed(coef, *self._over_lengths(coef, output_tokens))
 
     def total_terms(self, coef, output_tokens):
         """(n, 3): the flat, context and shape terms of each row's total, which
         :meth:`total` adds up."""
-        cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
-        n = output_tokens.astype(np.float64)
-        return np.column_stack(
-            [
-                coef.flat * n,
-                coef.slope * (coef.context * n + n * (n + 1) / 2 / self.context_scale),
-                np.einsum("ik,ik->i", coef.shape, cumulative),
-            ]
-        )
+        return np.column_stack(self._terms(coef, *self._over_lengths(coef, output_tokens)))
 
     def totals_at(self, coef, lengths):
         """``sum_{p<=N} f(p)`` for every row and every ``N`` in ``lengths``: (n, J)."""

@@ -464,7 +464,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             curve,
             fit_part,
             requests.take(cal_rows),
-            held_out=fit_part.take(held_out),
+            held_out=held_out,
             n_threads=self.n_threads,
         )
         self._curve, self._calibrator = curve, calibrator

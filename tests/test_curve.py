@@ -221,7 +221,7 @@ def test_a_difficulty_tree_is_kept_only_where_it_narrows_held_out_intervals(curv
         curve,
         requests.take(np.arange(300)),
         requests.take(np.arange(300, 400)),
-        held_out=requests.take(np.arange(250, 300)),
+        held_out=np.arange(250, 300),
     )
     is_flat = (calibrator.difficulty_trees[0, 0] == -1).all()
     assert is_flat != informative
