@@ -12,6 +12,7 @@ import functools
 import numpy as np
 
 from ._conformal import (
+    TREE_NODES,
     attainment,
     difficulty_inputs,
     finite_bounds,
@@ -81,6 +82,28 @@ class Calibrator:
         if len(cal_part):
             scores = cls(trees, scores, None).score(curve, cal_part, n_threads=n_threads)
         return cls(trees, scores, _position_scores(curve, cal_part, n_threads))
+
+    @classmethod
+    def fit_cross(cls, curve, requests, folds, *, n_threads="auto"):
+        """Cross-fitted calibration of an ensemble ``curve`` whose member
+        ``k`` was trained on every request of ``requests`` outside fold ``k``
+        (``folds``: the fold of each request): each request is scored by the
+        member that did not see it, so every request calibrates. The
+        difficulty is flat: a tree fitted on the very errors it would
+        normalise makes them look smaller than a new request's."""
+        n_outputs = 1 if requests.prefill is None else 2
+        scores = np.zeros((len(requests), n_outputs))
+        steps = []
+        for k in range(folds.max() + 1):
+            rows = np.flatnonzero(folds == k)
+            member, part = curve.member(k), requests.take(rows)
+            decode, prefill, _ = _log_errors(member, part, n_threads)
+            scores[rows, 0] = decode
+            if prefill is not None:
+                scores[rows, 1] = prefill
+            steps.append(_position_scores(member, part, n_threads))
+        trees = np.stack([flat_tree(np.zeros((3, TREE_NODES)))] * n_outputs)
+        return cls(trees, scores, np.concatenate(steps))
 
     def score(self, curve, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``

@@ -77,6 +77,17 @@ def threads(text):
         raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
+def folds(text):
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'none' or an integer, got {text!r}"
+        ) from None
+
+
 # The estimator's options of sklat train, declared once: (aliases, argparse
 # arguments); each default is the LatencyEstimator parameter's.
 ESTIMATOR_ARGUMENTS = {
@@ -111,6 +122,16 @@ ESTIMATOR_ARGUMENTS = {
             type=float,
             help="share of the TRAINING requests held out of the fit to calibrate "
             "prediction intervals; 0 gives no intervals (%(default)s)",
+        ),
+    ),
+    "n_folds": (
+        (),
+        dict(
+            type=folds,
+            help="cross-fitting: train one net per fold, each stopped early on its fold, "
+            "average them and calibrate on every request's out-of-fold error (the two "
+            "fractions above are then unused); none: one net; auto: 5 folds from 10 to "
+            "499 requests (%(default)s)",
         ),
     ),
     "prefill_weight": (

@@ -86,9 +86,13 @@ class Curve:
 
     Parameters
     ----------
-    net : skorch.NeuralNet
-        The trained net (held rather than its module: skorch maps a
+    nets : list of skorch.NeuralNet
+        The trained nets (held rather than their modules: skorch maps a
         CUDA-trained module to the CPU when unpickled where there is no CUDA).
+        Several nets (the members of a cross-fitted ensemble) make one curve,
+        their average: flat and context coefficients and the prefill are
+        averaged, and their basis curves are concatenated (each shape weighted
+        by ``1 / len(nets)``), so that every closed form below still holds.
     transform : sklat._features.FeatureTransform
         The fitted feature transform.
     feature_range : ndarray of shape (2, d)
@@ -113,7 +117,7 @@ class Curve:
 
     def __init__(
         self,
-        net,
+        nets,
         *,
         transform,
         feature_range,
@@ -126,8 +130,8 @@ class Curve:
         hidden_size,
         scales=None,
     ):
-        self.net = net
-        n_prefill_terms = net.module_.n_cost_terms if prefill_scale is not None else 0
+        self.nets = list(nets)
+        n_prefill_terms = self.nets[0].module_.n_cost_terms if prefill_scale is not None else 0
         self.scales = (
             np.ones(3 + n_prefill_terms) if scales is None else np.asarray(scales, dtype=np.float64)
         )
@@ -154,14 +158,25 @@ class Curve:
         other.scales = np.asarray(scales, dtype=np.float64)
         return other
 
+    def member(self, k):
+        """The curve of the ensemble's member ``k`` alone (tables shared)."""
+        other = copy.copy(self)
+        other.nets = [self.nets[k]]
+        n_basis = self.basis_table.shape[1] // len(self.nets)
+        columns = slice(k * n_basis, (k + 1) * n_basis)
+        other.basis_table = self.basis_table[:, columns]
+        other.cumulative_table = self.cumulative_table[:, columns]
+        return other
+
     def label(self, col):
         """Feature ``col`` as messages name it."""
         return feature_label(self.feature_names, col)
 
-    def _module_and_device(self):
-        # net.device follows the weights, also after unpickling a CUDA-trained
-        # net on a CPU-only machine (skorch maps it to "cpu").
-        return self.net.module_, torch.device(self.net.device)
+    def _modules(self):
+        """``(module, device)`` of each net. ``net.device`` follows the
+        weights, also after unpickling a CUDA-trained net on a CPU-only
+        machine (skorch maps it to "cpu")."""
+        return [(net.module_, torch.device(net.device)) for net in self.nets]
 
     # ------------------------------------------------------------ encoding
     def encode(self, X_arr, *, n_threads="auto", warn=True, scaled=True):
@@ -202,19 +217,15 @@ class Curve:
         return coef
 
     def _run_encoder(self, z):
-        module, device = self._module_and_device()
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(z), ROW_CHUNK):
-                parts.append(
-                    module.encode(torch.from_numpy(z[start : start + ROW_CHUNK]).to(device))
-                )
-        return {
-            key: None
-            if parts[0][key] is None
-            else torch.cat([p[key] for p in parts]).double().cpu().numpy()
-            for key in ("flat", "slope", "shape", "prefill", "prefill_terms")
-        }
+        """The members' coefficients in module units, averaged (shapes
+        concatenated and divided by the number of members)."""
+        members = [_encoded(module, device, z) for module, device in self._modules()]
+        k = len(members)
+        out = {}
+        for key in ("flat", "slope", "prefill", "prefill_terms"):
+            out[key] = None if members[0][key] is None else sum(m[key] for m in members) / k
+        out["shape"] = np.concatenate([m["shape"] for m in members], axis=1) / k
+        return out
 
     def inside(self, X_arr):
         """(n,) bool: every feature within its training range."""
@@ -222,13 +233,21 @@ class Curve:
 
     # ------------------------------------------------------------ positions
     def _run_basis(self, positions):
-        """The position encoder on ``positions``, a chunk at a time."""
-        module, device = self._module_and_device()
+        """The members' position encoders on ``positions``, a chunk at a time,
+        their basis curves side by side."""
         parts = []
         with torch.no_grad():
             for start in range(0, len(positions), POSITION_CHUNK):
                 chunk = torch.from_numpy(positions[start : start + POSITION_CHUNK])
-                parts.append(module.basis(chunk.to(device)).double().cpu().numpy())
+                parts.append(
+                    np.concatenate(
+                        [
+                            module.basis(chunk.to(device)).double().cpu().numpy()
+                            for module, device in self._modules()
+                        ],
+                        axis=1,
+                    )
+                )
         return np.concatenate(parts, axis=0)
 
     def basis(self, positions):
@@ -323,6 +342,21 @@ class Curve:
         mean_triangle = float(np.dot(dist["probabilities"], values * (values + 1) / 2))
         basis_sum = self.basis(np.arange(1, len(surv) + 1)).T @ surv
         return self._summed(coef, mean_n, mean_triangle, coef.shape @ basis_sum)
+
+
+def _encoded(module, device, z):
+    """One module's coefficients of standardised features ``z``, float64
+    numpy, a chunk of rows at a time."""
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(z), ROW_CHUNK):
+            parts.append(module.encode(torch.from_numpy(z[start : start + ROW_CHUNK]).to(device)))
+    return {
+        key: None
+        if parts[0][key] is None
+        else torch.cat([p[key] for p in parts]).double().cpu().numpy()
+        for key in ("flat", "slope", "shape", "prefill", "prefill_terms")
+    }
 
 
 def _column(coef):

@@ -12,11 +12,13 @@ they are set by ``fit`` and by :func:`sklat._state.restore_state`, and the
 public fitted attributes documented below are read from them.
 """
 
+import warnings
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import (
@@ -28,7 +30,7 @@ from sklearn.utils.validation import (
 from . import _budget
 from ._calibrator import Calibrator
 from ._choice import best, check_min_attainment, meets, split_candidates
-from ._conformal import calibration_split, check_confidence
+from ._conformal import calibration_split, check_confidence, cross_fit_folds
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
 from ._curve import Curve
 from ._device import resolve_device
@@ -48,7 +50,7 @@ from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._threads import auto_threads, torch_threads
-from ._training import net_kwargs, step_work, train, validation_split
+from ._training import net_kwargs, step_work, train, unconverged, validation_split
 from ._validation import (
     check_decode_segments,
     check_output_tokens,
@@ -186,6 +188,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Fraction of the training requests held out (seeded) to stop early and
         keep the best (averaged) weights. ``0`` trains for ``max_epochs`` on
         all data; so does a training set too small to hold out one request.
+        Unused by a cross-fitted model (``n_folds``).
     calibration_fraction : float, default=0.2
         Fraction of the requests (``int(calibration_fraction * n_samples)``,
         seeded) held out of training to calibrate :meth:`predict_interval`,
@@ -193,7 +196,22 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         :meth:`predict_budget` (split conformal prediction). ``0`` trains on
         all requests and gives no intervals. An interval of confidence ``c``
         needs at least ``1 / (1 - c) - 1`` calibration requests (9 for 90%,
-        19 for 95%).
+        19 for 95%). Unused by a cross-fitted model (``n_folds``).
+    n_folds : "auto", int or None, default="auto"
+        Cross-fitting, for data too scarce to set requests aside. With ``k``
+        folds (seeded), ``k`` nets are trained, each on every request outside
+        one fold and stopped early on that fold; the fitted curve is their
+        average, and each request's error under the net that did not train
+        on it calibrates the intervals. Every request then trains the model,
+        and all of them calibrate it (``validation_fraction`` and
+        ``calibration_fraction`` are unused); fitting costs ``k`` nets.
+        Repeats of a measurement (equal features and output length) share a
+        fold, so that no request calibrates through a net that saw it
+        measured again. ``None``: one net, stopped early on
+        ``validation_fraction`` and calibrated on ``calibration_fraction`` of
+        the requests (split conformal prediction). ``"auto"``: 5 folds from
+        10 to 499 requests holding at least 10 distinct configurations,
+        ``None`` otherwise.
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"
@@ -231,10 +249,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         T_LLM_decode]``): the width of :meth:`predict`'s output.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when ``X`` was a DataFrame with string column names.
+    nets_ : list of skorch.NeuralNet
+        The trained skorch nets: one, or one per fold (``n_folds``), whose
+        average is the model. ``nets_[k].module_`` is a torch module.
     net_ : skorch.NeuralNet
-        The trained skorch net; ``net_.module_`` is the torch module.
+        The first of ``nets_``.
     history_ : skorch.callbacks.History
-        Per-epoch training (and held-out) losses.
+        Per-epoch training (and held-out) losses of ``net_``.
     device_ : str
         The device training ran on.
     step_scale_ : float
@@ -334,6 +355,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         batch_size=64,
         validation_fraction=0.1,
         calibration_fraction=0.2,
+        n_folds="auto",
         n_iter_no_change=20,
         log_features="auto",
         output_tokens_col="output_tokens",
@@ -359,6 +381,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.calibration_fraction = calibration_fraction
+        self.n_folds = n_folds
         self.n_iter_no_change = n_iter_no_change
         self.log_features = log_features
         self.output_tokens_col = output_tokens_col
@@ -453,25 +476,32 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if self.log_features == "auto":
             warn_if_standardised(X_arr, self._feature_label)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed)
         requests = Requests(X_arr, decode, prefill, n_tokens, segments)
-        fit_part = requests.take(fit_rows)
         self.n_outputs_ = 2 if two_columns else 1
         self.device_ = resolve_device(self.device)
-        curve = self._fit_curve(fit_part, context_features, seed)
-        _, held_out = validation_split(len(fit_part), self.validation_fraction, seed)
-        calibrator = Calibrator.fit(
-            curve,
-            fit_part,
-            requests.take(cal_rows),
-            held_out=held_out,
-            n_threads=self.n_threads,
-        )
+        folds = cross_fit_folds(X_arr, n_tokens, self.n_folds, seed)
+        if folds is not None:
+            curve = self._fit_curve(requests, context_features, seed, folds=folds)
+            calibrator = Calibrator.fit_cross(curve, requests, folds, n_threads=self.n_threads)
+        else:
+            fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed)
+            fit_part = requests.take(fit_rows)
+            curve = self._fit_curve(fit_part, context_features, seed)
+            _, held_out = validation_split(len(fit_part), self.validation_fraction, seed)
+            calibrator = Calibrator.fit(
+                curve,
+                fit_part,
+                requests.take(cal_rows),
+                held_out=held_out,
+                n_threads=self.n_threads,
+            )
         self._curve, self._calibrator = curve, calibrator
         return self
 
-    def _fit_curve(self, part, context_features, seed):
-        """Train the curve on the requests of ``part`` (checked Requests)."""
+    def _fit_curve(self, part, context_features, seed, folds=None):
+        """Train the curve on the requests of ``part`` (checked Requests):
+        one net, or with ``folds`` (a fold per request) one per fold, stopped
+        early on it."""
         X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
         context = context_lengths(X_arr, context_features, self._feature_label)
         transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
@@ -500,10 +530,26 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         params = self.get_params(deep=False)
         work = step_work(params, self.n_features_in_, fitted["max_output_tokens_"])
         with torch_threads(auto_threads(self.n_threads, work)):
-            self.net_ = train(params, data, seed=seed, net_kwargs=net_kwargs(fitted, self.device_))
+            kwargs = net_kwargs(fitted, self.device_)
+            if folds is None:
+                self.nets_ = [train(params, data, seed=seed, net_kwargs=kwargs)]
+            else:
+                self.nets_ = [
+                    train(
+                        params,
+                        data,
+                        seed=(seed + k) % 2**31,
+                        net_kwargs=kwargs,
+                        held_out=np.flatnonzero(folds == k),
+                        warn=False,
+                    )
+                    for k in range(folds.max() + 1)
+                ]
+                _warn_unconverged(params, self.nets_)
+            self.net_ = self.nets_[0]
             self.history_ = self.net_.history
             return Curve(
-                self.net_,
+                self.nets_,
                 transform=transform,
                 feature_range=feature_range(X_arr),
                 context_features=context_features,
@@ -729,6 +775,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         drawn like the training requests), it holds the true value with
         probability at least ``confidence`` (over the calibration requests and
         the new request), and at most ``1 / (n_calibration + 1)`` more.
+        A cross-fitted model (``n_folds``) calibrates on every request's error
+        under the net that did not train on it, with a flat ``sigma``; its
+        interval is centred on the average of the nets, which the guarantee
+        does not cover (see the user guide's "Prediction intervals").
 
         Parameters
         ----------
@@ -1178,8 +1228,28 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------- pickling
     def __setstate__(self, state):
         super().__setstate__(state)
+        # Pickles of 0.7 and earlier: no n_folds parameter (they trained as
+        # n_folds=None does), one net.
+        vars(self).setdefault("n_folds", None)
+        if "net_" in vars(self) and "nets_" not in vars(self):
+            self.nets_ = [self.net_]
         if "_calibrator" not in vars(self) and "net_" in vars(self):
             _upgrade_pickled_state(self)
+        curve = vars(self).get("_curve")
+        if curve is not None and "nets" not in vars(curve):
+            curve.nets = [vars(curve).pop("net")]
+
+
+def _warn_unconverged(params, nets):
+    """One ``ConvergenceWarning`` for the nets of a cross-fitted model whose
+    training looks unfinished: the first one's reason and how many share it."""
+    messages = [m for m in (unconverged(params, net, True) for net in nets) if m is not None]
+    if messages:
+        warnings.warn(
+            f"{len(messages)} of the {len(nets)} cross-fitted nets: {messages[0]}",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
 
 
 def _upgrade_pickled_state(est):

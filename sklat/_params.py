@@ -42,6 +42,7 @@ PARAMETER_CONSTRAINTS = {
     "batch_size": _COUNT,
     "validation_fraction": _FRACTION,
     "calibration_fraction": _FRACTION,
+    "n_folds": [StrOptions({"auto"}), None, NumberInterval(Integral, 2, None, closed="left")],
     "n_iter_no_change": _COUNT,
     "log_features": [StrOptions(set(LOG_FEATURES))],
     "output_tokens_col": [str],

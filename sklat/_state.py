@@ -53,7 +53,16 @@ SCALARS = (
 OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_")
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
-REBUILT = ("net_", "history_", "position_basis_", "device_")
+REBUILT = ("nets_", "net_", "history_", "position_basis_", "device_")
+# Weights of the members of a cross-fitted ensemble after the first are
+# stored under this prefix and their index ("member1.module.<name>"); the
+# first member's keep the names of a single net.
+MEMBER_PREFIX = "member"
+# More members than this in a file is not a file sklat wrote.
+MAX_MEMBERS = 64
+# Parameters added after model files first stored parameters, and the value
+# that reproduces how an older file's model was trained.
+ADDED_PARAMS = {"n_folds": None}
 
 
 def fitted_attributes(est):
@@ -61,9 +70,15 @@ def fitted_attributes(est):
     return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("_"))
 
 
+def member_prefix(k):
+    """Prefix of the weights of ensemble member ``k``."""
+    return "" if k == 0 else f"{MEMBER_PREFIX}{k}."
+
+
 def export_state(est):
-    """``(attributes, tensors, history)`` of a fitted estimator: JSON-ready
-    attributes, the module's weights (CPU tensors) and the training history."""
+    """``(attributes, tensors, histories)`` of a fitted estimator: JSON-ready
+    attributes, the modules' weights (CPU tensors) and the training history
+    of each net."""
     check_is_fitted(est)
     known = set(ARRAYS) | set(MATRICES) | set(SCALARS) | set(OTHER) | set(REBUILT)
     unknown = [a for a in fitted_attributes(est) if a not in known]
@@ -84,10 +99,11 @@ def export_state(est):
         "probabilities": dist["probabilities"].tolist(),
     }
     tensors = {
-        f"module.{k}": v.detach().cpu().contiguous()
-        for k, v in est.net_.module_.state_dict().items()
+        f"{member_prefix(i)}module.{k}": v.detach().cpu().contiguous()
+        for i, net in enumerate(est.nets_)
+        for k, v in net.module_.state_dict().items()
     }
-    return attrs, tensors, list(est.net_.history)
+    return attrs, tensors, [list(net.history) for net in est.nets_]
 
 
 def _json_scalar(value):
@@ -296,7 +312,7 @@ def check_tensors(tensors, expected):
 
 
 def assemble_fitted(est, fitted):
-    """Give ``est`` (whose ``net_`` is set) its fitted objects, the
+    """Give ``est`` (whose ``nets_`` are set) its fitted objects, the
     :class:`~sklat._curve.Curve` and the :class:`~sklat._calibrator.Calibrator`,
     and stored attributes from ``fitted`` (checked attributes by name)."""
     from ._calibrator import Calibrator
@@ -314,7 +330,7 @@ def assemble_fitted(est, fitted):
         fitted["feature_scale_"],
     )
     est._curve = Curve(
-        est.net_,
+        est.nets_,
         transform=transform,
         feature_range=fitted["feature_range_"],
         context_features=fitted["context_features_"],
@@ -331,53 +347,103 @@ def assemble_fitted(est, fitted):
     )
 
 
-def restore_state(params, attrs, tensors, history, device):
-    """A fitted estimator from checked parts. Raises ``ValueError`` (for a
-    model file: :class:`~sklat.ModelFileError`) on any inconsistency, before
-    anything of the parameters' size is allocated."""
+def restore_state(params, attrs, tensors, histories, device):
+    """A fitted estimator from checked parts (``histories``: one training
+    history per net). Raises ``ValueError`` (for a model file:
+    :class:`~sklat.ModelFileError`) on any inconsistency, before anything of
+    the parameters' size is allocated."""
     from skorch.history import History
 
     from ._device import resolve_device
     from ._estimator import LatencyEstimator
-    from ._module import CostTermsLatencyModule
     from ._params import check_params
-    from ._training import make_net, module_kwargs, net_kwargs
 
     est = LatencyEstimator()
+    if isinstance(params, dict):
+        params = {**{k: v for k, v in ADDED_PARAMS.items() if k not in params}, **params}
     if not isinstance(params, dict) or set(params) != set(est.get_params()):
         given = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"the parameters must be exactly {sorted(est.get_params())}; got {given}.")
     est.set_params(**params)
     check_params(est)
     fitted = check_attributes(attrs)
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise ValueError("the training history must be a list of JSON objects.")
+    n_members = _count_members(tensors)
+    if (
+        not isinstance(histories, list)
+        or len(histories) != n_members
+        or not all(isinstance(h, list) and all(isinstance(e, dict) for e in h) for h in histories)
+    ):
+        raise ValueError(
+            f"the training histories must be a list of {n_members} lists of JSON objects "
+            "(one per net)."
+        )
     device = resolve_device(device)
-    kwargs = net_kwargs(fitted, device)
-    # The shapes the parameters imply, from a module on the meta device (no
-    # memory): a file whose JSON asks for a huge model is refused here.
-    shape_kwargs = {k: v for k, v in kwargs.items() if k not in ("total_norm", "device")}
-    with torch.device("meta"):
-        module = CostTermsLatencyModule(**module_kwargs(params, **shape_kwargs))
-    expected = {f"module.{k}": tuple(v.shape) for k, v in module.state_dict().items()}
-    check_tensors(tensors, expected)
-    net = make_net(params, **kwargs).initialize()
-    state = {k[len("module.") :]: v for k, v in tensors.items()}
-    fresh = net.module_.state_dict()
-    for buffer in ("linear_mask", "decode_input_mask", "position_scale", "context_scale"):
-        if not torch.equal(fresh[buffer].cpu(), state[buffer]):
-            raise ValueError(f"weight module.{buffer} disagrees with the fitted attributes.")
     expected_scales = 3 + (params["n_cost_terms"] if fitted["n_outputs_"] == 2 else 0)
     if "cost_scales_" in fitted and len(fitted["cost_scales_"]) != expected_scales:
         raise ValueError(
             f"attribute cost_scales_ must hold {expected_scales} multipliers (3 decode cost "
             "terms and the prefill's n_cost_terms)."
         )
-    net.module_.load_state_dict(state, strict=True)
-    net.module_.to(torch.device(device)).eval()
-    net.history = History(history)
-    est.net_ = net
-    est.history_ = net.history
+    expected = _expected_shapes(params, fitted, device, n_members)
+    check_tensors(tensors, expected)
+    est.nets_ = [
+        _restore_net(params, fitted, device, tensors, member_prefix(k), History(histories[k]))
+        for k in range(n_members)
+    ]
+    est.net_ = est.nets_[0]
+    est.history_ = est.net_.history
     est.device_ = device
     assemble_fitted(est, fitted)
     return est
+
+
+def _count_members(tensors):
+    """Number of nets whose weights ``tensors`` holds (checked: members
+    ``1..k-1`` all present, at most MAX_MEMBERS)."""
+    found = set()
+    for name in tensors:
+        head = name.split(".", 1)[0]
+        if head.startswith(MEMBER_PREFIX) and head[len(MEMBER_PREFIX) :].isdigit():
+            found.add(int(head[len(MEMBER_PREFIX) :]))
+    n = max(found, default=0) + 1
+    if n > MAX_MEMBERS or found != set(range(1, n)):
+        raise ValueError(
+            f"the weights name ensemble members {sorted(found)}; expected members 1..k-1 "
+            f"of at most {MAX_MEMBERS}."
+        )
+    return n
+
+
+def _expected_shapes(params, fitted, device, n_members):
+    """Weight name -> shape that the parameters imply, from a module on the
+    meta device (no memory): a file whose JSON asks for a huge model is
+    refused before anything is allocated."""
+    from ._module import CostTermsLatencyModule
+    from ._training import module_kwargs, net_kwargs
+
+    kwargs = net_kwargs(fitted, device)
+    shape_kwargs = {k: v for k, v in kwargs.items() if k not in ("total_norm", "device")}
+    with torch.device("meta"):
+        module = CostTermsLatencyModule(**module_kwargs(params, **shape_kwargs))
+    return {
+        f"{member_prefix(i)}module.{k}": tuple(v.shape)
+        for i in range(n_members)
+        for k, v in module.state_dict().items()
+    }
+
+
+def _restore_net(params, fitted, device, tensors, prefix, history):
+    """The net whose weights are the ``tensors`` under ``prefix``."""
+    from ._training import make_net, net_kwargs
+
+    net = make_net(params, **net_kwargs(fitted, device)).initialize()
+    start = f"{prefix}module."
+    state = {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
+    fresh = net.module_.state_dict()
+    for buffer in ("linear_mask", "decode_input_mask", "position_scale", "context_scale"):
+        if not torch.equal(fresh[buffer].cpu(), state[buffer]):
+            raise ValueError(f"weight {start}{buffer} disagrees with the fitted attributes.")
+    net.module_.load_state_dict(state, strict=True)
+    net.module_.to(torch.device(device)).eval()
+    net.history = history
+    return net

@@ -138,15 +138,24 @@ def make_net(
     )
 
 
-def train(params, data, *, seed, net_kwargs):
+def train(params, data, *, seed, net_kwargs, held_out=None, warn=True):
     """Train a net on ``data`` (a RequestData); returns it in eval mode.
+
+    ``held_out``: rows of ``data`` that judge early stopping (default: a
+    seeded ``validation_fraction`` of them, see :func:`validation_split`).
+    ``warn``: a ``ConvergenceWarning`` if training looks unfinished (else
+    the caller asks :func:`unconverged`).
 
     Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
     would end training quietly and return a half-trained net).
     """
     callbacks = [("weight_averaging", WeightAveraging(params["weight_averaging"]))]
     train_split = None
-    fit_rows, valid_rows = validation_split(len(data), params["validation_fraction"], seed)
+    if held_out is None:
+        fit_rows, valid_rows = validation_split(len(data), params["validation_fraction"], seed)
+    else:
+        valid_rows = np.asarray(held_out, dtype=np.int64)
+        fit_rows = np.setdiff1d(np.arange(len(data)), valid_rows)
     if len(valid_rows):
         valid = data.subset(valid_rows)
         data = data.subset(fit_rows)
@@ -184,7 +193,8 @@ def train(params, data, *, seed, net_kwargs):
         except TrainingInterrupted:
             raise KeyboardInterrupt from None
     net.module_.eval()
-    _warn_if_unconverged(params, net, train_split is not None)
+    if warn:
+        _warn_if_unconverged(params, net, train_split is not None)
     return net
 
 
@@ -199,31 +209,36 @@ def validation_split(n, fraction, seed):
 
 
 def _warn_if_unconverged(params, net, held_out):
+    message = unconverged(params, net, held_out)
+    if message is not None:
+        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+
+
+def unconverged(params, net, held_out):
+    """Why the training of ``net`` looks unfinished, as a warning's message,
+    or None: the loss rose, or (with a ``held_out`` set) the held-out loss was
+    still improving at ``max_epochs``."""
     history = net.history
     if not len(history):
-        return
+        return None
     first, last = history[0, "train_loss"], history[-1, "train_loss"]
     if last > _LOSS_RISE_FACTOR * first:
-        warnings.warn(
+        return (
             f"training made the loss worse (epoch 1: {first:.3g}, last epoch: "
             f"{last:.3g}); the learning rate lr={params['lr']} is probably too high for this "
-            "data. Predictions are unreliable.",
-            ConvergenceWarning,
-            stacklevel=5,
+            "data. Predictions are unreliable."
         )
-        return
     if not held_out or len(history) < params["max_epochs"]:
-        return
+        return None
     losses = np.asarray(history[:, "valid_loss"], dtype=np.float64)
     best = int(np.argmin(losses))
     if best >= len(losses) - params["n_iter_no_change"] // 2 - 1:
-        warnings.warn(
+        return (
             f"training stopped at max_epochs={params['max_epochs']} while the held-out loss "
             f"was still improving (best at epoch {best + 1}); raise max_epochs (or lr) "
-            "for a better fit.",
-            ConvergenceWarning,
-            stacklevel=5,
+            "for a better fit."
         )
+    return None
 
 
 def initial_fit(data, context_features):

@@ -393,6 +393,7 @@ def _write_outputs(args, argv, est, res, splits, results_dir):
         "train": _metrics(est, res, train_rows),
         "validation": _metrics(est, res, val_rows, intervals=True),
         "epochs_run": len(est.history_),
+        "epochs_run_per_net": [len(net.history) for net in est.nets_],
         "fit_seconds": None,
         "device": est.device_,
         "results_dir": str(results_dir),

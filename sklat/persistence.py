@@ -21,7 +21,10 @@ from ._version import library_versions
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
+# Versions this sklat reads: 6 added the nets of a cross-fitted ensemble
+# (weights "member<k>.module.*", their histories in "member_histories").
+READABLE_VERSIONS = (5, 6)
 # JSON metadata nested deeper than this is refused before parsing (sklat
 # writes at most 4 levels).
 _MAX_JSON_DEPTH = 32
@@ -88,7 +91,8 @@ def save(estimator, path):
 
     from ._state import export_state
 
-    attrs, tensors, history = export_state(estimator)
+    attrs, tensors, histories = export_state(estimator)
+    histories = json.loads(json.dumps(histories, default=_json_default))
     body = json.dumps(
         {
             "format": FORMAT,
@@ -96,7 +100,8 @@ def save(estimator, path):
             "versions": library_versions(),
             "params": _jsonable_params(estimator),
             "attributes": attrs,
-            "history": json.loads(json.dumps(history, default=_json_default)),
+            "history": histories[0],
+            "member_histories": histories[1:],
         },
         allow_nan=False,
     )
@@ -210,19 +215,20 @@ def load(path, device="cpu"):
         )
     if doc.get("format") != FORMAT:
         raise ModelFileError(f"{path} holds {doc.get('format')!r}, not {FORMAT!r}.")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in READABLE_VERSIONS:
         versions = doc.get("versions")
         writer = versions.get("sklat") if isinstance(versions, dict) else None
         raise ModelFileError(
             f"{path} was written in sklat model format version "
-            f"{doc.get('format_version')} (by sklat {writer}); this sklat reads version "
-            f"{FORMAT_VERSION}. Re-save it with a matching sklat version."
+            f"{doc.get('format_version')} (by sklat {writer}); this sklat reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Re-save it with a matching sklat version."
         )
     missing = [k for k in ("params", "attributes", "history") if k not in doc]
     if missing:
         raise ModelFileError(f"{path}: the metadata lacks {missing}.")
     try:
-        return restore_state(doc["params"], doc["attributes"], tensors, doc["history"], device)
+        histories = [doc["history"], *doc.get("member_histories", [])]
+        return restore_state(doc["params"], doc["attributes"], tensors, histories, device)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ModelFileError):
             raise

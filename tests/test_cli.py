@@ -79,7 +79,7 @@ def test_train_writes_model_metrics_and_plots(trained):
     assert 0 <= m["validation"]["n_outside_domain"] <= m["validation"]["n_requests"]
     assert set(m["datasets"]) == {"a", "b"}
     assert "--seed 3407" in m["command"] and m["versions"]["sklat"] == sklat.__version__
-    assert m["epochs_run"] <= 15
+    assert m["epochs_run"] <= 15 and m["epochs_run"] == m["epochs_run_per_net"][0]
 
 
 def test_training_options_reach_the_estimator(results, tmp_path):
@@ -100,11 +100,14 @@ def test_training_options_reach_the_estimator(results, tmp_path):
             "text_tokens",
             "--n-cost-terms",
             "2",
+            "--n_folds",
+            "2",
             "--quiet",
         )
         == 0
     )
     est = sklat.load(out / "model.safetensors")
+    assert est.n_folds == 2 and len(est.nets_) == 2
     assert (est.config_mlp_weight_decay, est.lr, est.batch_size, est.max_epochs) == (
         0.7,
         0.002,

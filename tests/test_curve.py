@@ -34,10 +34,8 @@ PARAMS = {
 MAX_N = 40
 
 
-@pytest.fixture(scope="module")
-def curve():
-    """A curve of two features (the second a context length), random weights."""
-    torch.manual_seed(0)
+def _net(seed):
+    torch.manual_seed(seed)
     net = make_net(
         PARAMS,
         n_features=2,
@@ -49,9 +47,13 @@ def curve():
         device="cpu",
     ).initialize()
     net.module_.eval()
+    return net
+
+
+def _curve(nets):
     X = np.array([[1.0, 10.0], [8.0, 200.0]])
     return Curve(
-        net,
+        nets,
         transform=FeatureTransform.fit(X, "auto", str),
         feature_range=np.vstack([X.min(axis=0), X.max(axis=0)]),
         context_features=np.array([1]),
@@ -62,6 +64,12 @@ def curve():
         feature_names=np.array(["layers", "prompt"], dtype=object),
         hidden_size=PARAMS["hidden_size"],
     )
+
+
+@pytest.fixture(scope="module")
+def curve():
+    """A curve of two features (the second a context length), random weights."""
+    return _curve([_net(0)])
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +233,73 @@ def test_a_difficulty_tree_is_kept_only_where_it_narrows_held_out_intervals(curv
     )
     is_flat = (calibrator.difficulty_trees[0, 0] == -1).all()
     assert is_flat != informative
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    """The curve of two nets (the members of a cross-fitted model)."""
+    return _curve([_net(0), _net(1)])
+
+
+def test_an_ensemble_is_the_average_of_its_members(ensemble):
+    X = np.column_stack([np.linspace(1, 8, 5), np.linspace(10, 200, 5)])
+    n = np.array([1, 4, 17, 40, 90])  # 90: past the longest training request
+    positions = np.arange(1, 100)
+    members = [ensemble.member(k) for k in range(2)]
+    coef = ensemble.encode(X, warn=False)
+    member_coef = [m.encode(X, warn=False) for m in members]
+    np.testing.assert_allclose(
+        ensemble.at(coef, positions),
+        np.mean([m.at(c, positions) for m, c in zip(members, member_coef)], axis=0),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        ensemble.total(coef, n),
+        np.mean([m.total(c, n) for m, c in zip(members, member_coef)], axis=0),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        coef.prefill, np.mean([c.prefill for c in member_coef], axis=0), rtol=1e-12
+    )
+    # The closed-form totals are the sums of the ensemble's own positions.
+    curves = ensemble.at(coef, positions)
+    np.testing.assert_allclose(
+        ensemble.total(coef, n), [curves[i, : n[i]].sum() for i in range(5)], rtol=1e-10
+    )
+    # A member alone is the single-net curve of its net.
+    single = _curve([ensemble.nets[1]])
+    np.testing.assert_allclose(
+        members[1].total(member_coef[1], n), single.total(single.encode(X, warn=False), n)
+    )
+
+
+def test_cross_fitted_calibration_scores_each_request_by_the_member_that_did_not_see_it(
+    ensemble,
+):
+    rng = np.random.RandomState(0)
+    X = np.column_stack([rng.uniform(1, 8, 30), rng.uniform(10, 200, 30)])
+    n = rng.randint(2, MAX_N, 30)
+    decode = np.exp(rng.normal(3, 0.5, 30))
+    prefill = np.exp(rng.normal(4, 0.5, 30))
+    folds = np.arange(30) % 2
+    steps = [np.full(n[i], decode[i] / n[i]) for i in (0, 1)]
+    lengths = np.array([n[0], n[1]] + [0] * 28)
+    segments = Segments(
+        np.concatenate(steps),
+        np.ones(lengths.sum(), dtype=np.int64),
+        np.concatenate(([0], np.cumsum(lengths))),
+    )
+    requests = Requests(X, decode, prefill, n, segments)
+    calibrator = Calibrator.fit_cross(ensemble, requests, folds)
+    assert calibrator.scores.shape == (30, 2)
+    for k in (0, 1):
+        rows = folds == k
+        member = ensemble.member(k)
+        coef = member.encode(X[rows], warn=False)
+        np.testing.assert_allclose(
+            calibrator.scores[rows, 0], np.log(decode[rows] / member.total(coef, n[rows]))
+        )
+        np.testing.assert_allclose(calibrator.scores[rows, 1], np.log(prefill[rows] / coef.prefill))
+    # Flat difficulty; both requests with per-step data weigh 1.
+    np.testing.assert_allclose(calibrator.sigma_total(np.zeros((3, 2)), np.array([1, 5, 9])), 1.0)
+    np.testing.assert_allclose(calibrator.position_scores[:, 1].sum(), 2.0)

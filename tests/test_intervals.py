@@ -16,9 +16,18 @@ def _calibration_rows(est, n):
 
 
 @pytest.fixture(scope="module")
-def cal(fitted, small_data):
-    """The fixture model's calibration requests."""
-    rows = _calibration_rows(fitted, len(small_data.X))
+def split_fitted(small_data):
+    """The fixture model fitted as one net, calibrated on set-aside requests."""
+    d = small_data
+    return LatencyEstimator(max_epochs=30, random_state=0, n_folds=None).fit(
+        d.X, d.y, output_tokens=d.output_tokens, positioned_latencies=d.positioned_latencies
+    )
+
+
+@pytest.fixture(scope="module")
+def cal(split_fitted, small_data):
+    """The split model's calibration requests."""
+    rows = _calibration_rows(split_fitted, len(small_data.X))
     d = small_data
     return (
         d.X.iloc[rows],
@@ -27,7 +36,8 @@ def cal(fitted, small_data):
     )
 
 
-def test_calibration_requests_are_held_out_of_the_fit(fitted, small_data, cal):
+def test_calibration_requests_are_held_out_of_the_fit(split_fitted, small_data, cal):
+    fitted = split_fitted
     assert len(fitted.conformity_scores_) == int(0.2 * len(small_data.X)) == len(cal[0])
     # The fitted ranges and lengths are those of the other requests.
     fit_rows = np.setdiff1d(np.arange(len(small_data.X)), cal[0].index)
@@ -38,7 +48,7 @@ def test_calibration_requests_are_held_out_of_the_fit(fitted, small_data, cal):
 
 @pytest.mark.parametrize("target", ["total", "per_token", "prefill"])
 @pytest.mark.parametrize("confidence", [0.5, 0.8, 0.9, 0.95])
-def test_calibration_requests_hold_the_rank_share_exactly(fitted, cal, target, confidence):
+def test_calibration_requests_hold_the_rank_share_exactly(split_fitted, cal, target, confidence):
     """On its own calibration requests an interval holds exactly the scores
     between its two ranks: the scores, the difficulty model and the bounds
     agree with one another."""
@@ -48,7 +58,7 @@ def test_calibration_requests_hold_the_rank_share_exactly(fitted, cal, target, c
         "per_token": y["T_LLM_decode"].to_numpy() / n,
         "prefill": y["T_prefill_total"].to_numpy(),
     }[target]
-    bounds = fitted.predict_interval(X, n, target=target, confidence=confidence)
+    bounds = split_fitted.predict_interval(X, n, target=target, confidence=confidence)
     k = interval_rank(len(n), confidence, "")
     inside = (bounds[:, 0] <= truth * (1 + 1e-9)) & (truth <= bounds[:, 1] * (1 + 1e-9))
     assert inside.sum() == k
@@ -170,7 +180,7 @@ def test_coverage_on_fresh_requests():
 
 def test_too_few_calibration_requests(small_data):
     d = small_data
-    est = LatencyEstimator(max_epochs=2, random_state=0, calibration_fraction=0.05)
+    est = LatencyEstimator(max_epochs=2, random_state=0, calibration_fraction=0.05, n_folds=None)
     est.fit(d.X.iloc[:200], d.y.iloc[:200], output_tokens=d.output_tokens[:200])
     est.predict_interval(d.X.iloc[:3], 10, confidence=0.9)  # 10 requests: 9 are enough
     with pytest.raises(ValueError, match="confidence=0.95 needs at least 19 calibration requests"):
@@ -181,7 +191,7 @@ def test_too_few_calibration_requests(small_data):
 
 def test_no_calibration_requests(small_data):
     d = small_data
-    est = LatencyEstimator(max_epochs=2, random_state=0, calibration_fraction=0.0)
+    est = LatencyEstimator(max_epochs=2, random_state=0, calibration_fraction=0.0, n_folds=None)
     est.fit(d.X.iloc[:100], d.y.iloc[:100], output_tokens=d.output_tokens[:100])
     assert est.conformity_scores_.shape == (0, 2)
     assert est.predict_total(d.X.iloc[:2], 5).shape == (2,)

@@ -111,9 +111,15 @@ def _param(name, value):
             _param("hidden_size", 20000),
             r"'hidden_size' .* an int in the range \[1, 4096\]. Got 20000",
         ),
-        (_param("hidden_size", 32), r"weight module\..* has shape .* the parameters imply"),
+        (
+            _param("hidden_size", 32),
+            r"weight (member\d+\.)?module\..* has shape .* the parameters imply",
+        ),
         (_param("verbose", "x"), r"'verbose' .* an int in the range \[0, inf\). Got 'x'"),
-        (lambda doc: doc.update(history=7), "history must be a list"),
+        (
+            lambda doc: doc.update(history=7),
+            r"histories must be a list of 5 lists of JSON objects \(one per net\)",
+        ),
         (lambda doc: [1, 2], "the metadata must be a JSON object, not list"),
         (lambda doc: doc.pop("attributes"), r"the metadata lacks \['attributes'\]"),
     ],

@@ -1,6 +1,7 @@
-"""Files written by sklat 0.6.0 load and predict as they did: its model file
-(the format is unchanged), and a joblib pickle of its estimator, which stored
-its fitted attributes itself."""
+"""Files written by sklat 0.6.0 and 0.7.0 load and predict as they did: their
+model files (format 5, read by this sklat), and joblib pickles of their
+estimators (0.6.0 stored its fitted attributes itself; both held one net
+and had no ``n_folds``)."""
 
 import json
 import warnings
@@ -22,16 +23,15 @@ def _load_pickle(path):
         return joblib.load(path)
 
 
-# Written by sklat 0.6.0: LatencyEstimator(hidden_size=4, n_basis=2,
-# max_epochs=2, random_state=0) fitted on make_positioned_latency(60,
-# random_state=0, positioned_fraction=0.5) with its per-step lists; the model
-# file is sklat.save of the same estimator.
-@pytest.mark.parametrize(
-    "name, load", [("sklat-0.6.0.joblib", _load_pickle), ("sklat-0.6.0.safetensors", sklat.load)]
-)
-def test_a_060_file_predicts_as_it_did(name, load):
-    est = load(DATA / name)
-    expected = np.asarray(json.loads((DATA / "sklat-0.6.0-predictions.json").read_text()))
+# Written by sklat 0.6.0 and by 0.7.0: LatencyEstimator(hidden_size=4,
+# n_basis=2, max_epochs=2, random_state=0) fitted on
+# make_positioned_latency(60, random_state=0, positioned_fraction=0.5) with
+# its per-step lists; the model file is sklat.save of the same estimator.
+@pytest.mark.parametrize("version", ["0.6.0", "0.7.0"])
+@pytest.mark.parametrize("suffix, load", [("joblib", _load_pickle), ("safetensors", sklat.load)])
+def test_an_old_file_predicts_as_it_did(version, suffix, load):
+    est = load(DATA / f"sklat-{version}.{suffix}")
+    expected = np.asarray(json.loads((DATA / f"sklat-{version}-predictions.json").read_text()))
     X = make_positioned_latency(60, random_state=0, positioned_fraction=0.5).X.iloc[:4]
     n = [3, 9, 20, 40]
     got = np.concatenate(
@@ -44,3 +44,6 @@ def test_a_060_file_predicts_as_it_did(name, load):
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert "step_scale_" not in vars(est) and est.step_scale_ > 0
     assert est.position_scores_.shape[1] == 2
+    # Trained as one net, which is what n_folds=None does.
+    assert est.n_folds is None and est.nets_ == [est.net_]
+    assert est.get_params()["n_folds"] is None

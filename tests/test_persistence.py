@@ -116,7 +116,7 @@ def _rewrite(path, edit):
 
 def test_incompatible_format_version(saved):
     _rewrite(saved, lambda doc: doc.update(format_version=99))
-    expected = f"format version 99 .* reads version {FORMAT_VERSION}"
+    expected = f"format version 99 .* reads versions 5, {FORMAT_VERSION}"
     with pytest.raises(ModelFileError, match=expected):
         sklat.load(saved)
 
@@ -163,7 +163,7 @@ def test_weights_that_do_not_fit(saved):
     tensors = load_file(saved)
     with safe_open(saved, framework="pt") as f:
         body = f.metadata()["sklat"]
-    tensors.pop(sorted(tensors)[0])
+    tensors.pop("module.config_linear.bias")
     save_file(tensors, saved, metadata={"sklat": body, "sha256": _digest(body, tensors)})
     with pytest.raises(
         ModelFileError,

@@ -74,16 +74,19 @@ def test_cross_fitted_scores_are_leave_one_out(fitted, moved):
 def test_intervals_of_a_recalibrated_model_cover(small_data):
     # A model fitted on one family, moved to requests 1.5x slower: a 90%
     # interval from 50 recalibration requests covers about 90% of 250 others.
+    # One draw of 50 varies by about 4 points; the mean of four draws is judged.
     d = small_data
     est = LatencyEstimator(max_epochs=30, random_state=0).fit(
         d.X, d.y, output_tokens=d.output_tokens
     )
-    new = make_positioned_latency(300, noise=0.05, max_output_tokens=256, random_state=5)
-    y = new.y.copy() * 1.5
-    est.recalibrate(new.X.iloc[:50], y.iloc[:50], new.output_tokens[:50])
-    bounds = est.predict_interval(new.X.iloc[50:], new.output_tokens[50:], confidence=0.9)
-    coverage = sklat.metrics.interval_coverage(y["T_LLM_decode"].to_numpy()[50:], bounds)
-    assert 0.82 <= coverage <= 0.98
+    coverages = []
+    for seed in (5, 6, 7, 8):
+        new = make_positioned_latency(300, noise=0.05, max_output_tokens=256, random_state=seed)
+        y = new.y.copy() * 1.5
+        moved = copy.deepcopy(est).recalibrate(new.X.iloc[:50], y.iloc[:50], new.output_tokens[:50])
+        bounds = moved.predict_interval(new.X.iloc[50:], new.output_tokens[50:], confidence=0.9)
+        coverages.append(sklat.metrics.interval_coverage(y["T_LLM_decode"].to_numpy()[50:], bounds))
+    assert 0.8 <= np.mean(coverages) <= 0.98
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Interrupted and failed fits, numbers out of range, weak inputs, and the
 ecosystem habits a scikit-learn user relies on."""
 
+import re
 import warnings
 
 import numpy as np
@@ -210,6 +211,21 @@ def test_convergence_warning_when_max_epochs_cuts_an_improving_fit(d):
         LatencyEstimator(max_epochs=500, n_iter_no_change=2, random_state=0).fit(
             d.X, d.y, output_tokens=d.output_tokens
         )
+
+
+def test_one_convergence_warning_for_the_nets_of_a_cross_fitted_model(d):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LatencyEstimator(max_epochs=3, n_folds=5, random_state=0).fit(
+            d.X, d.y, output_tokens=d.output_tokens
+        )
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(messages) == 1
+    assert re.match(
+        r"[1-5] of the 5 cross-fitted nets: training stopped at max_epochs=3 while the "
+        r"held-out loss was still improving",
+        messages[0],
+    )
 
 
 def test_pipeline_score_routes_sample_weight(d):
