@@ -241,7 +241,9 @@ def decision_table(repeat):
     """A controller's decisions with N unknown, as ratios to predict_total in one
     run: one configuration's interval, SLO attainment and budget bound, and
     choose over 100 candidates; on the synthetic family (211 distinct training
-    lengths) and on a measured set (a few distinct lengths)."""
+    lengths) and on a measured set (a few distinct lengths). Each estimator
+    has its defaults (a cross-fitted one below 500 requests); predict_total of
+    the same set fitted as one net is timed alongside."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from real_data import profiled_requests
 
@@ -249,13 +251,17 @@ def decision_table(repeat):
     sets["mixtral_moe_sdpa (measured)"] = profiled_requests("mixtral_moe_sdpa")
     rows = []
     for name, data in sets.items():
-        est = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
-            data.X, data.y, output_tokens=data.output_tokens
+        est, single = (
+            LatencyEstimator(max_epochs=20, random_state=0, device="cpu", n_folds=folds).fit(
+                data.X, data.y, output_tokens=data.output_tokens
+            )
+            for folds in ("auto", None)
         )
         one, hundred = data.X.iloc[[3]], data.X.iloc[np.arange(100) % len(data.X)]
         slo = est.predict_total(one)[0] / np.mean(data.output_tokens)
         calls = {
             "predict_total(X)": lambda: est.predict_total(one),
+            "predict_total(X), one net (n_folds=None)": lambda: single.predict_total(one),
             "predict_interval(X)": lambda: est.predict_interval(one),
             "predict_slo_attainment(X, tpot_ms)": lambda: est.predict_slo_attainment(
                 one, tpot_ms=slo
@@ -277,8 +283,8 @@ def decision_table(repeat):
         for call, us in times.items():
             rows.append(
                 {
-                    "set (distinct lengths, calibration requests)": f"{name} ({lengths}, "
-                    f"{len(est.conformity_scores_)})",
+                    "set (distinct lengths, calibration requests, nets)": f"{name} "
+                    f"({lengths}, {len(est.conformity_scores_)}, {len(est.nets_)})",
                     "call, N unknown": call,
                     "median µs": round(us, 1),
                     "x predict_total": round(us / base, 2),

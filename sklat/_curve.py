@@ -19,6 +19,7 @@ import torch
 from ._distribution import survival
 from ._domain import clip, extended_range, outside, warn_outside
 from ._features import context_lengths, feature_label
+from ._module import StackedEncoder
 from ._threads import auto_threads, torch_threads
 from ._validation import first_true
 
@@ -131,6 +132,7 @@ class Curve:
         scales=None,
     ):
         self.nets = list(nets)
+        self._stacked = None
         n_prefill_terms = self.nets[0].module_.n_cost_terms if prefill_scale is not None else 0
         self.scales = (
             np.ones(3 + n_prefill_terms) if scales is None else np.asarray(scales, dtype=np.float64)
@@ -162,6 +164,7 @@ class Curve:
         """The curve of the ensemble's member ``k`` alone (tables shared)."""
         other = copy.copy(self)
         other.nets = [self.nets[k]]
+        other._stacked = None
         n_basis = self.basis_table.shape[1] // len(self.nets)
         columns = slice(k * n_basis, (k + 1) * n_basis)
         other.basis_table = self.basis_table[:, columns]
@@ -219,13 +222,34 @@ class Curve:
     def _run_encoder(self, z):
         """The members' coefficients in module units, averaged (shapes
         concatenated and divided by the number of members)."""
-        members = [_encoded(module, device, z) for module, device in self._modules()]
-        k = len(members)
+        if len(self.nets) == 1:
+            module, device = self._modules()[0]
+            return _encoded(module.encode, device, z)
+        members = _encoded(self._stacked_encoder().encode, self._modules()[0][1], z, row_dim=1)
+        k = len(self.nets)
         out = {}
         for key in ("flat", "slope", "prefill", "prefill_terms"):
-            out[key] = None if members[0][key] is None else sum(m[key] for m in members) / k
-        out["shape"] = np.concatenate([m["shape"] for m in members], axis=1) / k
+            out[key] = None if members[key] is None else members[key].mean(axis=0)
+        # (K, n, B) -> (n, K * B): member k's basis weights in block k.
+        shape = members["shape"]
+        out["shape"] = shape.transpose(1, 0, 2).reshape(shape.shape[1], -1) / k
         return out
+
+    def _stacked_encoder(self):
+        # Built once per curve (the weights do not change after training),
+        # not pickled (see __getstate__).
+        if self._stacked is None:
+            self._stacked = StackedEncoder([module for module, _ in self._modules()])
+        return self._stacked
+
+    def __getstate__(self):
+        state = dict(vars(self))
+        state["_stacked"] = None
+        return state
+
+    def __setstate__(self, state):
+        state.setdefault("_stacked", None)
+        vars(self).update(state)
 
     def inside(self, X_arr):
         """(n,) bool: every feature within its training range."""
@@ -344,17 +368,18 @@ class Curve:
         return self._summed(coef, mean_n, mean_triangle, coef.shape @ basis_sum)
 
 
-def _encoded(module, device, z):
-    """One module's coefficients of standardised features ``z``, float64
-    numpy, a chunk of rows at a time."""
+def _encoded(encode, device, z, row_dim=0):
+    """``encode`` (a module's, or a stacked encoder's, whose outputs have
+    their rows in dimension ``row_dim=1``) of standardised features ``z``,
+    float64 numpy, a chunk of rows at a time."""
     parts = []
     with torch.no_grad():
         for start in range(0, len(z), ROW_CHUNK):
-            parts.append(module.encode(torch.from_numpy(z[start : start + ROW_CHUNK]).to(device)))
+            parts.append(encode(torch.from_numpy(z[start : start + ROW_CHUNK]).to(device)))
     return {
         key: None
         if parts[0][key] is None
-        else torch.cat([p[key] for p in parts]).double().cpu().numpy()
+        else torch.cat([p[key] for p in parts], dim=row_dim).double().cpu().numpy()
         for key in ("flat", "slope", "shape", "prefill", "prefill_terms")
     }
 

@@ -200,20 +200,23 @@ class CostTermsLatencyModule(nn.Module):
         dict with ``flat`` (B,), ``slope`` (B,) (the context cost per unit of
         ``(context_0 + p) / S``), ``shape`` (B, K) and ``prefill`` (B,) or None.
         """
-        if x.shape[1] == 0:
-            x = x.new_zeros((x.shape[0], 1))
+        x = _at_least_one_column(x)
         out = F.linear(x, self.config_linear.weight * self.linear_mask, self.config_linear.bias)
         correction = [self.decode_mlp(x * self.decode_input_mask)]
         if self.prefill_mlp is not None:
             correction.append(self.prefill_mlp(x))
-        out = out + torch.cat(correction, dim=1)
+        return self.heads(out + torch.cat(correction, dim=1))
+
+    def heads(self, out):
+        """The coefficients of :meth:`encode` from the config encoder's raw
+        outputs ``out`` (..., n_outputs): any leading dimensions."""
         s = self._slices
-        shape = torch.exp(out[:, s["shape"]]) * torch.softmax(out[:, s["mixture"]], dim=1)
-        prefill_terms = torch.exp(out[:, s["prefill"]]) if self.with_prefill else None
-        prefill = prefill_terms.sum(dim=1) if self.with_prefill else None
+        shape = torch.exp(out[..., s["shape"]]) * torch.softmax(out[..., s["mixture"]], dim=-1)
+        prefill_terms = torch.exp(out[..., s["prefill"]]) if self.with_prefill else None
+        prefill = prefill_terms.sum(dim=-1) if self.with_prefill else None
         return {
-            "flat": torch.exp(out[:, s["flat"]]).sum(dim=1),
-            "slope": torch.exp(out[:, s["context"]]).sum(dim=1),
+            "flat": torch.exp(out[..., s["flat"]]).sum(dim=-1),
+            "slope": torch.exp(out[..., s["context"]]).sum(dim=-1),
             "shape": shape,
             "prefill": prefill,
             "prefill_terms": prefill_terms,
@@ -290,3 +293,74 @@ class CostTermsLatencyModule(nn.Module):
         context_sum = k * context[sample] + k * (a + b) / (2 * self.context_scale.to(dtype))
         shape = (coef["shape"][sample] * basis_sum).sum(dim=1)
         return coef["flat"][sample] * k + coef["slope"][sample] * context_sum + shape
+
+
+def _at_least_one_column(x):
+    # Without features the encoders read one constant zero input.
+    return x.new_zeros((x.shape[0], 1)) if x.shape[1] == 0 else x
+
+
+class StackedEncoder:
+    """The config encoders of several modules of one architecture (the nets
+    of a cross-fitted ensemble), evaluated in one pass: each layer is one
+    batched matrix product over the modules instead of one product per
+    module, so a small call costs about what one module's does.
+
+    Parameters
+    ----------
+    modules : list of CostTermsLatencyModule
+        Modules built with the same arguments (their masks are equal).
+    """
+
+    def __init__(self, modules):
+        self.head = modules[0]
+        with torch.no_grad():
+            self.linear = (
+                torch.stack([m.config_linear.weight * m.linear_mask for m in modules]),
+                torch.stack([m.config_linear.bias for m in modules]),
+            )
+            self.decode_mlp = _stacked_layers([m.decode_mlp for m in modules])
+            self.prefill_mlp = (
+                None
+                if modules[0].prefill_mlp is None
+                else _stacked_layers([m.prefill_mlp for m in modules])
+            )
+
+    def encode(self, x):
+        """:meth:`CostTermsLatencyModule.encode` of every module: the same
+        keys, each with a leading dimension over the modules."""
+        x = _at_least_one_column(x)
+        with torch.no_grad():
+            out = _linear(x, *self.linear)
+            correction = [_run_layers(self.decode_mlp, x * self.head.decode_input_mask)]
+            if self.prefill_mlp is not None:
+                correction.append(_run_layers(self.prefill_mlp, x))
+            return self.head.heads(out + torch.cat(correction, dim=-1))
+
+
+def _stacked_layers(sequentials):
+    """The layers of equal ``nn.Sequential`` s: ``(weights, biases)`` stacked
+    over the modules for a linear layer, the layer itself otherwise."""
+    layers = []
+    for parts in zip(*sequentials):
+        if isinstance(parts[0], nn.Linear):
+            layers.append(
+                (torch.stack([p.weight for p in parts]), torch.stack([p.bias for p in parts]))
+            )
+        else:
+            layers.append(parts[0])
+    return layers
+
+
+def _linear(x, weight, bias):
+    """``x @ weight[k].T + bias[k]`` for every module ``k``: (K, B, out);
+    ``x`` is (B, in) or (K, B, in)."""
+    if x.dim() == 2:
+        x = x.expand(weight.shape[0], -1, -1)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _run_layers(layers, x):
+    for layer in layers:
+        x = _linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+    return x
