@@ -535,14 +535,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 self.nets_ = [train(params, data, seed=seed, net_kwargs=kwargs)]
             else:
                 self.nets_ = [
-                    train(
-                        params,
-                        data,
-                        seed=(seed + k) % 2**31,
-                        net_kwargs=kwargs,
-                        held_out=np.flatnonzero(folds == k),
-                        warn=False,
-                    )
+                    _train_fold(params, data, folds, k, seed, kwargs)
                     for k in range(folds.max() + 1)
                 ]
                 _warn_unconverged(params, self.nets_)
@@ -1238,6 +1231,19 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         curve = vars(self).get("_curve")
         if curve is not None and "nets" not in vars(curve):
             curve.nets = [vars(curve).pop("net")]
+
+
+def _train_fold(params, data, folds, k, seed, kwargs):
+    """The net of fold ``k``: trained on the other folds, stopped early on it."""
+    held_out = np.flatnonzero(folds == k)
+    if params["verbose"]:
+        print(
+            f"cross-fitting: net {k + 1} of {folds.max() + 1}, stopped early on "
+            f"{len(held_out)} of {len(folds)} requests"
+        )
+    return train(
+        params, data, seed=(seed + k) % 2**31, net_kwargs=kwargs, held_out=held_out, warn=False
+    )
 
 
 def _warn_unconverged(params, nets):

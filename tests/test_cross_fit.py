@@ -1,6 +1,8 @@
 """Cross-fitting (``n_folds``): one net per fold, averaged, every request
 scored by the net that did not train on it."""
 
+import copy
+
 import joblib
 import numpy as np
 import pytest
@@ -59,6 +61,13 @@ def test_every_request_trains_and_calibrates(crossed, data):
     assert (bounds[:, 0] < total).all() and (total < bounds[:, 1]).all()
 
 
+def test_verbose_names_each_net(data, capsys):
+    _fit(data, n_folds=4, max_epochs=1, verbose=1)
+    out = capsys.readouterr().out
+    for k in range(1, 5):
+        assert f"cross-fitting: net {k} of 4, stopped early on 10 of 40 requests" in out
+
+
 def test_the_same_seed_gives_the_same_model(crossed, data):
     again = _fit(data, n_folds=4)
     np.testing.assert_array_equal(
@@ -113,6 +122,20 @@ def test_files_keep_every_net(crossed, data, tmp_path):
             loaded.predict_positions(data.X, [1, 30]), crossed.predict_positions(data.X, [1, 30])
         )
         assert [len(net.history) for net in loaded.nets_] == [3, 3, 3, 3]
+
+
+def test_a_recalibrated_ensemble_keeps_its_multipliers_in_files(crossed, data, tmp_path):
+    moved = copy.deepcopy(crossed)
+    y = data.y * 1.3
+    moved.recalibrate(data.X.iloc[:20], y.iloc[:20], data.output_tokens[:20])
+    assert (moved.cost_scales_ != 1).any()
+    path = tmp_path / "moved.safetensors"
+    sklat.save(moved, path)
+    loaded = sklat.load(path)
+    np.testing.assert_array_equal(loaded.cost_scales_, moved.cost_scales_)
+    np.testing.assert_array_equal(
+        loaded.predict_interval(data.X, 20), moved.predict_interval(data.X, 20)
+    )
 
 
 def test_a_file_missing_a_member_is_refused(crossed, tmp_path):
