@@ -172,3 +172,17 @@ def test_repeats_of_a_measurement_share_a_fold():
 
     assert cross_fit_folds(*repeated(9), "auto", seed=0) is None
     assert cross_fit_folds(*repeated(10), "auto", seed=0) is not None
+
+
+def test_cross_fitted_intervals_cover_new_requests():
+    # Out-of-fold errors calibrate: 90% intervals of a model fitted on 150
+    # requests cover about 90% of 1000 new ones. In-sample errors would be too
+    # small (a net that saw a request fits it better than a new one).
+    train = make_positioned_latency(150, noise=0.08, max_output_tokens=128, random_state=3)
+    new = make_positioned_latency(1000, noise=0.08, max_output_tokens=128, random_state=4)
+    est = LatencyEstimator(max_epochs=40, hidden_size=16, random_state=0, n_folds=5).fit(
+        train.X, train.y, output_tokens=train.output_tokens
+    )
+    bounds = est.predict_interval(new.X, new.output_tokens, confidence=0.9)
+    coverage = sklat.metrics.interval_coverage(new.y["T_LLM_decode"].to_numpy(), bounds)
+    assert 0.84 <= coverage <= 0.97
