@@ -248,6 +248,8 @@ class Curve:
         return state
 
     def __setstate__(self, state):
+        if "net" in state:  # pickled by 0.7: one net
+            state["nets"] = [state.pop("net")]
         state.setdefault("_stacked", None)
         vars(self).update(state)
 

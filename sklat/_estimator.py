@@ -1228,9 +1228,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             self.nets_ = [self.net_]
         if "_calibrator" not in vars(self) and "net_" in vars(self):
             _upgrade_pickled_state(self)
-        curve = vars(self).get("_curve")
-        if curve is not None and "nets" not in vars(curve):
-            curve.nets = [vars(curve).pop("net")]
 
 
 def _train_fold(params, data, folds, k, seed, kwargs):
