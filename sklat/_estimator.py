@@ -12,13 +12,11 @@ they are set by ``fit`` and by :func:`sklat._state.restore_state`, and the
 public fitted attributes documented below are read from them.
 """
 
-import warnings
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import (
@@ -50,7 +48,7 @@ from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._threads import auto_threads, torch_threads
-from ._training import net_kwargs, step_work, train, unconverged, validation_split
+from ._training import net_kwargs, step_work, train, validation_split, warn_unconverged
 from ._validation import (
     check_decode_segments,
     check_output_tokens,
@@ -538,7 +536,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                     _train_fold(params, data, folds, k, seed, kwargs)
                     for k in range(folds.max() + 1)
                 ]
-                _warn_unconverged(params, self.nets_)
+            warn_unconverged(params, self.nets_)
             self.net_ = self.nets_[0]
             self.history_ = self.net_.history
             return Curve(
@@ -1238,21 +1236,7 @@ def _train_fold(params, data, folds, k, seed, kwargs):
             f"cross-fitting: net {k + 1} of {folds.max() + 1}, stopped early on "
             f"{len(held_out)} of {len(folds)} requests"
         )
-    return train(
-        params, data, seed=(seed + k) % 2**31, net_kwargs=kwargs, held_out=held_out, warn=False
-    )
-
-
-def _warn_unconverged(params, nets):
-    """One ``ConvergenceWarning`` for the nets of a cross-fitted model whose
-    training looks unfinished: the first one's reason and how many share it."""
-    messages = [m for m in (unconverged(params, net, True) for net in nets) if m is not None]
-    if messages:
-        warnings.warn(
-            f"{len(messages)} of the {len(nets)} cross-fitted nets: {messages[0]}",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
+    return train(params, data, seed=(seed + k) % 2**31, net_kwargs=kwargs, held_out=held_out)
 
 
 def _upgrade_pickled_state(est):

@@ -138,13 +138,12 @@ def make_net(
     )
 
 
-def train(params, data, *, seed, net_kwargs, held_out=None, warn=True):
-    """Train a net on ``data`` (a RequestData); returns it in eval mode.
+def train(params, data, *, seed, net_kwargs, held_out=None):
+    """Train a net on ``data`` (a RequestData); returns it in eval mode
+    (:func:`warn_unconverged` tells whether its training looks unfinished).
 
     ``held_out``: rows of ``data`` that judge early stopping (default: a
     seeded ``validation_fraction`` of them, see :func:`validation_split`).
-    ``warn``: a ``ConvergenceWarning`` if training looks unfinished (else
-    the caller asks :func:`unconverged`).
 
     Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
     would end training quietly and return a half-trained net).
@@ -193,8 +192,6 @@ def train(params, data, *, seed, net_kwargs, held_out=None, warn=True):
         except TrainingInterrupted:
             raise KeyboardInterrupt from None
     net.module_.eval()
-    if warn:
-        _warn_if_unconverged(params, net, train_split is not None)
     return net
 
 
@@ -208,15 +205,22 @@ def validation_split(n, fraction, seed):
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
-def _warn_if_unconverged(params, net, held_out):
-    message = unconverged(params, net, held_out)
-    if message is not None:
-        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+def warn_unconverged(params, nets):
+    """One ``ConvergenceWarning`` if the training of the nets (one, or the
+    members of a cross-fitted model) looks unfinished: the first one's
+    reason, and for several nets how many share it."""
+    messages = [m for m in (unconverged(params, net) for net in nets) if m is not None]
+    if not messages:
+        return
+    if len(nets) > 1:
+        messages[0] = f"{len(messages)} of the {len(nets)} cross-fitted nets: {messages[0]}"
+    # Level 4: the estimator's fit (through _fit and _fit_curve).
+    warnings.warn(messages[0], ConvergenceWarning, stacklevel=4)
 
 
-def unconverged(params, net, held_out):
+def unconverged(params, net):
     """Why the training of ``net`` looks unfinished, as a warning's message,
-    or None: the loss rose, or (with a ``held_out`` set) the held-out loss was
+    or None: the loss rose, or (where a held-out loss was recorded) it was
     still improving at ``max_epochs``."""
     history = net.history
     if not len(history):
@@ -228,7 +232,7 @@ def unconverged(params, net, held_out):
             f"{last:.3g}); the learning rate lr={params['lr']} is probably too high for this "
             "data. Predictions are unreliable."
         )
-    if not held_out or len(history) < params["max_epochs"]:
+    if "valid_loss" not in history[-1] or len(history) < params["max_epochs"]:
         return None
     losses = np.asarray(history[:, "valid_loss"], dtype=np.float64)
     best = int(np.argmin(losses))

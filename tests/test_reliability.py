@@ -182,7 +182,7 @@ def test_declared_constraints_cover_every_parameter():
 
 
 def test_loss_that_rose_warns():
-    from sklat._training import _warn_if_unconverged
+    from sklat._training import warn_unconverged
 
     class Net:
         history = None
@@ -196,7 +196,7 @@ def test_loss_that_rose_warns():
         match=r"made the loss worse .* lr=3 is probably "
         r"too high",
     ):
-        _warn_if_unconverged(LatencyEstimator(lr=3).get_params(), net, held_out=False)
+        warn_unconverged(LatencyEstimator(lr=3).get_params(), [net])
 
 
 def test_convergence_warning_when_max_epochs_cuts_an_improving_fit(d):
