@@ -22,7 +22,6 @@ def add_check_parser(sub):
     add_model_option(parser)
     add_results_options(parser, "recent results")
     add_option(parser, "alpha", type=float, default=0.01, help="significance level (0.01)")
-    add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.set_defaults(func=cmd_check)
 
 

@@ -48,7 +48,6 @@ OPTIONS = [
             "<CANDIDATES without suffix>_attainment.csv)",
         ),
     ),
-    ("device", (), dict(choices=["auto", "cpu", "cuda"], default="cpu")),
 ]
 
 

@@ -16,7 +16,8 @@ def add_option(parser, name, *aliases, **kwargs):
 
 
 def add_model_option(parser):
-    """``--model``: a model file or a ``sklat train`` output folder."""
+    """``--model``: a model file or a ``sklat train`` output folder, and
+    ``--device``, where to load it."""
     add_option(
         parser,
         "model",
@@ -24,6 +25,7 @@ def add_model_option(parser):
         required=True,
         help="a model file, or a train --output_dir holding model.safetensors",
     )
+    add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
 
 
 def add_results_options(parser, what):

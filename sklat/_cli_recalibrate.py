@@ -27,7 +27,6 @@ def add_recalibrate_parser(sub):
     parser.add_argument(
         "--overwrite", action="store_true", help="write into an existing, non-empty --output_dir"
     )
-    add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.set_defaults(func=cmd_recalibrate)
 
 

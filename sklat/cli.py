@@ -223,7 +223,6 @@ def _predict_options():
             ),
         ),
         ("output", (), dict(type=Path, default=None, help="write CSV here instead of printing it")),
-        ("device", (), dict(choices=["auto", "cpu", "cuda"], default="cpu")),
     ]
 
 
