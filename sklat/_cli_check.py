@@ -26,16 +26,11 @@ def add_check_parser(sub):
 
 
 def cmd_check(args, argv):
-    from ._cli_io import load_model, select_datasets
+    from ._cli_io import load_model, measured_results
     from ._domain import quiet_extrapolation
-    from .io import load_results
 
     est = load_model(args.model, device=args.device)
-    results_dir, datasets = select_datasets(args)
-    res = load_results(
-        results_dir, datasets=datasets, features=list(getattr(est, "feature_names_in_", []))
-    )
-    y = res.y if est.n_outputs_ == 2 else res.y["T_LLM_decode"]
+    _, res, y = measured_results(est, args)
     with quiet_extrapolation():
         report = est.check_drift(res.X, y, res.output_tokens, alpha=args.alpha)
     verdict = "DRIFT" if report.drift else "no drift"

@@ -73,6 +73,20 @@ def select_datasets(args):
     return args.results_dir, None
 
 
+def measured_results(est, args):
+    """``(results_dir, results, y)``: the results of a command's
+    ``--results_dir`` (see :func:`select_datasets`) read with ``est``'s
+    features, and their latencies as ``est`` was fitted on them (with or
+    without the prefill)."""
+    from .io import load_results
+
+    results_dir, datasets = select_datasets(args)
+    res = load_results(
+        results_dir, datasets=datasets, features=list(getattr(est, "feature_names_in_", []))
+    )
+    return results_dir, res, res.y if est.n_outputs_ == 2 else res.y["T_LLM_decode"]
+
+
 def check_output_dir(path, overwrite):
     """Refuse, before any training, a folder that cannot or should not be
     written."""

@@ -32,20 +32,15 @@ def add_recalibrate_parser(sub):
 
 def cmd_recalibrate(args, argv):
     from . import metrics, save
-    from ._cli_io import check_output_dir, load_model, select_datasets
+    from ._cli_io import check_output_dir, load_model, measured_results
     from ._domain import quiet_extrapolation
     from ._version import library_versions
-    from .io import load_results
 
     check_output_dir(args.output_dir, args.overwrite)
     est = load_model(args.model, device=args.device)
-    results_dir, datasets = select_datasets(args)
-    res = load_results(
-        results_dir, datasets=datasets, features=list(getattr(est, "feature_names_in_", []))
-    )
+    results_dir, res, y = measured_results(est, args)
     with quiet_extrapolation():
         before = metrics.mape(res.y["T_LLM_decode"], est.predict_total(res.X, res.output_tokens))
-        y = res.y if est.n_outputs_ == 2 else res.y["T_LLM_decode"]
         est.recalibrate(res.X, y, res.output_tokens)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save(est, args.output_dir / MODEL_FILE)
