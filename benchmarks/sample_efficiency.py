@@ -34,7 +34,6 @@ from real_data import profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
 from sklat._conformal import cross_fit_folds, min_calibration  # noqa: E402
-from sklat._score_scale import log_from_scale, to_scale  # noqa: E402
 
 SKLAT_PARAMS = {}  # --set NAME=VALUE: parameters of sklat
 
@@ -106,28 +105,25 @@ def interval_columns(model, data, test, train, seed):
 
 
 def cv_plus_interval(model, X, n, train, seed, confidence):
-    """CV+ (Barber et al., 2021) on the model's score scale around each
-    fold's own net: the interval sklat's cross-fitted model does not use (it
-    centres on the average of the nets), for comparison. Reads the fitted
-    curve's members and rebuilds the folds from the estimator's seed, as
-    ``fit`` drew them."""
+    """CV+ (Barber et al., 2021) in log units around each fold's own net: the
+    interval sklat's cross-fitted model does not use (it centres on the
+    average of the nets), for comparison. Reads the fitted curve's members
+    and rebuilds the folds from the estimator's seed, as ``fit`` drew them."""
     fit_seed = int(check_random_state(seed).randint(2**31 - 1))
     X_train, n_train = train
     folds = cross_fit_folds(X_train, n_train, model.n_folds, fit_seed)
     scores = np.abs(model.conformity_scores_[:, 0])  # flat difficulty
-    power = model.score_powers_[0]
     X_arr = X.to_numpy(dtype=np.float64)
-    mu = []
+    log_mu = []
     for k in range(len(model.nets_)):
         member = model._curve.member(k)
-        mu.append(to_scale(member.total(member.encode(X_arr, warn=False), n), power))
-    mu = np.asarray(mu)[folds]  # (calibration request, test request), on the scale
+        log_mu.append(np.log(member.total(member.encode(X_arr, warn=False), n)))
+    log_mu = np.asarray(log_mu)[folds]  # (calibration request, test request)
     m = len(scores)
-    upper = np.sort(mu + scores[:, None], axis=0)[int(np.ceil(confidence * (m + 1))) - 1]
+    upper = np.sort(log_mu + scores[:, None], axis=0)[int(np.ceil(confidence * (m + 1))) - 1]
     k_lower = int(np.floor((1 - confidence) * (m + 1)))
-    lower = np.sort(mu - scores[:, None], axis=0)[k_lower - 1] if k_lower >= 1 else -np.inf
-    bounds = np.column_stack([np.broadcast_to(lower, upper.shape), upper])
-    return np.exp(log_from_scale(bounds, power))
+    lower = np.sort(log_mu - scores[:, None], axis=0)[k_lower - 1] if k_lower >= 1 else -np.inf
+    return np.exp(np.column_stack([np.broadcast_to(lower, upper.shape), upper]))
 
 
 def set_table(name, sizes, seeds):

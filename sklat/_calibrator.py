@@ -23,25 +23,17 @@ from ._conformal import (
     symmetric,
     tree_value,
 )
-from ._score_scale import (
-    CHECK_LEVEL,
-    MIN_NARROWING,
-    SCORE_POWERS,
-    choose_power,
-    cross_validated_width,
-    shifted,
-    to_scale,
-)
 
 # Per-step latencies of one calibration request kept for per-position
 # intervals (evenly spaced): bounds the model file's size.
 STEPS_KEPT = 64
-# Held-out requests needed to judge a difficulty tree or a score scale (at
-# the level CHECK_LEVEL, by MIN_NARROWING as a scale is: a tree of noise can
-# look a hair narrower on a few dozen requests), and the folds the held-out
-# requests are cut into to compare scales (each bounded by the others).
+# Held-out requests needed to judge a difficulty tree, and the interval level
+# it is judged at.
 _MIN_HELD_OUT = 20
-_SCALE_FOLDS = 5
+_CHECK_LEVEL = 0.9
+# How much narrower a tree must make those intervals to be kept: a tree of
+# noise can look a hair narrower on a few dozen requests.
+_MIN_NARROWING = 0.05
 
 
 class Calibrator:
@@ -55,26 +47,17 @@ class Calibrator:
         Difficulty trees of the decode total and (if fitted) of the prefill,
         see :func:`sklat._conformal.fit_difficulty`.
     scores : ndarray of shape (n_calibration, n_outputs)
-        Normalised signed errors of the calibration requests on each output's
-        scale (column 0: decode total, column 1: prefill).
+        Normalised signed log errors of the calibration requests (column 0:
+        decode total, column 1: prefill).
     position_scores : ndarray of shape (n_steps, 2)
         Absolute log errors of per-step latencies of the calibration requests
         and their weights (each request weighs 1).
-    powers : ndarray of shape (n_outputs,), default=None
-        The Box-Cox power of each output's scale (:mod:`sklat._score_scale`;
-        0: log errors, the default).
     """
 
-    def __init__(self, difficulty_trees, scores, position_scores, powers=None):
+    def __init__(self, difficulty_trees, scores, position_scores):
         self.difficulty_trees = difficulty_trees
         self.scores = scores
         self.position_scores = position_scores
-        self.powers = np.zeros(scores.shape[1]) if powers is None else np.asarray(powers, float)
-
-    def __setstate__(self, state):
-        # Pickles of 0.8 and earlier calibrated on log errors.
-        state.setdefault("powers", np.zeros(state["scores"].shape[1]))
-        self.__dict__.update(state)
 
     @classmethod
     def fit(cls, curve, fit_part, cal_part, *, held_out=None, n_threads="auto"):
@@ -84,26 +67,21 @@ class Calibrator:
         only where it narrows the intervals of the requests ``held_out`` (rows
         of ``fit_part`` held out of the weights for early stopping; their
         errors are out of sample): a tree of in-sample errors can mistake what
-        the model memorised for what is easy. The scale of the errors is
-        chosen on the same held-out requests (log errors with fewer than
-        ``_MIN_HELD_OUT``), so the calibration requests stay out of every
-        choice and split conformal's guarantee stays exact."""
-        predicted = _predictions(curve, fit_part, n_threads)
-        inputs = difficulty_inputs(predicted[2].z, fit_part.output_tokens)
-        if held_out is not None and len(held_out) < _MIN_HELD_OUT:
-            held_out = None
-        trees, powers = [], []
-        for j, (measured, y_hat) in enumerate(_outputs(fit_part, predicted)):
+        the model memorised for what is easy."""
+        decode, prefill, coef = _log_errors(curve, fit_part, n_threads)
+        inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
+        trees = [fit_difficulty(inputs, decode)]
+        if prefill is not None:
             # The prefill does not depend on the output length.
-            x = inputs if j == 0 else inputs[:, :-1]
-            tree, power = _difficulty_and_scale(measured, y_hat, x, held_out)
-            trees.append(tree)
-            powers.append(power)
+            trees.append(fit_difficulty(inputs[:, :-1], prefill))
+        if held_out is not None and len(held_out) >= _MIN_HELD_OUT:
+            errors = [decode] + ([prefill] if prefill is not None else [])
+            trees = _narrowing_trees(trees, [e[held_out] for e in errors], inputs[held_out])
         trees = np.stack(trees)
         scores = np.zeros((len(cal_part), len(trees)))
         if len(cal_part):
-            scores = cls(trees, scores, None, powers).score(curve, cal_part, n_threads=n_threads)
-        return cls(trees, scores, _position_scores(curve, cal_part, n_threads), np.array(powers))
+            scores = cls(trees, scores, None).score(curve, cal_part, n_threads=n_threads)
+        return cls(trees, scores, _position_scores(curve, cal_part, n_threads))
 
     @classmethod
     def fit_cross(cls, curve, requests, folds, *, n_threads="auto"):
@@ -112,34 +90,25 @@ class Calibrator:
         (``folds``: the fold of each request): each request is scored by the
         member that did not see it, so every request calibrates. The
         difficulty is flat: a tree fitted on the very errors it would
-        normalise makes them look smaller than a new request's. The scale of
-        the errors is chosen on the same out-of-fold errors, fold by fold."""
+        normalise makes them look smaller than a new request's."""
         n_outputs = 1 if requests.prefill is None else 2
-        predicted = [np.zeros(len(requests)) for _ in range(n_outputs)]
+        scores = np.zeros((len(requests), n_outputs))
         steps = []
         for k in range(folds.max() + 1):
             rows = np.flatnonzero(folds == k)
             member, part = curve.member(k), requests.take(rows)
-            decode, prefill, _ = _predictions(member, part, n_threads)
-            predicted[0][rows] = decode
+            decode, prefill, _ = _log_errors(member, part, n_threads)
+            scores[rows, 0] = decode
             if prefill is not None:
-                predicted[1][rows] = prefill
+                scores[rows, 1] = prefill
             steps.append(_position_scores(member, part, n_threads))
-        predicted = (predicted[0], predicted[1] if n_outputs == 2 else None, None)
-        powers = [
-            choose_power({p: cross_validated_width(y, y_hat, folds, p) for p in SCORE_POWERS})
-            for y, y_hat in _outputs(requests, predicted)
-        ]
-        scores = np.column_stack([e for e in _errors(requests, predicted, powers) if e is not None])
         trees = np.stack([flat_tree(np.zeros((3, TREE_NODES)))] * n_outputs)
-        return cls(trees, scores, np.concatenate(steps), np.array(powers))
+        return cls(trees, scores, np.concatenate(steps))
 
     def score(self, curve, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``
         (:class:`~sklat._requests.Requests`; ``prefill`` may be None)."""
-        predicted = _predictions(curve, part, n_threads)
-        decode, prefill = _errors(part, predicted, self.powers)
-        coef = predicted[2]
+        decode, prefill, coef = _log_errors(curve, part, n_threads)
         scores = np.zeros((len(part), self.scores.shape[1]))
         scores[:, 0] = decode / self.sigma_total(coef.z, part.output_tokens)
         if prefill is not None:
@@ -181,21 +150,23 @@ class Calibrator:
     def _symmetric_decode(self):
         return symmetric(self._sorted[0])
 
-    def predictive(self, curve, coef, output_tokens, dist):
-        """``(center, sigma, weights, lengths)`` of the decode total: (n, 1)
-        for known ``output_tokens``, else (n, J) over the ``J`` lengths of
-        ``dist`` with probabilities ``weights``; ``lengths`` (float, the
-        shape of ``center``) the output length of each."""
+    def predictive(self, curve, coef, output_tokens, dist, *, per_token):
+        """``(center, sigma, weights)`` of the decode total (or per-token
+        latency): (n, 1) for known ``output_tokens``, else (n, J) over the
+        ``J`` lengths of ``dist`` with probabilities ``weights``."""
         if output_tokens is not None:
             center = curve.total(coef, output_tokens)[:, None]
             spread = self.sigma_total(coef.z, output_tokens)[:, None]
-            return center, spread, np.ones(1), output_tokens[:, None].astype(np.float64)
+            if per_token:
+                center = center / output_tokens[:, None]
+            return center, spread, np.ones(1)
         values = dist["values"]
         center = curve.totals_at(coef, values)
         J, n = len(values), len(coef)
         spread = self.sigma_total(np.repeat(coef.z, J, axis=0), np.tile(values, n)).reshape(n, J)
-        lengths = np.broadcast_to(values.astype(np.float64)[None, :], center.shape)
-        return center, spread, dist["probabilities"], lengths
+        if per_token:
+            center = center / values[None, :]
+        return center, spread, dist["probabilities"]
 
     # ------------------------------------------------------------- intervals
     def decode_interval(self, curve, coef, output_tokens, dist, confidence, *, per_token):
@@ -203,30 +174,24 @@ class Calibrator:
         scores = self.sorted_scores("total")
         n = len(scores)
         k = interval_rank(n, confidence, "for an interval")
-        center, spread, weights, lengths = self.predictive(curve, coef, output_tokens, dist)
-        # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
-        # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k))
-        # on the log scale.
-        levels = [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
-        bounds = mixture_quantiles(
-            center,
-            spread,
-            weights,
-            self._symmetric_decode,
-            levels,
-            power=self.powers[0],
-            divisor=lengths if per_token else None,
+        center, spread, weights = self.predictive(
+            curve, coef, output_tokens, dist, per_token=per_token
         )
-        return finite_bounds(bounds)
+        # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
+        # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
+        levels = [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
+        return finite_bounds(
+            mixture_quantiles(center, spread, weights, self._symmetric_decode, levels)
+        )
 
     def prefill_interval(self, coef, confidence):
         """(n, 2) bounds of the prefill."""
         scores = self.sorted_scores("prefill")
         k = interval_rank(len(scores), confidence, "for an interval")
-        sigma, bound = self.sigma_prefill(coef.z), np.sort(np.abs(scores))[k - 1]
-        power = self.powers[1]
-        low = shifted(coef.prefill, sigma, -bound, power)
-        return finite_bounds(np.column_stack([low, shifted(coef.prefill, sigma, bound, power)]))
+        half = self.sigma_prefill(coef.z) * np.sort(np.abs(scores))[k - 1]
+        return finite_bounds(
+            np.column_stack([coef.prefill * np.exp(-half), coef.prefill * np.exp(half)])
+        )
 
     def position_bound(self, confidence):
         """The absolute log error bounding a per-step latency at ``confidence``."""
@@ -249,27 +214,18 @@ class Calibrator:
         return scores, interval_rank(len(scores), confidence, "for an upper bound")
 
     def upper_at_length(self, point, z, length, confidence):
-        """The calibrated upper bound at ``confidence`` of ``point`` (a
-        per-token latency at output ``length``)."""
+        """``point`` (a per-token latency at output ``length``) times the
+        calibrated upper factor at ``confidence``."""
         scores, k = self.upper_rank(confidence)
         spread = self.sigma_total(z, np.full(len(point), length))
-        total = shifted(point * length, spread, scores[k - 1], self.powers[0])
-        return finite_bounds(total / length)
+        return finite_bounds(point * np.exp(spread * scores[k - 1]))
 
     def upper_per_token(self, curve, coef, dist, confidence):
         """Upper ``confidence`` quantile of the per-token latency, ``N`` drawn
         from ``dist``."""
         scores, k = self.upper_rank(confidence)
-        center, spread, weights, lengths = self.predictive(curve, coef, None, dist)
-        bound = mixture_quantiles(
-            center,
-            spread,
-            weights,
-            scores,
-            [k / len(scores)],
-            power=self.powers[0],
-            divisor=lengths,
-        )
+        center, spread, weights = self.predictive(curve, coef, None, dist, per_token=True)
+        bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
         return finite_bounds(bound[:, 0])
 
     def attainment(self, curve, coef, output_tokens, dist, *, ttft, tpot, e2e):
@@ -278,50 +234,41 @@ class Calibrator:
         self.check_ready()
         kwargs = {}
         if tpot is not None or e2e is not None:
-            center, spread, weights, lengths = self.predictive(curve, coef, output_tokens, dist)
-            kwargs.update(total=center, total_sigma=spread, lengths=lengths, weights=weights)
+            center, spread, weights = self.predictive(
+                curve, coef, output_tokens, dist, per_token=False
+            )
+            lengths = (
+                output_tokens[:, None].astype(np.float64)
+                if output_tokens is not None
+                else dist["values"].astype(np.float64)[None, :]
+            )
+            kwargs.update(
+                total=center,
+                total_sigma=spread,
+                lengths=np.broadcast_to(lengths, center.shape),
+                weights=weights,
+            )
         if ttft is not None or e2e is not None:
             kwargs.update(prefill=coef.prefill, prefill_sigma=self.sigma_prefill(coef.z))
-        scores, powers = self.scores, self.powers
+        scores = self.scores
         if scores.shape[1] == 1:
             scores = np.column_stack([scores[:, 0], np.zeros(len(scores))])
-            powers = np.append(powers, 0.0)
-        return attainment(scores=scores, ttft=ttft, tpot=tpot, e2e=e2e, powers=powers, **kwargs)
+        return attainment(scores=scores, ttft=ttft, tpot=tpot, e2e=e2e, **kwargs)
 
 
-def _difficulty_and_scale(measured, predicted, inputs, held_out):
-    """``(tree, power)`` of one output (``measured`` and ``predicted``
-    latencies of the training requests, their difficulty ``inputs``): per
-    scale of :data:`~sklat._score_scale.SCORE_POWERS`, a difficulty tree of
-    the errors on that scale, kept only where it narrows the intervals of the
-    requests ``held_out`` (rows; None: log errors, the tree kept), and the
-    scale whose held-out intervals are narrowest (:func:`choose_power`)."""
-    powers = SCORE_POWERS if held_out is not None else (0.0,)
-    options = {}
-    for power in powers:
-        errors = to_scale(measured, power) - to_scale(predicted, power)
-        tree = fit_difficulty(inputs, errors)
-        if held_out is None:
-            return tree, 0.0
-        tree = _narrowing_tree(tree, errors[held_out], inputs[held_out])
-        sigma = np.exp(tree_value(tree, inputs[held_out]))
-        folds = np.arange(len(held_out)) % _SCALE_FOLDS
-        width = cross_validated_width(measured[held_out], predicted[held_out], folds, power, sigma)
-        options[power] = (tree, width)
-    power = choose_power({p: width for p, (_, width) in options.items()})
-    return options[power][0], power
-
-
-def _narrowing_tree(tree, errors, inputs):
-    """``tree``, or a flat one (difficulty 1 everywhere) unless it narrows
-    the ``CHECK_LEVEL`` intervals of held-out requests by
-    ``MIN_NARROWING``: their mean ``sigma`` times the quantile of their
-    normalised ``errors`` against the quantile of their plain errors;
-    ``inputs`` are their difficulty inputs."""
-    sigma = np.exp(tree_value(tree, inputs))
-    normalised = np.mean(sigma) * np.quantile(np.abs(errors) / sigma, CHECK_LEVEL)
-    plain = np.quantile(np.abs(errors), CHECK_LEVEL)
-    return tree if normalised < (1 - MIN_NARROWING) * plain else flat_tree(tree)
+def _narrowing_trees(trees, errors, inputs):
+    """``trees``, each replaced by a flat one (difficulty 1 everywhere) unless
+    it narrows the ``_CHECK_LEVEL`` intervals of held-out requests by
+    ``_MIN_NARROWING``: their mean ``sigma`` times the quantile of their
+    normalised ``errors`` (one array per tree) against the quantile of their
+    plain errors; ``inputs`` are their difficulty inputs."""
+    out = []
+    for tree, error, x in zip(trees, errors, (inputs, inputs[:, :-1])):
+        sigma = np.exp(tree_value(tree, x))
+        normalised = np.mean(sigma) * np.quantile(np.abs(error) / sigma, _CHECK_LEVEL)
+        plain = np.quantile(np.abs(error), _CHECK_LEVEL)
+        out.append(tree if normalised < (1 - _MIN_NARROWING) * plain else flat_tree(tree))
+    return out
 
 
 def flat_tree(tree):
@@ -332,31 +279,13 @@ def flat_tree(tree):
     return flat
 
 
-def _predictions(curve, part, n_threads):
-    """``(decode, prefill or None, coef)``: the predictions of ``curve`` for
-    the requests of ``part`` (as for a new request) and their coefficients."""
+def _log_errors(curve, part, n_threads):
+    """Signed log errors ``(decode, prefill or None)`` of ``curve`` on
+    ``part``, and the coefficients (predicted as for a new request)."""
     coef = curve.encode(part.X, n_threads=n_threads, warn=False)
-    decode = curve.total(coef, part.output_tokens)
-    return decode, None if part.prefill is None else coef.prefill, coef
-
-
-def _errors(part, predicted, powers):
-    """Signed errors ``(decode, prefill or None)`` of the ``predicted``
-    latencies (see :func:`_predictions`) of ``part``'s requests, each on its
-    output's scale (``powers``)."""
-    decode = to_scale(part.decode, powers[0]) - to_scale(predicted[0], powers[0])
-    if part.prefill is None:
-        return decode, None
-    return decode, to_scale(part.prefill, powers[1]) - to_scale(predicted[1], powers[1])
-
-
-def _outputs(part, predicted):
-    """``(measured, predicted)`` of the decode total and (if measured) of the
-    prefill of ``part``'s requests."""
-    out = [(part.decode, predicted[0])]
-    if part.prefill is not None:
-        out.append((part.prefill, predicted[1]))
-    return out
+    decode = np.log(part.decode) - np.log(curve.total(coef, part.output_tokens))
+    prefill = None if part.prefill is None else np.log(part.prefill) - np.log(coef.prefill)
+    return decode, prefill, coef
 
 
 def _position_scores(curve, part, n_threads):

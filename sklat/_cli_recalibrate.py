@@ -34,7 +34,6 @@ def cmd_recalibrate(args, argv):
     from . import metrics, save
     from ._cli_io import check_output_dir, load_model, measured_results
     from ._domain import quiet_extrapolation
-    from ._score_scale import shifted
     from ._version import library_versions
 
     check_output_dir(args.output_dir, args.overwrite)
@@ -43,8 +42,6 @@ def cmd_recalibrate(args, argv):
     with quiet_extrapolation():
         before = metrics.mape(res.y["T_LLM_decode"], est.predict_total(res.X, res.output_tokens))
         est.recalibrate(res.X, y, res.output_tokens)
-    decode = res.y["T_LLM_decode"].to_numpy(dtype=np.float64)
-    cross_fitted = shifted(decode, 1.0, -est.conformity_scores_[:, 0], est.score_powers_[0])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save(est, args.output_dir / MODEL_FILE)
     report = {
@@ -52,9 +49,10 @@ def cmd_recalibrate(args, argv):
         "cost_scales": [float(v) for v in est.cost_scales_],
         "total_decode_mape_pct_before": before,
         # Each request predicted with multipliers fitted without it: its score
-        # is its error u(y) - u(y_hat) on the model's scale (log y / y_hat for
-        # log errors), so y_hat is y shifted back by it.
-        "total_decode_mape_pct_cross_fitted": metrics.mape(decode, cross_fitted),
+        # is log(y / y_hat), so |y_hat - y| / y = |exp(-score) - 1|.
+        "total_decode_mape_pct_cross_fitted": float(
+            100 * np.mean(np.abs(np.expm1(-est.conformity_scores_[:, 0])))
+        ),
         "model": str(args.model),
         "results_dir": str(results_dir),
         "datasets": sorted(set(res.dataset)),

@@ -2,24 +2,21 @@
 trees, mixture quantiles and attainment (:class:`sklat._calibrator.Calibrator`
 holds a fitted model's calibration and applies it).
 
-A request's conformity score is its signed error on the calibration's scale
-(a Box-Cox power ``p`` chosen per output, :mod:`sklat._score_scale`; log
-errors for ``p = 0``), normalised by how hard the model finds requests like
-it::
+A request's conformity score is its signed log error, normalised by how hard
+the model finds requests like it::
 
-    e = (u(y) - u(y_hat)) / sigma(x, N),   u(v) = log v  or  v ** p / p
+    e = (log y - log y_hat) / sigma(x, N)
 
-``sigma`` is a shallow regression tree of ``log |u(y) - u(y_hat)|`` on the
+``sigma`` is a shallow regression tree of ``log |log y - log y_hat|`` on the
 standardised features and ``log N`` of the *training* requests (never the
 calibration requests, so the scores of the calibration requests and of a new
 request stay exchangeable): it finds the few inputs that make a request hard
 (a noisy tier among quiet ones, short outputs), ignores the others, and is
 bounded by the training errors however far a request lies from the data.
 The calibration requests' scores then give, for any new request, the
-predictive distribution ``u^-1(u(y_hat) + sigma * e_i)`` (``y_hat * exp(sigma
-* e_i)`` for log errors): its order statistics are the interval bounds
-(finite-sample coverage), its empirical mean of an event is the event's
-probability.
+predictive distribution ``y_hat * exp(sigma * e_i)``: its order statistics are
+the interval bounds (finite-sample coverage), its empirical mean of an event is
+the event's probability.
 """
 
 import math
@@ -27,7 +24,6 @@ import math
 import numpy as np
 
 from ._curve import first_non_finite
-from ._score_scale import log_from_scale, scale_from_log, score_of, shifted, to_scale
 
 # Residuals below this fraction of the median residual count as that floor:
 # log|r| of a near-zero residual would dominate a mean of logs.
@@ -229,150 +225,101 @@ def _too_few(n, needed, confidence, what):
     )
 
 
-def mixture_quantiles(center, sigma, weights, scores, levels, *, power=0.0, divisor=None):
+def mixture_quantiles(center, sigma, weights, scores, levels):
     """Quantiles at ``levels`` of the mixture
-    ``sum_j weights_j * ECDF_i(shifted(center_j, sigma_j, e_i) / divisor_j)``:
-    (rows, n_levels).
+    ``sum_j weights_j * ECDF_i(center_j * exp(sigma_j * e_i))``: (rows, n_levels).
 
     ``center`` and ``sigma`` are (rows, J) (J output lengths with probabilities
-    ``weights``), ``scores`` the sorted scores on the scale of ``power`` (see
-    :mod:`sklat._score_scale`; 0: ``center * exp(sigma * e)``), ``divisor``
-    (rows, J) or None what each latency is divided by (the output length, for
-    a per-token latency). The quantile at ``level`` is the smallest value
-    whose mixture CDF reaches it: with ``J == 1`` and ``level = k / n``,
-    exactly the ``k``-th score's latency; with several lengths, found in log
-    units to float precision (each bisection step counts scores below a
-    threshold with a binary search, instead of sorting all ``J x n`` values).
+    ``weights``), ``scores`` the sorted scores. The quantile at ``level`` is the
+    smallest value whose mixture CDF reaches it: with ``J == 1`` and
+    ``level = k / n``, exactly ``center * exp(sigma * e_(k))``; with several
+    lengths, found by bisection in log units to float precision (each step
+    counts scores below a threshold with a binary search, instead of sorting
+    all ``J x n`` values).
     """
     levels = np.asarray(levels, dtype=np.float64)
     rows, J = center.shape
     n = len(scores)
     if J == 1:
         k = np.clip(np.ceil(levels * n - _RANK_TOLERANCE).astype(np.int64), 1, n)
-        out = shifted(center[:, :1], sigma[:, :1], scores[k - 1][None, :], power)
-        return out if divisor is None else out / divisor[:, :1]
-    mix = _Mixture(center, sigma, power, divisor)
+        return center[:, :1] * np.exp(sigma[:, :1] * scores[k - 1][None, :])
+    log_center = np.log(center)
     if rows * len(levels) <= _FEW_QUANTILES and J * n > _SMALL_SUPPORT:
-        return _narrowed_mixture_quantiles(mix, weights, scores, levels)
+        return _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels)
     if J * n <= _SORTED_SUPPORT and J <= _SORTED_LENGTHS:
-        return _sorted_mixture_quantiles(mix, weights, scores, levels)
+        return _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels)
     out = np.empty((rows, len(levels)))
     step = max(1, _CHUNK_ELEMENTS // (J * len(levels) * 8))
     for start in range(0, rows, step):
-        part = mix.rows(slice(start, start + step))
+        sl = slice(start, start + step)
+        lc, sg = log_center[sl], sigma[sl]
         # The answer lies between the smallest and the largest value.
-        low = part.log_value(scores[0]).min(axis=1)
-        high = part.log_value(scores[-1]).max(axis=1)
+        low = (lc + sg * scores[0]).min(axis=1)
+        high = (lc + sg * scores[-1]).max(axis=1)
         a = np.repeat(low[:, None], len(levels), axis=1)
         a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
         b = np.repeat(high[:, None], len(levels), axis=1)
         for _ in range(_BISECTIONS):
             mid = 0.5 * (a + b)
-            reached = _mixture_cdf(mid, part, weights, scores) >= levels - _RANK_TOLERANCE
+            reached = _mixture_cdf(mid, lc, sg, weights, scores) >= levels - _RANK_TOLERANCE
             b = np.where(reached, mid, b)
             a = np.where(reached, a, mid)
-        out[start : start + step] = np.exp(b)
+        out[sl] = np.exp(b)
     return out
 
 
-class _Mixture:
-    """The components of :func:`mixture_quantiles` in log latency: component
-    ``j`` of a row puts score ``e`` at ``log(shifted(center_j, sigma_j, e) /
-    divisor_j)``, increasing in ``e``. Arrays are (rows, J); ``log_value``
-    and ``score_below`` take values broadcasting against them."""
-
-    def __init__(self, center, sigma, power, divisor=None, *, _parts=None):
-        if _parts is not None:
-            self.base, self.sigma, self.log_divisor = _parts
-        elif power == 0:
-            # log(center / divisor) + sigma * e: one product and a sum.
-            self.base = np.log(center if divisor is None else center / divisor)
-            self.sigma, self.log_divisor = sigma, 0.0
-        else:
-            self.base, self.sigma = to_scale(center, power), sigma
-            self.log_divisor = 0.0 if divisor is None else np.log(divisor)
-        self.power = power
-
-    def _take(self, index):
-        ld = self.log_divisor
-        parts = (self.base[index], self.sigma[index], ld if np.isscalar(ld) else ld[index])
-        return _Mixture(None, None, self.power, _parts=parts)
-
-    def rows(self, rows):
-        """The mixtures of ``rows`` (a slice)."""
-        return self._take(rows)
-
-    def expand(self, axis):
-        """The arrays with a new axis at ``axis`` (for broadcasting)."""
-        index = (slice(None),) * axis + (None,)
-        return self._take(index)
-
-    def pick(self, row, owner):
-        """Row ``row``'s components ``owner`` (an index array), one per value."""
-        return self._take((row, owner))
-
-    def log_value(self, scores):
-        """The log latency of each component at ``scores``."""
-        u = self.base + self.sigma * scores
-        if self.power == 0:
-            return u
-        return log_from_scale(u, self.power) - self.log_divisor
-
-    def score_below(self, log_values):
-        """The score at which each component reaches ``log_values``."""
-        if self.power == 0:
-            return (log_values - self.base) / self.sigma
-        return (scale_from_log(log_values + self.log_divisor, self.power) - self.base) / self.sigma
-
-
-def _mixture_cdf(values, mix, weights, scores):
-    """The mixture CDF at log ``values`` (rows, L), per row of ``mix``."""
-    below = np.searchsorted(scores, mix.expand(1).score_below(values[:, :, None]), side="right")
+def _mixture_cdf(values, lc, sg, weights, scores):
+    """The mixture CDF at log ``values`` (rows, L), per row's ``lc`` / ``sg`` (rows, J)."""
+    below = np.searchsorted(
+        scores, (values[:, :, None] - lc[:, None, :]) / sg[:, None, :], side="right"
+    )
     return (below @ weights) / len(scores)
 
 
-def _narrowed_mixture_quantiles(mix, weights, scores, levels):
+def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
     """:func:`mixture_quantiles` of a few rows and levels, exactly: bisection
     narrows each quantile to a bracket holding few of the mixture's values
     (each length's scores in it are found by a binary search), and the first
     of those values whose mixture CDF reaches the level is the quantile."""
-    rows, J = mix.base.shape
+    rows, J = log_center.shape
     out = np.empty((rows, len(levels)))
     for r in range(rows):
-        row = mix.rows(slice(r, r + 1))
-        a = np.full((1, len(levels)), row.log_value(scores[0]).min())
+        lc, sg = log_center[r : r + 1], sigma[r : r + 1]
+        a = np.full((1, len(levels)), (lc + sg * scores[0]).min())
         a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
-        b = np.full((1, len(levels)), row.log_value(scores[-1]).max())
+        b = np.full((1, len(levels)), (lc + sg * scores[-1]).max())
         steps = int(np.ceil(np.log2(J * len(scores) / _VALUES_LEFT)))
         for _ in range(steps):
             mid = 0.5 * (a + b)
-            reached = _mixture_cdf(mid, row, weights, scores) >= levels - _RANK_TOLERANCE
+            reached = _mixture_cdf(mid, lc, sg, weights, scores) >= levels - _RANK_TOLERANCE
             b = np.where(reached, mid, b)
             a = np.where(reached, a, mid)
         for q, level in enumerate(levels):
             # The values in (a, b], with a margin for the rounding of the
             # division.
-            low, high = row.score_below(a[0, q])[0], row.score_below(b[0, q])[0]
+            low, high = (a[0, q] - lc[0]) / sg[0], (b[0, q] - lc[0]) / sg[0]
             margin = _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(high))
             first = np.searchsorted(scores, low - margin, side="right")
             last = np.searchsorted(scores, high + margin, side="right")
             owner = np.repeat(np.arange(J), last - first)
             offsets = np.concatenate(([0], np.cumsum(last - first)))
             index = np.arange(offsets[-1]) - np.repeat(offsets[:-1], last - first)
-            values = np.sort(mix.pick(r, owner).log_value(scores[first[owner] + index]))
+            values = np.sort(lc[0, owner] + sg[0, owner] * scores[first[owner] + index])
             at = values + _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(values))
-            reached = _mixture_cdf(at[None, :], row, weights, scores)[0] >= level - _RANK_TOLERANCE
+            reached = (
+                _mixture_cdf(at[None, :], lc, sg, weights, scores)[0] >= level - _RANK_TOLERANCE
+            )
             out[r, q] = np.exp(values[np.argmax(reached)] if reached.any() else b[0, q])
     return out
 
 
-def _sorted_mixture_quantiles(mix, weights, scores, levels):
+def _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels):
     """:func:`mixture_quantiles` for a support of at most ``_SORTED_SUPPORT``
     values (``J`` lengths x ``n`` scores) per row, exactly: the values sorted
     once, each carrying its length's index in its lowest mantissa bits (a
     relative change below 1e-12, which only orders values that tie to that
     precision), so the mixture CDF at every value is a cumulative sum."""
-    rows, J = mix.base.shape
+    rows, J = log_center.shape
     n = len(scores)
     bits = max(1, int(np.ceil(np.log2(J))))
     mask = np.int64(2**bits - 1)
@@ -380,20 +327,20 @@ def _sorted_mixture_quantiles(mix, weights, scores, levels):
     out = np.empty((rows, len(levels)))
     step = max(1, _CHUNK_ELEMENTS // (J * n))
     for start in range(0, rows, step):
-        part = mix.rows(slice(start, start + step))
-        m = len(part.base)
-        values = part.expand(2).log_value(scores[None, None, :])
+        lc, sg = log_center[start : start + step], sigma[start : start + step]
+        values = lc[:, :, None] + sg[:, :, None] * scores[None, None, :]
         keys = (values.view(np.int64) & ~mask) | component
-        keys = np.sort(keys.view(np.float64).reshape(m, J * n), axis=1)
+        keys = np.sort(keys.view(np.float64).reshape(len(lc), J * n), axis=1)
         cdf = np.cumsum(weights[keys.view(np.int64) & mask], axis=1) / n
         # One binary search over all rows: row r's CDF shifted by 2r (a CDF
         # lies in [0, 1 + rounding]) keeps the flattened array sorted.
-        shift = 2.0 * np.arange(m)[:, None]
+        shift = 2.0 * np.arange(len(lc))[:, None]
         first = np.searchsorted(
             (cdf + shift).ravel(), (levels[None, :] - _RANK_TOLERANCE + shift).ravel()
         )
-        first = first.reshape(m, len(levels)) - (J * n) * np.arange(m)[:, None]
-        first = np.minimum(first, J * n - 1)
+        first = np.minimum(
+            first.reshape(len(lc), len(levels)) - (J * n) * np.arange(len(lc))[:, None], J * n - 1
+        )
         out[start : start + step] = np.exp(np.take_along_axis(keys, first, axis=1))
     return out
 
@@ -410,7 +357,6 @@ def attainment(
     ttft=None,
     tpot=None,
     e2e=None,
-    powers=(0.0, 0.0),
 ):
     """Per row, the probability that every SLO given holds.
 
@@ -419,12 +365,11 @@ def attainment(
     ``weights`` (J,);
     ``scores`` (n, 2) the calibration requests' (decode, prefill) score pairs,
     so that the joint behaviour of prefill and decode is the calibration
-    requests' own, on the scales of ``powers`` (decode, prefill).
-    ``ttft``/``tpot``/``e2e`` are (rows,) or None.
+    requests' own. ``ttft``/``tpot``/``e2e`` are (rows,) or None.
     """
     if e2e is None:
         return _separable_attainment(
-            prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot, powers
+            prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot
         )
     rows = len(prefill) if prefill is not None else len(total)
     J = 1 if total is None else total.shape[1]
@@ -436,14 +381,12 @@ def attainment(
         m = len(range(*sl.indices(rows)))
         ok = np.ones((m, J, n), dtype=bool)
         if prefill is not None:
-            pre = shifted(prefill[sl, None], prefill_sigma[sl, None], scores[None, :, 1], powers[1])
+            pre = prefill[sl, None] * np.exp(prefill_sigma[sl, None] * scores[None, :, 1])
             pre = pre[:, None, :]
             if ttft is not None:
                 ok &= pre <= ttft[sl, None, None]
         if total is not None:
-            dec = shifted(
-                total[sl, :, None], total_sigma[sl, :, None], scores[None, None, :, 0], powers[0]
-            )
+            dec = total[sl, :, None] * np.exp(total_sigma[sl, :, None] * scores[None, None, :, 0])
             if tpot is not None:
                 ok &= dec / lengths[sl, :, None] <= tpot[sl, None, None]
             if e2e is not None:
@@ -453,19 +396,18 @@ def attainment(
 
 
 def _separable_attainment(
-    prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot, powers
+    prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot
 ):
     """:func:`attainment` without an end-to-end objective: each objective is a
-    threshold on a request's own score (``e <= log(limit / y_hat) / sigma``
-    on the log scale),
+    threshold on a request's own score (``e <= log(limit / y_hat) / sigma``),
     so a binary search in the sorted scores counts the calibration requests
     that meet it, instead of evaluating every (length, request) pair."""
     n = len(scores)
     if tpot is not None:
         # (rows, J): the highest decode score that still meets tpot.
-        limit = score_of(tpot[:, None] * lengths, total, total_sigma, powers[0])
+        limit = np.log(tpot[:, None] * lengths / total) / total_sigma
     if ttft is not None:
-        pre_limit = score_of(ttft, prefill, prefill_sigma, powers[1])
+        pre_limit = np.log(ttft / prefill) / prefill_sigma
         if tpot is None:
             met = np.searchsorted(np.sort(scores[:, 1]), pre_limit, side="right")
             return met / n

@@ -82,7 +82,6 @@ _CALIBRATOR_ATTRIBUTES = {
     "conformity_scores_": "scores",
     "position_scores_": "position_scores",
     "difficulty_tree_": "difficulty_trees",
-    "score_powers_": "powers",
 }
 
 
@@ -292,19 +291,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         on each side (in log-scaled units for log-scaled features), a feature
         is evaluated at that edge, so every prediction is finite.
     conformity_scores_ : ndarray of shape (n_calibration, `n_outputs_`)
-        Normalised signed errors of the calibration requests (column 0:
-        decode total, column 1: prefill), each on its output's scale
-        (`score_powers_`).
-    score_powers_ : ndarray of shape (`n_outputs_`,)
-        The scale of each output's errors, a Box-Cox power: ``u(v) = log v``
-        for 0 (relative errors, intervals in proportion to the prediction),
-        ``v ** p / p`` otherwise (1: absolute errors, intervals of one width;
-        in between, spreads growing like ``v ** (1 - p)``). The power of 0,
-        1/4, 1/2, 3/4 and 1 whose 90% intervals are narrowest on average,
-        compared on out-of-sample errors (those of the requests held out for
-        early stopping, each fifth bounded by the others; a cross-fitted
-        model's out-of-fold errors, fold by fold); 0 unless another narrows
-        them by 5%, or with fewer than 20 such requests.
+        Normalised signed log errors of the calibration requests (column 0:
+        decode total, column 1: prefill).
     position_scores_ : ndarray of shape (n_steps, 2)
         Absolute log errors of the per-step latencies of the calibration
         requests that have them (at most 64 evenly spaced steps each), and
@@ -312,8 +300,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         without per-step data.
     difficulty_tree_ : ndarray of shape (`n_outputs_`, 3, 15)
         Difficulty models of the decode total and of the prefill: regression
-        trees (depth 3) of the log of the training requests' absolute errors
-        (on the scale of `score_powers_`) on the
+        trees (depth 3) of the training requests' log absolute errors on the
         standardised features and ``log N`` (the prefill's ignore ``N``),
         fitted on the training requests' errors. ``sigma`` is the exponential
         of a tree's value, shifted so that the median difficulty is 1. A tree
@@ -770,14 +757,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
 
         Split conformal prediction: the requests held out of training
         (``calibration_fraction``) give the distribution of the model's
-        normalised errors, ``e = (u(y) - u(y_hat)) / sigma(x, N)``, on the
-        scale ``u`` of `score_powers_` (``log`` by default), where ``sigma`` (a
-        model of how hard a request is, fitted on the training requests'
-        errors) widens the interval where the model is less sure. The interval
-        is ``u^-1(u(y_hat) +- sigma(x, N) * |e|_(k))`` (``y_hat *
-        exp(+-sigma(x, N) * |e|_(k))`` on the log scale), ``|e|_(k)`` the ``k =
-        ceil((n + 1) * confidence)``-th smallest absolute calibration score;
-        on a power scale a lower bound can be 0. If requests are exchangeable (the new request is
+        normalised log errors, ``e = (log y - log y_hat) / sigma(x, N)``,
+        where ``sigma`` (a model of how hard a request is, fitted on the
+        training requests' errors) widens the interval where the model is
+        less sure. The interval is ``y_hat * exp(+-sigma(x, N) * |e|_(k))``,
+        ``|e|_(k)`` the ``k = ceil((n + 1) * confidence)``-th smallest absolute
+        calibration score. If requests are exchangeable (the new request is
         drawn like the training requests), it holds the true value with
         probability at least ``confidence`` (over the calibration requests and
         the new request), and at most ``1 / (n_calibration + 1)`` more.
@@ -1038,7 +1023,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         """Test whether recent requests still fit the model.
 
         Each recent request's error is scored as the calibration requests'
-        were (its error on the model's scale over its difficulty). Without drift, recent and
+        were (its log error over its difficulty). Without drift, recent and
         calibration scores are exchangeable, so a rank test of their absolute
         values is exact: a one-sided Mann-Whitney U test for the decode total
         (and the prefill, where ``y`` has it), Bonferroni-combined. A

@@ -16,15 +16,12 @@ latencies (scipy's ``least_squares``).
 
 Conformity scores of the new requests are cross-fitted: each request's score
 comes from the factors fitted without it (leave-one-out up to
-``LEAVE_ONE_OUT_MAX`` requests, ``N_FOLDS`` folds beyond). They are plain
-errors on the model's score scales (:mod:`sklat._score_scale`): the old
-setting's difficulty model is dropped (on the measured moves, keeping it
-under-covered by up to 6 points, see benchmarks/RESULTS.md).
+``LEAVE_ONE_OUT_MAX`` requests, ``N_FOLDS`` folds beyond). They are plain log
+errors: the old setting's difficulty model is dropped (on the measured moves,
+keeping it under-covered by up to 6 points, see benchmarks/RESULTS.md).
 """
 
 import numpy as np
-
-from ._score_scale import to_scale
 
 # Penalty on the squared per-term log deviations, against the mean squared
 # log error of the latencies.
@@ -64,15 +61,15 @@ def folds(n, seed=0):
     return [np.sort(part) for part in np.array_split(order, N_FOLDS)]
 
 
-def cross_fitted_errors(terms, measured, power):
-    """Signed errors on the scale of ``power`` of every request under
-    multipliers fitted without it."""
+def cross_fitted_log_errors(terms, measured):
+    """Signed log errors of every request under multipliers fitted without it."""
     n = len(measured)
-    predicted = np.empty(n)
+    errors = np.empty(n)
     for held in folds(n):
         keep = np.setdiff1d(np.arange(n), held)
-        predicted[held] = terms[held] @ fit_factors(terms[keep], measured[keep])
-    return to_scale(measured, power) - to_scale(predicted, power)
+        factors = fit_factors(terms[keep], measured[keep])
+        errors[held] = np.log(measured[held]) - np.log(terms[held] @ factors)
+    return errors
 
 
 def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_threads):
@@ -84,16 +81,14 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
     decode_terms = curve.total_terms(coef, output_tokens)
     scales = fit_factors(decode_terms, decode)
     # Which requests the old setting found hard need not carry over: the new
-    # scores are plain errors (a difficulty of 1 everywhere) on the model's
-    # scales.
+    # scores are plain log errors (a difficulty of 1 everywhere).
     flat_trees = np.stack([flat_tree(tree) for tree in calibrator.difficulty_trees])
     scores = np.zeros((len(decode), calibrator.scores.shape[1]))
-    powers = calibrator.powers
-    scores[:, 0] = cross_fitted_errors(decode_terms, decode, powers[0])
+    scores[:, 0] = cross_fitted_log_errors(decode_terms, decode)
     if prefill is not None:
         scales = np.append(scales, fit_factors(coef.prefill_terms, prefill))
-        scores[:, 1] = cross_fitted_errors(coef.prefill_terms, prefill, powers[1])
+        scores[:, 1] = cross_fitted_log_errors(coef.prefill_terms, prefill)
     else:
         scales = np.append(scales, curve.scales[3:])
-    new_calibrator = Calibrator(flat_trees, scores, calibrator.position_scores, powers)
+    new_calibrator = Calibrator(flat_trees, scores, calibrator.position_scores)
     return curve.rescaled(scales), new_calibrator

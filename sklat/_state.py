@@ -49,9 +49,8 @@ SCALARS = (
     "total_norm_",
 )
 # Stored in their own form; cost_scales_ (recalibration multipliers, since
-# 0.7.0) is all 1 when a file does not hold it, score_powers_ (since 0.9.0)
-# all 0 (log errors).
-OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_", "score_powers_")
+# 0.7.0) is all 1 when a file does not hold it.
+OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_")
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
 REBUILT = ("nets_", "net_", "history_", "position_basis_", "device_")
@@ -94,7 +93,6 @@ def export_state(est):
     if hasattr(est, "feature_names_in_"):
         attrs["feature_names_in_"] = [str(c) for c in est.feature_names_in_]
     attrs["cost_scales_"] = [float(v) for v in est.cost_scales_]
-    attrs["score_powers_"] = [float(v) for v in est.score_powers_]
     dist = est.output_tokens_distribution_
     attrs["output_tokens_distribution_"] = {
         "values": dist["values"].tolist(),
@@ -198,16 +196,7 @@ def check_attributes(attrs):
     out.update(_feature_arrays(attrs, d))
     out.update(_matrices(attrs, d, out["n_outputs_"]))
     out.update(_names_and_lengths(attrs, d, out["max_output_tokens_"]))
-    if "score_powers_" in attrs:
-        out["score_powers_"] = _score_powers(attrs, out["n_outputs_"])
     return out
-
-
-def _score_powers(attrs, n_outputs):
-    powers = _array(attrs, "score_powers_", n_outputs, np.float64)
-    if ((powers < 0) | (powers > 1)).any():
-        raise ValueError("attribute score_powers_ must hold powers in [0, 1].")
-    return powers
 
 
 def _scalars(attrs):
@@ -354,10 +343,7 @@ def assemble_fitted(est, fitted):
         scales=fitted.get("cost_scales_"),
     )
     est._calibrator = Calibrator(
-        fitted["difficulty_tree_"],
-        fitted["conformity_scores_"],
-        fitted["position_scores_"],
-        fitted.get("score_powers_"),
+        fitted["difficulty_tree_"], fitted["conformity_scores_"], fitted["position_scores_"]
     )
 
 

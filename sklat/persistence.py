@@ -21,11 +21,10 @@ from ._version import library_versions
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 6
 # Versions this sklat reads: 6 added the nets of a cross-fitted ensemble
-# (weights "member<k>.module.*", their histories in "member_histories"), 7 the
-# scale of the conformity scores ("score_powers_"; log errors before).
-READABLE_VERSIONS = (5, 6, 7)
+# (weights "member<k>.module.*", their histories in "member_histories").
+READABLE_VERSIONS = (5, 6)
 # JSON metadata nested deeper than this is refused before parsing (sklat
 # writes at most 4 levels).
 _MAX_JSON_DEPTH = 32

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from sklat._score_scale import to_scale
 from sklat._calibrator import Calibrator
 from sklat._conformal import TREE_NODES
 from sklat._curve import Curve
@@ -300,15 +299,10 @@ def test_cross_fitted_calibration_scores_each_request_by_the_member_that_did_not
         rows = folds == k
         member = ensemble.member(k)
         coef = member.encode(X[rows], warn=False)
-        p_decode, p_prefill = calibrator.powers
         np.testing.assert_allclose(
-            calibrator.scores[rows, 0],
-            to_scale(decode[rows], p_decode) - to_scale(member.total(coef, n[rows]), p_decode),
+            calibrator.scores[rows, 0], np.log(decode[rows] / member.total(coef, n[rows]))
         )
-        np.testing.assert_allclose(
-            calibrator.scores[rows, 1],
-            to_scale(prefill[rows], p_prefill) - to_scale(coef.prefill, p_prefill),
-        )
+        np.testing.assert_allclose(calibrator.scores[rows, 1], np.log(prefill[rows] / coef.prefill))
     # Flat difficulty; both requests with per-step data weigh 1.
     np.testing.assert_allclose(calibrator.sigma_total(np.zeros((3, 2)), np.array([1, 5, 9])), 1.0)
     np.testing.assert_allclose(calibrator.position_scores[:, 1].sum(), 2.0)

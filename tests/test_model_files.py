@@ -94,8 +94,6 @@ def _param(name, value):
         ),
         (_attr("conformity_scores_", [[0.1, 1e309]]), "conformity_scores_ must be finite"),
         (_attr("position_scores_", [[0.1, 0.0]]), "position_scores_ must hold absolute errors"),
-        (_attr("score_powers_", [0.5, 2.0]), r"score_powers_ must hold powers in \[0, 1\]"),
-        (_attr("score_powers_", [0.5]), "score_powers_ must be a flat list of 2 values"),
         (_attr("position_scores_", [[-0.1, 0.5]]), "position_scores_ must hold absolute errors"),
         (
             _attr("difficulty_tree_", [[[0.0] * 15] * 3]),

@@ -47,5 +47,3 @@ def test_an_old_file_predicts_as_it_did(version, suffix, load):
     # Trained as one net, which is what n_folds=None does.
     assert est.n_folds is None and est.nets_ == [est.net_]
     assert est.get_params()["n_folds"] is None
-    # Calibrated on log errors, as every version before 0.9.
-    np.testing.assert_array_equal(est.score_powers_, np.zeros(est.n_outputs_))
