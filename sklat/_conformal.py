@@ -90,15 +90,16 @@ def cross_fit_folds(X, output_tokens, n_folds, seed):
     measured again. Configurations are dealt out in a seeded order, each to
     the fold with the fewest requests so far."""
     n = len(X)
+    if n_folds is None or (n_folds == "auto" and not 2 * AUTO_FOLDS <= n < CROSS_FIT_BELOW):
+        return None
     keys = np.column_stack([X, np.asarray(output_tokens, dtype=np.float64)])
     _, groups = np.unique(keys, axis=0, return_inverse=True)
     groups = groups.ravel()
     n_groups = int(groups.max()) + 1 if n else 0
     if n_folds == "auto":
-        enough = 2 * AUTO_FOLDS <= n < CROSS_FIT_BELOW and n_groups >= 2 * AUTO_FOLDS
-        n_folds = AUTO_FOLDS if enough else None
-    if n_folds is None:
-        return None
+        if n_groups < 2 * AUTO_FOLDS:
+            return None
+        n_folds = AUTO_FOLDS
     if n_groups < 2 * n_folds:
         raise ValueError(
             f"n_folds={n_folds} needs at least {2 * n_folds} distinct configurations (two per "
