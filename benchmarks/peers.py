@@ -247,3 +247,31 @@ class PhysicalCore(_PrefillGBM):
         flat, ctx, transient = self._sums(context, n, self.scale_)
         b, g = np.exp(self.params_[-2:])
         return self._power(X) * (flat + b * ctx + g * transient)
+
+
+class RelativePoint:
+    """A peer whose decode predictions are multiplied by the factor with the
+    least mean relative error on its own training totals
+    (``sklat._conformal.relative_error_factor``): the point sklat predicts
+    with ``point="relative"``, given to a model of a few parameters, whose
+    training errors are close to out-of-sample ones."""
+
+    def __init__(self, peer):
+        self.peer = peer
+
+    def fit(self, X, y, output_tokens, positioned_latencies=None):
+        from sklat._conformal import relative_error_factor
+
+        self.peer.fit(X, y, output_tokens, positioned_latencies)
+        predicted = self.peer.predict_total(X, output_tokens)
+        self.factor_ = relative_error_factor(np.log(np.asarray(y)[:, 1] / predicted))
+        return self
+
+    def predict_positions(self, X, positions):
+        return self.factor_ * self.peer.predict_positions(X, positions)
+
+    def predict_total(self, X, output_tokens):
+        return self.factor_ * self.peer.predict_total(X, output_tokens)
+
+    def predict_prefill(self, X):
+        return self.peer.predict_prefill(X)

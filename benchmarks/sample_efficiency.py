@@ -1,8 +1,9 @@
 """How many profiled requests sklat needs: learning curves against the repeat floor.
 
 Run: ``python benchmarks/sample_efficiency.py [--sets NAMES] [--sizes 25,50,100,200]
-[--seeds 0,1,2] [--only METHODS] [--set NAME=VALUE ...]``; prints one Markdown table
-per set (``--set``: parameters of the sklat rows).
+[--seeds 0,1,2] [--only METHODS] [--set NAME=VALUE ...] [--csv DIR]``; prints one
+Markdown table per set (``--set``: parameters of the sklat rows) and, with sklat and a
+peer, a paired table (``--csv``: every seed's row to ``DIR/<set>.csv``).
 
 For measured sets whose configurations (features and output length) were measured
 several times (``sklat profile --repeats``). The **floor** is the error of predicting
@@ -11,11 +12,16 @@ model can beat. Splits are **by configuration** (30% of the configurations test,
 seeded); each training size is a seeded draw of that many requests of the training
 configurations ("all": every one). Methods: sklat with its defaults, the
 ten-parameter physical core (``peers.PhysicalCore``), the aggregated linear model and
-the flat average. Columns: decode-total MAPE and positioned MAPE (against the
-measured steps) as ratios to the floor, mean over the seeds; sklat's number of nets
+the flat average, and the core and the linear model with sklat's relative-error point
+(``peers.RelativePoint``). Columns: decode-total MAPE and positioned MAPE (against the
+measured steps) as ratios to the floor, mean over the seeds (for sklat also its curve's
+centre, ``point="center"``, from the same fit); sklat's number of nets
 (several: cross-fitted) and its 90% decode-total interval coverage (%), where it has
 the calibration requests for one; for a cross-fitted sklat, the coverage of CV+ on
-the same nets and scores and its mean width over sklat's.
+the same nets and scores and its mean width over sklat's. The paired table divides
+sklat's MAPE by each peer's on the same split and training draw, per seed, and gives
+the mean of those ratios with its standard error over the seeds: whether a gap
+between sklat and a peer is more than the draws' noise.
 """
 
 import argparse
@@ -29,7 +35,7 @@ from sklearn.utils import check_random_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import parse_set  # noqa: E402
-from peers import AggregatedLinear, FlatAverage, PhysicalCore  # noqa: E402
+from peers import AggregatedLinear, FlatAverage, PhysicalCore, RelativePoint  # noqa: E402
 from real_data import profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
@@ -42,6 +48,8 @@ METHODS = {
     "physical core": lambda seed: PhysicalCore(),
     "aggregated linear": lambda seed: AggregatedLinear(),
     "flat average": lambda seed: FlatAverage(),
+    "core, relative point": lambda seed: RelativePoint(PhysicalCore()),
+    "linear, relative point": lambda seed: RelativePoint(AggregatedLinear()),
 }
 
 
@@ -126,7 +134,8 @@ def cv_plus_interval(model, X, n, train, seed, confidence):
     return np.exp(np.column_stack([np.broadcast_to(lower, upper.shape), upper]))
 
 
-def set_table(name, sizes, seeds):
+def set_rows(name, sizes, seeds):
+    """One row per seed and training size: every method's MAPE ratios."""
     data = profiled_requests(name)
     groups = configurations(data)
     rows = []
@@ -155,16 +164,37 @@ def set_table(name, sizes, seeds):
                 if method == "sklat":
                     training = (data.X.iloc[train].to_numpy(np.float64), data.output_tokens[train])
                     row.update(interval_columns(model, data, test, training, seed))
+                    # The same fit's centre (point="center": sklat 0.8's point).
+                    point = model.point
+                    total, positioned = scores(model.set_params(point="center"), data, test)
+                    model.set_params(point=point)
+                    row["sklat centre: total"] = total / floor_total
+                    row["sklat centre: positioned"] = positioned / floor_positioned
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame["requests"] = frame["requests"].astype(str)
-    order = list(dict.fromkeys(frame["requests"]))
-    return (
-        frame.groupby("requests", sort=False)
-        .mean(numeric_only=True)
-        .drop(columns="seed")
-        .loc[order]
-    )
+    return frame
+
+
+def mean_table(frame):
+    """The mean over the seeds, per training size."""
+    return frame.groupby("requests", sort=False).mean(numeric_only=True).drop(columns="seed")
+
+
+def paired_table(frame):
+    """Per training size and peer: sklat's MAPE over the peer's on the same
+    draw, ``mean (standard error)`` over the seeds, totals and positions."""
+    peers = [m for m in METHODS if m != "sklat"]
+    out = {}
+    for peer in peers:
+        for kind in ("total", "positioned"):
+            ratio = frame[f"sklat: {kind}"] / frame[f"{peer}: {kind}"]
+            stats = ratio.groupby(frame["requests"], sort=False).agg(["mean", "sem"])
+            out[f"sklat / {peer}: {kind}"] = [
+                f"{m:.3f} ({e:.3f})" for m, e in zip(stats["mean"], stats["sem"])
+            ]
+            index = stats.index
+    return pd.DataFrame(out, index=index)
 
 
 def main(argv=None):
@@ -176,6 +206,7 @@ def main(argv=None):
         "--set", nargs="*", default=[], metavar="NAME=VALUE", help="sklat parameters"
     )
     parser.add_argument("--only", default=None, help="comma-separated methods")
+    parser.add_argument("--csv", default=None, help="folder for every seed's rows")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     SKLAT_PARAMS.update(parse_set(args.set))
@@ -185,9 +216,15 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.sets.split(",") if args.sets else repeat_sets():
-        table = set_table(name, sizes, seeds)
+        frame = set_rows(name, sizes, seeds)
+        if args.csv:
+            Path(args.csv).mkdir(parents=True, exist_ok=True)
+            frame.to_csv(Path(args.csv) / f"{name}.csv", index=False)
         print(f"\n## {name}: MAPE / floor, by configuration (mean over seeds {args.seeds})")
-        print(table.round(2).to_markdown())
+        print(mean_table(frame).round(2).to_markdown())
+        if "sklat" in METHODS and len(METHODS) > 1 and len(seeds) > 1:
+            print(f"\n## {name}: sklat over each peer, paired by draw (mean (s.e.))")
+            print(paired_table(frame).to_markdown())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from ._conformal import (
     interval_rank,
     mixture_quantiles,
     position_bound,
+    relative_error_factor,
     symmetric,
     tree_value,
 )
@@ -52,12 +53,27 @@ class Calibrator:
     position_scores : ndarray of shape (n_steps, 2)
         Absolute log errors of per-step latencies of the calibration requests
         and their weights (each request weighs 1).
+    point_factors : ndarray of shape (n_outputs,), default=None
+        Per output, the multiplier of the curve's centre with the least mean
+        relative error on out-of-sample requests
+        (:func:`~sklat._conformal.relative_error_factor`); ``None``: all 1.
     """
 
-    def __init__(self, difficulty_trees, scores, position_scores):
+    def __init__(self, difficulty_trees, scores, position_scores, point_factors=None):
         self.difficulty_trees = difficulty_trees
         self.scores = scores
         self.position_scores = position_scores
+        self.point_factors = (
+            np.ones(scores.shape[1])
+            if point_factors is None
+            else np.asarray(point_factors, dtype=np.float64)
+        )
+
+    def __setstate__(self, state):
+        # Pickles of 0.8 and earlier hold no point factors.
+        self.__dict__.update(state)
+        if "point_factors" not in state:
+            self.point_factors = np.ones(self.scores.shape[1])
 
     @classmethod
     def fit(cls, curve, fit_part, cal_part, *, held_out=None, n_threads="auto"):
@@ -69,19 +85,26 @@ class Calibrator:
         errors are out of sample): a tree of in-sample errors can mistake what
         the model memorised for what is easy."""
         decode, prefill, coef = _log_errors(curve, fit_part, n_threads)
+        errors = [decode] + ([prefill] if prefill is not None else [])
         inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
         trees = [fit_difficulty(inputs, decode)]
         if prefill is not None:
             # The prefill does not depend on the output length.
             trees.append(fit_difficulty(inputs[:, :-1], prefill))
-        if held_out is not None and len(held_out) >= _MIN_HELD_OUT:
-            errors = [decode] + ([prefill] if prefill is not None else [])
+        held_out = np.zeros(0, dtype=np.int64) if held_out is None else np.asarray(held_out)
+        if len(held_out) >= _MIN_HELD_OUT:
             trees = _narrowing_trees(trees, [e[held_out] for e in errors], inputs[held_out])
         trees = np.stack(trees)
         scores = np.zeros((len(cal_part), len(trees)))
+        # The point factors come from the calibration requests' plain log
+        # errors, or without any from the requests held out for early
+        # stopping (out of sample for the weights, though they chose the epoch).
+        point_errors = [e[held_out] for e in errors]
         if len(cal_part):
-            scores = cls(trees, scores, None).score(curve, cal_part, n_threads=n_threads)
-        return cls(trees, scores, _position_scores(curve, cal_part, n_threads))
+            scores, cal_errors = cls(trees, scores, None)._scored(curve, cal_part, n_threads)
+            point_errors = cal_errors[: len(trees)]
+        factors = [relative_error_factor(e) for e in point_errors]
+        return cls(trees, scores, _position_scores(curve, cal_part, n_threads), factors)
 
     @classmethod
     def fit_cross(cls, curve, requests, folds, *, n_threads="auto"):
@@ -103,17 +126,24 @@ class Calibrator:
                 scores[rows, 1] = prefill
             steps.append(_position_scores(member, part, n_threads))
         trees = np.stack([flat_tree(np.zeros((3, TREE_NODES)))] * n_outputs)
-        return cls(trees, scores, np.concatenate(steps))
+        # Flat difficulty: the scores are the plain out-of-fold log errors.
+        factors = [relative_error_factor(column) for column in scores.T]
+        return cls(trees, scores, np.concatenate(steps), factors)
 
     def score(self, curve, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``
         (:class:`~sklat._requests.Requests`; ``prefill`` may be None)."""
+        return self._scored(curve, part, n_threads)[0]
+
+    def _scored(self, curve, part, n_threads):
+        """The conformity scores of :meth:`score`, and the plain log errors
+        ``[decode, prefill or None]`` they normalise."""
         decode, prefill, coef = _log_errors(curve, part, n_threads)
         scores = np.zeros((len(part), self.scores.shape[1]))
         scores[:, 0] = decode / self.sigma_total(coef.z, part.output_tokens)
         if prefill is not None:
             scores[:, 1] = prefill / self.sigma_prefill(coef.z)
-        return scores
+        return scores, [decode, prefill]
 
     # ------------------------------------------------------------ difficulty
     def sigma_total(self, z, lengths):

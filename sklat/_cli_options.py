@@ -166,6 +166,15 @@ ESTIMATOR_ARGUMENTS = {
             help="error measure of every loss term (%(default)s)",
         ),
     ),
+    "point": (
+        (),
+        dict(
+            choices=["relative", "center"],
+            help="point predictions: relative, the least expected relative error (the "
+            "curve's centre times a factor fitted on out-of-sample errors); center, the "
+            "centre the loss fits (%(default)s)",
+        ),
+    ),
     "config_mlp_weight_decay": (
         (),
         dict(

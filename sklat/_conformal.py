@@ -117,6 +117,26 @@ def cross_fit_folds(X, output_tokens, n_folds, seed):
     return group_fold[groups]
 
 
+# What a LatencyEstimator's point predictions are (its ``point`` parameter).
+POINTS = ("relative", "center")
+
+
+def relative_error_factor(log_errors):
+    """The multiplier ``k`` of a prediction that minimises the mean relative
+    error ``mean(|k - exp(e)| / exp(e))`` over out-of-sample signed log
+    errors ``e = log(measured / predicted)``: the median of ``exp(e)``
+    weighted by ``exp(-e)`` (the lowest minimiser; 1 without errors).
+
+    Under a right-skewed error distribution (steps slowed by a busy machine,
+    never sped up as much) this is below 1: the point with the least expected
+    relative error sits below the centre the log loss fits."""
+    e = np.sort(np.asarray(log_errors, dtype=np.float64))
+    if not len(e):
+        return 1.0
+    cumulative = np.cumsum(np.exp(-e))
+    return float(np.exp(e[np.searchsorted(cumulative, 0.5 * cumulative[-1])]))
+
+
 def position_bound(scores, confidence, what):
     """The absolute log error bounding per-step latencies at ``confidence``:
     the weighted quantile of the calibration requests' steps at the level of

@@ -82,6 +82,7 @@ _CALIBRATOR_ATTRIBUTES = {
     "conformity_scores_": "scores",
     "position_scores_": "position_scores",
     "difficulty_tree_": "difficulty_trees",
+    "point_factors_": "point_factors",
 }
 
 
@@ -147,6 +148,19 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Error measure of every term. ``"log"`` (squared log ratio) is
         scale-free, so short and long requests count alike; ``"mse"`` is the
         squared error on standardised latencies.
+    point : {"relative", "center"}, default="relative"
+        What the point predictions (:meth:`predict_total`,
+        :meth:`predict_positions`, :meth:`predict_prefill`, :meth:`predict`
+        and :meth:`predict_budget` without ``confidence``) are.
+        ``"relative"``: the value with the least expected relative error,
+        the curve's centre times ``point_factors_``, a factor per output
+        fitted on out-of-sample errors (below 1 when slow outliers skew the
+        measurements, as on a busy machine); ``"center"``: the centre the
+        loss fits (for ``loss="log"`` the typical, median-like latency),
+        about which :meth:`predict_interval` is symmetric on the log scale.
+        Intervals, SLO attainment, :meth:`choose` and :meth:`check_drift`
+        use the predictive distribution and do not depend on it; it can be
+        changed after fitting.
     hidden_size : int, default=64
         Width of the hidden layers of the config and position encoders.
     n_basis : int, default=8
@@ -293,6 +307,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     conformity_scores_ : ndarray of shape (n_calibration, `n_outputs_`)
         Normalised signed log errors of the calibration requests (column 0:
         decode total, column 1: prefill).
+    point_factors_ : ndarray of shape (`n_outputs_`,)
+        Per output (decode total, then prefill), the multiplier of the
+        curve's centre with the least mean relative error over out-of-sample
+        requests (the out-of-fold ones of a cross-fitted model, else the
+        calibration requests, else those held out for early stopping; 1
+        without any): the median of ``measured / centre`` weighted by
+        ``centre / measured``. Used with ``point="relative"``.
     position_scores_ : ndarray of shape (n_steps, 2)
         Absolute log errors of the per-step latencies of the calibration
         requests that have them (at most 64 evenly spaced steps each), and
@@ -341,6 +362,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         positioned_weight=0.5,
         *,
         loss="log",
+        point="relative",
         hidden_size=64,
         n_basis=8,
         n_cost_terms=3,
@@ -367,6 +389,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self.decode_total_weight = decode_total_weight
         self.positioned_weight = positioned_weight
         self.loss = loss
+        self.point = point
         self.hidden_size = hidden_size
         self.n_basis = n_basis
         self.n_cost_terms = n_cost_terms
@@ -571,7 +594,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         positions = check_positions(positions)
         coef, _ = self._encode(X)
         warn_lengths(positions, self.max_output_tokens_, "position")
-        return self._curve.at(coef, positions)
+        return self._point(self._curve.at(coef, positions))
 
     def predict_total(self, X, output_tokens=None):
         """Total decode latency, the sum of :meth:`predict_positions` over ``1..N``.
@@ -593,8 +616,15 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
 
     def _total(self, coef, n_tokens):
         if n_tokens is None:
-            return self._curve.expected_total(coef, self._curve.lengths)
-        return self._curve.total(coef, n_tokens)
+            return self._point(self._curve.expected_total(coef, self._curve.lengths))
+        return self._point(self._curve.total(coef, n_tokens))
+
+    def _point(self, centre, output=0):
+        """Point predictions of ``output`` (0: decode, 1: prefill) from the
+        curve's ``centre``, as the ``point`` parameter asks."""
+        if self.point == "center":
+            return centre
+        return centre * self._calibrator.point_factors[output]
 
     def predict_prefill(self, X):
         """Prefill latency per configuration.
@@ -610,7 +640,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             Milliseconds.
         """
         self._check_prefill_head()
-        return self._encode(X)[0].prefill
+        return self._point(self._encode(X)[0].prefill, 1)
 
     def _check_prefill_head(self):
         check_is_fitted(self)
@@ -640,7 +670,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         total = self._total(coef, n_tokens)
         if self.n_outputs_ == 1:
             return total
-        return np.column_stack([coef.prefill, total])
+        return np.column_stack([self._point(coef.prefill, 1), total])
 
     def score(self, X, y, output_tokens=None, sample_weight=None):
         """R² of :meth:`predict` (averaged over the columns of a 2-column ``y``).
@@ -707,12 +737,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             takes the curve's maximum.
         confidence : float in (0, 1), default=None
             If given, an upper confidence bound instead of the point: the
-            point times the calibrated upper factor of a request's per-token
-            decode latency (one-sided, at this confidence) at the output
-            length the strategy looks at (``L``, the largest probe, the
-            position); for ``"expectation"``, the upper ``confidence``
-            quantile of the per-token latency with ``N`` drawn from the
-            distribution. See :meth:`predict_interval`.
+            curve's centre (the point of ``point="center"``) times the
+            calibrated upper factor of a request's per-token decode latency
+            (one-sided, at this confidence) at the output length the strategy
+            looks at (``L``, the largest probe, the position); for
+            ``"expectation"``, the upper ``confidence`` quantile of the
+            per-token latency with ``N`` drawn from the distribution. See
+            :meth:`predict_interval`.
 
         Returns
         -------
@@ -738,7 +769,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if length is not None:
             warn_lengths([length], self.max_output_tokens_, "position")
         if confidence is None:
-            return point
+            return self._point(point)
         if length is None:
             return self._calibrator.upper_per_token(self._curve, coef, dist, confidence)
         return self._calibrator.upper_at_length(point, coef.z, length, confidence)
@@ -760,7 +791,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         normalised log errors, ``e = (log y - log y_hat) / sigma(x, N)``,
         where ``sigma`` (a model of how hard a request is, fitted on the
         training requests' errors) widens the interval where the model is
-        less sure. The interval is ``y_hat * exp(+-sigma(x, N) * |e|_(k))``,
+        less sure. The interval is ``y_hat * exp(+-sigma(x, N) * |e|_(k))``
+        (``y_hat``: the curve's centre, the point of ``point="center"``),
         ``|e|_(k)`` the ``k = ceil((n + 1) * confidence)``-th smallest absolute
         calibration score. If requests are exchangeable (the new request is
         drawn like the training requests), it holds the true value with
@@ -1222,6 +1254,8 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         # Pickles of 0.7 and earlier: no n_folds parameter (they trained as
         # n_folds=None does), one net.
         vars(self).setdefault("n_folds", None)
+        # 0.8 and earlier predicted the curve's centre.
+        vars(self).setdefault("point", "center")
         if "net_" in vars(self) and "nets_" not in vars(self):
             self.nets_ = [self.net_]
         if "_calibrator" not in vars(self) and "net_" in vars(self):

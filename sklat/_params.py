@@ -5,6 +5,7 @@ checks)."""
 
 from ._constants import MAX_OUTPUT_TOKENS
 from ._features import LOG_FEATURES
+from ._conformal import POINTS
 from ._loss import LOSS_KINDS
 from ._sklearn_compat import (
     Integral,
@@ -29,6 +30,7 @@ PARAMETER_CONSTRAINTS = {
     "decode_total_weight": _WEIGHT,
     "positioned_weight": _WEIGHT,
     "loss": [StrOptions(set(LOSS_KINDS))],
+    "point": [StrOptions(set(POINTS))],
     "hidden_size": [NumberInterval(Integral, 1, MAX_HIDDEN_SIZE, closed="both")],
     "n_basis": [NumberInterval(Integral, 1, MAX_N_BASIS, closed="both")],
     "n_cost_terms": [NumberInterval(Integral, 1, MAX_N_COST_TERMS, closed="both")],

@@ -49,8 +49,9 @@ SCALARS = (
     "total_norm_",
 )
 # Stored in their own form; cost_scales_ (recalibration multipliers, since
-# 0.7.0) is all 1 when a file does not hold it.
-OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_")
+# 0.7.0) and point_factors_ (since 0.9.0) are all 1 when a file does not hold
+# them.
+OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_", "point_factors_")
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
 REBUILT = ("nets_", "net_", "history_", "position_basis_", "device_")
@@ -62,7 +63,7 @@ MEMBER_PREFIX = "member"
 MAX_MEMBERS = 64
 # Parameters added after model files first stored parameters, and the value
 # that reproduces how an older file's model was trained.
-ADDED_PARAMS = {"n_folds": None}
+ADDED_PARAMS = {"n_folds": None, "point": "center"}
 
 
 def fitted_attributes(est):
@@ -93,6 +94,7 @@ def export_state(est):
     if hasattr(est, "feature_names_in_"):
         attrs["feature_names_in_"] = [str(c) for c in est.feature_names_in_]
     attrs["cost_scales_"] = [float(v) for v in est.cost_scales_]
+    attrs["point_factors_"] = [float(v) for v in est.point_factors_]
     dist = est.output_tokens_distribution_
     attrs["output_tokens_distribution_"] = {
         "values": dist["values"].tolist(),
@@ -196,6 +198,7 @@ def check_attributes(attrs):
     out.update(_feature_arrays(attrs, d))
     out.update(_matrices(attrs, d, out["n_outputs_"]))
     out.update(_names_and_lengths(attrs, d, out["max_output_tokens_"]))
+    out["point_factors_"] = _point_factors(attrs, out["n_outputs_"])
     return out
 
 
@@ -286,6 +289,24 @@ def _names_and_lengths(attrs, d, max_output_tokens):
     return out
 
 
+def _point_factors(attrs, k):
+    """The stored ``point_factors_`` (one positive finite number per output),
+    or None when the file predates them."""
+    factors = attrs.get("point_factors_")
+    if factors is None:
+        return None
+    if (
+        not isinstance(factors, list)
+        or len(factors) != k
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in factors)
+        or not all(0 < v < float("inf") for v in factors)
+    ):
+        raise ValueError(
+            f"attribute point_factors_ must be a list of {k} finite numbers > 0 (one per output)."
+        )
+    return np.asarray(factors, dtype=np.float64)
+
+
 def check_tensors(tensors, expected):
     """Compare the stored weights with the shapes the parameters imply
     (``expected``: name -> shape); they must all be finite float32."""
@@ -343,7 +364,10 @@ def assemble_fitted(est, fitted):
         scales=fitted.get("cost_scales_"),
     )
     est._calibrator = Calibrator(
-        fitted["difficulty_tree_"], fitted["conformity_scores_"], fitted["position_scores_"]
+        fitted["difficulty_tree_"],
+        fitted["conformity_scores_"],
+        fitted["position_scores_"],
+        fitted.get("point_factors_"),
     )
 
 

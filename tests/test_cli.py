@@ -102,12 +102,14 @@ def test_training_options_reach_the_estimator(results, tmp_path):
             "2",
             "--n_folds",
             "2",
+            "--point",
+            "center",
             "--quiet",
         )
         == 0
     )
     est = sklat.load(out / "model.safetensors")
-    assert est.n_folds == 2 and len(est.nets_) == 2
+    assert est.n_folds == 2 and len(est.nets_) == 2 and est.point == "center"
     assert (est.config_mlp_weight_decay, est.lr, est.batch_size, est.max_epochs) == (
         0.7,
         0.002,
@@ -583,9 +585,11 @@ def test_recalibrate_writes_an_adapted_model(trained, tmp_path, capsys):
     moved = sklat.load(out / "model.safetensors")
     original = sklat.load(trained / "model.safetensors")
     assert (original.cost_scales_ == 1).all()
-    # Fitted on the slower measurements: no bias left in log terms.
+    # Fitted on the slower measurements: no bias left in log terms (the
+    # centre; the relative point sits below it by the refitted factor).
     res = sklat.io.load_results(new, features=list(moved.feature_names_in_))
-    log_ratio = np.log(moved.predict_total(res.X, res.output_tokens) / res.y["T_LLM_decode"])
+    centre = moved.set_params(point="center").predict_total(res.X, res.output_tokens)
+    log_ratio = np.log(centre / res.y["T_LLM_decode"])
     assert abs(log_ratio.mean()) < 0.01
     assert main([*args, "--use_all_datasets", "--output_dir", str(out)]) == 2
     assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err

@@ -1,7 +1,8 @@
-"""Files written by sklat 0.6.0 and 0.7.0 load and predict as they did: their
-model files (format 5, read by this sklat), and joblib pickles of their
-estimators (0.6.0 stored its fitted attributes itself; both held one net
-and had no ``n_folds``)."""
+"""Files written by sklat 0.6.0, 0.7.0 and 0.8.0 load and predict as they did:
+their model files (formats 5 and 6, read by this sklat), and joblib pickles of
+the 0.6.0 and 0.7.0 estimators (0.6.0 stored its fitted attributes itself; both
+held one net and had no ``n_folds``). None had ``point``: they predicted the
+curve's centre, which is what ``point="center"`` does."""
 
 import json
 import warnings
@@ -31,6 +32,15 @@ def _load_pickle(path):
 @pytest.mark.parametrize("suffix, load", [("joblib", _load_pickle), ("safetensors", sklat.load)])
 def test_an_old_file_predicts_as_it_did(version, suffix, load):
     est = load(DATA / f"sklat-{version}.{suffix}")
+    _check_predictions(est, version)
+    assert "step_scale_" not in vars(est) and est.step_scale_ > 0
+    assert est.position_scores_.shape[1] == 2
+    # Trained as one net, which is what n_folds=None does.
+    assert est.n_folds is None and est.nets_ == [est.net_]
+    assert est.get_params()["n_folds"] is None
+
+
+def _check_predictions(est, version):
     expected = np.asarray(json.loads((DATA / f"sklat-{version}-predictions.json").read_text()))
     X = make_positioned_latency(60, random_state=0, positioned_fraction=0.5).X.iloc[:4]
     n = [3, 9, 20, 40]
@@ -42,8 +52,12 @@ def test_an_old_file_predicts_as_it_did(version, suffix, load):
         ]
     )
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    assert "step_scale_" not in vars(est) and est.step_scale_ > 0
-    assert est.position_scores_.shape[1] == 2
-    # Trained as one net, which is what n_folds=None does.
-    assert est.n_folds is None and est.nets_ == [est.net_]
-    assert est.get_params()["n_folds"] is None
+    assert est.point == "center" and (est.point_factors_ == 1).all()
+
+
+# Written by sklat 0.8.0 as above (its defaults cross-fitted the 60 requests:
+# five nets); the model file only (format 6).
+def test_a_0_8_model_file_predicts_as_it_did():
+    est = sklat.load(DATA / "sklat-0.8.0.safetensors")
+    _check_predictions(est, "0.8.0")
+    assert est.n_folds == "auto" and len(est.nets_) == 5
