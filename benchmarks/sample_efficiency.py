@@ -1,9 +1,10 @@
 """How many profiled requests sklat needs: learning curves against the repeat floor.
 
 Run: ``python benchmarks/sample_efficiency.py [--sets NAMES] [--sizes 25,50,100,200]
-[--seeds 0,1,2] [--only METHODS] [--set NAME=VALUE ...] [--csv DIR]``; prints one
-Markdown table per set (``--set``: parameters of the sklat rows) and, with sklat and a
-peer, a paired table (``--csv``: every seed's row to ``DIR/<set>.csv``).
+[--seeds 0,1,2] [--only METHODS] [--set NAME=VALUE ...] [--csv DIR] [--from_csv DIR]``;
+prints one Markdown table per set (``--set``: parameters of the sklat rows) and, with
+sklat and a peer, paired tables (``--csv``: every seed's row to ``DIR/<set>.csv``;
+``--from_csv``: the tables of those rows, without fitting anything).
 
 For measured sets whose configurations (features and output length) were measured
 several times (``sklat profile --repeats``). The **floor** is the error of predicting
@@ -18,10 +19,10 @@ measured steps) as ratios to the floor, mean over the seeds (for sklat also its 
 centre, ``point="center"``, from the same fit); sklat's number of nets
 (several: cross-fitted) and its 90% decode-total interval coverage (%), where it has
 the calibration requests for one; for a cross-fitted sklat, the coverage of CV+ on
-the same nets and scores and its mean width over sklat's. The paired table divides
-sklat's MAPE by each peer's on the same split and training draw, per seed, and gives
-the mean of those ratios with its standard error over the seeds: whether a gap
-between sklat and a peer is more than the draws' noise.
+the same nets and scores and its mean width over sklat's. The paired tables divide
+sklat's MAPE (and its centre's) by each peer's on the same split and training draw, per
+seed, and give the mean of those ratios with its standard error over the seeds: whether
+a gap between sklat and a peer is more than the draws' noise.
 """
 
 import argparse
@@ -181,20 +182,32 @@ def mean_table(frame):
     return frame.groupby("requests", sort=False).mean(numeric_only=True).drop(columns="seed")
 
 
-def paired_table(frame):
-    """Per training size and peer: sklat's MAPE over the peer's on the same
-    draw, ``mean (standard error)`` over the seeds, totals and positions."""
-    peers = [m for m in METHODS if m != "sklat"]
+def paired_table(frame, subject="sklat"):
+    """Per training size and peer: the MAPE of ``subject`` (a method's column
+    prefix) over the peer's on the same draw, ``mean (standard error)`` over
+    the seeds, totals and positions."""
+    peers = [m for m in METHODS if m != "sklat" and f"{m}: total" in frame]
     out = {}
     for peer in peers:
         for kind in ("total", "positioned"):
-            ratio = frame[f"sklat: {kind}"] / frame[f"{peer}: {kind}"]
+            ratio = frame[f"{subject}: {kind}"] / frame[f"{peer}: {kind}"]
             stats = ratio.groupby(frame["requests"], sort=False).agg(["mean", "sem"])
-            out[f"sklat / {peer}: {kind}"] = [
+            out[f"{subject} / {peer}: {kind}"] = [
                 f"{m:.3f} ({e:.3f})" for m, e in zip(stats["mean"], stats["sem"])
             ]
-            index = stats.index
-    return pd.DataFrame(out, index=index)
+    return pd.DataFrame(out, index=stats.index)
+
+
+def print_tables(name, frame, seeds):
+    print(f"\n## {name}: MAPE / floor, by configuration (mean over seeds {seeds})")
+    print(mean_table(frame).round(2).to_markdown())
+    if "sklat: total" not in frame or frame["seed"].nunique() < 2:
+        return
+    for subject in ("sklat", "sklat centre"):
+        table = paired_table(frame, subject)
+        if len(table.columns):
+            print(f"\n## {name}: {subject} over each peer, paired by draw (mean (s.e.))")
+            print(table.to_markdown())
 
 
 def main(argv=None):
@@ -207,6 +220,9 @@ def main(argv=None):
     )
     parser.add_argument("--only", default=None, help="comma-separated methods")
     parser.add_argument("--csv", default=None, help="folder for every seed's rows")
+    parser.add_argument(
+        "--from_csv", default=None, help="print the tables of an earlier run's --csv folder"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     SKLAT_PARAMS.update(parse_set(args.set))
@@ -216,15 +232,15 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.sets.split(",") if args.sets else repeat_sets():
-        frame = set_rows(name, sizes, seeds)
+        if args.from_csv:
+            frame = pd.read_csv(Path(args.from_csv) / f"{name}.csv", dtype={"requests": str})
+            seeds = sorted(frame["seed"].unique())
+        else:
+            frame = set_rows(name, sizes, seeds)
         if args.csv:
             Path(args.csv).mkdir(parents=True, exist_ok=True)
             frame.to_csv(Path(args.csv) / f"{name}.csv", index=False)
-        print(f"\n## {name}: MAPE / floor, by configuration (mean over seeds {args.seeds})")
-        print(mean_table(frame).round(2).to_markdown())
-        if "sklat" in METHODS and len(METHODS) > 1 and len(seeds) > 1:
-            print(f"\n## {name}: sklat over each peer, paired by draw (mean (s.e.))")
-            print(paired_table(frame).to_markdown())
+        print_tables(name, frame, ",".join(str(s) for s in seeds))
 
 
 if __name__ == "__main__":

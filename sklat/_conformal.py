@@ -119,19 +119,25 @@ def cross_fit_folds(X, output_tokens, n_folds, seed):
 
 # What a LatencyEstimator's point predictions are (its ``point`` parameter).
 POINTS = ("relative", "center")
+# Fewest out-of-sample errors a point factor is fitted on. A weighted median
+# of a handful of errors is noisier than the skew it corrects: on
+# benchmarks/recalibration.py a factor fitted on the one calibration request
+# of a 5-request fit made it much worse.
+MIN_POINT_ERRORS = 20
 
 
 def relative_error_factor(log_errors):
     """The multiplier ``k`` of a prediction that minimises the mean relative
     error ``mean(|k - exp(e)| / exp(e))`` over out-of-sample signed log
     errors ``e = log(measured / predicted)``: the median of ``exp(e)``
-    weighted by ``exp(-e)`` (the lowest minimiser; 1 without errors).
+    weighted by ``exp(-e)`` (the lowest minimiser); 1 with fewer than
+    ``MIN_POINT_ERRORS`` errors.
 
     Under a right-skewed error distribution (steps slowed by a busy machine,
     never sped up as much) this is below 1: the point with the least expected
     relative error sits below the centre the log loss fits."""
     e = np.sort(np.asarray(log_errors, dtype=np.float64))
-    if not len(e):
+    if len(e) < MIN_POINT_ERRORS:
         return 1.0
     cumulative = np.cumsum(np.exp(-e))
     return float(np.exp(e[np.searchsorted(cumulative, 0.5 * cumulative[-1])]))

@@ -312,7 +312,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         curve's centre with the least mean relative error over out-of-sample
         requests (the out-of-fold ones of a cross-fitted model, else the
         calibration requests, else those held out for early stopping; 1
-        without any): the median of ``measured / centre`` weighted by
+        with fewer than 20): the median of ``measured / centre`` weighted by
         ``centre / measured``. Used with ``point="relative"``.
     position_scores_ : ndarray of shape (n_steps, 2)
         Absolute log errors of the per-step latencies of the calibration
