@@ -17,7 +17,8 @@ held-out requests, ``N`` known:
   T_LLM_decode]`` (the joint loss; its SLO attainment is the table below);
 - ``MAPIE split (absolute)`` / ``MAPIE split (gamma)``: MAPIE's
   ``SplitConformalRegressor`` around the same estimator (``output_tokens`` as a
-  column, ``calibration_fraction=0``), conformalised on the same share of the
+  column, ``calibration_fraction=0``, ``point="center"``: the centre sklat's
+  intervals are built around), conformalised on the same share of the
   training requests, with absolute or relative (``gamma``) scores;
 - ``LightGBM quantile``: two quantile regressions per level on
   ``(config, N) -> total`` over all training requests (not calibrated).
@@ -77,7 +78,9 @@ def mapie_intervals(data, train, test, seed, quick, calibration, score):
 
     decode = data.y["T_LLM_decode"].to_numpy()
     model = SplitConformalRegressor(
-        _estimator(seed, quick, calibration_fraction=0.0),
+        # The centre sklat's own intervals are built around (not the relative
+        # point below it): what is compared is the calibration.
+        _estimator(seed, quick, calibration_fraction=0.0, point="center"),
         confidence_level=list(CONFIDENCES),
         conformity_score=score,
         prefit=False,

@@ -28,7 +28,7 @@ from sklearn.utils.validation import (
 from . import _budget
 from ._calibrator import Calibrator
 from ._choice import best, check_min_attainment, meets, split_candidates
-from ._conformal import calibration_split, check_confidence, cross_fit_folds
+from ._conformal import POINTS, calibration_split, check_confidence, cross_fit_folds
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
 from ._curve import Curve
 from ._device import resolve_device
@@ -624,6 +624,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         curve's ``centre``, as the ``point`` parameter asks."""
         if self.point == "center":
             return centre
+        if self.point != "relative":  # set after fitting, so not checked by fit
+            raise ValueError(
+                f"point must be one of {sorted(POINTS)} to predict; got {self.point!r}."
+            )
         return centre * self._calibrator.point_factors[output]
 
     def predict_prefill(self, X):

@@ -172,7 +172,10 @@ def test_a_model_file_with_bad_factors_is_refused(skewed_model, tmp_path):
             check_attributes({**attrs, "point_factors_": bad})
 
 
-def test_an_unknown_point_is_refused():
+def test_an_unknown_point_is_refused(skewed_model):
     X, y, n = _skewed(20, 8)
     with pytest.raises(ValueError, match="'point' parameter of LatencyEstimator must be"):
         LatencyEstimator(point="mean").fit(X, y, output_tokens=n)
+    est = copy.deepcopy(skewed_model).set_params(point="mean")
+    with pytest.raises(ValueError, match=r"point must be one of \['center', 'relative'\] to"):
+        est.predict_total(X, n)
