@@ -4,6 +4,8 @@
 import argparse
 from pathlib import Path
 
+from ._constants import POINTS
+
 
 def add_option(parser, name, *aliases, **kwargs):
     """An option under its underscore and its dashed spelling (and aliases)."""
@@ -169,7 +171,7 @@ ESTIMATOR_ARGUMENTS = {
     "point": (
         (),
         dict(
-            choices=["relative", "center"],
+            choices=list(POINTS),
             help="point predictions: relative, the least expected relative error (the "
             "curve's centre times a factor fitted on out-of-sample errors); center, the "
             "centre the loss fits (%(default)s)",

@@ -117,8 +117,6 @@ def cross_fit_folds(X, output_tokens, n_folds, seed):
     return group_fold[groups]
 
 
-# What a LatencyEstimator's point predictions are (its ``point`` parameter).
-POINTS = ("relative", "center")
 # Fewest out-of-sample errors a point factor is fitted on. A weighted median
 # of a handful of errors is noisier than the skew it corrects: on
 # benchmarks/recalibration.py a factor fitted on the one calibration request

@@ -1,6 +1,10 @@
 """Names and limits shared by the estimator, the results reader, the command
 line and the profiler: one place to read them, one place to change them."""
 
+# What a LatencyEstimator's point predictions are (its ``point`` parameter):
+# the value with the least expected relative error, or the curve's centre.
+POINTS = ("relative", "center")
+
 # Columns of the results format (see :mod:`sklat.io`) and of ``y``.
 PREFILL_COL = "T_prefill_total"
 DECODE_COL = "T_LLM_decode"

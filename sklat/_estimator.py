@@ -28,8 +28,8 @@ from sklearn.utils.validation import (
 from . import _budget
 from ._calibrator import Calibrator
 from ._choice import best, check_min_attainment, meets, split_candidates
-from ._conformal import POINTS, calibration_split, check_confidence, cross_fit_folds
-from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS
+from ._conformal import calibration_split, check_confidence, cross_fit_folds
+from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS, POINTS
 from ._curve import Curve
 from ._device import resolve_device
 from ._drift import feature_table, outside_share, rank_test
