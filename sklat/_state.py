@@ -278,12 +278,7 @@ def _names_and_lengths(attrs, d, max_output_tokens):
     out["output_tokens_distribution_"] = dist
     scales = attrs.get("cost_scales_")
     if scales is not None:
-        if (
-            not isinstance(scales, list)
-            or not 3 <= len(scales) <= 3 + MAX_N_COST_TERMS
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales)
-            or not all(0 < v < float("inf") for v in scales)
-        ):
+        if not _positive_numbers(scales, 3, 3 + MAX_N_COST_TERMS):
             raise ValueError("attribute cost_scales_ must be a list of finite numbers > 0.")
         out["cost_scales_"] = np.asarray(scales, dtype=np.float64)
     return out
@@ -295,16 +290,22 @@ def _point_factors(attrs, k):
     factors = attrs.get("point_factors_")
     if factors is None:
         return None
-    if (
-        not isinstance(factors, list)
-        or len(factors) != k
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in factors)
-        or not all(0 < v < float("inf") for v in factors)
-    ):
+    if not _positive_numbers(factors, k, k):
         raise ValueError(
             f"attribute point_factors_ must be a list of {k} finite numbers > 0 (one per output)."
         )
     return np.asarray(factors, dtype=np.float64)
+
+
+def _positive_numbers(value, min_length, max_length):
+    """Whether a stored multiplier list ``value`` is a JSON list of
+    ``min_length..max_length`` finite numbers > 0."""
+    return (
+        isinstance(value, list)
+        and min_length <= len(value) <= max_length
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(0 < v < float("inf") for v in value)
+    )
 
 
 def check_tensors(tensors, expected):
