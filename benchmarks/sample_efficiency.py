@@ -187,7 +187,8 @@ def paired_table(frame, subject="sklat"):
     prefix) over the peer's on the same draw, ``mean (standard error)`` over
     the seeds, totals and positions."""
     peers = [m for m in METHODS if m != "sklat" and f"{m}: total" in frame]
-    out = {}
+    sizes = list(dict.fromkeys(frame["requests"]))
+    out = pd.DataFrame(index=pd.Index(sizes, name="requests"))
     for peer in peers:
         for kind in ("total", "positioned"):
             ratio = frame[f"{subject}: {kind}"] / frame[f"{peer}: {kind}"]
@@ -195,7 +196,7 @@ def paired_table(frame, subject="sklat"):
             out[f"{subject} / {peer}: {kind}"] = [
                 f"{m:.3f} ({e:.3f})" for m, e in zip(stats["mean"], stats["sem"])
             ]
-    return pd.DataFrame(out, index=stats.index)
+    return out
 
 
 def print_tables(name, frame, seeds):
