@@ -126,9 +126,15 @@ class Calibrator:
                 scores[rows, 1] = prefill
             steps.append(_position_scores(member, part, n_threads))
         trees = np.stack([flat_tree(np.zeros((3, TREE_NODES)))] * n_outputs)
-        # Flat difficulty: the scores are the plain out-of-fold log errors.
+        return cls.flat(trees, scores, np.concatenate(steps))
+
+    @classmethod
+    def flat(cls, flat_trees, scores, position_scores):
+        """A calibrator of flat difficulty (``flat_trees``): its ``scores``
+        are plain out-of-sample log errors, so they give the point factors
+        too."""
         factors = [relative_error_factor(column) for column in scores.T]
-        return cls(trees, scores, np.concatenate(steps), factors)
+        return cls(flat_trees, scores, position_scores, factors)
 
     def score(self, curve, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``

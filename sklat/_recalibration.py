@@ -76,7 +76,6 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
     """``(curve, calibrator)`` adapted to checked new requests: the curve with
     refitted multipliers, the calibrator with their cross-fitted scores."""
     from ._calibrator import Calibrator, flat_tree
-    from ._conformal import relative_error_factor
 
     coef = curve.encode(X_arr, n_threads=n_threads, scaled=False)
     decode_terms = curve.total_terms(coef, output_tokens)
@@ -91,8 +90,5 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
         scores[:, 1] = cross_fitted_log_errors(coef.prefill_terms, prefill)
     else:
         scales = np.append(scales, curve.scales[3:])
-    # Flat difficulty: the scores are plain log errors, out of sample for
-    # the factors, and give the new setting's point factors as well.
-    factors = [relative_error_factor(column) for column in scores.T]
-    new_calibrator = Calibrator(flat_trees, scores, calibrator.position_scores, factors)
+    new_calibrator = Calibrator.flat(flat_trees, scores, calibrator.position_scores)
     return curve.rescaled(scales), new_calibrator
