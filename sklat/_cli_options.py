@@ -4,7 +4,7 @@
 import argparse
 from pathlib import Path
 
-from ._constants import POINTS
+from ._constants import LOSS_KINDS, POINTS
 
 
 def add_option(parser, name, *aliases, **kwargs):
@@ -164,7 +164,7 @@ ESTIMATOR_ARGUMENTS = {
     "loss": (
         (),
         dict(
-            choices=["log", "relative", "mse"],
+            choices=list(LOSS_KINDS),
             help="error measure of every loss term (%(default)s)",
         ),
     ),

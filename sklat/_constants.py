@@ -1,6 +1,8 @@
 """Names and limits shared by the estimator, the results reader, the command
 line and the profiler: one place to read them, one place to change them."""
 
+# The error measures of LatencyEstimator's loss (see :mod:`sklat._loss`).
+LOSS_KINDS = ("log", "relative", "mse")
 # What a LatencyEstimator's point predictions are (its ``point`` parameter):
 # the value with the least expected relative error, or the curve's centre.
 POINTS = ("relative", "center")

@@ -11,8 +11,6 @@ All latencies are in standardised units. ``kind`` selects the error measure:
 
 import torch
 
-LOSS_KINDS = ("log", "relative", "mse")
-
 
 def _squared_error(pred, target, kind):
     if kind == "log":

@@ -3,9 +3,8 @@ scikit-learn's validation, and the checks a table cannot express. Run by
 ``fit`` and by :func:`sklat.load` (a model file's parameters pass the same
 checks)."""
 
-from ._constants import MAX_OUTPUT_TOKENS, POINTS
+from ._constants import LOSS_KINDS, MAX_OUTPUT_TOKENS, POINTS
 from ._features import LOG_FEATURES
-from ._loss import LOSS_KINDS
 from ._sklearn_compat import (
     Integral,
     NumberInterval,
