@@ -47,6 +47,7 @@ def cmd_recalibrate(args, argv):
     report = {
         "n_requests": len(res.X),
         "cost_scales": [float(v) for v in est.cost_scales_],
+        "scale_slopes": dict(zip(("decode", "prefill"), est.scale_slopes_.tolist())),
         "total_decode_mape_pct_before": before,
         # Each request predicted with multipliers fitted without it: its score
         # is log(y / y_hat), so |y_hat - y| / y = |exp(-score) - 1|.

@@ -114,6 +114,11 @@ class Curve:
         Multipliers of the flat, context and shape terms of the decode and of
         the M cost terms of the prefill, set by a recalibration (``None``:
         all 1).
+    slopes : ndarray of shape (n_outputs, d), default=None
+        Slopes of the log of a recalibration's multiplier on the standardised
+        features, per output (decode, then prefill): a request with features
+        ``z`` has its decode terms multiplied by ``exp(z @ slopes[0])`` and
+        its prefill by ``exp(z @ slopes[1])`` (``None``: all 0).
     """
 
     def __init__(
@@ -130,12 +135,19 @@ class Curve:
         feature_names,
         hidden_size,
         scales=None,
+        slopes=None,
     ):
         self.nets = list(nets)
         self._stacked = None
         n_prefill_terms = self.nets[0].module_.n_cost_terms if prefill_scale is not None else 0
         self.scales = (
             np.ones(3 + n_prefill_terms) if scales is None else np.asarray(scales, dtype=np.float64)
+        )
+        n_outputs = 1 if prefill_scale is None else 2
+        self.slopes = (
+            np.zeros((n_outputs, len(transform.mean)))
+            if slopes is None
+            else np.asarray(slopes, dtype=np.float64)
         )
         self.transform = transform
         self.feature_range = feature_range
@@ -153,11 +165,12 @@ class Curve:
         )
         self.cumulative_table = np.cumsum(self.basis_table, axis=0)
 
-    def rescaled(self, scales):
-        """This curve with the recalibration multipliers ``scales`` (the net and
-        the tables shared)."""
+    def rescaled(self, scales, slopes):
+        """This curve with the recalibration multipliers ``scales`` and slopes
+        ``slopes`` (the nets and the tables shared)."""
         other = copy.copy(self)
         other.scales = np.asarray(scales, dtype=np.float64)
+        other.slopes = np.asarray(slopes, dtype=np.float64)
         return other
 
     def member(self, k):
@@ -187,7 +200,7 @@ class Curve:
         least one row). Features beyond their extended training range are
         held at its edge (with an ExtrapolationWarning if ``warn``), so that
         every output is finite. ``scaled=False``: without the recalibration's
-        multipliers."""
+        multipliers and slopes."""
         self.transform.check(X_arr, self.label, strict=False)
         context_lengths(X_arr, self.context_features, self.label)
         if warn:
@@ -198,11 +211,13 @@ class Curve:
         with torch_threads(auto_threads(n_threads, len(z) * self.hidden_size**2 * 4)):
             raw = self._run_encoder(z)
         scales = self.scales if scaled else np.ones_like(self.scales)
-        flat, slope, shape = scales[:3]
+        # Per request: the recalibration's multiplier of each output.
+        rows = np.exp(z @ self.slopes.T) if scaled else np.ones((len(z), len(self.slopes)))
+        flat, slope, shape = scales[:3, None] * rows[:, 0]
         prefill, prefill_terms = None, None
         if raw["prefill"] is not None:
             prefill_terms = self.prefill_scale * raw["prefill_terms"]
-            prefill = (
+            prefill = rows[:, 1] * (
                 self.prefill_scale * raw["prefill"]
                 if (scales[3:] == 1).all()
                 else prefill_terms @ scales[3:]
@@ -210,7 +225,7 @@ class Curve:
         coef = Coefficients(
             flat=flat * self.step_scale * raw["flat"],
             slope=slope * self.step_scale * raw["slope"],
-            shape=shape * self.step_scale * raw["shape"].reshape(len(z), -1),
+            shape=shape[:, None] * self.step_scale * raw["shape"].reshape(len(z), -1),
             context=context / self.context_scale,
             prefill=prefill,
             z=z,
@@ -251,6 +266,9 @@ class Curve:
         if "net" in state:  # pickled by 0.7: one net
             state["nets"] = [state.pop("net")]
         state.setdefault("_stacked", None)
+        if "slopes" not in state:  # pickled before 0.10: no slopes
+            n_outputs = 1 if state["prefill_scale"] is None else 2
+            state["slopes"] = np.zeros((n_outputs, len(state["transform"].mean)))
         vars(self).update(state)
 
     def inside(self, X_arr):

@@ -71,6 +71,7 @@ _CURVE_ATTRIBUTES = {
     "context_scale_": "context_scale",
     "feature_range_": "feature_range",
     "cost_scales_": "scales",
+    "scale_slopes_": "slopes",
 }
 _TRANSFORM_ATTRIBUTES = {
     "feature_log_mask_": "log_mask",
@@ -334,6 +335,14 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Multipliers of the decode's flat, context and shape terms and of the
         prefill's ``M = n_cost_terms`` power laws (none without a prefill
         head), set by :meth:`recalibrate`; all 1 after :meth:`fit`.
+    scale_slopes_ : ndarray of shape (`n_outputs_`, `n_features_in_`)
+        Per output (decode, then prefill), the slope of the log of the
+        recalibration's multiplier on each standardised feature (``(log-scaled
+        x - feature_mean_) / feature_scale_``): a request's decode terms are
+        multiplied by ``exp(z @ scale_slopes_[0])`` besides
+        ``cost_scales_``. Set by :meth:`recalibrate` where its requests show
+        that the slowdown differs between configurations; all 0 after
+        :meth:`fit`.
 
     See Also
     --------
@@ -1011,7 +1020,11 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         cost, the learnt shape) and the prefill's ``n_cost_terms`` power laws
         (``cost_scales_``); the per-term multipliers are drawn towards a
         common one, so that a few requests move the balance of the terms only
-        as far as they show it. The calibration
+        as far as they show it. From 20 requests on, the log of each output's
+        multiplier may also change linearly with the standardised features
+        (``scale_slopes_``: a wider MoE layer slows a configuration that runs
+        more experts more), penalised, with the penalty (or no slopes) chosen
+        by the requests' cross-fitted error. The calibration
         scores are then the new requests' own, cross-fitted (each request's
         score comes from factors fitted without it: leave-one-out up to 50
         requests, 10 folds beyond), so intervals and SLO attainment describe

@@ -49,9 +49,15 @@ SCALARS = (
     "total_norm_",
 )
 # Stored in their own form; cost_scales_ (recalibration multipliers, since
-# 0.7.0) and point_factors_ (since 0.9.0) are all 1 when a file does not hold
-# them.
-OTHER = ("feature_names_in_", "output_tokens_distribution_", "cost_scales_", "point_factors_")
+# 0.7.0) and point_factors_ (since 0.9.0) are all 1, scale_slopes_ (since
+# 0.10.0) all 0, when a file does not hold them.
+OTHER = (
+    "feature_names_in_",
+    "output_tokens_distribution_",
+    "cost_scales_",
+    "point_factors_",
+    "scale_slopes_",
+)
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
 REBUILT = ("nets_", "net_", "history_", "position_basis_", "device_")
@@ -95,6 +101,7 @@ def export_state(est):
         attrs["feature_names_in_"] = [str(c) for c in est.feature_names_in_]
     attrs["cost_scales_"] = [float(v) for v in est.cost_scales_]
     attrs["point_factors_"] = [float(v) for v in est.point_factors_]
+    attrs["scale_slopes_"] = np.asarray(est.scale_slopes_, dtype=np.float64).tolist()
     dist = est.output_tokens_distribution_
     attrs["output_tokens_distribution_"] = {
         "values": dist["values"].tolist(),
@@ -199,6 +206,8 @@ def check_attributes(attrs):
     out.update(_matrices(attrs, d, out["n_outputs_"]))
     out.update(_names_and_lengths(attrs, d, out["max_output_tokens_"]))
     out["point_factors_"] = _point_factors(attrs, out["n_outputs_"])
+    if "scale_slopes_" in attrs:
+        out["scale_slopes_"] = _matrix(attrs, "scale_slopes_", (out["n_outputs_"], d))
     return out
 
 
@@ -363,6 +372,7 @@ def assemble_fitted(est, fitted):
         feature_names=fitted.get("feature_names_in_"),
         hidden_size=est.hidden_size,
         scales=fitted.get("cost_scales_"),
+        slopes=fitted.get("scale_slopes_"),
     )
     est._calibrator = Calibrator(
         fitted["difficulty_tree_"],

@@ -21,12 +21,13 @@ from ._version import library_versions
 from .exceptions import ModelFileError
 
 FORMAT = "sklat-latency-estimator"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 # Versions this sklat reads: 6 added the nets of a cross-fitted ensemble
 # (weights "member<k>.module.*", their histories in "member_histories"); 7
-# the point factors (attribute "point_factors_", parameter "point"), which an
-# older reader would ignore and so predict other values.
-READABLE_VERSIONS = (5, 6, 7)
+# the point factors (attribute "point_factors_", parameter "point"); 8 the
+# recalibration's slopes (attribute "scale_slopes_"). An older reader would
+# ignore each and so predict other values.
+READABLE_VERSIONS = (5, 6, 7, 8)
 # JSON metadata nested deeper than this is refused before parsing (sklat
 # writes at most 4 levels).
 _MAX_JSON_DEPTH = 32

@@ -116,7 +116,7 @@ def _rewrite(path, edit):
 
 def test_incompatible_format_version(saved):
     _rewrite(saved, lambda doc: doc.update(format_version=99))
-    expected = f"format version 99 .* reads versions 5, 6, {FORMAT_VERSION}"
+    expected = f"format version 99 .* reads versions 5, 6, 7, {FORMAT_VERSION}"
     with pytest.raises(ModelFileError, match=expected):
         sklat.load(saved)
 

@@ -33,12 +33,15 @@ def test_a_uniform_slowdown_is_learnt_from_a_few_requests(fitted, moved):
     )
     after = sklat.metrics.mape(y["T_LLM_decode"].iloc[20:], est.predict_total(X.iloc[20:], n[20:]))
     assert after < 0.5 * before
-    # The shape is kept: the curve moves by the decode multipliers alone.
+    # The shape is kept: the curve moves by the decode multipliers alone
+    # (times each configuration's exp(z @ slopes)).
+    z = fitted._curve.transform.transform(X.iloc[:3].to_numpy(float), str)
+    row = np.exp(z @ est.scale_slopes_[0])[:, None]
     ratio = est.predict_positions(X.iloc[:3], [1, 50]) / fitted.predict_positions(
         X.iloc[:3], [1, 50]
     )
-    assert ratio.min() >= est.cost_scales_[:3].min() - 1e-9
-    assert ratio.max() <= est.cost_scales_[:3].max() + 1e-9
+    assert (ratio >= row * est.cost_scales_[:3].min() - 1e-9).all()
+    assert (ratio <= row * est.cost_scales_[:3].max() + 1e-9).all()
     # Scores are the new requests' own.
     assert est.conformity_scores_.shape == (20, 2)
 
@@ -67,8 +70,63 @@ def test_cross_fitted_scores_are_leave_one_out(fitted, moved):
     decode = y["T_LLM_decode"].to_numpy()[:12]
     keep = np.arange(1, 12)
     factors = _recalibration.fit_factors(terms[keep], decode[keep])
-    expected = np.log(decode[0]) - np.log(terms[0] @ factors)
+    expected = np.log(decode[0]) - np.log(terms[0] @ factors.terms)
     np.testing.assert_allclose(est.conformity_scores_[0, 0], expected, rtol=1e-6)
+    # Fewer than 20 requests: no slopes.
+    assert (est.scale_slopes_ == 0).all()
+
+
+def test_a_slowdown_that_grows_with_a_feature_is_learnt(fitted, small_data):
+    # A new setting where the slowdown grows with top_k (a wider expert
+    # layer): decode x top_k ** 0.4. Multipliers of the cost terms alone
+    # cannot say that; the slopes can, and the choice keeps them.
+    from sklat import _recalibration
+
+    d = small_data
+    y = d.y.copy()
+    y["T_LLM_decode"] *= d.X["top_k"].to_numpy() ** 0.4
+    X, n = d.X, d.output_tokens
+    est = copy.deepcopy(fitted).recalibrate(X.iloc[:40], y.iloc[:40], n[:40])
+    top_k = list(X.columns).index("top_k")
+    slopes = est.scale_slopes_[0]
+    assert slopes[top_k] > 0.1
+    assert np.abs(np.delete(slopes, top_k)).max() < 0.5 * slopes[top_k]
+    assert (est.scale_slopes_[1] == 0).all() or np.abs(est.scale_slopes_[1]).max() < 0.1
+    # Better on other requests than multipliers alone (no slopes).
+    coef = fitted._curve.encode(X.iloc[:40].to_numpy(dtype=float), scaled=False, warn=False)
+    terms = fitted._curve.total_terms(coef, n[:40])
+    plain = _recalibration.fit_factors(terms, y["T_LLM_decode"].to_numpy()[:40], coef.z)
+    test = slice(40, None)
+    coef_test = fitted._curve.encode(X.iloc[test].to_numpy(dtype=float), scaled=False, warn=False)
+    measured = y["T_LLM_decode"].to_numpy()[test]
+    without = sklat.metrics.mape(
+        measured, plain.predict(fitted._curve.total_terms(coef_test, n[test]), coef_test.z)
+    )
+    with_slopes = sklat.metrics.mape(measured, est.predict_total(X.iloc[test], n[test]))
+    assert with_slopes < 0.8 * without
+    # Every closed form still holds: totals are the sums of the positions.
+    positions = est.predict_positions(X.iloc[:5], np.arange(1, n[:5].max() + 1))
+    sums = [positions[i, : n[i]].sum() for i in range(5)]
+    np.testing.assert_allclose(est.predict_total(X.iloc[:5], n[:5]), sums, rtol=1e-9)
+
+
+def test_the_slopes_penalty_is_chosen_by_cross_fitted_error(fitted, moved):
+    # From 20 requests the scores are the leave-one-out errors of the
+    # candidate penalty (or no slopes) with the least mean squared error.
+    from sklat import _recalibration
+
+    X, y, n = moved
+    est = copy.deepcopy(fitted).recalibrate(X.iloc[:24], y.iloc[:24], n[:24])
+    coef = fitted._curve.encode(X.iloc[:24].to_numpy(dtype=float), scaled=False, warn=False)
+    terms = fitted._curve.total_terms(coef, n[:24])
+    decode = y["T_LLM_decode"].to_numpy()[:24]
+    candidates = [
+        _recalibration.cross_fitted_log_errors(terms, coef.z, decode, penalty)
+        for penalty in (None, *_recalibration.SLOPE_PENALTIES)
+    ]
+    best = int(np.argmin([np.mean(e**2) for e in candidates]))
+    np.testing.assert_allclose(est.conformity_scores_[:, 0], candidates[best], rtol=1e-9)
+    assert (est.scale_slopes_[0] == 0).all() == (best == 0)
 
 
 def test_intervals_of_a_recalibrated_model_cover(small_data):
