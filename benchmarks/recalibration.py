@@ -22,6 +22,11 @@ test requests) and the coverage of the 90% decode-total interval
 ``--drift``: instead, how often ``check_drift`` flags draws of 10, 20 and 30
 requests of each target (a real move), and of held-out requests of the source
 (no move).
+
+``--ratios``: instead, how the source model's error on every target request
+depends on the features: the least-squares slopes of ``log(measured /
+predicted)`` (decode total) on the logs of the features and of ``N``, with the
+model fitted on all source requests (``random_state=0``).
 """
 
 import argparse
@@ -133,17 +138,50 @@ def drift_table(pairs, sizes=(10, 20, 30), draws=20, alpha=0.01):
     return pd.DataFrame(rows).set_index("move")
 
 
+def ratio_table(pairs):
+    """Per move: the mean log ratio of measured to predicted decode totals on
+    the target, and its least-squares slopes on the log features and log N."""
+    rows = []
+    for name in pairs:
+        source, target = PAIRS[name]
+        src, tgt = profiled_requests(source), profiled_requests(target)
+        est = fit(src, np.arange(len(src.X)), 0).set_params(point="center")
+        predicted = est.predict_total(tgt.X, output_tokens=tgt.output_tokens)
+        ratio = np.log(tgt.y["T_LLM_decode"].to_numpy() / predicted)
+        varying = [c for c in tgt.X.columns if tgt.X[c].nunique() > 1]
+        logs = np.log(np.column_stack([tgt.X[varying].to_numpy(float), tgt.output_tokens]))
+        design = np.column_stack([np.ones(len(ratio)), logs])
+        coef, *_ = np.linalg.lstsq(design, ratio, rcond=None)
+        rows.append(
+            {
+                "move": name,
+                "mean log ratio": ratio.mean(),
+                "sd": ratio.std(),
+                **{f"slope log {c}": b for c, b in zip([*varying, "N"], coef[1:])},
+                "residual sd": (ratio - design @ coef).std(),
+            }
+        )
+    return pd.DataFrame(rows).set_index("move")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", default=None, help="comma-separated names (default: all)")
     parser.add_argument("--sizes", default="5,10,20,50")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--drift", action="store_true", help="only the drift-check table")
+    parser.add_argument(
+        "--ratios", action="store_true", help="only the source model's log ratios on the targets"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.pairs.split(",") if args.pairs else list(PAIRS)
+    if args.ratios:
+        print("\n## log(measured / predicted) of the source model on the target")
+        print(ratio_table(names).round(3).to_markdown())
+        return
     if args.drift:
         print("\n## check_drift at alpha=0.01: % of 20 draws flagged")
         print(drift_table(names).round(1).to_markdown())

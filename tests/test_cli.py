@@ -583,6 +583,8 @@ def test_recalibrate_writes_an_adapted_model(trained, tmp_path, capsys):
     report = json.loads((out / "recalibration.json").read_text())
     assert report["total_decode_mape_pct_cross_fitted"] < report["total_decode_mape_pct_before"]
     moved = sklat.load(out / "model.safetensors")
+    assert report["cost_scales"] == moved.cost_scales_.tolist()
+    assert report["scale_slopes"]["decode"] == moved.scale_slopes_[0].tolist()
     original = sklat.load(trained / "model.safetensors")
     assert (original.cost_scales_ == 1).all()
     # Fitted on the slower measurements: no bias left in log terms (the

@@ -106,6 +106,11 @@ def _param(name, value):
         (_attr("cost_scales_", [1.0, 0.0, 1.0]), "cost_scales_ must be a list of finite numbers"),
         (_attr("cost_scales_", [1.0]), "cost_scales_ must be a list of finite numbers"),
         (_attr("point_factors_", [0.9]), "point_factors_ must be a list of 2 finite numbers"),
+        (
+            _attr("scale_slopes_", [[0.0] * 5]),
+            "scale_slopes_ must be nested lists of 2 x 5 numbers",
+        ),
+        (_attr("scale_slopes_", [[0.0] * 5, [1e309] + [0.0] * 4]), "scale_slopes_ must be finite"),
         (_param("point", "mean"), r"'point' parameter of LatencyEstimator must be"),
         (_param("surprise", 1), "the parameters must be exactly"),
         (lambda doc: doc["params"].pop("lr"), "the parameters must be exactly"),

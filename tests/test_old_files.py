@@ -1,8 +1,9 @@
-"""Files written by sklat 0.6.0, 0.7.0 and 0.8.0 load and predict as they did:
-their model files (formats 5 and 6, read by this sklat), and joblib pickles of
-the 0.6.0 and 0.7.0 estimators (0.6.0 stored its fitted attributes itself; both
-held one net and had no ``n_folds``). None had ``point``: they predicted the
-curve's centre, which is what ``point="center"`` does."""
+"""Files written by sklat 0.6.0 to 0.9.0 load and predict as they did: their
+model files (formats 5, 6 and 7, read by this sklat), and joblib pickles of the
+0.6.0 and 0.7.0 estimators (0.6.0 stored its fitted attributes itself; both
+held one net and had no ``n_folds``). None before 0.9.0 had ``point``: they
+predicted the curve's centre, which is what ``point="center"`` does. None had
+the recalibration's slopes: they are 0."""
 
 import json
 import warnings
@@ -52,7 +53,9 @@ def _check_predictions(est, version):
         ]
     )
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    assert est.point == "center" and (est.point_factors_ == 1).all()
+    assert (est.scale_slopes_ == 0).all() and est.scale_slopes_.shape == (2, 5)
+    if version != "0.9.0":
+        assert est.point == "center" and (est.point_factors_ == 1).all()
 
 
 # Written by sklat 0.8.0 as above (its defaults cross-fitted the 60 requests:
@@ -61,3 +64,13 @@ def test_a_0_8_model_file_predicts_as_it_did():
     est = sklat.load(DATA / "sklat-0.8.0.safetensors")
     _check_predictions(est, "0.8.0")
     assert est.n_folds == "auto" and len(est.nets_) == 5
+
+
+# Written by sklat 0.9.0 as above, then recalibrated on the first 30 requests
+# with latencies 1.3x (cost multipliers and point factors, no slopes); the
+# model file only (format 7).
+def test_a_recalibrated_0_9_model_file_predicts_as_it_did():
+    est = sklat.load(DATA / "sklat-0.9.0.safetensors")
+    _check_predictions(est, "0.9.0")
+    assert est.point == "relative" and (est.point_factors_ != 1).all()
+    assert (est.cost_scales_ != 1).all()

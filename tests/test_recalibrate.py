@@ -76,7 +76,7 @@ def test_cross_fitted_scores_are_leave_one_out(fitted, moved):
     assert (est.scale_slopes_ == 0).all()
 
 
-def test_a_slowdown_that_grows_with_a_feature_is_learnt(fitted, small_data):
+def test_a_slowdown_that_grows_with_a_feature_is_learnt(fitted, small_data, tmp_path):
     # A new setting where the slowdown grows with top_k (a wider expert
     # layer): decode x top_k ** 0.4. Multipliers of the cost terms alone
     # cannot say that; the slopes can, and the choice keeps them.
@@ -108,6 +108,11 @@ def test_a_slowdown_that_grows_with_a_feature_is_learnt(fitted, small_data):
     positions = est.predict_positions(X.iloc[:5], np.arange(1, n[:5].max() + 1))
     sums = [positions[i, : n[i]].sum() for i in range(5)]
     np.testing.assert_allclose(est.predict_total(X.iloc[:5], n[:5]), sums, rtol=1e-9)
+    # The slopes are saved with the model.
+    sklat.save(est, tmp_path / "m.safetensors")
+    loaded = sklat.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.scale_slopes_, est.scale_slopes_)
+    np.testing.assert_allclose(loaded.predict(X, n), est.predict(X, n), rtol=1e-12)
 
 
 def test_the_slopes_penalty_is_chosen_by_cross_fitted_error(fitted, moved):
