@@ -23,6 +23,9 @@ test requests) and the coverage of the 90% decode-total interval
 requests of each target (a real move), and of held-out requests of the source
 (no move).
 
+``--min_slope_requests K``: let ``recalibrate`` fit slopes from ``K``
+requests instead of 20 (to measure that minimum).
+
 ``--ratios``: instead, how the source model's error on every target request
 depends on the features: the least-squares slopes of ``log(measured /
 predicted)`` (decode total) on the logs of the features and of ``N``, with the
@@ -161,7 +164,9 @@ def ratio_table(pairs):
                 "residual sd": (ratio - design @ coef).std(),
             }
         )
-    return pd.DataFrame(rows).set_index("move")
+    table = pd.DataFrame(rows).set_index("move")
+    slopes = [c for c in table.columns if c.startswith("slope")]
+    return table[["mean log ratio", "sd", *slopes, "residual sd"]]
 
 
 def main(argv=None):
@@ -170,6 +175,7 @@ def main(argv=None):
     parser.add_argument("--sizes", default="5,10,20,50")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--drift", action="store_true", help="only the drift-check table")
+    parser.add_argument("--min_slope_requests", type=int, default=None)
     parser.add_argument(
         "--ratios", action="store_true", help="only the source model's log ratios on the targets"
     )
@@ -178,6 +184,10 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.pairs.split(",") if args.pairs else list(PAIRS)
+    if args.min_slope_requests is not None:
+        from sklat import _recalibration
+
+        _recalibration.MIN_SLOPE_REQUESTS = args.min_slope_requests
     if args.ratios:
         print("\n## log(measured / predicted) of the source model on the target")
         print(ratio_table(names).round(3).to_markdown())
