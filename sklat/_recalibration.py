@@ -21,9 +21,9 @@ of the cost terms can say. Each fit is a least-squares fit of log latencies
 
 The slopes' penalty is chosen among ``SLOPE_PENALTIES`` (and none: no slopes)
 by the cross-fitted squared log error of the new requests; ties keep the
-simpler fit. Below ``MIN_SLOPE_REQUESTS`` that choice is noise (on the moves
-of benchmarks/recalibration.py, choosing on 10 requests made two of four
-worse), so there are no slopes.
+simpler fit. Below ``MIN_SLOPE_REQUESTS`` that choice is noise (with slopes
+from 10 requests, the decode totals of two of the four measured moves of
+benchmarks/recalibration.py got worse, one better), so there are no slopes.
 
 Conformity scores of the new requests are cross-fitted: each request's score
 comes from the factors fitted without it (leave-one-out up to

@@ -176,3 +176,16 @@ def test_unfitted_model_cannot_be_recalibrated(moved):
     X, y, n = moved
     with pytest.raises(NotFittedError):
         LatencyEstimator().recalibrate(X, y, n)
+
+
+def test_a_decode_only_model_gets_decode_slopes(fitted_1d, small_data, tmp_path):
+    d = small_data
+    y = d.y["T_LLM_decode"].to_numpy() * d.X["top_k"].to_numpy() ** 0.4
+    est = copy.deepcopy(fitted_1d).recalibrate(d.X.iloc[:40], y[:40], d.output_tokens[:40])
+    assert est.scale_slopes_.shape == (1, d.X.shape[1])
+    assert est.scale_slopes_[0, list(d.X.columns).index("top_k")] > 0.1
+    sklat.save(est, tmp_path / "m.safetensors")
+    loaded = sklat.load(tmp_path / "m.safetensors")
+    np.testing.assert_allclose(
+        loaded.predict_total(d.X, d.output_tokens), est.predict_total(d.X, d.output_tokens)
+    )
