@@ -143,9 +143,8 @@ class Curve:
         self.scales = (
             np.ones(3 + n_prefill_terms) if scales is None else np.asarray(scales, dtype=np.float64)
         )
-        n_outputs = 1 if prefill_scale is None else 2
         self.slopes = (
-            np.zeros((n_outputs, len(transform.mean)))
+            _no_slopes(prefill_scale, transform)
             if slopes is None
             else np.asarray(slopes, dtype=np.float64)
         )
@@ -267,8 +266,7 @@ class Curve:
             state["nets"] = [state.pop("net")]
         state.setdefault("_stacked", None)
         if "slopes" not in state:  # pickled before 0.10: no slopes
-            n_outputs = 1 if state["prefill_scale"] is None else 2
-            state["slopes"] = np.zeros((n_outputs, len(state["transform"].mean)))
+            state["slopes"] = _no_slopes(state["prefill_scale"], state["transform"])
         vars(self).update(state)
 
     def inside(self, X_arr):
@@ -386,6 +384,13 @@ class Curve:
         mean_triangle = float(np.dot(dist["probabilities"], values * (values + 1) / 2))
         basis_sum = self.basis(np.arange(1, len(surv) + 1)).T @ surv
         return self._summed(coef, mean_n, mean_triangle, coef.shape @ basis_sum)
+
+
+def _no_slopes(prefill_scale, transform):
+    """The recalibration slopes of a curve that has none: 0 per output (the
+    decode, and the prefill where there is one) and feature."""
+    n_outputs = 1 if prefill_scale is None else 2
+    return np.zeros((n_outputs, len(transform.mean)))
 
 
 def _encoded(encode, device, z, row_dim=0):
