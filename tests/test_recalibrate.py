@@ -21,6 +21,14 @@ def moved(small_data):
     return d.X, y, d.output_tokens
 
 
+def _unscaled_terms(est, X, n):
+    """``(decode cost terms, standardised features)`` of requests under
+    ``est``'s curve without a recalibration's multipliers and slopes: what
+    recalibration fits."""
+    coef = est._curve.encode(X.to_numpy(dtype=float), scaled=False, warn=False)
+    return est._curve.total_terms(coef, n), coef.z
+
+
 def test_a_uniform_slowdown_is_learnt_from_a_few_requests(fitted, moved):
     X, y, n = moved
     est = copy.deepcopy(fitted).recalibrate(X.iloc[:20], y.iloc[:20], n[:20])
@@ -65,8 +73,7 @@ def test_cross_fitted_scores_are_leave_one_out(fitted, moved):
 
     X, y, n = moved
     est = copy.deepcopy(fitted).recalibrate(X.iloc[:12], y.iloc[:12], n[:12])
-    coef = fitted._curve.encode(X.iloc[:12].to_numpy(dtype=float), scaled=False, warn=False)
-    terms = fitted._curve.total_terms(coef, n[:12])
+    terms, _ = _unscaled_terms(fitted, X.iloc[:12], n[:12])
     decode = y["T_LLM_decode"].to_numpy()[:12]
     keep = np.arange(1, 12)
     factors = _recalibration.fit_factors(terms[keep], decode[keep])
@@ -93,14 +100,12 @@ def test_a_slowdown_that_grows_with_a_feature_is_learnt(fitted, small_data, tmp_
     assert np.abs(np.delete(slopes, top_k)).max() < 0.5 * slopes[top_k]
     assert (est.scale_slopes_[1] == 0).all() or np.abs(est.scale_slopes_[1]).max() < 0.1
     # Better on other requests than multipliers alone (no slopes).
-    coef = fitted._curve.encode(X.iloc[:40].to_numpy(dtype=float), scaled=False, warn=False)
-    terms = fitted._curve.total_terms(coef, n[:40])
-    plain = _recalibration.fit_factors(terms, y["T_LLM_decode"].to_numpy()[:40], coef.z)
+    terms, z = _unscaled_terms(fitted, X.iloc[:40], n[:40])
+    plain = _recalibration.fit_factors(terms, y["T_LLM_decode"].to_numpy()[:40], z)
     test = slice(40, None)
-    coef_test = fitted._curve.encode(X.iloc[test].to_numpy(dtype=float), scaled=False, warn=False)
     measured = y["T_LLM_decode"].to_numpy()[test]
     without = sklat.metrics.mape(
-        measured, plain.predict(fitted._curve.total_terms(coef_test, n[test]), coef_test.z)
+        measured, plain.predict(*_unscaled_terms(fitted, X.iloc[test], n[test]))
     )
     with_slopes = sklat.metrics.mape(measured, est.predict_total(X.iloc[test], n[test]))
     assert with_slopes < 0.8 * without
@@ -122,11 +127,10 @@ def test_the_slopes_penalty_is_chosen_by_cross_fitted_error(fitted, moved):
 
     X, y, n = moved
     est = copy.deepcopy(fitted).recalibrate(X.iloc[:24], y.iloc[:24], n[:24])
-    coef = fitted._curve.encode(X.iloc[:24].to_numpy(dtype=float), scaled=False, warn=False)
-    terms = fitted._curve.total_terms(coef, n[:24])
+    terms, z = _unscaled_terms(fitted, X.iloc[:24], n[:24])
     decode = y["T_LLM_decode"].to_numpy()[:24]
     candidates = [
-        _recalibration.cross_fitted_log_errors(terms, coef.z, decode, penalty)
+        _recalibration.cross_fitted_log_errors(terms, z, decode, penalty)
         for penalty in (None, *_recalibration.SLOPE_PENALTIES)
     ]
     best = int(np.argmin([np.mean(e**2) for e in candidates]))
