@@ -2,7 +2,7 @@
 would pick instead.
 
 Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwise,profiled]
-[--cost_only]``;
+[--test_split request|configuration] [--cost_only]``;
 prints Markdown tables (coverage and mean width of the decode-total interval at
 80/90/95%, overall and by output-length quartile of the held-out requests;
 SLO attainment Brier score and calibration; the cost of an interval).
@@ -196,25 +196,40 @@ def slo_rows(name, parts):
     return rows
 
 
-def splits(data_name, data, seed, quick):
+def splits(data_name, data, seed, quick, by="request"):
     """``(train, test, calibration_fraction, seed)`` of each repeat; results
     are pooled over the repeats (coverage is a guarantee in expectation over
     calibration draws: one draw of n requests varies by about
-    ``sqrt(c (1 - c) / n)``)."""
+    ``sqrt(c (1 - c) / n)``). ``by="configuration"``: the test requests are
+    whole measurements (equal features and output length), the repeats of
+    a test request never train: intervals for configurations not profiled."""
     n = len(data.X)
     small = data_name.startswith("profiled") or data_name == "splitwise"
     out = []
     for r in range(2 if quick else (20 if small else 3)):
         order = np.random.RandomState(seed + r).permutation(n)
-        if small:
-            # 30% held out, and 30% of the training requests calibrate (enough for 95%).
-            k = int(0.3 * n)
-            out.append((np.sort(order[k:]), np.sort(order[:k]), 0.3, seed + r))
-        else:
-            # A third held out (1000 requests), 20% of the rest calibrates (400).
-            k = n // 3
-            out.append((np.sort(order[k:]), np.sort(order[:k]), CALIBRATION, seed + r))
+        # 30% held out, and 30% of the training requests calibrate (enough
+        # for 95%); in large sets a third held out (1000 requests), 20% of the
+        # rest calibrates (400).
+        k, calibration = (int(0.3 * n), 0.3) if small else (n // 3, CALIBRATION)
+        if by == "configuration":
+            order, groups = _whole_measurements(data, order)
+            while k < n and groups[k] == groups[k - 1]:  # the last one whole
+                k += 1
+        out.append((np.sort(order[k:]), np.sort(order[:k]), calibration, seed + r))
     return out
+
+
+def _whole_measurements(data, order):
+    """``order`` with the repeats of each measurement moved next to its first
+    request, and the measurement of each position."""
+    keys = data.X.assign(output_tokens=data.output_tokens)
+    groups = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()[order]
+    _, first = np.unique(groups, return_index=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.unique(groups)] = np.argsort(np.argsort(first))
+    moved = np.argsort(rank[groups], kind="stable")
+    return order[moved], groups[moved]
 
 
 def datasets(names, quick, sets=None):
@@ -243,6 +258,12 @@ def main(argv=None):
     parser.add_argument("--sets", default=None, help="comma-separated measured sets (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_peers", action="store_true")
+    parser.add_argument(
+        "--test_split",
+        choices=("request", "configuration"),
+        default="request",
+        help="held-out requests drawn one by one, or as whole measurements",
+    )
     parser.add_argument("--cost_only", action="store_true", help="only the cost table")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", ExtrapolationWarning)
@@ -256,7 +277,8 @@ def main(argv=None):
         pooled = {}
         ys, ns = [], []
         start = time.perf_counter()
-        for train, test, calibration, seed in splits(name, data, args.seed, args.quick):
+        draws = splits(name, data, args.seed, args.quick, args.test_split)
+        for train, test, calibration, seed in draws:
             y = data.y["T_LLM_decode"].to_numpy()[test]
             ys.append(y)
             ns.append(data.output_tokens[test])

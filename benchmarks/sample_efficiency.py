@@ -40,7 +40,8 @@ from peers import AggregatedLinear, FlatAverage, PhysicalCore, RelativePoint  # 
 from real_data import profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
-from sklat._conformal import cross_fit_folds, min_calibration  # noqa: E402
+from sklat._conformal import min_calibration  # noqa: E402
+from sklat._splits import cross_fit_folds  # noqa: E402
 
 SKLAT_PARAMS = {}  # --set NAME=VALUE: parameters of sklat
 

@@ -57,66 +57,6 @@ _VALUES_LEFT = 32
 _RANK_TOLERANCE = 1e-9
 
 
-def calibration_split(n, fraction, seed):
-    """``(fit_rows, calibration_rows)``: ``int(fraction * n)`` requests drawn
-    (seeded) for calibration, none if that would leave no request to fit."""
-    n_cal = int(fraction * n)
-    if n_cal < 1 or n - n_cal < 1:
-        return np.arange(n), np.zeros(0, dtype=np.int64)
-    # A seed of its own: the held-out split of early stopping draws from the
-    # same seed and must not pick the same positions.
-    order = np.random.RandomState((seed + 1) % 2**31).permutation(n)
-    return np.sort(order[n_cal:]), np.sort(order[:n_cal])
-
-
-# n_folds="auto": the folds, and the sizes that are cross-fitted. Measured on
-# the repeat sets (benchmarks/sample_efficiency.py), five averaged nets were as
-# accurate or more than one net with set-aside requests at every size up to
-# 378 requests, and covered closer to nominal; from CROSS_FIT_BELOW requests a
-# set-aside share leaves hundreds to the point model, split conformal's
-# guarantee is exact and the fit costs one net. With fewer than two
-# configurations per fold a fold's net would stop early on almost nothing.
-AUTO_FOLDS = 5
-CROSS_FIT_BELOW = 500
-
-
-def cross_fit_folds(X, output_tokens, n_folds, seed):
-    """The fold of each request (features ``X``, ``output_tokens``), or None
-    for a single net (``n_folds=None``, or ``"auto"`` outside ``10 <= n <
-    CROSS_FIT_BELOW`` or with fewer than ``2 * AUTO_FOLDS`` configurations).
-
-    Repeats of a measurement (equal features and output length) share a
-    fold, so that a fold's errors are never those of a request its net saw
-    measured again. Configurations are dealt out in a seeded order, each to
-    the fold with the fewest requests so far."""
-    n = len(X)
-    if n_folds is None or (n_folds == "auto" and not 2 * AUTO_FOLDS <= n < CROSS_FIT_BELOW):
-        return None
-    keys = np.column_stack([X, np.asarray(output_tokens, dtype=np.float64)])
-    _, groups = np.unique(keys, axis=0, return_inverse=True)
-    groups = groups.ravel()
-    n_groups = int(groups.max()) + 1 if n else 0
-    if n_folds == "auto":
-        if n_groups < 2 * AUTO_FOLDS:
-            return None
-        n_folds = AUTO_FOLDS
-    if n_groups < 2 * n_folds:
-        raise ValueError(
-            f"n_folds={n_folds} needs at least {2 * n_folds} distinct configurations (two per "
-            f"fold; requests with equal features and output_tokens share a fold); got "
-            f"{n_groups} in {n} requests. Use fewer folds or n_folds=None."
-        )
-    # A seed of its own, like the calibration split's.
-    order = np.random.RandomState((seed + 2) % 2**31).permutation(n_groups)
-    sizes = np.bincount(groups, minlength=n_groups)
-    group_fold = np.empty(n_groups, dtype=np.int64)
-    filled = np.zeros(n_folds, dtype=np.int64)
-    for g in order:
-        group_fold[g] = int(np.argmin(filled))
-        filled[group_fold[g]] += sizes[g]
-    return group_fold[groups]
-
-
 # Fewest out-of-sample errors a point factor is fitted on. A weighted median
 # of a handful of errors is noisier than the skew it corrects: on
 # benchmarks/recalibration.py a factor fitted on the one calibration request

@@ -28,7 +28,7 @@ from sklearn.utils.validation import (
 from . import _budget
 from ._calibrator import Calibrator
 from ._choice import best, check_min_attainment, meets, split_candidates
-from ._conformal import calibration_split, check_confidence, cross_fit_folds
+from ._conformal import check_confidence
 from ._constants import BUDGET_STRATEGIES, INTERVAL_TARGETS, POINTS
 from ._curve import Curve
 from ._device import resolve_device
@@ -48,7 +48,8 @@ from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._threads import auto_threads, torch_threads
-from ._training import net_kwargs, step_work, train, validation_split, warn_unconverged
+from ._splits import calibration_split, cross_fit_folds, measurement_groups, validation_split
+from ._training import net_kwargs, step_work, train, warn_unconverged
 from ._validation import (
     check_decode_segments,
     check_output_tokens,
@@ -209,7 +210,12 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         :meth:`predict_budget` (split conformal prediction). ``0`` trains on
         all requests and gives no intervals. An interval of confidence ``c``
         needs at least ``1 / (1 - c) - 1`` calibration requests (9 for 90%,
-        19 for 95%). Unused by a cross-fitted model (``n_folds``).
+        19 for 95%). Repeats of a measurement (equal features and output
+        length) calibrate together, so that the calibration errors are those
+        of measurements the net never saw: with at least 10 distinct
+        measurements, whole ones are drawn until at least
+        ``int(calibration_fraction * n_samples)`` requests are held out.
+        Unused by a cross-fitted model (``n_folds``).
     n_folds : "auto", int or None, default="auto"
         Cross-fitting, for data too scarce to set requests aside. With ``k``
         folds (seeded), ``k`` nets are trained, each on every request outside
@@ -509,15 +515,17 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         requests = Requests(X_arr, decode, prefill, n_tokens, segments)
         self.n_outputs_ = 2 if two_columns else 1
         self.device_ = resolve_device(self.device)
-        folds = cross_fit_folds(X_arr, n_tokens, self.n_folds, seed)
+        # Repeats of a measurement stay on one side of every split.
+        groups = measurement_groups(X_arr, n_tokens)
+        folds = cross_fit_folds(X_arr, n_tokens, self.n_folds, seed, groups)
         if folds is not None:
             curve = self._fit_curve(requests, context_features, seed, folds=folds)
             calibrator = Calibrator.fit_cross(curve, requests, folds, n_threads=self.n_threads)
         else:
-            fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed)
+            fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed, groups)
             fit_part = requests.take(fit_rows)
-            curve = self._fit_curve(fit_part, context_features, seed)
             _, held_out = validation_split(len(fit_part), self.validation_fraction, seed)
+            curve = self._fit_curve(fit_part, context_features, seed, held_out=held_out)
             calibrator = Calibrator.fit(
                 curve,
                 fit_part,
@@ -528,10 +536,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         self._curve, self._calibrator = curve, calibrator
         return self
 
-    def _fit_curve(self, part, context_features, seed, folds=None):
+    def _fit_curve(self, part, context_features, seed, folds=None, held_out=None):
         """Train the curve on the requests of ``part`` (checked Requests):
-        one net, or with ``folds`` (a fold per request) one per fold, stopped
-        early on it."""
+        one net stopped early on the rows ``held_out``, or with ``folds`` (a
+        fold per request) one per fold, stopped early on it."""
         X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
         context = context_lengths(X_arr, context_features, self._feature_label)
         transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
@@ -562,7 +570,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         with torch_threads(auto_threads(self.n_threads, work)):
             kwargs = net_kwargs(fitted, self.device_)
             if folds is None:
-                self.nets_ = [train(params, data, seed=seed, net_kwargs=kwargs)]
+                self.nets_ = [train(params, data, seed=seed, net_kwargs=kwargs, held_out=held_out)]
             else:
                 self.nets_ = [
                     _train_fold(params, data, folds, k, seed, kwargs)

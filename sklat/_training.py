@@ -138,23 +138,20 @@ def make_net(
     )
 
 
-def train(params, data, *, seed, net_kwargs, held_out=None):
+def train(params, data, *, seed, net_kwargs, held_out):
     """Train a net on ``data`` (a RequestData); returns it in eval mode
     (:func:`warn_unconverged` tells whether its training looks unfinished).
 
-    ``held_out``: rows of ``data`` that judge early stopping (default: a
-    seeded ``validation_fraction`` of them, see :func:`validation_split`).
+    ``held_out``: rows of ``data`` that judge early stopping (none: no early
+    stopping; :mod:`sklat._splits` draws them).
 
     Raises ``KeyboardInterrupt`` if training was interrupted (skorch alone
     would end training quietly and return a half-trained net).
     """
     callbacks = [("weight_averaging", WeightAveraging(params["weight_averaging"]))]
     train_split = None
-    if held_out is None:
-        fit_rows, valid_rows = validation_split(len(data), params["validation_fraction"], seed)
-    else:
-        valid_rows = np.asarray(held_out, dtype=np.int64)
-        fit_rows = np.setdiff1d(np.arange(len(data)), valid_rows)
+    valid_rows = np.asarray(held_out, dtype=np.int64)
+    fit_rows = np.setdiff1d(np.arange(len(data)), valid_rows)
     if len(valid_rows):
         valid = data.subset(valid_rows)
         data = data.subset(fit_rows)
@@ -193,16 +190,6 @@ def train(params, data, *, seed, net_kwargs, held_out=None):
             raise KeyboardInterrupt from None
     net.module_.eval()
     return net
-
-
-def validation_split(n, fraction, seed):
-    """``(fit_rows, held_out_rows)`` of early stopping: ``round(fraction * n)``
-    requests drawn (seeded), none if that would leave no request to fit."""
-    n_valid = int(round(fraction * n))
-    if n_valid < 1 or n - n_valid < 1:
-        return np.arange(n), np.zeros(0, dtype=np.int64)
-    order = np.random.RandomState(seed).permutation(n)
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
 def warn_unconverged(params, nets):

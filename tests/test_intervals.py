@@ -6,13 +6,17 @@ import pytest
 from sklearn.utils import check_random_state
 
 from sklat import LatencyEstimator
-from sklat._conformal import calibration_split, interval_rank, mixture_quantiles
+from sklat._conformal import interval_rank, mixture_quantiles
+from sklat._splits import calibration_split, measurement_groups
 from sklat.datasets import make_positioned_latency
 
 
-def _calibration_rows(est, n):
+def _calibration_rows(est, data):
+    """The rows of ``data`` (a dataset Bunch) that ``est`` calibrated on, drawn
+    as fit draws them."""
     seed = int(check_random_state(est.random_state).randint(2**31 - 1))
-    return calibration_split(n, est.calibration_fraction, seed)[1]
+    groups = measurement_groups(data.X.to_numpy(np.float64), data.output_tokens)
+    return calibration_split(len(data.X), est.calibration_fraction, seed, groups)[1]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def split_fitted(small_data):
 @pytest.fixture(scope="module")
 def cal(split_fitted, small_data):
     """The split model's calibration requests."""
-    rows = _calibration_rows(split_fitted, len(small_data.X))
+    rows = _calibration_rows(split_fitted, small_data)
     d = small_data
     return (
         d.X.iloc[rows],

@@ -1,0 +1,119 @@
+"""The calibration split of a fit: repeats of a measurement stay on one side."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sklat._estimator
+from sklat import LatencyEstimator
+from sklat._splits import (
+    MIN_MEASUREMENTS,
+    calibration_split,
+    measurement_groups,
+)
+from sklat.datasets import make_positioned_latency
+
+FRACTIONS = [0.2, 0.5]
+
+
+def _repeated(n_configurations, seed=0, max_repeats=6):
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(1, 100, (n_configurations, 3))
+    lengths = rng.randint(1, 50, n_configurations)
+    repeats = rng.randint(1, max_repeats + 1, n_configurations)
+    return np.repeat(X, repeats, axis=0), np.repeat(lengths, repeats), repeats
+
+
+def test_measurement_groups_are_equal_features_and_length():
+    X = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [3.0, 2.0]])
+    groups = measurement_groups(X, [5, 5, 6, 5])
+    assert groups[0] == groups[1]
+    assert len(set(groups)) == 3
+    assert measurement_groups(np.zeros((0, 2)), []).shape == (0,)
+
+
+@pytest.mark.parametrize("fraction", FRACTIONS)
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_repeats_calibrate_together(fraction, seed):
+    X, n_tokens, repeats = _repeated(60, seed)
+    groups = measurement_groups(X, n_tokens)
+    n = len(groups)
+    kept, held = calibration_split(n, fraction, seed, groups)
+    assert not set(groups[kept]) & set(groups[held])
+    assert sorted(np.concatenate([kept, held])) == list(range(n))
+    # At least the share asked for, short of it by less than one measurement
+    # before the last one drawn.
+    k = int(fraction * n)
+    assert k <= len(held) < k + repeats.max()
+
+
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_distinct_measurements_draw_the_same_rows_as_without_groups(fraction):
+    X, n_tokens, _ = _repeated(80, max_repeats=1)
+    groups = measurement_groups(X, n_tokens)
+    assert len(set(groups)) == len(groups)
+    for seed in range(5):
+        with_groups = calibration_split(len(groups), fraction, seed, groups)
+        without = calibration_split(len(groups), fraction, seed)
+        for a, b in zip(with_groups, without):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_few_measurements_are_split_request_by_request():
+    # A handful of configurations measured many times over: whole
+    # measurements would hold out far more (or fewer) requests than asked.
+    groups = np.repeat(np.arange(MIN_MEASUREMENTS - 1), 20)
+    kept, held = calibration_split(len(groups), 0.2, 0, groups)
+    assert len(held) == int(0.2 * len(groups))
+    np.testing.assert_array_equal(held, calibration_split(len(groups), 0.2, 0)[1])
+
+
+def test_a_draw_that_would_leave_nothing_to_fit_holds_nothing_out():
+    # One measurement holds almost every request; drawn first, it would leave
+    # nothing to fit.
+    groups = np.concatenate([np.zeros(1000, dtype=np.int64), np.arange(1, MIN_MEASUREMENTS)])
+    for seed in range(20):
+        kept, held = calibration_split(len(groups), 0.2, seed, groups)
+        assert len(kept) > 0
+        assert not set(groups[kept]) & set(groups[held])
+
+
+def _data_with_repeats(n_configurations, repeats, seed=0):
+    d = make_positioned_latency(
+        n_configurations, noise=0.05, positioned_fraction=0.0, random_state=seed
+    )
+    rows = np.repeat(np.arange(n_configurations), repeats)
+    y = d.y.iloc[rows].reset_index(drop=True)
+    # Repeated measurements differ by their noise only.
+    y = y * np.random.RandomState(seed).lognormal(0, 0.05, (len(rows), 1))
+    return d.X.iloc[rows].reset_index(drop=True), y, d.output_tokens[rows]
+
+
+def test_a_fit_on_repeated_measurements_calibrates_on_unseen_ones(monkeypatch):
+    # 103 configurations measured 3 times, one net (n_folds=None): the
+    # requests that calibrate are no repeats of a request the net trained on;
+    # those that stop training early are drawn request by request.
+    X, y, n_tokens = _data_with_repeats(103, 3)
+    seen = []
+    train = sklat._estimator.train
+
+    def recording_train(params, data, **kwargs):
+        seen.append((data, kwargs["held_out"]))
+        return train(params, data, **kwargs)
+
+    monkeypatch.setattr(sklat._estimator, "train", recording_train)
+    est = LatencyEstimator(max_epochs=3, n_folds=None, random_state=0)
+    est.fit(X, y, output_tokens=n_tokens)
+
+    # int(0.2 * 309) = 61 requests asked for: whole measurements make it 63.
+    assert len(est.conformity_scores_) == 63
+    ((data, held_out),) = seen
+    assert len(data) == len(X) - 63
+    keys = pd.DataFrame(data.x).assign(n=data.output_tokens)
+    groups = measurement_groups(keys.to_numpy(np.float64), data.output_tokens)
+    kept = np.setdiff1d(np.arange(len(data)), held_out)
+    assert len(held_out) == round(0.1 * len(data))
+    assert set(groups[kept]) & set(groups[held_out])
+    # The calibration requests: X's measurements absent from the training data.
+    trained = {tuple(row) for row in keys.to_numpy()}
+    assert len(trained) == (len(X) - 63) // 3
