@@ -28,8 +28,10 @@ from ._conformal import (
 # Per-step latencies of one calibration request kept for per-position
 # intervals (evenly spaced): bounds the model file's size.
 STEPS_KEPT = 64
-# Held-out requests needed to judge a difficulty tree, and the interval level
-# it is judged at.
+
+# Held-out requests needed to judge a difficulty tree (with fewer the
+# difficulty is flat: an unchecked tree of in-sample errors can be far off on
+# new requests), and the interval level it is judged at.
 _MIN_HELD_OUT = 20
 _CHECK_LEVEL = 0.9
 # How much narrower a tree must make those intervals to be kept: a tree of
@@ -81,8 +83,9 @@ class Calibrator:
         requests it was trained on), scores from ``cal_part`` (held out of
         training), both :class:`~sklat._requests.Requests`. A tree is kept
         only where it narrows the intervals of the requests ``held_out`` (rows
-        of ``fit_part`` held out of the weights for early stopping; their
-        errors are out of sample): a tree of in-sample errors can mistake what
+        of ``fit_part`` held out of the weights for early stopping whose
+        errors are out of sample), and only if there are at least
+        ``_MIN_HELD_OUT`` of them: a tree of in-sample errors can mistake what
         the model memorised for what is easy."""
         decode, prefill, coef = _log_errors(curve, fit_part, n_threads)
         errors = [decode] + ([prefill] if prefill is not None else [])
@@ -94,6 +97,8 @@ class Calibrator:
         held_out = np.zeros(0, dtype=np.int64) if held_out is None else np.asarray(held_out)
         if len(held_out) >= _MIN_HELD_OUT:
             trees = _narrowing_trees(trees, [e[held_out] for e in errors], inputs[held_out])
+        else:
+            trees = [flat_tree(tree) for tree in trees]
         trees = np.stack(trees)
         scores = np.zeros((len(cal_part), len(trees)))
         # The point factors come from the calibration requests' plain log

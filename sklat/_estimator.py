@@ -48,7 +48,13 @@ from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._threads import auto_threads, torch_threads
-from ._splits import calibration_split, cross_fit_folds, measurement_groups, validation_split
+from ._splits import (
+    calibration_split,
+    cross_fit_folds,
+    measurement_groups,
+    unseen,
+    validation_split,
+)
 from ._training import net_kwargs, step_work, train, warn_unconverged
 from ._validation import (
     check_decode_segments,
@@ -228,9 +234,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         fold, so that no request calibrates through a net that saw it
         measured again. ``None``: one net, stopped early on
         ``validation_fraction`` and calibrated on ``calibration_fraction`` of
-        the requests (split conformal prediction). ``"auto"``: 5 folds from
-        10 to 499 requests holding at least 10 distinct configurations,
-        ``None`` otherwise.
+        the requests (split conformal prediction). ``"auto"``: 5 folds when
+        the requests hold 10 to 499 distinct measurements, however many
+        times each was repeated (what one net lacks on such data is
+        configurations, not requests), ``None`` otherwise.
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"
@@ -530,7 +537,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 curve,
                 fit_part,
                 requests.take(cal_rows),
-                held_out=held_out,
+                # The difficulty tree is judged on errors out of sample: a
+                # request whose repeat trained the net is not.
+                held_out=unseen(held_out, groups[fit_rows]),
                 n_threads=self.n_threads,
             )
         self._curve, self._calibrator = curve, calibrator

@@ -12,13 +12,17 @@ point factors would correct for the noise only.
 
 import numpy as np
 
-# n_folds="auto": the folds, and the sizes that are cross-fitted. Measured on
-# the repeat sets (benchmarks/sample_efficiency.py), five averaged nets were as
-# accurate or more than one net with set-aside requests at every size up to
-# 378 requests, and covered closer to nominal; from CROSS_FIT_BELOW requests a
+# n_folds="auto": the folds, and the distinct measurements below which a fit
+# is cross-fitted. Measured on the repeat sets (benchmarks/sample_efficiency.py),
+# five averaged nets were as accurate or more than one net with set-aside
+# requests at every size up to 378 requests, and covered closer to nominal.
+# What starves one net is few distinct measurements, not few requests: on
+# Splitwise (960 requests, 168 measurements) one net's errors on measurements
+# it never saw were heavy-tailed, five averaged nets' much less so
+# (benchmarks/RESULTS.md, sklat 0.11.0). From CROSS_FIT_BELOW measurements a
 # set-aside share leaves hundreds to the point model, split conformal's
 # guarantee is exact and the fit costs one net. With fewer than two
-# configurations per fold a fold's net would stop early on almost nothing.
+# measurements per fold a fold's net would stop early on almost nothing.
 AUTO_FOLDS = 5
 CROSS_FIT_BELOW = 500
 # Fewest distinct measurements for a held-out share drawn by measurement;
@@ -86,24 +90,34 @@ def validation_split(n, fraction, seed):
     return _held_out(n, int(round(fraction * n)), order, None)
 
 
+def unseen(held_out, groups):
+    """The rows of ``held_out`` whose measurement (``groups``, one per row of
+    the data) has no request outside ``held_out``: those whose errors are
+    out of sample for a net trained on the other rows."""
+    held_out = np.asarray(held_out, dtype=np.int64)
+    trained = np.ones(len(groups), dtype=bool)
+    trained[held_out] = False
+    return held_out[~np.isin(groups[held_out], groups[trained])]
+
+
 def cross_fit_folds(X, output_tokens, n_folds, seed, groups=None):
     """The fold of each request (features ``X``, ``output_tokens``), or None
-    for a single net (``n_folds=None``, or ``"auto"`` outside ``10 <= n <
-    CROSS_FIT_BELOW`` or with fewer than ``2 * AUTO_FOLDS`` configurations).
+    for a single net (``n_folds=None``, or ``"auto"`` outside ``2 *
+    AUTO_FOLDS <= measurements < CROSS_FIT_BELOW``).
 
     Repeats of a measurement (``groups``, computed by
     :func:`measurement_groups` when not given) share a fold, so that a
     fold's errors are never those of a request its net saw measured again.
-    Configurations are dealt out in a seeded order, each to the fold with
+    Measurements are dealt out in a seeded order, each to the fold with
     the fewest requests so far."""
     n = len(X)
-    if n_folds is None or (n_folds == "auto" and not 2 * AUTO_FOLDS <= n < CROSS_FIT_BELOW):
+    if n_folds is None or (n_folds == "auto" and n < 2 * AUTO_FOLDS):
         return None
     if groups is None:
         groups = measurement_groups(X, output_tokens)
     n_groups = int(groups.max()) + 1 if n else 0
     if n_folds == "auto":
-        if n_groups < 2 * AUTO_FOLDS:
+        if not 2 * AUTO_FOLDS <= n_groups < CROSS_FIT_BELOW:
             return None
         n_folds = AUTO_FOLDS
     if n_groups < 2 * n_folds:

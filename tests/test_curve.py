@@ -235,6 +235,23 @@ def test_a_difficulty_tree_is_kept_only_where_it_narrows_held_out_intervals(curv
     assert is_flat != informative
 
 
+@pytest.mark.parametrize("held_out", [None, np.arange(281, 300)])
+def test_a_difficulty_tree_is_flat_without_enough_held_out_requests(curve, held_out):
+    # Noise that grows with the first feature, but fewer than 20 held-out
+    # requests to check a tree of in-sample errors on: the difficulty is flat.
+    rng = np.random.RandomState(3)
+    X = np.column_stack([rng.uniform(1, 8, 400), rng.uniform(10, 200, 400)])
+    n = rng.randint(2, MAX_N, 400)
+    coef = curve.encode(X, warn=False)
+    spread = np.where(X[:, 0] > 4, 0.4, 0.02)
+    decode = curve.total(coef, n) * np.exp(rng.normal(0, 1, 400) * spread)
+    requests = Requests.totals(X, decode, coef.prefill, n)
+    calibrator = Calibrator.fit(
+        curve, requests.take(np.arange(300)), requests.take(np.arange(300, 400)), held_out=held_out
+    )
+    assert (calibrator.difficulty_trees[:, 0] == -1).all()
+
+
 @pytest.fixture(scope="module")
 def ensemble():
     """The curve of two nets (the members of a cross-fitted model)."""

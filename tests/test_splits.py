@@ -6,10 +6,14 @@ import pytest
 
 import sklat._estimator
 from sklat import LatencyEstimator
+from sklat._calibrator import Calibrator
 from sklat._splits import (
+    CROSS_FIT_BELOW,
     MIN_MEASUREMENTS,
     calibration_split,
+    cross_fit_folds,
     measurement_groups,
+    unseen,
 )
 from sklat.datasets import make_positioned_latency
 
@@ -59,6 +63,26 @@ def test_distinct_measurements_draw_the_same_rows_as_without_groups(fraction):
             np.testing.assert_array_equal(a, b)
 
 
+def test_unseen_held_out_rows_have_no_repeat_outside_them():
+    groups = np.array([0, 0, 1, 2, 2, 3])
+    np.testing.assert_array_equal(unseen([0, 1, 3, 5], groups), [0, 1, 5])
+    np.testing.assert_array_equal(unseen([], groups), [])
+
+
+def test_auto_cross_fits_by_the_number_of_measurements():
+    # 600 requests of 120 measurements (each measured 5 times): cross-fitted,
+    # as 120 requests would be; 600 distinct measurements: one net.
+    rng = np.random.RandomState(0)
+    X = rng.uniform(1, 100, (CROSS_FIT_BELOW + 100, 2))
+    n_tokens = rng.randint(1, 50, len(X))
+    repeated = np.repeat(np.arange(120), 5)
+    folds = cross_fit_folds(X[repeated], n_tokens[repeated], "auto", seed=0)
+    assert folds is not None and len(set(folds)) == 5
+    assert cross_fit_folds(X, n_tokens, "auto", seed=0) is None
+    below = slice(CROSS_FIT_BELOW - 1)
+    assert cross_fit_folds(X[below], n_tokens[below], "auto", seed=0) is not None
+
+
 def test_few_measurements_are_split_request_by_request():
     # A handful of configurations measured many times over: whole
     # measurements would hold out far more (or fewer) requests than asked.
@@ -102,6 +126,14 @@ def test_a_fit_on_repeated_measurements_calibrates_on_unseen_ones(monkeypatch):
         return train(params, data, **kwargs)
 
     monkeypatch.setattr(sklat._estimator, "train", recording_train)
+    fit_calibrator = Calibrator.fit.__func__
+    checked = []
+
+    def recording_fit(cls, curve, fit_part, cal_part, *, held_out=None, **kwargs):
+        checked.append(held_out)
+        return fit_calibrator(cls, curve, fit_part, cal_part, held_out=held_out, **kwargs)
+
+    monkeypatch.setattr(Calibrator, "fit", classmethod(recording_fit))
     est = LatencyEstimator(max_epochs=3, n_folds=None, random_state=0)
     est.fit(X, y, output_tokens=n_tokens)
 
@@ -114,6 +146,13 @@ def test_a_fit_on_repeated_measurements_calibrates_on_unseen_ones(monkeypatch):
     kept = np.setdiff1d(np.arange(len(data)), held_out)
     assert len(held_out) == round(0.1 * len(data))
     assert set(groups[kept]) & set(groups[held_out])
+    # The difficulty tree is judged on the held-out requests none of whose
+    # repeats trained the net: here none (three repeats, a tenth held out),
+    # so the difficulty is flat.
+    (judged,) = checked
+    np.testing.assert_array_equal(judged, unseen(held_out, groups))
+    assert len(judged) == 0
+    assert (est._calibrator.difficulty_trees[:, 0] == -1).all()
     # The calibration requests: X's measurements absent from the training data.
     trained = {tuple(row) for row in keys.to_numpy()}
     assert len(trained) == (len(X) - 63) // 3
