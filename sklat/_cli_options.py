@@ -134,8 +134,8 @@ ESTIMATOR_ARGUMENTS = {
             type=folds,
             help="cross-fitting: train one net per fold, each stopped early on its fold, "
             "average them and calibrate on every request's out-of-fold error (the two "
-            "fractions above are then unused); none: one net; auto: 5 folds when the "
-            "requests hold 10 to 499 distinct measurements (%(default)s)",
+            "fractions above are then unused); none: one net; auto: 5 folds from 10 to "
+            "499 requests (%(default)s)",
         ),
     ),
     "prefill_weight": (

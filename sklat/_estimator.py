@@ -234,10 +234,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         fold, so that no request calibrates through a net that saw it
         measured again. ``None``: one net, stopped early on
         ``validation_fraction`` and calibrated on ``calibration_fraction`` of
-        the requests (split conformal prediction). ``"auto"``: 5 folds when
-        the requests hold 10 to 499 distinct measurements, however many
-        times each was repeated (what one net lacks on such data is
-        configurations, not requests), ``None`` otherwise.
+        the requests (split conformal prediction). ``"auto"``: 5 folds from
+        10 to 499 requests holding at least 10 distinct configurations,
+        ``None`` otherwise.
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"

@@ -12,17 +12,16 @@ point factors would correct for the noise only.
 
 import numpy as np
 
-# n_folds="auto": the folds, and the distinct measurements below which a fit
-# is cross-fitted. Measured on the repeat sets (benchmarks/sample_efficiency.py),
-# five averaged nets were as accurate or more than one net with set-aside
-# requests at every size up to 378 requests, and covered closer to nominal.
-# What starves one net is few distinct measurements, not few requests: on
-# Splitwise (960 requests, 168 measurements) one net's errors on measurements
-# it never saw were heavy-tailed, five averaged nets' much less so
-# (benchmarks/RESULTS.md, sklat 0.11.0). From CROSS_FIT_BELOW measurements a
+# n_folds="auto": the folds, and the sizes that are cross-fitted. Measured on
+# the repeat sets (benchmarks/sample_efficiency.py), five averaged nets were as
+# accurate or more than one net with set-aside requests at every size up to
+# 378 requests, and covered closer to nominal; from CROSS_FIT_BELOW requests a
 # set-aside share leaves hundreds to the point model, split conformal's
-# guarantee is exact and the fit costs one net. With fewer than two
-# measurements per fold a fold's net would stop early on almost nothing.
+# guarantee is exact and the fit costs one net. Counting distinct
+# measurements instead (Splitwise's 960 requests hold 168) cross-fitted
+# Splitwise, and made its decode totals much worse on requests drawn like
+# the training ones (benchmarks/RESULTS.md, sklat 0.11.0). With fewer than
+# two configurations per fold a fold's net would stop early on almost nothing.
 AUTO_FOLDS = 5
 CROSS_FIT_BELOW = 500
 # Fewest distinct measurements for a held-out share drawn by measurement;
@@ -42,11 +41,14 @@ def measurement_groups(X, output_tokens):
     return groups.ravel().astype(np.int64)
 
 
-def _held_out(n, k, order, groups):
+def held_out_rows(n, k, order, groups):
     """``(kept_rows, held_out_rows)``: the first ``k`` requests of the
-    permutation ``order``, or, by measurement, the measurements in the order
-    their first request appears in it until at least ``k`` requests are held
-    out. None held out if that would leave no request to fit."""
+    permutation ``order``, or, by measurement (``groups``: one id per
+    request, None for none), the measurements in the order their first
+    request appears in it until at least ``k`` requests are held out. None
+    held out if ``k`` would leave no request to keep; request by request
+    where fewer than ``MIN_MEASUREMENTS`` measurements, or a draw of whole
+    ones that would keep none, make whole measurements meaningless."""
     none = np.arange(n), np.zeros(0, dtype=np.int64)
     if k < 1 or n - k < 1:
         return none
@@ -57,9 +59,9 @@ def _held_out(n, k, order, groups):
         group_order = in_order[np.sort(first)]
         sizes = np.bincount(groups)[group_order]
         n_groups = int(np.searchsorted(np.cumsum(sizes), k)) + 1
-        held = np.flatnonzero(np.isin(groups, group_order[:n_groups]))
-        if len(held) == n:
-            return none
+        whole = np.flatnonzero(np.isin(groups, group_order[:n_groups]))
+        if len(whole) < n:
+            held = whole
     mask = np.zeros(n, dtype=bool)
     mask[held] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
@@ -74,7 +76,7 @@ def calibration_split(n, fraction, seed, groups=None):
     # A seed of its own: the held-out split of early stopping draws from the
     # same seed and must not pick the same positions.
     order = np.random.RandomState((seed + 1) % 2**31).permutation(n)
-    return _held_out(n, int(fraction * n), order, groups)
+    return held_out_rows(n, int(fraction * n), order, groups)
 
 
 def validation_split(n, fraction, seed):
@@ -87,7 +89,7 @@ def validation_split(n, fraction, seed):
     (tried on Splitwise's 168 measurements in 960 requests: whole
     measurements stopped some nets far too early)."""
     order = np.random.RandomState(seed).permutation(n)
-    return _held_out(n, int(round(fraction * n)), order, None)
+    return held_out_rows(n, int(round(fraction * n)), order, None)
 
 
 def unseen(held_out, groups):
@@ -102,22 +104,22 @@ def unseen(held_out, groups):
 
 def cross_fit_folds(X, output_tokens, n_folds, seed, groups=None):
     """The fold of each request (features ``X``, ``output_tokens``), or None
-    for a single net (``n_folds=None``, or ``"auto"`` outside ``2 *
-    AUTO_FOLDS <= measurements < CROSS_FIT_BELOW``).
+    for a single net (``n_folds=None``, or ``"auto"`` outside ``10 <= n <
+    CROSS_FIT_BELOW`` or with fewer than ``2 * AUTO_FOLDS`` configurations).
 
     Repeats of a measurement (``groups``, computed by
     :func:`measurement_groups` when not given) share a fold, so that a
     fold's errors are never those of a request its net saw measured again.
-    Measurements are dealt out in a seeded order, each to the fold with
+    Configurations are dealt out in a seeded order, each to the fold with
     the fewest requests so far."""
     n = len(X)
-    if n_folds is None or (n_folds == "auto" and n < 2 * AUTO_FOLDS):
+    if n_folds is None or (n_folds == "auto" and not 2 * AUTO_FOLDS <= n < CROSS_FIT_BELOW):
         return None
     if groups is None:
         groups = measurement_groups(X, output_tokens)
     n_groups = int(groups.max()) + 1 if n else 0
     if n_folds == "auto":
-        if not 2 * AUTO_FOLDS <= n_groups < CROSS_FIT_BELOW:
+        if n_groups < 2 * AUTO_FOLDS:
             return None
         n_folds = AUTO_FOLDS
     if n_groups < 2 * n_folds:

@@ -277,16 +277,24 @@ def main(argv=None):
 
 
 # ------------------------------------------------------------------ train
-def _split(n, fraction, seed):
+def _split(res, fraction, seed):
+    """``(train_rows, held_out_rows)`` of the results ``res``: the held-out
+    requests are whole measurements (a repeat of a training request would
+    flatter the validation metrics) where there are enough of them."""
+    from ._splits import held_out_rows, measurement_groups
+
+    n = len(res.X)
     if not 0 <= fraction < 1:
         raise ValueError(f"--holdout_fraction must be in [0, 1); got {fraction}.")
     order = np.random.RandomState(seed).permutation(n)
     n_val = int(round(fraction * n))
-    if n_val and n - n_val < 2:
+    groups = measurement_groups(res.X.to_numpy(np.float64), res.output_tokens)
+    train_rows, val_rows = held_out_rows(n, n_val, order, groups)
+    if n_val and (n - n_val < 2 or len(train_rows) < 2):
         raise ValueError(
             f"--holdout_fraction {fraction} leaves too few training requests out of {n}."
         )
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    return train_rows, val_rows
 
 
 def _metrics(est, res, rows, *, intervals=False):
@@ -337,7 +345,7 @@ def cmd_train(args, argv):
     check_output_dir(args.output_dir, args.overwrite)
     results_dir, datasets = select_datasets(args)
     res = load_results(results_dir, datasets=datasets, features=args.features)
-    train_rows, val_rows = _split(len(res.X), args.holdout_fraction, args.seed)
+    train_rows, val_rows = _split(res, args.holdout_fraction, args.seed)
     if not args.quiet:
         print(
             f"sklat train: {len(train_rows)} training / {len(val_rows)} held-out "

@@ -313,6 +313,22 @@ def test_predict_writes_file(trained, results, tmp_path):
     assert len(table) == 20 and "T_LLM_decode_ms" in table and "output_tokens" in table
 
 
+def test_held_out_requests_are_whole_measurements():
+    # 40 configurations measured 3 times: the validation metrics are those of
+    # measurements the model never saw, none of them a repeat of a training one.
+    from sklearn.utils import Bunch
+
+    from sklat.cli import _split
+
+    rng = np.random.RandomState(0)
+    rows = np.repeat(np.arange(40), 3)
+    X = pd.DataFrame(rng.uniform(1, 9, (40, 2)), columns=["a", "b"]).iloc[rows]
+    res = Bunch(X=X, output_tokens=rng.randint(1, 99, 40)[rows])
+    train, held_out = _split(res, 0.2, seed=0)
+    assert len(held_out) == 24 and len(train) == 96
+    assert not set(rows[train]) & set(rows[held_out])
+
+
 @pytest.mark.parametrize(
     "fraction, message",
     [

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 import sklat
 from sklat import LatencyEstimator
 from sklat._cli_options import folds
-from sklat._splits import cross_fit_folds, measurement_groups
+from sklat._splits import cross_fit_folds
 from sklat.datasets import make_positioned_latency
 from sklat.persistence import ModelFileError, _digest
 
@@ -76,18 +76,11 @@ def test_the_same_seed_gives_the_same_model(crossed, data):
     np.testing.assert_array_equal(again.conformity_scores_, crossed.conformity_scores_)
 
 
-def test_auto_cross_fits_between_10_and_499_measurements():
-    d = make_positioned_latency(700, max_output_tokens=16, random_state=1)
-    _, first = np.unique(
-        measurement_groups(d.X.to_numpy(np.float64), d.output_tokens), return_index=True
-    )
-    distinct = np.sort(first)
-
+def test_auto_cross_fits_between_10_and_499_requests():
     def nets(n):
-        rows = distinct[:n]
+        d = make_positioned_latency(n, max_output_tokens=16, random_state=1)
         est = LatencyEstimator(max_epochs=1, hidden_size=4, random_state=0)
-        est.fit(d.X.iloc[rows], d.y.iloc[rows], output_tokens=d.output_tokens[rows])
-        return len(est.nets_)
+        return len(est.fit(d.X, d.y, output_tokens=d.output_tokens).nets_)
 
     assert [nets(9), nets(10), nets(499), nets(500)] == [1, 5, 5, 1]
 

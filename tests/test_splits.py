@@ -8,10 +8,8 @@ import sklat._estimator
 from sklat import LatencyEstimator
 from sklat._calibrator import Calibrator
 from sklat._splits import (
-    CROSS_FIT_BELOW,
     MIN_MEASUREMENTS,
     calibration_split,
-    cross_fit_folds,
     measurement_groups,
     unseen,
 )
@@ -69,20 +67,6 @@ def test_unseen_held_out_rows_have_no_repeat_outside_them():
     np.testing.assert_array_equal(unseen([], groups), [])
 
 
-def test_auto_cross_fits_by_the_number_of_measurements():
-    # 600 requests of 120 measurements (each measured 5 times): cross-fitted,
-    # as 120 requests would be; 600 distinct measurements: one net.
-    rng = np.random.RandomState(0)
-    X = rng.uniform(1, 100, (CROSS_FIT_BELOW + 100, 2))
-    n_tokens = rng.randint(1, 50, len(X))
-    repeated = np.repeat(np.arange(120), 5)
-    folds = cross_fit_folds(X[repeated], n_tokens[repeated], "auto", seed=0)
-    assert folds is not None and len(set(folds)) == 5
-    assert cross_fit_folds(X, n_tokens, "auto", seed=0) is None
-    below = slice(CROSS_FIT_BELOW - 1)
-    assert cross_fit_folds(X[below], n_tokens[below], "auto", seed=0) is not None
-
-
 def test_few_measurements_are_split_request_by_request():
     # A handful of configurations measured many times over: whole
     # measurements would hold out far more (or fewer) requests than asked.
@@ -92,14 +76,13 @@ def test_few_measurements_are_split_request_by_request():
     np.testing.assert_array_equal(held, calibration_split(len(groups), 0.2, 0)[1])
 
 
-def test_a_draw_that_would_leave_nothing_to_fit_holds_nothing_out():
-    # One measurement holds almost every request; drawn first, it would leave
-    # nothing to fit.
-    groups = np.concatenate([np.zeros(1000, dtype=np.int64), np.arange(1, MIN_MEASUREMENTS)])
-    for seed in range(20):
-        kept, held = calibration_split(len(groups), 0.2, seed, groups)
-        assert len(kept) > 0
-        assert not set(groups[kept]) & set(groups[held])
+def test_a_draw_of_whole_measurements_that_would_keep_none_is_made_request_by_request():
+    # 10 measurements of 10 requests, 95 to hold out: whole measurements would
+    # hold out all 100.
+    groups = np.repeat(np.arange(MIN_MEASUREMENTS), 10)
+    kept, held = calibration_split(len(groups), 0.95, 0, groups)
+    assert (len(kept), len(held)) == (5, 95)
+    np.testing.assert_array_equal(held, calibration_split(len(groups), 0.95, 0)[1])
 
 
 def _data_with_repeats(n_configurations, repeats, seed=0):
