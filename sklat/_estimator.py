@@ -47,7 +47,6 @@ from ._params import PARAMETER_CONSTRAINTS, check_params
 from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
-from ._threads import auto_threads, torch_threads
 from ._splits import (
     calibration_split,
     cross_fit_folds,
@@ -55,6 +54,7 @@ from ._splits import (
     unseen,
     validation_split,
 )
+from ._threads import auto_threads, torch_threads
 from ._training import net_kwargs, step_work, train, warn_unconverged
 from ._validation import (
     check_decode_segments,
