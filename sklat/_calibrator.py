@@ -28,7 +28,6 @@ from ._conformal import (
 # Per-step latencies of one calibration request kept for per-position
 # intervals (evenly spaced): bounds the model file's size.
 STEPS_KEPT = 64
-
 # Held-out requests needed to judge a difficulty tree (with fewer the
 # difficulty is flat: an unchecked tree of in-sample errors can be far off on
 # new requests), and the interval level it is judged at.
