@@ -35,6 +35,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (  # noqa: E402
+    configurations,
     profiled_requests,
     profiled_sets,
     splitwise_requests,
@@ -223,12 +224,10 @@ def splits(data_name, data, seed, quick, by="request"):
 def _whole_measurements(data, order):
     """``order`` with the repeats of each measurement moved next to its first
     request, and the measurement of each position."""
-    keys = data.X.assign(output_tokens=data.output_tokens)
-    groups = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()[order]
+    groups = configurations(data)[order]
+    # The ids are 0..G-1: first[g] is where measurement g first appears.
     _, first = np.unique(groups, return_index=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.unique(groups)] = np.argsort(np.argsort(first))
-    moved = np.argsort(rank[groups], kind="stable")
+    moved = np.argsort(first[groups], kind="stable")
     return order[moved], groups[moved]
 
 

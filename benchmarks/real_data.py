@@ -38,6 +38,13 @@ TOKEN_OPS = [
 ]
 
 
+def configurations(data):
+    """An id per request of ``data`` (a dataset Bunch): requests with equal
+    features and output length (repeats of one measurement) share it."""
+    keys = data.X.assign(output_tokens=data.output_tokens)
+    return keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+
+
 def _vidur_tables():
     mlp = pd.read_csv(DATA / "vidur_a100_llama2_7b_mlp_tp1.csv")
     attn = pd.read_csv(DATA / "vidur_a100_llama2_7b_attn_decode_bs1_tp1.csv")

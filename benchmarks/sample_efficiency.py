@@ -37,7 +37,7 @@ from sklearn.utils import check_random_state
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import parse_set  # noqa: E402
 from peers import AggregatedLinear, FlatAverage, PhysicalCore, RelativePoint  # noqa: E402
-from real_data import profiled_requests, profiled_sets  # noqa: E402
+from real_data import configurations, profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
 from sklat._conformal import min_calibration  # noqa: E402
@@ -53,12 +53,6 @@ METHODS = {
     "core, relative point": lambda seed: RelativePoint(PhysicalCore()),
     "linear, relative point": lambda seed: RelativePoint(AggregatedLinear()),
 }
-
-
-def configurations(data):
-    """An id per request: requests with equal features and output length share it."""
-    keys = data.X.assign(output_tokens=data.output_tokens)
-    return keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
 
 
 def repeat_sets():
