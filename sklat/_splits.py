@@ -53,14 +53,14 @@ def held_out_rows(n, k, order, groups):
     if k < 1 or n - k < 1:
         return none
     held = order[:k]
-    if groups is not None and len(np.unique(groups)) >= MIN_MEASUREMENTS:
+    if groups is not None:
         in_order = groups[order]
         _, first = np.unique(in_order, return_index=True)
+        # The measurements in the order their first request is drawn.
         group_order = in_order[np.sort(first)]
-        sizes = np.bincount(groups)[group_order]
-        n_groups = int(np.searchsorted(np.cumsum(sizes), k)) + 1
+        n_groups = int(np.searchsorted(np.cumsum(np.bincount(groups)[group_order]), k)) + 1
         whole = np.flatnonzero(np.isin(groups, group_order[:n_groups]))
-        if len(whole) < n:
+        if len(group_order) >= MIN_MEASUREMENTS and len(whole) < n:
             held = whole
     mask = np.zeros(n, dtype=bool)
     mask[held] = True
