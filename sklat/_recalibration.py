@@ -46,17 +46,17 @@ N_FOLDS = 10
 
 
 class Factors:
-    """Fitted multipliers of the cost terms, ``exp(c + d_k)`` (``terms``, one
-    per term) and the slopes ``b`` of their log on standardised features."""
+    """Fitted multipliers of the cost terms, ``exp(c + d_k)`` (``multipliers``,
+    one per term) and the slopes ``b`` of their log on standardised features."""
 
-    def __init__(self, terms, slopes):
-        self.terms = terms
+    def __init__(self, multipliers, slopes):
+        self.multipliers = multipliers
         self.slopes = slopes
 
     def predict(self, terms, z):
         """Latencies of requests with cost terms ``terms`` (n, K) and
         standardised features ``z`` (n, d)."""
-        return np.exp(z @ self.slopes) * (terms @ self.terms)
+        return np.exp(z @ self.slopes) * (terms @ self.multipliers)
 
 
 def fit_factors(terms, measured, z=None, slope_penalty=None):
@@ -134,7 +134,7 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
     decode_factors, decode_errors = chosen_fit(
         curve.total_terms(coef, output_tokens), coef.z, decode
     )
-    scales, slopes = decode_factors.terms, curve.slopes.copy()
+    scales, slopes = decode_factors.multipliers, curve.slopes.copy()
     slopes[0] = decode_factors.slopes
     # Which requests the old setting found hard need not carry over: the new
     # scores are plain log errors (a difficulty of 1 everywhere).
@@ -143,7 +143,7 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
     scores[:, 0] = decode_errors
     if prefill is not None:
         prefill_factors, scores[:, 1] = chosen_fit(coef.prefill_terms, coef.z, prefill)
-        scales = np.append(scales, prefill_factors.terms)
+        scales = np.append(scales, prefill_factors.multipliers)
         slopes[1] = prefill_factors.slopes
     else:
         scales = np.append(scales, curve.scales[3:])

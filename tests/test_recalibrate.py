@@ -77,7 +77,7 @@ def test_cross_fitted_scores_are_leave_one_out(fitted, moved):
     decode = y["T_LLM_decode"].to_numpy()[:12]
     keep = np.arange(1, 12)
     factors = _recalibration.fit_factors(terms[keep], decode[keep])
-    expected = np.log(decode[0]) - np.log(terms[0] @ factors.terms)
+    expected = np.log(decode[0]) - np.log(terms[0] @ factors.multipliers)
     np.testing.assert_allclose(est.conformity_scores_[0, 0], expected, rtol=1e-6)
     # Fewer than 20 requests: no slopes.
     assert (est.scale_slopes_ == 0).all()
