@@ -88,17 +88,18 @@ class Calibrator:
         the model memorised for what is easy."""
         decode, prefill, coef = _log_errors(curve, fit_part, n_threads)
         errors = [decode] + ([prefill] if prefill is not None else [])
-        inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
-        trees = [fit_difficulty(inputs, decode)]
-        if prefill is not None:
-            # The prefill does not depend on the output length.
-            trees.append(fit_difficulty(inputs[:, :-1], prefill))
         held_out = np.zeros(0, dtype=np.int64) if held_out is None else np.asarray(held_out)
         if len(held_out) >= _MIN_HELD_OUT:
-            trees = _narrowing_trees(trees, [e[held_out] for e in errors], inputs[held_out])
+            inputs = difficulty_inputs(coef.z, fit_part.output_tokens)
+            trees = [fit_difficulty(inputs, decode)]
+            if prefill is not None:
+                # The prefill does not depend on the output length.
+                trees.append(fit_difficulty(inputs[:, :-1], prefill))
+            trees = np.stack(
+                _narrowing_trees(trees, [e[held_out] for e in errors], inputs[held_out])
+            )
         else:
-            trees = [flat_tree(tree) for tree in trees]
-        trees = np.stack(trees)
+            trees = flat_trees(len(errors))
         scores = np.zeros((len(cal_part), len(trees)))
         # The point factors come from the calibration requests' plain log
         # errors, or without any from the requests held out for early
@@ -129,16 +130,15 @@ class Calibrator:
             if prefill is not None:
                 scores[rows, 1] = prefill
             steps.append(_position_scores(member, part, n_threads))
-        trees = np.stack([flat_tree(np.zeros((3, TREE_NODES)))] * n_outputs)
-        return cls.flat(trees, scores, np.concatenate(steps))
+        return cls.flat(scores, np.concatenate(steps))
 
     @classmethod
-    def flat(cls, flat_trees, scores, position_scores):
-        """A calibrator of flat difficulty (``flat_trees``): its ``scores``
-        are plain out-of-sample log errors, so they give the point factors
-        too."""
+    def flat(cls, scores, position_scores):
+        """A calibrator of flat difficulty (difficulty 1 everywhere): its
+        ``scores`` are plain out-of-sample log errors, so they give the point
+        factors too."""
         factors = [relative_error_factor(column) for column in scores.T]
-        return cls(flat_trees, scores, position_scores, factors)
+        return cls(flat_trees(scores.shape[1]), scores, position_scores, factors)
 
     def score(self, curve, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``
@@ -307,15 +307,15 @@ def _narrowing_trees(trees, errors, inputs):
         sigma = np.exp(tree_value(tree, x))
         normalised = np.mean(sigma) * np.quantile(np.abs(error) / sigma, _CHECK_LEVEL)
         plain = np.quantile(np.abs(error), _CHECK_LEVEL)
-        out.append(tree if normalised < (1 - _MIN_NARROWING) * plain else flat_tree(tree))
+        out.append(tree if normalised < (1 - _MIN_NARROWING) * plain else flat_trees(1)[0])
     return out
 
 
-def flat_tree(tree):
-    """A single leaf of value 0 in ``tree``'s layout: difficulty 1 for every
-    request."""
-    flat = np.zeros_like(tree)
-    flat[0] = -1
+def flat_trees(n_outputs):
+    """(n_outputs, 3, TREE_NODES): difficulty trees that are a single leaf of
+    value 0, difficulty 1 for every request."""
+    flat = np.zeros((n_outputs, 3, TREE_NODES))
+    flat[:, 0] = -1
     return flat
 
 

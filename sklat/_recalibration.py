@@ -128,7 +128,7 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
     """``(curve, calibrator)`` adapted to checked new requests: the curve with
     refitted multipliers and slopes, the calibrator with their cross-fitted
     scores."""
-    from ._calibrator import Calibrator, flat_tree
+    from ._calibrator import Calibrator
 
     coef = curve.encode(X_arr, n_threads=n_threads, scaled=False)
     decode_factors, decode_errors = chosen_fit(
@@ -136,9 +136,6 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
     )
     scales, slopes = decode_factors.multipliers, curve.slopes.copy()
     slopes[0] = decode_factors.slopes
-    # Which requests the old setting found hard need not carry over: the new
-    # scores are plain log errors (a difficulty of 1 everywhere).
-    flat_trees = np.stack([flat_tree(tree) for tree in calibrator.difficulty_trees])
     scores = np.zeros((len(decode), calibrator.scores.shape[1]))
     scores[:, 0] = decode_errors
     if prefill is not None:
@@ -147,5 +144,7 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
         slopes[1] = prefill_factors.slopes
     else:
         scales = np.append(scales, curve.scales[3:])
-    new_calibrator = Calibrator.flat(flat_trees, scores, calibrator.position_scores)
+    # Which requests the old setting found hard need not carry over: the new
+    # scores are plain log errors (a difficulty of 1 everywhere).
+    new_calibrator = Calibrator.flat(scores, calibrator.position_scores)
     return curve.rescaled(scales, slopes), new_calibrator

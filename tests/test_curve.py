@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklat._calibrator import Calibrator
+from sklat._calibrator import Calibrator, flat_trees
 from sklat._conformal import TREE_NODES
 from sklat._curve import Curve
 from sklat._features import FeatureTransform
@@ -135,16 +135,9 @@ def test_encode_names_the_bad_value(curve):
         curve.encode(np.array([[1.0, 10.0], [2.0, -5.0]]))
 
 
-def _flat_trees(n_outputs):
-    """Difficulty trees that are a single leaf of value 0: sigma = 1 everywhere."""
-    trees = np.zeros((n_outputs, 3, TREE_NODES))
-    trees[:, 0, :] = -1
-    return trees
-
-
 def test_interval_of_a_known_length_is_the_kth_score(curve, coef):
     scores = np.array([[-0.3, 0.1], [0.05, -0.2], [0.2, 0.0], [-0.1, 0.4]] * 5)  # n = 20
-    calibrator = Calibrator(_flat_trees(2), scores, np.zeros((0, 2)))
+    calibrator = Calibrator(flat_trees(2), scores, np.zeros((0, 2)))
     n = np.full(len(coef), 12)
     bounds = calibrator.decode_interval(curve, coef, n, None, 0.8, per_token=False)
     k = math.ceil(21 * 0.8)
@@ -162,7 +155,7 @@ def test_interval_of_a_known_length_is_the_kth_score(curve, coef):
 
 def test_attainment_counts_the_calibration_requests_that_meet_the_objective(curve, coef):
     e = np.linspace(-0.5, 0.5, 11)
-    calibrator = Calibrator(_flat_trees(1), e[:, None], np.zeros((0, 2)))
+    calibrator = Calibrator(flat_trees(1), e[:, None], np.zeros((0, 2)))
     n = np.full(len(coef), 10)
     per_token = curve.total(coef, n) / 10
     tpot = per_token * np.exp(0.05)
@@ -172,7 +165,7 @@ def test_attainment_counts_the_calibration_requests_that_meet_the_objective(curv
     # With N unknown, the mixture over the lengths lies between its extremes.
     loose = calibrator.attainment(curve, coef, None, curve.lengths, ttft=None, tpot=tpot, e2e=None)
     assert ((loose >= 0) & (loose <= 1)).all()
-    empty = Calibrator(_flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2)))
+    empty = Calibrator(flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2)))
     with pytest.raises(ValueError, match="holds no calibration requests"):
         empty.attainment(curve, coef, n, None, ttft=None, tpot=tpot, e2e=None)
 
@@ -180,9 +173,9 @@ def test_attainment_counts_the_calibration_requests_that_meet_the_objective(curv
 def test_position_bound_is_a_weighted_rank_of_requests():
     # Two requests of 2 and 4 steps: weights 1/2 and 1/4, so each weighs 1.
     scores = np.array([[0.1, 0.5], [0.3, 0.5], [0.05, 0.25], [0.2, 0.25], [0.4, 0.25], [0.5, 0.25]])
-    calibrator = Calibrator(_flat_trees(1), np.zeros((0, 1)), scores)
+    calibrator = Calibrator(flat_trees(1), np.zeros((0, 1)), scores)
     with pytest.raises(ValueError, match="needs calibration requests with per-step data"):
-        Calibrator(_flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2))).position_bound(0.5)
+        Calibrator(flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2))).position_bound(0.5)
     # ceil(3 * 0.5) = 2 of 2 requests: the top of the weighted order.
     assert calibrator.position_bound(0.5) == 0.5
 
