@@ -135,7 +135,8 @@ ESTIMATOR_ARGUMENTS = {
             help="cross-fitting: train one net per fold, each stopped early on its fold, "
             "average them and calibrate on every request's out-of-fold error (the two "
             "fractions above are then unused); none: one net; auto: 5 folds from 10 to "
-            "499 requests (%(default)s)",
+            "499 requests, and from 500 requests of fewer than 500 distinct measurements "
+            "5 folds that only calibrate one net trained on every request (%(default)s)",
         ),
     ),
     "prefill_weight": (

@@ -48,6 +48,7 @@ from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight
 from ._splits import (
+    calibrates_only,
     calibration_split,
     cross_fit_folds,
     measurement_groups,
@@ -55,7 +56,7 @@ from ._splits import (
     validation_split,
 )
 from ._threads import auto_threads, torch_threads
-from ._training import net_kwargs, step_work, train, warn_unconverged
+from ._training import best_epoch, net_kwargs, step_work, train, warn_unconverged
 from ._validation import (
     check_decode_segments,
     check_output_tokens,
@@ -208,7 +209,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Fraction of the training requests held out (seeded) to stop early and
         keep the best (averaged) weights. ``0`` trains for ``max_epochs`` on
         all data; so does a training set too small to hold out one request.
-        Unused by a cross-fitted model (``n_folds``).
+        Unused by a model averaged over folds (``n_folds``).
     calibration_fraction : float, default=0.2
         Fraction of the requests (``int(calibration_fraction * n_samples)``,
         seeded) held out of training to calibrate :meth:`predict_interval`,
@@ -221,7 +222,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         of measurements the net never saw: with at least 10 distinct
         measurements, whole ones are drawn until at least
         ``int(calibration_fraction * n_samples)`` requests are held out.
-        Unused by a cross-fitted model (``n_folds``).
+        Unused by a cross-fitted model (``n_folds``), whose folds calibrate.
     n_folds : "auto", int or None, default="auto"
         Cross-fitting, for data too scarce to set requests aside. With ``k``
         folds (seeded), ``k`` nets are trained, each on every request outside
@@ -235,8 +236,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         measured again. ``None``: one net, stopped early on
         ``validation_fraction`` and calibrated on ``calibration_fraction`` of
         the requests (split conformal prediction). ``"auto"``: 5 folds from
-        10 to 499 requests holding at least 10 distinct configurations,
-        ``None`` otherwise.
+        10 to 499 requests holding at least 10 distinct configurations;
+        from 500 requests of 10 to 499 distinct measurements (few
+        configurations measured many times), 5 folds that only calibrate:
+        the model is one net trained on every request (stopped early on
+        ``validation_fraction``), and five more, each trained as many epochs
+        without one fold, give the out-of-fold errors (fitting costs six
+        nets; ``calibration_fraction`` is unused); ``None`` otherwise.
     n_iter_no_change : int, default=20
         Epochs without improvement of the held-out loss before stopping.
     log_features : {"auto", "all", "none"}, default="auto"
@@ -275,8 +281,9 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when ``X`` was a DataFrame with string column names.
     nets_ : list of skorch.NeuralNet
-        The trained skorch nets: one, or one per fold (``n_folds``), whose
-        average is the model. ``nets_[k].module_`` is a torch module.
+        The trained skorch nets of the model: one, or one per fold
+        (``n_folds``), whose average is the model (nets that only calibrate
+        are not kept). ``nets_[k].module_`` is a torch module.
     net_ : skorch.NeuralNet
         The first of ``nets_``.
     history_ : skorch.callbacks.History
@@ -524,14 +531,11 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         # Repeats of a measurement stay on one side of every split.
         groups = measurement_groups(X_arr, n_tokens)
         folds = cross_fit_folds(X_arr, n_tokens, self.n_folds, seed, groups)
-        if folds is not None:
-            curve = self._fit_curve(requests, context_features, seed, folds=folds)
-            calibrator = Calibrator.fit_cross(curve, requests, folds, n_threads=self.n_threads)
-        else:
+        if folds is None:
             fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed, groups)
             fit_part = requests.take(fit_rows)
             _, held_out = validation_split(len(fit_part), self.validation_fraction, seed)
-            curve = self._fit_curve(fit_part, context_features, seed, held_out=held_out)
+            curve = self._fit_curve(fit_part, context_features, [(seed, None, held_out)])
             calibrator = Calibrator.fit(
                 curve,
                 fit_part,
@@ -541,13 +545,46 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
                 held_out=unseen(held_out, groups[fit_rows]),
                 n_threads=self.n_threads,
             )
+        elif calibrates_only(self.n_folds, n):
+            # Many requests of few measurements: the model is one net trained
+            # on every request, every configuration included. Nets trained
+            # as it was (as many epochs), each without one fold, give every
+            # request an error on a net that never saw its measurement.
+            _, held_out = validation_split(n, self.validation_fraction, seed)
+            curve = self._fit_curve(requests, context_features, [(seed, None, held_out)])
+            no_stopping = np.zeros(0, dtype=np.int64)
+            fold_curve = self._fit_curve(
+                requests,
+                context_features,
+                [
+                    ((seed + k) % 2**31, np.flatnonzero(folds != k), no_stopping)
+                    for k in range(folds.max() + 1)
+                ],
+                kept=False,
+                max_epochs=best_epoch(self.net_),
+            )
+            calibrator = Calibrator.fit_cross(fold_curve, requests, folds, n_threads=self.n_threads)
+        else:
+            curve = self._fit_curve(
+                requests,
+                context_features,
+                [
+                    ((seed + k) % 2**31, None, np.flatnonzero(folds == k))
+                    for k in range(folds.max() + 1)
+                ],
+            )
+            calibrator = Calibrator.fit_cross(curve, requests, folds, n_threads=self.n_threads)
         self._curve, self._calibrator = curve, calibrator
         return self
 
-    def _fit_curve(self, part, context_features, seed, folds=None, held_out=None):
-        """Train the curve on the requests of ``part`` (checked Requests):
-        one net stopped early on the rows ``held_out``, or with ``folds`` (a
-        fold per request) one per fold, stopped early on it."""
+    def _fit_curve(self, part, context_features, trainings, *, kept=True, max_epochs=None):
+        """Train the curve on the requests of ``part`` (checked Requests): the
+        average of one net per ``(seed, rows, held_out)`` of ``trainings``,
+        trained on the rows ``rows`` of ``part`` (None: all) but those at the
+        positions ``held_out`` of them, which stop it early. ``kept``: the
+        nets are the fitted model's (``nets_``; a ``ConvergenceWarning`` if
+        their training looks unfinished). ``max_epochs``: instead of the
+        parameter's."""
         X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
         context = context_lengths(X_arr, context_features, self._feature_label)
         transform = FeatureTransform.fit(X_arr, self.log_features, self._feature_label)
@@ -562,7 +599,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             "max_output_tokens_": int(n_tokens.max()),
             "total_norm_": float(n_tokens.mean()),
         }
-        self.total_norm_ = fitted["total_norm_"]
         data = RequestData(
             x=transform.transform(X_arr, self._feature_label),
             output_tokens=n_tokens,
@@ -574,21 +610,27 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             segments=part.segments.scaled(fitted["step_scale_"]),
         )
         params = self.get_params(deep=False)
+        if max_epochs is not None:
+            params["max_epochs"] = max_epochs
         work = step_work(params, self.n_features_in_, fitted["max_output_tokens_"])
         with torch_threads(auto_threads(self.n_threads, work)):
             kwargs = net_kwargs(fitted, self.device_)
-            if folds is None:
-                self.nets_ = [train(params, data, seed=seed, net_kwargs=kwargs, held_out=held_out)]
-            else:
-                self.nets_ = [
-                    _train_fold(params, data, folds, k, seed, kwargs)
-                    for k in range(folds.max() + 1)
-                ]
-            warn_unconverged(params, self.nets_)
-            self.net_ = self.nets_[0]
-            self.history_ = self.net_.history
+            nets = []
+            for k, (seed, rows, held_out) in enumerate(trainings):
+                subset = data if rows is None else data.subset(rows)
+                if params["verbose"] and len(trainings) > 1:
+                    print(
+                        f"{'cross-fitting' if kept else 'calibration'}: net {k + 1} of "
+                        f"{len(trainings)}, stopped early on {len(held_out)} of {len(subset)} "
+                        "requests"
+                    )
+                nets.append(train(params, subset, seed=seed, net_kwargs=kwargs, held_out=held_out))
+            if kept:
+                warn_unconverged(params, nets)
+                self.nets_, self.net_, self.history_ = nets, nets[0], nets[0].history
+                self.total_norm_ = fitted["total_norm_"]
             return Curve(
-                self.nets_,
+                nets,
                 transform=transform,
                 feature_range=feature_range(X_arr),
                 context_features=context_features,
@@ -1293,17 +1335,6 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             self.nets_ = [self.net_]
         if "_calibrator" not in vars(self) and "net_" in vars(self):
             _upgrade_pickled_state(self)
-
-
-def _train_fold(params, data, folds, k, seed, kwargs):
-    """The net of fold ``k``: trained on the other folds, stopped early on it."""
-    held_out = np.flatnonzero(folds == k)
-    if params["verbose"]:
-        print(
-            f"cross-fitting: net {k + 1} of {folds.max() + 1}, stopped early on "
-            f"{len(held_out)} of {len(folds)} requests"
-        )
-    return train(params, data, seed=(seed + k) % 2**31, net_kwargs=kwargs, held_out=held_out)
 
 
 def _upgrade_pickled_state(est):

@@ -16,12 +16,13 @@ import numpy as np
 # the repeat sets (benchmarks/sample_efficiency.py), five averaged nets were as
 # accurate or more than one net with set-aside requests at every size up to
 # 378 requests, and covered closer to nominal; from CROSS_FIT_BELOW requests a
-# set-aside share leaves hundreds to the point model, split conformal's
-# guarantee is exact and the fit costs one net. Counting distinct
-# measurements instead (Splitwise's 960 requests hold 168) cross-fitted
-# Splitwise, and made its decode totals much worse on requests drawn like
-# the training ones (benchmarks/RESULTS.md, sklat 0.11.0). With fewer than
-# two configurations per fold a fold's net would stop early on almost nothing.
+# set-aside share leaves hundreds to the point model and the fit is one net.
+# From CROSS_FIT_BELOW requests of fewer than CROSS_FIT_BELOW distinct
+# measurements (Splitwise's 960 requests hold 168), a calibration share of
+# whole measurements is a few dozen of them, and keeps those configurations
+# from the point model: the folds then calibrate a net trained on every
+# request (benchmarks/RESULTS.md, sklat 0.12.0). With fewer than two
+# configurations per fold a fold's net would stop early on almost nothing.
 AUTO_FOLDS = 5
 CROSS_FIT_BELOW = 500
 # Fewest distinct measurements for a held-out share drawn by measurement;
@@ -104,8 +105,9 @@ def unseen(held_out, groups):
 
 def cross_fit_folds(X, output_tokens, n_folds, seed, groups=None):
     """The fold of each request (features ``X``, ``output_tokens``), or None
-    for a single net (``n_folds=None``, or ``"auto"`` outside ``10 <= n <
-    CROSS_FIT_BELOW`` or with fewer than ``2 * AUTO_FOLDS`` configurations).
+    for no folds (``n_folds=None``, or ``"auto"`` with fewer than ``2 *
+    AUTO_FOLDS`` requests or configurations, or with ``CROSS_FIT_BELOW``
+    configurations or more).
 
     Repeats of a measurement (``groups``, computed by
     :func:`measurement_groups` when not given) share a fold, so that a
@@ -113,13 +115,13 @@ def cross_fit_folds(X, output_tokens, n_folds, seed, groups=None):
     Configurations are dealt out in a seeded order, each to the fold with
     the fewest requests so far."""
     n = len(X)
-    if n_folds is None or (n_folds == "auto" and not 2 * AUTO_FOLDS <= n < CROSS_FIT_BELOW):
+    if n_folds is None or (n_folds == "auto" and n < 2 * AUTO_FOLDS):
         return None
     if groups is None:
         groups = measurement_groups(X, output_tokens)
     n_groups = int(groups.max()) + 1 if n else 0
     if n_folds == "auto":
-        if n_groups < 2 * AUTO_FOLDS:
+        if not 2 * AUTO_FOLDS <= n_groups < CROSS_FIT_BELOW:
             return None
         n_folds = AUTO_FOLDS
     if n_groups < 2 * n_folds:
@@ -137,3 +139,11 @@ def cross_fit_folds(X, output_tokens, n_folds, seed, groups=None):
         group_fold[g] = int(np.argmin(filled))
         filled[group_fold[g]] += sizes[g]
     return group_fold[groups]
+
+
+def calibrates_only(n_folds, n):
+    """Whether the folds of a fit of ``n`` requests only calibrate (their nets
+    are dropped, the model is one net trained on every request): with
+    ``n_folds="auto"`` from ``CROSS_FIT_BELOW`` requests. Else the model is
+    the average of the fold nets."""
+    return n_folds == "auto" and n >= CROSS_FIT_BELOW

@@ -192,6 +192,15 @@ def train(params, data, *, seed, net_kwargs, held_out):
     return net
 
 
+def best_epoch(net):
+    """The epoch (1-based) whose weights ``net`` ended with: that of its least
+    held-out loss (the first of equal ones), else its last."""
+    history = net.history
+    if not len(history) or "valid_loss" not in history[-1]:
+        return len(history)
+    return int(np.argmin(history[:, "valid_loss"])) + 1
+
+
 def warn_unconverged(params, nets):
     """One ``ConvergenceWarning`` if the training of the nets (one, or the
     members of a cross-fitted model) looks unfinished: the first one's

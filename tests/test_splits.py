@@ -139,3 +139,71 @@ def test_a_fit_on_repeated_measurements_calibrates_on_unseen_ones(monkeypatch):
     # The calibration requests: X's measurements absent from the training data.
     trained = {tuple(row) for row in keys.to_numpy()}
     assert len(trained) == (len(X) - 63) // 3
+
+
+def _recording_train(monkeypatch):
+    """A list that each training of a fit appends ``(data, held_out, net)`` to."""
+    seen = []
+    train = sklat._estimator.train
+
+    def recording_train(params, data, **kwargs):
+        net = train(params, data, **kwargs)
+        seen.append((data, kwargs["held_out"], net))
+        return net
+
+    monkeypatch.setattr(sklat._estimator, "train", recording_train)
+    return seen
+
+
+def _measurements(data):
+    """The measurement of each request of a net's training data, as tuples."""
+    keys = np.column_stack([data.x, data.output_tokens]).astype(np.float64)
+    return [tuple(row) for row in keys]
+
+
+def test_many_requests_of_few_measurements_calibrate_through_folds(monkeypatch):
+    # 125 configurations measured 4 times (500 requests): the model is one
+    # net trained on every request (a tenth, drawn one by one, stops it
+    # early); five more nets, each trained as many epochs without a fifth of
+    # the measurements, score every request.
+    X, y, n_tokens = _data_with_repeats(125, 4)
+    seen = _recording_train(monkeypatch)
+    est = LatencyEstimator(max_epochs=4, random_state=0).fit(X, y, output_tokens=n_tokens)
+
+    assert len(seen) == 6 and len(est.nets_) == 1
+    assert len(est.conformity_scores_) == 500
+    assert (est._calibrator.difficulty_trees[:, 0] == -1).all()
+    data, held_out, net = seen[0]
+    assert (len(data), len(held_out)) == (500, 50) and net is est.net_
+    measurements = _measurements(data)
+    everything = set(measurements)
+    assert len(everything) == 125
+    kept = set(np.setdiff1d(np.arange(500), held_out))
+    assert {measurements[i] for i in kept} & {measurements[i] for i in held_out}
+    epochs = int(np.argmin(est.history_[:, "valid_loss"])) + 1
+    left_out = []
+    for data, held_out, net in seen[1:]:
+        left_out.append(everything - set(_measurements(data)))
+        # Every repeat of a measurement left out: none of them trains.
+        assert len(data) == 4 * (125 - len(left_out[-1]))
+        assert len(held_out) == 0 and len(net.history) == epochs
+    assert sum(len(s) for s in left_out) == 125 and set().union(*left_out) == everything
+
+
+def test_folds_given_from_500_requests_are_averaged():
+    X, y, n_tokens = _data_with_repeats(125, 4)
+    est = LatencyEstimator(n_folds=5, max_epochs=1, random_state=0)
+    assert len(est.fit(X, y, output_tokens=n_tokens).nets_) == 5
+
+
+def test_intervals_through_folds_cover_new_measurements():
+    # 150 configurations measured 4 times: 90% intervals cover about 90% of
+    # 1000 configurations the fit never saw, measured alike.
+    X, y, n_tokens = _data_with_repeats(150, 4, seed=3)
+    new_X, new_y, new_tokens = _data_with_repeats(1000, 1, seed=4)
+    est = LatencyEstimator(hidden_size=16, random_state=0)
+    est.fit(X, y, output_tokens=n_tokens)
+    assert len(est.nets_) == 1 and len(est.conformity_scores_) == 600
+    bounds = est.predict_interval(new_X, new_tokens, confidence=0.9)
+    coverage = sklat.metrics.interval_coverage(new_y["T_LLM_decode"].to_numpy(), bounds)
+    assert 0.84 <= coverage <= 0.97
