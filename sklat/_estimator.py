@@ -618,11 +618,15 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             nets = []
             for k, (seed, rows, held_out) in enumerate(trainings):
                 subset = data if rows is None else data.subset(rows)
-                if params["verbose"] and len(trainings) > 1:
+                if params["verbose"] and not kept:
                     print(
-                        f"{'cross-fitting' if kept else 'calibration'}: net {k + 1} of "
-                        f"{len(trainings)}, stopped early on {len(held_out)} of {len(subset)} "
-                        "requests"
+                        f"calibration: net {k + 1} of {len(trainings)}, "
+                        f"{params['max_epochs']} epochs on {len(subset)} requests"
+                    )
+                elif params["verbose"] and len(trainings) > 1:
+                    print(
+                        f"cross-fitting: net {k + 1} of {len(trainings)}, stopped early on "
+                        f"{len(held_out)} of {len(subset)} requests"
                     )
                 nets.append(train(params, subset, seed=seed, net_kwargs=kwargs, held_out=held_out))
             if kept:

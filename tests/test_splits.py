@@ -161,14 +161,15 @@ def _measurements(data):
     return [tuple(row) for row in keys]
 
 
-def test_many_requests_of_few_measurements_calibrate_through_folds(monkeypatch):
+def test_many_requests_of_few_measurements_calibrate_through_folds(monkeypatch, capsys):
     # 125 configurations measured 4 times (500 requests): the model is one
     # net trained on every request (a tenth, drawn one by one, stops it
     # early); five more nets, each trained as many epochs without a fifth of
     # the measurements, score every request.
     X, y, n_tokens = _data_with_repeats(125, 4)
     seen = _recording_train(monkeypatch)
-    est = LatencyEstimator(max_epochs=4, random_state=0).fit(X, y, output_tokens=n_tokens)
+    est = LatencyEstimator(max_epochs=4, random_state=0, verbose=1)
+    est.fit(X, y, output_tokens=n_tokens)
 
     assert len(seen) == 6 and len(est.nets_) == 1
     assert len(est.conformity_scores_) == 500
@@ -187,6 +188,9 @@ def test_many_requests_of_few_measurements_calibrate_through_folds(monkeypatch):
         # Every repeat of a measurement left out: none of them trains.
         assert len(data) == 4 * (125 - len(left_out[-1]))
         assert len(held_out) == 0 and len(net.history) == epochs
+    out = capsys.readouterr().out
+    for k, (data, _, _) in enumerate(seen[1:], start=1):
+        assert f"calibration: net {k} of 5, {epochs} epochs on {len(data)} requests" in out
     assert sum(len(s) for s in left_out) == 125 and set().union(*left_out) == everything
 
 
