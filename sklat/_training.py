@@ -230,12 +230,11 @@ def unconverged(params, net):
         )
     if "valid_loss" not in history[-1] or len(history) < params["max_epochs"]:
         return None
-    losses = np.asarray(history[:, "valid_loss"], dtype=np.float64)
-    best = int(np.argmin(losses))
-    if best >= len(losses) - params["n_iter_no_change"] // 2 - 1:
+    best = best_epoch(net)
+    if best >= len(history) - params["n_iter_no_change"] // 2:
         return (
             f"training stopped at max_epochs={params['max_epochs']} while the held-out loss "
-            f"was still improving (best at epoch {best + 1}); raise max_epochs (or lr) "
+            f"was still improving (best at epoch {best}); raise max_epochs (or lr) "
             "for a better fit."
         )
     return None
