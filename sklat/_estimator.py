@@ -534,8 +534,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         if folds is None:
             fit_rows, cal_rows = calibration_split(n, self.calibration_fraction, seed, groups)
             fit_part = requests.take(fit_rows)
-            _, held_out = validation_split(len(fit_part), self.validation_fraction, seed)
-            curve = self._fit_curve(fit_part, context_features, [(seed, None, held_out)])
+            curve, held_out = self._fit_one_net(fit_part, context_features, seed)
             calibrator = Calibrator.fit(
                 curve,
                 fit_part,
@@ -550,8 +549,7 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             # on every request, every configuration included. Nets trained
             # as it was (as many epochs), each without one fold, give every
             # request an error on a net that never saw its measurement.
-            _, held_out = validation_split(n, self.validation_fraction, seed)
-            curve = self._fit_curve(requests, context_features, [(seed, None, held_out)])
+            curve, _ = self._fit_one_net(requests, context_features, seed)
             no_stopping = np.zeros(0, dtype=np.int64)
             fold_curve = self._fit_curve(
                 requests,
@@ -576,6 +574,13 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
             calibrator = Calibrator.fit_cross(curve, requests, folds, n_threads=self.n_threads)
         self._curve, self._calibrator = curve, calibrator
         return self
+
+    def _fit_one_net(self, part, context_features, seed):
+        """``(curve, held_out)``: one net trained on ``part``, stopped early on
+        ``validation_fraction`` of it (the rows ``held_out``), drawn request
+        by request."""
+        _, held_out = validation_split(len(part), self.validation_fraction, seed)
+        return self._fit_curve(part, context_features, [(seed, None, held_out)]), held_out
 
     def _fit_curve(self, part, context_features, trainings, *, kept=True, max_epochs=None):
         """Train the curve on the requests of ``part`` (checked Requests): the
