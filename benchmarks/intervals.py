@@ -2,10 +2,13 @@
 would pick instead.
 
 Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwise,profiled]
-[--test_split request|configuration] [--cost_only]``;
+[--test_split request|configuration] [--no_joint] [--save DIR] [--cost_only]``
+(``--from_saved DIR`` prints the interval tables again from saved bounds);
 prints Markdown tables (coverage and mean width of the decode-total interval at
-80/90/95%, overall and by output-length quartile of the held-out requests;
-SLO attainment Brier score and calibration; the cost of an interval).
+80/90/95%, overall and by output-length quartile of the held-out requests; the
+mean width of each method where its actual coverage reaches 80/90/95%, from a
+sweep of levels 0.50 to 0.98; SLO attainment Brier score and calibration; the
+cost of an interval).
 
 Methods, all fitted on the same training requests and scored on the same
 held-out requests, ``N`` known:
@@ -47,6 +50,9 @@ from sklat.datasets import make_positioned_latency  # noqa: E402
 from sklat.metrics import interval_coverage, mean_interval_width  # noqa: E402
 
 CONFIDENCES = (0.8, 0.9, 0.95)
+# Levels of the interval swept to compare widths at the same coverage: each
+# method's mean width is read off where its own coverage crosses a target.
+LEVELS = tuple(round(0.5 + 0.01 * i, 2) for i in range(49))  # 0.50 ... 0.98
 CALIBRATION = 0.2
 
 
@@ -62,7 +68,7 @@ def sklat_intervals(data, train, test, seed, quick, calibration, target="decode"
     y = data.y.iloc[train] if target == "both" else data.y["T_LLM_decode"].iloc[train]
     est.fit(data.X.iloc[train], y, output_tokens=data.output_tokens[train])
     X, n = data.X.iloc[test], data.output_tokens[test]
-    bounds = np.stack([est.predict_interval(X, n, confidence=c) for c in CONFIDENCES], axis=2)
+    bounds = np.stack([est.predict_interval(X, n, confidence=c) for c in LEVELS], axis=2)
     return bounds, est
 
 
@@ -78,17 +84,26 @@ def mapie_intervals(data, train, test, seed, quick, calibration, score):
         return data.X.iloc[rows].assign(output_tokens=data.output_tokens[rows])
 
     decode = data.y["T_LLM_decode"].to_numpy()
+    # A level whose bound needs a rank beyond the calibration requests (the
+    # highest swept levels on the measured sets' 40-60) gets split
+    # conformal's answer, the infinite interval. MAPIE returns it for the
+    # one-sided quantiles of gamma scores (allow_infinite_bounds) but raises
+    # for absolute ones, so those levels are filled in here.
+    finite = [c for c in LEVELS if np.ceil((n_cal + 1) * c - 1e-9) <= n_cal]
     model = SplitConformalRegressor(
         # The centre sklat's own intervals are built around (not the relative
         # point below it): what is compared is the calibration.
         _estimator(seed, quick, calibration_fraction=0.0, point="center"),
-        confidence_level=list(CONFIDENCES),
+        confidence_level=finite,
         conformity_score=score,
         prefit=False,
     )
     model.fit(with_n(fit), decode[fit])
     model.conformalize(with_n(cal), decode[cal])
-    return model.predict_interval(with_n(test))[1]
+    bounds = np.full((len(test), 2, len(LEVELS)), np.inf)
+    bounds[:, 0] = -np.inf
+    bounds[..., : len(finite)] = model.predict_interval(with_n(test), allow_infinite_bounds=True)[1]
+    return bounds
 
 
 def lightgbm_intervals(data, train, test, seed):
@@ -127,8 +142,12 @@ def _buckets(n):
     return index, labels
 
 
-def coverage_rows(name, y, n, bounds):
-    """Table rows: overall and per N quartile, coverage (%) and width per level."""
+def coverage_rows(name, y, n, bounds, levels):
+    """Table rows: overall and per N quartile, coverage (%) and width at the
+    levels of ``CONFIDENCES`` (``bounds[..., j]`` is the interval at
+    ``levels[j]``)."""
+    columns = [levels.index(c) for c in CONFIDENCES]
+    bounds = bounds[..., columns]
     index, labels = _buckets(n)
     rows = []
     for label, sel in [("all", np.ones(len(y), bool))] + [
@@ -141,6 +160,46 @@ def coverage_rows(name, y, n, bounds):
             row[f"cov {c:.0%}"] = round(100 * cov[j], 1)
         for j, c in enumerate(CONFIDENCES):
             row[f"width {c:.0%} (ms)"] = float(f"{width[j]:.4g}")
+        rows.append(row)
+    return rows
+
+
+def width_at_coverage(y, bounds, targets=CONFIDENCES):
+    """Mean width where the method's own coverage reaches each target, read
+    off its sweep over ``LEVELS`` (linear between the two levels whose
+    coverage brackets the target; nan outside the swept range). Methods whose
+    coverage falls short of, or exceeds, the nominal level are compared at
+    the coverage they actually reach: the level is tuned on the test requests
+    alike for every method, so what is compared is the intervals' shape."""
+    coverage = interval_coverage(y, bounds)
+    # Infinite at a level too high for the calibration requests (MAPIE's).
+    width = np.mean(bounds[:, 1] - bounds[:, 0], axis=0)
+    # Coverage is nondecreasing in the level up to ties of the pooled draws;
+    # the running maximum keeps np.interp's abscissae sorted.
+    coverage = np.maximum.accumulate(coverage)
+    out = []
+    for t in targets:
+        inside = coverage[0] <= t <= coverage[-1]
+        out.append(float(np.interp(t, coverage, width)) if inside else float("nan"))
+    return np.array(out)
+
+
+def matched_rows(name, y, pooled):
+    """One row per method: its mean width at 80 / 90 / 95% actual coverage,
+    and over the first method's (sklat's) at the same coverage."""
+    widths = {
+        method: width_at_coverage(y, np.concatenate(parts))
+        for method, (levels, parts) in pooled.items()
+        if levels == LEVELS
+    }
+    reference = next(iter(widths.values()))
+    rows = []
+    for method, w in widths.items():
+        row = {"data": name, "method": method}
+        for c, value, ref in zip(CONFIDENCES, w, reference):
+            row[f"width at {c:.0%} covered (ms)"] = float(f"{value:.4g}")
+        for c, value, ref in zip(CONFIDENCES, w, reference):
+            row[f"over sklat at {c:.0%}"] = round(value / ref, 3)
         rows.append(row)
     return rows
 
@@ -258,57 +317,120 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_peers", action="store_true")
     parser.add_argument(
+        "--no_joint",
+        action="store_true",
+        help="skip the fit with the prefill head (and the SLO attainment table)",
+    )
+    parser.add_argument(
         "--test_split",
         choices=("request", "configuration"),
         default="request",
         help="held-out requests drawn one by one, or as whole measurements",
     )
+    parser.add_argument("--save", default=None, help="folder for each set's bounds (.npz)")
+    parser.add_argument(
+        "--from_saved", default=None, help="print the tables again from a --save folder"
+    )
     parser.add_argument("--cost_only", action="store_true", help="only the cost table")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", ExtrapolationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="mapie")
-    slo, slo_table = [], []
     if args.cost_only:
         print(cost_table().to_markdown(index=False))
         return
+    if args.from_saved:
+        matched = []
+        for path in sorted(Path(args.from_saved).glob("*.npz")):
+            name, y, n, pooled = load_bounds(path)
+            print_coverage(name, y, n, pooled)
+            matched += matched_rows(name, y, pooled)
+        print_matched(matched)
+        return
+    slo_table, matched = [], []
     sets = args.sets.split(",") if args.sets else None
     for name, data in datasets(args.data.split(","), args.quick, sets):
-        pooled = {}
+        pooled, slo = {}, []
         ys, ns = [], []
         start = time.perf_counter()
         draws = splits(name, data, args.seed, args.quick, args.test_split)
+
+        def add(method, levels, bounds):
+            pooled.setdefault(method, (levels, []))[1].append(bounds)
+
         for train, test, calibration, seed in draws:
             y = data.y["T_LLM_decode"].to_numpy()[test]
             ys.append(y)
             ns.append(data.output_tokens[test])
             bounds, _ = sklat_intervals(data, train, test, seed, args.quick, calibration)
-            pooled.setdefault("sklat", []).append(bounds)
-            bounds, est = sklat_intervals(
-                data, train, test, seed, args.quick, calibration, target="both"
-            )
-            pooled.setdefault("sklat (with prefill head)", []).append(bounds)
-            slo.append(slo_parts(est, data, test, seed))
+            add("sklat", LEVELS, bounds)
+            if not args.no_joint:
+                bounds, est = sklat_intervals(
+                    data, train, test, seed, args.quick, calibration, target="both"
+                )
+                add("sklat (with prefill head)", LEVELS, bounds)
+                slo.append(slo_parts(est, data, test, seed))
             if args.no_peers:
                 continue
             for score in ("absolute", "gamma"):
-                pooled.setdefault(f"MAPIE split ({score})", []).append(
-                    mapie_intervals(data, train, test, seed, args.quick, calibration, score)
+                add(
+                    f"MAPIE split ({score})",
+                    LEVELS,
+                    mapie_intervals(data, train, test, seed, args.quick, calibration, score),
                 )
-            pooled.setdefault("LightGBM quantile", []).append(
-                lightgbm_intervals(data, train, test, seed)
-            )
-        slo_table += slo_rows(name, slo)
-        slo = []
+            add("LightGBM quantile", CONFIDENCES, lightgbm_intervals(data, train, test, seed))
+        if slo:
+            slo_table += slo_rows(name, slo)
         y, n = np.concatenate(ys), np.concatenate(ns)
-        rows = []
-        for method, parts in pooled.items():
-            rows += coverage_rows(method, y, n, np.concatenate(parts))
-        print(f"\n### {name}: {len(y)} held-out requests ({time.perf_counter() - start:.0f} s)\n")
-        print(pd.DataFrame(rows).to_markdown(index=False))
-    print("\n### SLO attainment (predict_slo_attainment, N known)\n")
-    print(pd.DataFrame(slo_table).to_markdown(index=False))
+        print_coverage(name, y, n, pooled, time.perf_counter() - start)
+        matched += matched_rows(name, y, pooled)
+        if args.save:
+            save_bounds(Path(args.save), name, y, n, pooled)
+    print_matched(matched)
+    if slo_table:
+        print("\n### SLO attainment (predict_slo_attainment, N known)\n")
+        print(pd.DataFrame(slo_table).to_markdown(index=False))
     print("\n### Cost of an interval for one configuration\n")
     print(cost_table().to_markdown(index=False))
+
+
+def print_coverage(name, y, n, pooled, seconds=None):
+    rows = []
+    for method, (levels, parts) in pooled.items():
+        rows += coverage_rows(method, y, n, np.concatenate(parts), levels)
+    took = "" if seconds is None else f" ({seconds:.0f} s)"
+    print(f"\n### {name}: {len(y)} held-out requests{took}\n")
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
+def print_matched(rows):
+    print(
+        "\n### Mean width at the same actual coverage "
+        f"(levels {LEVELS[0]:.2f} to {LEVELS[-1]:.2f} swept)\n"
+    )
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
+def save_bounds(folder, name, y, n, pooled):
+    """One .npz per set: the held-out totals and output lengths, and each
+    method's pooled bounds with its levels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"name": np.array(name), "y": y, "n": n, "methods": np.array(list(pooled))}
+    for i, (levels, parts) in enumerate(pooled.values()):
+        arrays[f"levels_{i}"] = np.array(levels)
+        arrays[f"bounds_{i}"] = np.concatenate(parts)
+    np.savez_compressed(folder / (name.replace(" ", "_").strip("()") + ".npz"), **arrays)
+
+
+def load_bounds(path):
+    with np.load(path) as f:
+        pooled = {
+            str(method): (
+                tuple(float(v) for v in f[f"levels_{i}"]),
+                [f[f"bounds_{i}"]],
+            )
+            for i, method in enumerate(f["methods"])
+        }
+        return str(f["name"]), f["y"], f["n"], pooled
 
 
 def cost_table(repeats=300):
