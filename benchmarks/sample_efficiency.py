@@ -1,7 +1,8 @@
 """How many profiled requests sklat needs: learning curves against the repeat floor.
 
 Run: ``python benchmarks/sample_efficiency.py [--sets NAMES] [--sizes 25,50,100,200]
-[--seeds 0,1,2] [--only METHODS] [--set NAME=VALUE ...] [--csv DIR] [--from_csv DIR]``;
+[--seeds 0,1,2] [--only METHODS] [--skip_all] [--set NAME=VALUE ...] [--csv DIR]
+[--from_csv DIR]``;
 prints one Markdown table per set (``--set``: parameters of the sklat rows) and, with
 sklat and a peer, paired tables (``--csv``: every seed's row to ``DIR/<set>.csv``;
 ``--from_csv``: the tables of those rows, without fitting anything).
@@ -130,8 +131,9 @@ def cv_plus_interval(model, X, n, train, seed, confidence):
     return np.exp(np.column_stack([np.broadcast_to(lower, upper.shape), upper]))
 
 
-def set_rows(name, sizes, seeds):
-    """One row per seed and training size: every method's MAPE ratios."""
+def set_rows(name, sizes, seeds, with_all=True):
+    """One row per seed and training size: every method's MAPE ratios
+    (``with_all``: and on every training request)."""
     data = profiled_requests(name)
     groups = configurations(data)
     rows = []
@@ -145,7 +147,7 @@ def set_rows(name, sizes, seeds):
         test = np.flatnonzero(np.isin(groups, test_ids))
         pool = np.flatnonzero(~np.isin(groups, test_ids))
         floor_total, floor_positioned = floor(data, groups, test)
-        for size in [s for s in sizes if s < len(pool)] + ["all"]:
+        for size in [s for s in sizes if s < len(pool)] + (["all"] if with_all else []):
             train = pool if size == "all" else np.sort(rng.choice(pool, size, replace=False))
             row = {"requests": size if size != "all" else f"all ({len(pool)})", "seed": seed}
             for method, make in METHODS.items():
@@ -215,6 +217,11 @@ def main(argv=None):
         "--set", nargs="*", default=[], metavar="NAME=VALUE", help="sklat parameters"
     )
     parser.add_argument("--only", default=None, help="comma-separated methods")
+    parser.add_argument(
+        "--skip_all",
+        action="store_true",
+        help="no fit on every training request (the draws of --sizes are unchanged)",
+    )
     parser.add_argument("--csv", default=None, help="folder for every seed's rows")
     parser.add_argument(
         "--from_csv", default=None, help="print the tables of an earlier run's --csv folder"
@@ -232,7 +239,7 @@ def main(argv=None):
             frame = pd.read_csv(Path(args.from_csv) / f"{name}.csv", dtype={"requests": str})
             seeds = sorted(frame["seed"].unique())
         else:
-            frame = set_rows(name, sizes, seeds)
+            frame = set_rows(name, sizes, seeds, with_all=not args.skip_all)
         if args.csv:
             Path(args.csv).mkdir(parents=True, exist_ok=True)
             frame.to_csv(Path(args.csv) / f"{name}.csv", index=False)
