@@ -7,8 +7,9 @@ Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwis
 prints Markdown tables (coverage and mean width of the decode-total interval at
 80/90/95%, overall and by output-length quartile of the held-out requests; the
 mean width of each method where its actual coverage reaches 80/90/95%, from a
-sweep of levels 0.50 to 0.98; SLO attainment Brier score and calibration; the
-cost of an interval).
+sweep of levels 0.50 to 0.98, over sklat's with its jackknife standard error
+over the repeats, and the coverage of the longest output-length quartile there;
+SLO attainment Brier score and calibration; the cost of an interval).
 
 Methods, all fitted on the same training requests and scored on the same
 held-out requests, ``N`` known:
@@ -164,42 +165,68 @@ def coverage_rows(name, y, n, bounds, levels):
     return rows
 
 
-def width_at_coverage(y, bounds, targets=CONFIDENCES):
-    """Mean width where the method's own coverage reaches each target, read
-    off its sweep over ``LEVELS`` (linear between the two levels whose
-    coverage brackets the target; nan outside the swept range). Methods whose
+def at_coverage(y, bounds, longest, targets=CONFIDENCES):
+    """Where the method's own coverage reaches each target, read off its
+    sweep over ``LEVELS`` (linear between the two levels whose coverage
+    brackets the target; nan outside the swept range): the mean width, and
+    the coverage of the ``longest`` requests (a mask) there. Methods whose
     coverage falls short of, or exceeds, the nominal level are compared at
     the coverage they actually reach: the level is tuned on the test requests
     alike for every method, so what is compared is the intervals' shape."""
     coverage = interval_coverage(y, bounds)
+    on_longest = interval_coverage(y[longest], bounds[longest])
     # Infinite at a level too high for the calibration requests (MAPIE's).
     width = np.mean(bounds[:, 1] - bounds[:, 0], axis=0)
     # Coverage is nondecreasing in the level up to ties of the pooled draws;
     # the running maximum keeps np.interp's abscissae sorted.
     coverage = np.maximum.accumulate(coverage)
-    out = []
+    widths, longest_coverage = [], []
     for t in targets:
         inside = coverage[0] <= t <= coverage[-1]
-        out.append(float(np.interp(t, coverage, width)) if inside else float("nan"))
-    return np.array(out)
+        widths.append(float(np.interp(t, coverage, width)) if inside else np.nan)
+        longest_coverage.append(float(np.interp(t, coverage, on_longest)) if inside else np.nan)
+    return np.array(widths), np.array(longest_coverage)
 
 
-def matched_rows(name, y, pooled):
-    """One row per method: its mean width at 80 / 90 / 95% actual coverage,
-    and over the first method's (sklat's) at the same coverage."""
-    widths = {
-        method: width_at_coverage(y, np.concatenate(parts))
+def matched_rows(name, y, n, pooled, sizes):
+    """One row per method: its mean width at 80 / 90 / 95% actual coverage;
+    over the first method's (sklat's) at the same coverage, with the
+    jackknife standard error over the repeats (``sizes``: the held-out
+    requests of each, in order); and the coverage of the held-out requests
+    of the longest output-length quartile there."""
+    index, _ = _buckets(n)
+    longest = index == index.max()
+    bounds = {
+        method: np.concatenate(parts)
         for method, (levels, parts) in pooled.items()
         if levels == LEVELS
     }
-    reference = next(iter(widths.values()))
+    found = {method: at_coverage(y, b, longest) for method, b in bounds.items()}
+    reference = next(iter(bounds))
+    ratio_se = {}
+    if len(sizes) > 1:
+        repeat = np.repeat(np.arange(len(sizes)), sizes)
+        for method, b in bounds.items():
+            # The pooled ratio with each repeat left out in turn.
+            left_out = np.array(
+                [
+                    at_coverage(y[keep], b[keep], longest[keep])[0]
+                    / at_coverage(y[keep], bounds[reference][keep], longest[keep])[0]
+                    for keep in (repeat != r for r in range(len(sizes)))
+                ]
+            )
+            spread = left_out - left_out.mean(axis=0)
+            ratio_se[method] = np.sqrt((len(sizes) - 1) * np.mean(spread**2, axis=0))
     rows = []
-    for method, w in widths.items():
+    for method, (widths, on_longest) in found.items():
         row = {"data": name, "method": method}
-        for c, value, ref in zip(CONFIDENCES, w, reference):
+        for c, value in zip(CONFIDENCES, widths):
             row[f"width at {c:.0%} covered (ms)"] = float(f"{value:.4g}")
-        for c, value, ref in zip(CONFIDENCES, w, reference):
-            row[f"over sklat at {c:.0%}"] = round(value / ref, 3)
+        se = ratio_se.get(method, np.full(len(CONFIDENCES), np.nan))
+        for j, (c, value, ref) in enumerate(zip(CONFIDENCES, widths, found[reference][0])):
+            row[f"over sklat at {c:.0%} (s.e.)"] = f"{value / ref:.3f} ({se[j]:.3f})"
+        for c, value in zip(CONFIDENCES, on_longest):
+            row[f"longest N quartile covered at {c:.0%} (%)"] = round(100 * value, 1)
         rows.append(row)
     return rows
 
@@ -341,9 +368,11 @@ def main(argv=None):
     if args.from_saved:
         matched = []
         for path in sorted(Path(args.from_saved).glob("*.npz")):
-            name, y, n, pooled = load_bounds(path)
+            name, y, n, pooled, sizes = load_bounds(path)
+            if sizes is None:  # saved without them: the same draws again
+                sizes = held_out_sizes(name, args)
             print_coverage(name, y, n, pooled)
-            matched += matched_rows(name, y, pooled)
+            matched += matched_rows(name, y, n, pooled, sizes)
         print_matched(matched)
         return
     slo_table, matched = [], []
@@ -382,9 +411,10 @@ def main(argv=None):
             slo_table += slo_rows(name, slo)
         y, n = np.concatenate(ys), np.concatenate(ns)
         print_coverage(name, y, n, pooled, time.perf_counter() - start)
-        matched += matched_rows(name, y, pooled)
+        sizes = [len(part) for part in ys]
+        matched += matched_rows(name, y, n, pooled, sizes)
         if args.save:
-            save_bounds(Path(args.save), name, y, n, pooled)
+            save_bounds(Path(args.save), name, y, n, pooled, sizes)
     print_matched(matched)
     if slo_table:
         print("\n### SLO attainment (predict_slo_attainment, N known)\n")
@@ -410,15 +440,23 @@ def print_matched(rows):
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 
-def save_bounds(folder, name, y, n, pooled):
-    """One .npz per set: the held-out totals and output lengths, and each
-    method's pooled bounds with its levels."""
+def save_bounds(folder, name, y, n, pooled, sizes):
+    """One .npz per set: the held-out totals and output lengths, each
+    method's pooled bounds with its levels, and the held-out requests of
+    each repeat."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"name": np.array(name), "y": y, "n": n, "methods": np.array(list(pooled))}
+    arrays = {
+        "name": np.array(name),
+        "y": y,
+        "n": n,
+        "sizes": np.array(sizes),
+        "methods": np.array(list(pooled)),
+    }
     for i, (levels, parts) in enumerate(pooled.values()):
         arrays[f"levels_{i}"] = np.array(levels)
         arrays[f"bounds_{i}"] = np.concatenate(parts)
-    np.savez_compressed(folder / (name.replace(" ", "_").strip("()") + ".npz"), **arrays)
+    stem = "".join(ch for ch in name.replace(" ", "_") if ch not in "()")
+    np.savez_compressed(folder / f"{stem}.npz", **arrays)
 
 
 def load_bounds(path):
@@ -430,7 +468,21 @@ def load_bounds(path):
             )
             for i, method in enumerate(f["methods"])
         }
-        return str(f["name"]), f["y"], f["n"], pooled
+        sizes = f["sizes"].tolist() if "sizes" in f else None
+        return str(f["name"]), f["y"], f["n"], pooled, sizes
+
+
+def held_out_sizes(name, args):
+    """The held-out requests of each repeat of the set called ``name``,
+    drawn again as the run drew them (same ``--seed``, ``--quick`` and
+    ``--test_split``); nothing is fitted."""
+    kind, _, rest = name.partition(" ")
+    sets = [rest] if kind == "profiled" else None
+    for found, data in datasets([kind], args.quick, sets):
+        if found == name:
+            draws = splits(name, data, args.seed, args.quick, args.test_split)
+            return [len(test) for _, test, _, _ in draws]
+    raise ValueError(f"no set called {name!r}")
 
 
 def cost_table(repeats=300):
