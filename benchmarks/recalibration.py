@@ -17,7 +17,7 @@ Compared on the test requests, mean over the split seeds:
 
 Columns: total-decode, prefill and positioned MAPE (per-step latencies of the
 test requests) and the coverage of the 90% decode-total interval
-(``sklat.metrics.evaluate``).
+(``sklat.metrics.evaluate``), with its standard error over the split seeds.
 
 ``--drift``: instead, how often ``check_drift`` flags draws of 10, 20 and 30
 requests of each target (a real move), and of held-out requests of the source
@@ -109,9 +109,12 @@ def pair_table(source, target, sizes, seeds):
         )
     frame = pd.DataFrame(rows)
     order = list(dict.fromkeys(frame["method"]))
-    return (
-        frame.groupby("method", sort=False).mean(numeric_only=True).drop(columns="seed").loc[order]
-    )
+    grouped = frame.groupby("method", sort=False)
+    table = grouped.mean(numeric_only=True).drop(columns="seed")
+    # One draw's coverage moves by several points (20 requests calibrate):
+    # whether a mean is off the level is read against its standard error.
+    table["90% coverage s.e."] = grouped["90% coverage"].sem()
+    return table.loc[order]
 
 
 def drift_table(pairs, sizes=(10, 20, 30), draws=20, alpha=0.01):
