@@ -2,7 +2,7 @@
 would pick instead.
 
 Run: ``python benchmarks/intervals.py [--quick] [--data synthetic,vidur,splitwise,profiled]
-[--test_split request|configuration] [--no_joint] [--save DIR] [--cost_only]``
+[--test_split request|configuration] [--repeats R] [--no_joint] [--save DIR] [--cost_only]``
 (``--from_saved DIR`` prints the interval tables again from saved bounds);
 prints Markdown tables (coverage and mean width of the decode-total interval at
 80/90/95%, overall and by output-length quartile of the held-out requests; the
@@ -283,8 +283,9 @@ def slo_rows(name, parts):
     return rows
 
 
-def splits(data_name, data, seed, quick, by="request"):
-    """``(train, test, calibration_fraction, seed)`` of each repeat; results
+def splits(data_name, data, seed, quick, by="request", repeats=None):
+    """``(train, test, calibration_fraction, seed)`` of each repeat (by
+    default 20 on the measured sets and Splitwise, 3 on the large ones); results
     are pooled over the repeats (coverage is a guarantee in expectation over
     calibration draws: one draw of n requests varies by about
     ``sqrt(c (1 - c) / n)``). ``by="configuration"``: the test requests are
@@ -293,7 +294,9 @@ def splits(data_name, data, seed, quick, by="request"):
     n = len(data.X)
     small = data_name.startswith("profiled") or data_name == "splitwise"
     out = []
-    for r in range(2 if quick else (20 if small else 3)):
+    if repeats is None:
+        repeats = 2 if quick else (20 if small else 3)
+    for r in range(repeats):
         order = np.random.RandomState(seed + r).permutation(n)
         # 30% held out, and 30% of the training requests calibrate (enough
         # for 95%); in large sets a third held out (1000 requests), 20% of the
@@ -344,6 +347,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_peers", action="store_true")
     parser.add_argument(
+        "--repeats", type=int, default=None, help="held-out draws per set (default: 20 or 3)"
+    )
+    parser.add_argument(
         "--no_joint",
         action="store_true",
         help="skip the fit with the prefill head (and the SLO attainment table)",
@@ -381,7 +387,7 @@ def main(argv=None):
         pooled, slo = {}, []
         ys, ns = [], []
         start = time.perf_counter()
-        draws = splits(name, data, args.seed, args.quick, args.test_split)
+        draws = splits(name, data, args.seed, args.quick, args.test_split, args.repeats)
 
         def add(method, levels, bounds):
             pooled.setdefault(method, (levels, []))[1].append(bounds)
@@ -480,7 +486,7 @@ def held_out_sizes(name, args):
     sets = [rest] if kind == "profiled" else None
     for found, data in datasets([kind], args.quick, sets):
         if found == name:
-            draws = splits(name, data, args.seed, args.quick, args.test_split)
+            draws = splits(name, data, args.seed, args.quick, args.test_split, args.repeats)
             return [len(test) for _, test, _, _ in draws]
     raise ValueError(f"no set called {name!r}")
 
