@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils import check_random_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_efficiency import fitted_folds  # noqa: E402
 from intervals import (  # noqa: E402
     CONFIDENCES,
     LEVELS,
@@ -50,7 +50,7 @@ from intervals import (  # noqa: E402
 from sklat import ExtrapolationWarning  # noqa: E402
 from sklat._calibrator import _CHECK_LEVEL, _MIN_NARROWING  # noqa: E402
 from sklat._conformal import difficulty_inputs, fit_difficulty, interval_rank, tree_value  # noqa: E402
-from sklat._splits import cross_fit_folds  # noqa: E402
+from sklat.metrics import interval_coverage  # noqa: E402
 
 
 def symmetric_bounds(center, sigma, scores):
@@ -68,9 +68,7 @@ def one_draw(data, train, test, calibration, seed):
     est.fit(X_train, data.y["T_LLM_decode"].iloc[train], output_tokens=n_train)
     if len(est.nets_) < 2:
         raise ValueError("the prototype is for cross-fitted models (10 to 499 requests)")
-    # The folds fit() drew (its seed is drawn from random_state first).
-    fit_seed = int(check_random_state(seed).randint(2**31 - 1))
-    folds = cross_fit_folds(X_train.to_numpy(np.float64), n_train, est.n_folds, fit_seed)
+    folds = fitted_folds(X_train.to_numpy(np.float64), n_train, est.n_folds, seed)
     errors = est.conformity_scores_[:, 0]  # out-of-fold log errors (flat difficulty)
     inputs = difficulty_inputs(est._encode(X_train, n_train)[0].z, n_train)
     normalised, sigma_out = np.empty_like(errors), np.empty_like(errors)
@@ -116,11 +114,11 @@ def set_table(name, data, repeats):
     rows = []
     for variant, bounds in parts.items():
         bounds = np.concatenate(bounds)
-        inside = (y[:, None] >= bounds[:, 0]) & (y[:, None] <= bounds[:, 1])
+        coverage = interval_coverage(y, bounds)
         widths, on_longest = at_coverage(y, bounds, longest)
         row = {"variant": variant}
         for c in CONFIDENCES:
-            row[f"cov {c:.0%}"] = round(100 * inside[:, LEVELS.index(c)].mean(), 1)
+            row[f"cov {c:.0%}"] = round(100 * coverage[LEVELS.index(c)], 1)
         for c, w in zip(CONFIDENCES, widths):
             row[f"width at {c:.0%} covered (ms)"] = round(float(w))
         for c, v in zip(CONFIDENCES, on_longest):

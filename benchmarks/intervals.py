@@ -206,16 +206,19 @@ def matched_rows(name, y, n, pooled, sizes):
     ratio_se = {}
     if len(sizes) > 1:
         repeat = np.repeat(np.arange(len(sizes)), sizes)
-        for method, b in bounds.items():
-            # The pooled ratio with each repeat left out in turn.
-            left_out = np.array(
+        # Each method's pooled widths with each repeat left out in turn.
+        left_out = {
+            method: np.array(
                 [
                     at_coverage(y[keep], b[keep], longest[keep])[0]
-                    / at_coverage(y[keep], bounds[reference][keep], longest[keep])[0]
                     for keep in (repeat != r for r in range(len(sizes)))
                 ]
             )
-            spread = left_out - left_out.mean(axis=0)
+            for method, b in bounds.items()
+        }
+        for method, widths in left_out.items():
+            ratio = widths / left_out[reference]
+            spread = ratio - ratio.mean(axis=0)
             ratio_se[method] = np.sqrt((len(sizes) - 1) * np.mean(spread**2, axis=0))
     rows = []
     for method, (widths, on_longest) in found.items():

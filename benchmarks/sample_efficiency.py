@@ -109,14 +109,22 @@ def interval_columns(model, data, test, train, seed):
     return out
 
 
+def fitted_folds(X, output_tokens, n_folds, random_state):
+    """The fold of each training request (features ``X`` as a float array,
+    ``output_tokens``) as ``LatencyEstimator(n_folds=n_folds,
+    random_state=random_state).fit`` drew them: its seed is the first draw of
+    ``random_state``."""
+    fit_seed = int(check_random_state(random_state).randint(2**31 - 1))
+    return cross_fit_folds(X, output_tokens, n_folds, fit_seed)
+
+
 def cv_plus_interval(model, X, n, train, seed, confidence):
     """CV+ (Barber et al., 2021) in log units around each fold's own net: the
     interval sklat's cross-fitted model does not use (it centres on the
     average of the nets), for comparison. Reads the fitted curve's members
     and rebuilds the folds from the estimator's seed, as ``fit`` drew them."""
-    fit_seed = int(check_random_state(seed).randint(2**31 - 1))
     X_train, n_train = train
-    folds = cross_fit_folds(X_train, n_train, model.n_folds, fit_seed)
+    folds = fitted_folds(X_train, n_train, model.n_folds, seed)
     scores = np.abs(model.conformity_scores_[:, 0])  # flat difficulty
     X_arr = X.to_numpy(dtype=np.float64)
     log_mu = []
