@@ -1,10 +1,11 @@
 """A fitted model's split-conformal calibration, as one object.
 
 :class:`Calibrator` owns the difficulty trees (fitted on the point model's own
-training requests), the conformity scores of the calibration requests and the
-per-step scores; given a :class:`~sklat._curve.Curve` and the coefficients of
-new requests it gives intervals, one-sided bounds and SLO attainment. The
-arithmetic (ranks, trees, mixture quantiles) is in :mod:`sklat._conformal`.
+training requests, or cross-fitted on out-of-fold errors), the conformity
+scores of the calibration requests and the per-step scores; given a
+:class:`~sklat._curve.Curve` and the coefficients of new requests it gives
+intervals, one-sided bounds and SLO attainment. The arithmetic (ranks, trees,
+mixture quantiles) is in :mod:`sklat._conformal`.
 """
 
 import functools
@@ -117,20 +118,35 @@ class Calibrator:
         ``k`` was trained on every request of ``requests`` outside fold ``k``
         (``folds``: the fold of each request): each request is scored by the
         member that did not see it, so every request calibrates. The
-        difficulty is flat: a tree fitted on the very errors it would
-        normalise makes them look smaller than a new request's."""
+        difficulty is cross-fitted too (:func:`_cross_fitted_difficulty`): a
+        tree fitted on the very errors it would normalise makes them look
+        smaller than a new request's. The point factors come from the plain
+        out-of-fold errors."""
         n_outputs = 1 if requests.prefill is None else 2
-        scores = np.zeros((len(requests), n_outputs))
+        errors = np.zeros((len(requests), n_outputs))
+        z = None
         steps = []
         for k in range(folds.max() + 1):
             rows = np.flatnonzero(folds == k)
             member, part = curve.member(k), requests.take(rows)
-            decode, prefill, _ = _log_errors(member, part, n_threads)
-            scores[rows, 0] = decode
+            decode, prefill, coef = _log_errors(member, part, n_threads)
+            errors[rows, 0] = decode
             if prefill is not None:
-                scores[rows, 1] = prefill
+                errors[rows, 1] = prefill
+            if z is None:
+                z = np.zeros((len(requests), coef.z.shape[1]))
+            z[rows] = coef.z
             steps.append(_position_scores(member, part, n_threads))
-        return cls.flat(scores, np.concatenate(steps))
+        inputs = difficulty_inputs(z, requests.output_tokens)
+        measured = [requests.decode, requests.prefill]
+        trees, scores = [], np.zeros_like(errors)
+        # The prefill does not depend on the output length.
+        for j, x in enumerate((inputs, inputs[:, :-1])[:n_outputs]):
+            centres = measured[j] * np.exp(-errors[:, j])
+            tree, scores[:, j] = _cross_fitted_difficulty(x, errors[:, j], centres, folds)
+            trees.append(tree)
+        factors = [relative_error_factor(column) for column in errors.T]
+        return cls(np.stack(trees), scores, np.concatenate(steps), factors)
 
     @classmethod
     def flat(cls, scores, position_scores):
@@ -309,6 +325,40 @@ def _narrowing_trees(trees, errors, inputs):
         plain = np.quantile(np.abs(error), _CHECK_LEVEL)
         out.append(tree if normalised < (1 - _MIN_NARROWING) * plain else flat_trees(1)[0])
     return out
+
+
+def _cross_fitted_difficulty(inputs, errors, centres, folds):
+    """``(tree, scores)`` of one output of a cross-fitted calibration, from
+    the out-of-fold log ``errors`` of its requests, their difficulty
+    ``inputs``, their out-of-fold ``centres`` (ms) and ``folds``. The errors
+    of fold ``k`` are normalised by a tree fitted on the other folds' errors
+    (never on their own), a new request by the tree fitted on all of them
+    (returned). The trees are kept only where, so judged, they narrow the mean
+    width in ms of the ``_CHECK_LEVEL`` intervals of these requests by
+    ``_MIN_NARROWING``; else the tree is flat and the scores are the errors.
+    Judged in ms, not log units: the gain of a difficulty model is on the
+    requests whose intervals are widest in ms, the long ones, and a check in
+    log units almost never sees it (benchmarks/RESULTS.md)."""
+    flat = flat_trees(1)[0]
+    if len(errors) < _MIN_HELD_OUT:
+        return flat, errors
+    sigma = np.empty(len(errors))
+    for k in range(folds.max() + 1):
+        fold = folds == k
+        tree = fit_difficulty(inputs[~fold], errors[~fold])
+        sigma[fold] = np.exp(tree_value(tree, inputs[fold]))
+    normalised = errors / sigma
+    narrowed = _mean_width(centres, sigma, normalised)
+    if narrowed < (1 - _MIN_NARROWING) * _mean_width(centres, np.ones(len(errors)), errors):
+        return fit_difficulty(inputs, errors), normalised
+    return flat, errors
+
+
+def _mean_width(centres, sigma, scores):
+    """Mean width (ms) of the intervals ``centres * exp(+-sigma * q)``, ``q``
+    the ``_CHECK_LEVEL`` quantile of the absolute ``scores``."""
+    half = sigma * np.quantile(np.abs(scores), _CHECK_LEVEL)
+    return float(np.mean(centres * (np.exp(half) - np.exp(-half))))
 
 
 def flat_trees(n_outputs):

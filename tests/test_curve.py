@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from sklat._calibrator import Calibrator, flat_trees
-from sklat._conformal import TREE_NODES
+from sklat._conformal import (
+    TREE_NODES,
+    difficulty_inputs,
+    fit_difficulty,
+    relative_error_factor,
+    tree_value,
+)
 from sklat._curve import Curve
 from sklat._features import FeatureTransform
 from sklat._requests import Requests, Segments
@@ -316,3 +322,97 @@ def test_cross_fitted_calibration_scores_each_request_by_the_member_that_did_not
     # Flat difficulty; both requests with per-step data weigh 1.
     np.testing.assert_allclose(calibrator.sigma_total(np.zeros((3, 2)), np.array([1, 5, 9])), 1.0)
     np.testing.assert_allclose(calibrator.position_scores[:, 1].sum(), 2.0)
+
+
+def _spread_by_length(ensemble, n_requests, informative, seed):
+    """Requests of ``ensemble``'s curve with log noise 0.3 below 20 output
+    tokens and 0.02 from 20 on (``informative``), or 0.2 for every request."""
+    rng = np.random.RandomState(seed)
+    X = np.column_stack([rng.uniform(1, 8, n_requests), rng.uniform(10, 200, n_requests)])
+    n = rng.randint(2, MAX_N, n_requests)
+    coef = ensemble.encode(X, warn=False)
+    spread = np.where(n < 20, 0.3, 0.02) if informative else np.full(n_requests, 0.2)
+    decode = ensemble.total(coef, n) * np.exp(rng.normal(0, 1, n_requests) * spread)
+    prefill = coef.prefill * np.exp(rng.normal(0, 0.1, n_requests))
+    return Requests.totals(X, decode, prefill, n)
+
+
+def _out_of_fold(ensemble, requests, folds):
+    """Signed log errors of the decode totals under the member that did not
+    see each request, and the difficulty inputs of the requests."""
+    errors = np.empty(len(requests))
+    for k in (0, 1):
+        rows = folds == k
+        member = ensemble.member(k)
+        coef = member.encode(requests.X[rows], warn=False)
+        errors[rows] = np.log(
+            requests.decode[rows] / member.total(coef, requests.output_tokens[rows])
+        )
+    z = ensemble.encode(requests.X, warn=False).z
+    return errors, difficulty_inputs(z, requests.output_tokens)
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_cross_fitted_difficulty_is_kept_only_where_it_narrows_intervals_in_ms(
+    ensemble, informative
+):
+    # Long requests (widest in ms) with little noise: trees narrow the
+    # intervals, and are kept; noise unrelated to the inputs: flat.
+    requests = _spread_by_length(ensemble, 400, informative, 0)
+    calibrator = Calibrator.fit_cross(ensemble, requests, np.arange(400) % 2)
+    is_flat = (calibrator.difficulty_trees[0, 0] == -1).all()
+    assert is_flat != informative
+    # The prefill's noise is flat in both: its tree is.
+    assert (calibrator.difficulty_trees[1, 0] == -1).all()
+
+
+def test_cross_fitted_difficulty_of_a_fold_comes_from_the_other_folds(ensemble):
+    requests = _spread_by_length(ensemble, 400, True, 0)
+    folds = np.arange(400) % 2
+    calibrator = Calibrator.fit_cross(ensemble, requests, folds)
+    errors, inputs = _out_of_fold(ensemble, requests, folds)
+    for k in (0, 1):
+        fold = folds == k
+        tree = fit_difficulty(inputs[~fold], errors[~fold])
+        sigma = np.exp(tree_value(tree, inputs[fold]))
+        np.testing.assert_allclose(calibrator.scores[fold, 0], errors[fold] / sigma)
+    # A new request's difficulty: the tree of every out-of-fold error.
+    whole = np.exp(tree_value(fit_difficulty(inputs, errors), inputs))
+    np.testing.assert_allclose(
+        calibrator.sigma_total(inputs[:, :-1], requests.output_tokens), whole
+    )
+    # Fold 0's own errors never reach its difficulty: moving them moves its
+    # scores by exactly as much.
+    moved_decode = requests.decode * np.where(folds == 0, np.exp(0.01 * np.sin(np.arange(400))), 1)
+    moved = Requests.totals(requests.X, moved_decode, requests.prefill, requests.output_tokens)
+    again = Calibrator.fit_cross(ensemble, moved, folds)
+    moved_errors, _ = _out_of_fold(ensemble, moved, folds)
+    assert not np.allclose(moved_errors, errors)
+    assert (again.difficulty_trees[0, 0] >= 0).any()  # kept again
+    fold = folds == 0
+    np.testing.assert_allclose(
+        again.scores[fold, 0] / moved_errors[fold], calibrator.scores[fold, 0] / errors[fold]
+    )
+    # The point factors come from the plain errors, not the normalised scores.
+    factor = calibrator.point_factors[0]
+    assert factor == pytest.approx(relative_error_factor(errors), rel=1e-12)
+    assert factor != pytest.approx(relative_error_factor(calibrator.scores[:, 0]), rel=1e-3)
+
+
+def test_cross_fitted_difficulty_narrows_new_requests_intervals_at_their_coverage(ensemble):
+    requests = _spread_by_length(ensemble, 400, True, 0)
+    folds = np.arange(400) % 2
+    trees = Calibrator.fit_cross(ensemble, requests, folds)
+    errors, _ = _out_of_fold(ensemble, requests, folds)
+    flat = Calibrator.flat(errors[:, None], np.zeros((0, 2)))
+    new = _spread_by_length(ensemble, 2000, True, 1)
+    coef = ensemble.encode(new.X, warn=False)
+    widths, covered = {}, {}
+    for name, calibrator in (("trees", trees), ("flat", flat)):
+        bounds = calibrator.decode_interval(
+            ensemble, coef, new.output_tokens, None, 0.9, per_token=False
+        )
+        covered[name] = np.mean((bounds[:, 0] <= new.decode) & (new.decode <= bounds[:, 1]))
+        widths[name] = np.mean(bounds[:, 1] - bounds[:, 0])
+    assert min(covered.values()) > 0.87
+    assert widths["trees"] < 0.7 * widths["flat"]

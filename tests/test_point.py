@@ -110,8 +110,11 @@ def test_relative_totals_are_the_sum_of_relative_positions(skewed_model):
 
 
 def test_cross_fitted_factors_come_from_the_out_of_fold_errors(skewed_model):
-    # Cross-fitted: flat difficulty, so the scores are the plain log errors.
+    # Cross-fitted, and the slow-downs do not depend on the features: the
+    # difficulty is flat, so the scores are the plain out-of-fold log errors
+    # (test_curve checks the factors where the difficulty is not flat).
     assert len(skewed_model.nets_) == 5
+    assert (skewed_model._calibrator.difficulty_trees[:, 0] == -1).all()
     for k in range(2):
         expected = relative_error_factor(skewed_model.conformity_scores_[:, k])
         assert skewed_model.point_factors_[k] == expected
