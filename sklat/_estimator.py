@@ -343,13 +343,16 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         Difficulty models of the decode total and of the prefill: regression
         trees (depth 3) of the training requests' log absolute errors on the
         standardised features and ``log N`` (the prefill's ignore ``N``),
-        fitted on the training requests' errors. ``sigma`` is the exponential
-        of a tree's value, shifted so that the median difficulty is 1. A tree
-        is kept only where it narrows the 90% intervals of the requests held
-        out for early stopping (out-of-sample errors) by 5%; else, and after
-        :meth:`recalibrate`, it is a single leaf of value 0 (every request
-        alike). Per node of a complete binary tree: input index (``-1``:
-        leaf), threshold, value.
+        fitted on the training requests' errors (a cross-fitted model's: on
+        every request's out-of-fold error). ``sigma`` is the exponential of a
+        tree's value, shifted so that the median difficulty is 1. A one-net
+        model keeps a tree only where it narrows the 90% intervals of the
+        requests held out for early stopping (out-of-sample errors) by 5%, a
+        cross-fitted one only where trees fitted without each fold narrow the
+        mean width in ms of the out-of-fold 90% intervals by 5%; else, and
+        after :meth:`recalibrate`, it is a single leaf of value 0 (every
+        request alike). Per node of a complete binary tree: input index
+        (``-1``: leaf), threshold, value.
     cost_scales_ : ndarray of shape (3 + M,)
         Multipliers of the decode's flat, context and shape terms and of the
         prefill's ``M = n_cost_terms`` power laws (none without a prefill
@@ -879,9 +882,10 @@ class LatencyEstimator(RegressorMixin, BaseEstimator):
         probability at least ``confidence`` (over the calibration requests and
         the new request), and at most ``1 / (n_calibration + 1)`` more.
         A cross-fitted model (``n_folds``) calibrates on every request's error
-        under the net that did not train on it, with a flat ``sigma``; its
-        interval is centred on the average of the nets, which the guarantee
-        does not cover (see the user guide's "Prediction intervals").
+        under the net that did not train on it, normalised by a ``sigma``
+        fitted without its fold (or a flat one); its interval is centred on
+        the average of the nets, which the guarantee does not cover (see the
+        user guide's "Prediction intervals").
 
         Parameters
         ----------
