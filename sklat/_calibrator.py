@@ -333,7 +333,7 @@ def _cross_fitted_difficulty(inputs, errors, centres, folds):
     ``inputs``, their out-of-fold ``centres`` (ms) and ``folds``. The errors
     of fold ``k`` are normalised by a tree fitted on the other folds' errors
     (never on their own), a new request by the tree fitted on all of them
-    (returned). The trees are kept only where, so judged, they narrow the mean
+    (returned). The trees are kept only if, so judged, they narrow the mean
     width in ms of the ``_CHECK_LEVEL`` intervals of these requests by
     ``_MIN_NARROWING``; else the tree is flat and the scores are the errors.
     Judged in ms, not log units: the gain of a difficulty model is on the
