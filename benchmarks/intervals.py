@@ -9,6 +9,7 @@ prints Markdown tables (coverage and mean width of the decode-total interval at
 mean width of each method where its actual coverage reaches 80/90/95%, from a
 sweep of levels 0.50 to 0.98, over sklat's with its jackknife standard error
 over the repeats, and the coverage of the longest output-length quartile there;
+the mean width at the lowest level where every output-length quartile is covered too;
 SLO attainment Brier score and calibration; the cost of an interval).
 
 Methods, all fitted on the same training requests and scored on the same
@@ -234,6 +235,38 @@ def matched_rows(name, y, n, pooled, sizes):
     return rows
 
 
+def quartile_matched_rows(name, y, n, pooled):
+    """One row per method: its mean width (over all held-out requests) at the
+    lowest swept level where its coverage reaches 80 / 90 / 95% on all of them
+    and on each output-length quartile alone, and that width over sklat's. A
+    constant width in ms can reach a pooled coverage cheaply by leaving out
+    the long requests; here every quartile must be covered too. No
+    interpolation: the level's 0.01 steps; nan when no swept level does."""
+    index, _ = _buckets(n)
+    masks = [np.ones(len(y), bool)] + [index == b for b in range(index.max() + 1)]
+    found = {}
+    for method, (levels, parts) in pooled.items():
+        if levels != LEVELS:
+            continue
+        bounds = np.concatenate(parts)
+        coverage = np.min([interval_coverage(y[m], bounds[m]) for m in masks], axis=0)
+        width = np.mean(bounds[:, 1] - bounds[:, 0], axis=0)
+        found[method] = [
+            width[np.argmax(coverage >= t)] if (coverage >= t).any() else np.nan
+            for t in CONFIDENCES
+        ]
+    reference = found[next(iter(found))]
+    rows = []
+    for method, widths in found.items():
+        row = {"data": name, "method": method}
+        for c, value in zip(CONFIDENCES, widths):
+            row[f"width, every quartile at {c:.0%} (ms)"] = float(f"{value:.4g}")
+        for c, value, ref in zip(CONFIDENCES, widths, reference):
+            row[f"over sklat at {c:.0%}"] = round(value / ref, 3)
+        rows.append(row)
+    return rows
+
+
 def slo_parts(est, data, test, seed):
     """Predicted probabilities and outcomes on held-out requests, for a TPOT
     objective and a joint TTFT + TPOT objective set per request at its
@@ -375,16 +408,17 @@ def main(argv=None):
         print(cost_table().to_markdown(index=False))
         return
     if args.from_saved:
-        matched = []
+        matched, by_quartile = [], []
         for path in sorted(Path(args.from_saved).glob("*.npz")):
             name, y, n, pooled, sizes = load_bounds(path)
             if sizes is None:  # saved without them: the same draws again
                 sizes = held_out_sizes(name, args)
             print_coverage(name, y, n, pooled)
             matched += matched_rows(name, y, n, pooled, sizes)
-        print_matched(matched)
+            by_quartile += quartile_matched_rows(name, y, n, pooled)
+        print_matched(matched, by_quartile)
         return
-    slo_table, matched = [], []
+    slo_table, matched, by_quartile = [], [], []
     sets = args.sets.split(",") if args.sets else None
     for name, data in datasets(args.data.split(","), args.quick, sets):
         pooled, slo = {}, []
@@ -422,9 +456,10 @@ def main(argv=None):
         print_coverage(name, y, n, pooled, time.perf_counter() - start)
         sizes = [len(part) for part in ys]
         matched += matched_rows(name, y, n, pooled, sizes)
+        by_quartile += quartile_matched_rows(name, y, n, pooled)
         if args.save:
             save_bounds(Path(args.save), name, y, n, pooled, sizes)
-    print_matched(matched)
+    print_matched(matched, by_quartile)
     if slo_table:
         print("\n### SLO attainment (predict_slo_attainment, N known)\n")
         print(pd.DataFrame(slo_table).to_markdown(index=False))
@@ -441,12 +476,14 @@ def print_coverage(name, y, n, pooled, seconds=None):
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 
-def print_matched(rows):
+def print_matched(rows, by_quartile):
     print(
         "\n### Mean width at the same actual coverage "
         f"(levels {LEVELS[0]:.2f} to {LEVELS[-1]:.2f} swept)\n"
     )
     print(pd.DataFrame(rows).to_markdown(index=False))
+    print("\n### Mean width where every output-length quartile is covered too\n")
+    print(pd.DataFrame(by_quartile).to_markdown(index=False))
 
 
 def save_bounds(folder, name, y, n, pooled, sizes):
