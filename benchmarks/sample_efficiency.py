@@ -41,7 +41,9 @@ from peers import AggregatedLinear, FlatAverage, PhysicalCore, RelativePoint  # 
 from real_data import configurations, profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
+from sklat._calibrator import _log_errors  # noqa: E402
 from sklat._conformal import min_calibration  # noqa: E402
+from sklat._requests import Requests  # noqa: E402
 from sklat._splits import cross_fit_folds  # noqa: E402
 
 SKLAT_PARAMS = {}  # --set NAME=VALUE: parameters of sklat
@@ -122,15 +124,21 @@ def cv_plus_interval(model, X, n, train, seed, confidence):
     """CV+ (Barber et al., 2021) in log units around each fold's own net: the
     interval sklat's cross-fitted model does not use (it centres on the
     average of the nets), for comparison. Reads the fitted curve's members
-    and rebuilds the folds from the estimator's seed, as ``fit`` drew them."""
-    X_train, n_train = train
+    and rebuilds the folds from the estimator's seed, as ``fit`` drew them.
+    ``train``: the training requests' features, output lengths and decode
+    totals. The scores are their plain out-of-fold log errors (the model's
+    conformity scores are normalised where its difficulty is not flat)."""
+    X_train, n_train, decode_train = train
     folds = fitted_folds(X_train, n_train, model.n_folds, seed)
-    scores = np.abs(model.conformity_scores_[:, 0])  # flat difficulty
+    requests = Requests.totals(X_train, decode_train, None, n_train)
+    scores = np.empty(len(requests))
     X_arr = X.to_numpy(dtype=np.float64)
     log_mu = []
     for k in range(len(model.nets_)):
         member = model._curve.member(k)
         log_mu.append(np.log(member.total(member.encode(X_arr, warn=False), n)))
+        rows = np.flatnonzero(folds == k)
+        scores[rows] = np.abs(_log_errors(member, requests.take(rows), "auto")[0])
     log_mu = np.asarray(log_mu)[folds]  # (calibration request, test request)
     m = len(scores)
     upper = np.sort(log_mu + scores[:, None], axis=0)[int(np.ceil(confidence * (m + 1))) - 1]
@@ -168,7 +176,11 @@ def set_rows(name, sizes, seeds, with_all=True):
                 row[f"{method}: total"] = total / floor_total
                 row[f"{method}: positioned"] = positioned / floor_positioned
                 if method == "sklat":
-                    training = (data.X.iloc[train].to_numpy(np.float64), data.output_tokens[train])
+                    training = (
+                        data.X.iloc[train].to_numpy(np.float64),
+                        data.output_tokens[train],
+                        data.y["T_LLM_decode"].to_numpy()[train],
+                    )
                     row.update(interval_columns(model, data, test, training, seed))
                     # The same fit's centre (point="center": sklat 0.8's point).
                     point = model.point
