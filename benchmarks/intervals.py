@@ -237,13 +237,13 @@ def matched_rows(name, y, n, pooled, sizes):
 
 def quartile_matched_rows(name, y, n, pooled):
     """One row per method: its mean width (over all held-out requests) at the
-    lowest swept level where its coverage reaches 80 / 90 / 95% on all of them
-    and on each output-length quartile alone, and that width over sklat's. A
-    constant width in ms can reach a pooled coverage cheaply by leaving out
-    the long requests; here every quartile must be covered too. No
+    lowest swept level where its coverage reaches 80 / 90 / 95% on each
+    output-length quartile alone (and so on all of them), and that width over
+    sklat's. A constant width in ms can reach a pooled coverage cheaply by
+    leaving out the long requests; here every quartile must be covered too. No
     interpolation: the level's 0.01 steps; nan when no swept level does."""
     index, _ = _buckets(n)
-    masks = [np.ones(len(y), bool)] + [index == b for b in range(index.max() + 1)]
+    masks = [index == b for b in range(index.max() + 1)]
     found = {}
     for method, (levels, parts) in pooled.items():
         if levels != LEVELS:
