@@ -48,7 +48,8 @@ def split_candidates(candidates, feature_names, extra_columns, prefer):
         missing = [c for c in feature_names if c not in candidates.columns]
         if missing:
             raise ValueError(f"candidates lack the feature column(s) {missing}.")
-        candidates = candidates[keep]
+        if list(candidates.columns) != keep:  # a copy costs more than the decision
+            candidates = candidates[keep]
     if preference is not None:
         if preference.ndim != 1 or len(preference) != len(candidates):
             raise ValueError(

@@ -426,6 +426,41 @@ def test_threshold_attainment_counts_as_the_pairs_do(objectives):
     assert 0 < fast.mean() < 1
 
 
+@pytest.mark.parametrize("with_ttft", [False, True])
+def test_end_to_end_attainment_sorted_counts_as_the_pairs_do(monkeypatch, with_ttft):
+    # Above _COUPLED_PAIRS an end-to-end objective sorts each row's keys once
+    # per difficulty; rows of one difficulty, of a few, and rows whose
+    # prefill alone spends the objective count as every pair does.
+    from sklat import _conformal
+    from sklat._conformal import attainment
+
+    rng = np.random.RandomState(2)
+    rows, J, n = 12, 40, 60
+    total = np.sort(np.exp(rng.normal(6, 0.5, (rows, J))), axis=1)
+    levels = np.exp(rng.normal(0, 0.3, (rows, 3)))
+    sigma = np.take_along_axis(levels, rng.randint(0, 3, (rows, J)), axis=1)
+    sigma[:4] = levels[:4, :1]
+    kw = dict(
+        prefill=np.exp(rng.normal(5, 0.3, rows)),
+        prefill_sigma=np.exp(rng.normal(0, 0.2, rows)),
+        total=total,
+        total_sigma=sigma,
+        lengths=np.tile(np.arange(1.0, J + 1), (rows, 1)),
+        weights=rng.dirichlet(np.ones(J)),
+        scores=rng.normal(0, 0.3, (n, 2)),
+    )
+    e2e = (kw["prefill"] + np.median(total, axis=1)) * np.exp(rng.normal(0, 0.3, rows))
+    e2e[0] = kw["prefill"][0] * 0.5
+    given = {"e2e": e2e, "ttft": kw["prefill"] if with_ttft else None}
+    assert J * n > _conformal._COUPLED_PAIRS
+    sorted_counts = attainment(**kw, **given)
+    monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", J * n)
+    pairs = attainment(**kw, **given)
+    np.testing.assert_allclose(sorted_counts, pairs, atol=1e-12)
+    assert sorted_counts[0] == 0
+    assert 0 < sorted_counts.mean() < 1
+
+
 @pytest.mark.parametrize("J, n", [(211, 200), (1000, 100)])
 def test_narrowed_quantiles_of_one_configuration_are_exact(monkeypatch, J, n):
     # One row and two levels take the narrowing path: the same bounds as the
