@@ -284,6 +284,24 @@ def test_attainment_with_unknown_length_averages_the_known_ones(fitted, small_da
     np.testing.assert_allclose(mixed, 0.25 * short + 0.75 * long)
 
 
+def test_end_to_end_attainment_of_a_fitted_model_is_the_same_on_both_paths(
+    monkeypatch, fitted, small_data
+):
+    # N unknown, over the fitted output-length distribution: the sorted
+    # counts and every (length, request) pair give the same probabilities.
+    from sklat import _conformal
+
+    X = small_data.X.iloc[:20]
+    e2e = np.median(fitted.predict(X).sum(axis=1))
+    kwargs = dict(e2e_ms=e2e, ttft_ms=np.median(fitted.predict(X)[:, 0]) * 1.05)
+    monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", 0)
+    sorted_counts = fitted.predict_slo_attainment(X, **kwargs)
+    monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", np.inf)
+    pairs = fitted.predict_slo_attainment(X, **kwargs)
+    np.testing.assert_allclose(sorted_counts, pairs, atol=1e-12)
+    assert 0 < pairs.mean() < 1
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
