@@ -26,7 +26,12 @@ held-out requests, ``N`` known:
   intervals are built around), conformalised on the same share of the
   training requests, with absolute or relative (``gamma``) scores;
 - ``LightGBM quantile``: two quantile regressions per level on
-  ``(config, N) -> total`` over all training requests (not calibrated).
+  ``(config, N) -> total`` over all training requests (not calibrated);
+- ``true noise law`` (the synthetic sets and Vidur, whose requests are drawn
+  from a known curve and noise): each held-out request's central
+  interval under the law that generated it (no model, no calibration): every
+  request is covered at the nominal level, long and short alike. A method
+  narrower than it at the same pooled coverage covers some requests less.
 """
 
 import argparse
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (  # noqa: E402
@@ -56,6 +62,9 @@ CONFIDENCES = (0.8, 0.9, 0.95)
 # method's mean width is read off where its own coverage crosses a target.
 LEVELS = tuple(round(0.5 + 0.01 * i, 2) for i in range(49))  # 0.50 ... 0.98
 CALIBRATION = 0.2
+# Log-normal noise of the request factors and steps of the sets drawn from a
+# known curve (the synthetic sets and Vidur).
+SYNTHETIC_NOISE = 0.05
 
 
 def _estimator(seed, quick, **params):
@@ -132,6 +141,37 @@ def lightgbm_intervals(data, train, test, seed):
             out[:, side, j] = model.predict(design(test))
     out.sort(axis=1)  # quantile crossings
     return out
+
+
+def _drawn_from_a_known_law(name):
+    return name.startswith("synthetic") or name == "vidur"
+
+
+def true_law_intervals(data, test, levels=LEVELS):
+    """(len(test), 2, len(levels)) central intervals of the held-out requests'
+    decode totals under the law that generated them.
+
+    ``make_positioned_latency`` and ``vidur_requests`` draw a total as
+    ``f * sum_p t_p e_p``: ``t_p``
+    the true curve at positions 1..N, ``f`` and every ``e_p`` log-normal of
+    sigma ``SYNTHETIC_NOISE``. The sum is matched to a log-normal by its mean
+    and variance (exact for N = 1, and the steps' share of the spread shrinks
+    as 1/N), so ``log total`` is normal: the bounds are its median times
+    ``exp(+-z sd)``. Equal tails: the shortest interval of a log-normal this
+    narrow is shorter by a fraction of order ``sd**2`` (at most 0.25% here).
+    """
+    X, lengths = data.X.iloc[test], data.output_tokens[test]
+    first, second = np.empty(len(test)), np.empty(len(test))
+    for k, length in enumerate(lengths):
+        t = data.true_curve(X.iloc[[k]], np.arange(1, length + 1))[0]
+        first[k], second[k] = t.sum(), (t**2).sum()
+    var = SYNTHETIC_NOISE**2
+    mean = np.exp(var / 2) * first
+    spread = np.log1p(np.exp(var) * np.expm1(var) * second / mean**2)
+    median = np.log(mean) - spread / 2
+    sd = np.sqrt(var + spread)[:, None]
+    z = norm.ppf(0.5 + np.asarray(levels) / 2)[None, :]
+    return np.stack([np.exp(median[:, None] - z * sd), np.exp(median[:, None] + z * sd)], axis=1)
 
 
 def _buckets(n):
@@ -363,11 +403,11 @@ def datasets(names, quick, sets=None):
             yield (
                 f"synthetic ({curve})",
                 make_positioned_latency(
-                    n, noise=0.05, curve=curve, positioned_fraction=0.0, random_state=1
+                    n, noise=SYNTHETIC_NOISE, curve=curve, positioned_fraction=0.0, random_state=1
                 ),
             )
     if "vidur" in names:
-        yield "vidur", vidur_requests(n, random_state=2)
+        yield "vidur", vidur_requests(n, noise=SYNTHETIC_NOISE, random_state=2)
     if "splitwise" in names:
         yield "splitwise", splitwise_requests()
     if "profiled" in names:
@@ -412,7 +452,14 @@ def main(argv=None):
         for path in sorted(Path(args.from_saved).glob("*.npz")):
             name, y, n, pooled, sizes = load_bounds(path)
             if sizes is None:  # saved without them: the same draws again
-                sizes = held_out_sizes(name, args)
+                sizes = [len(test) for _, test in held_out_tests(name, args)]
+            if _drawn_from_a_known_law(name) and "true noise law" not in pooled:
+                found = held_out_tests(name, args)
+                check = [data.y["T_LLM_decode"].to_numpy()[test] for data, test in found]
+                if not np.array_equal(np.concatenate(check), y):
+                    raise ValueError(f"{path}: not the draws of these options")
+                bounds = [true_law_intervals(data, test) for data, test in found]
+                pooled["true noise law"] = (LEVELS, bounds)
             print_coverage(name, y, n, pooled)
             matched += matched_rows(name, y, n, pooled, sizes)
             by_quartile += quartile_matched_rows(name, y, n, pooled)
@@ -435,6 +482,8 @@ def main(argv=None):
             ns.append(data.output_tokens[test])
             bounds, _ = sklat_intervals(data, train, test, seed, args.quick, calibration)
             add("sklat", LEVELS, bounds)
+            if _drawn_from_a_known_law(name):
+                add("true noise law", LEVELS, true_law_intervals(data, test))
             if not args.no_joint:
                 bounds, est = sklat_intervals(
                     data, train, test, seed, args.quick, calibration, target="both"
@@ -518,16 +567,16 @@ def load_bounds(path):
         return str(f["name"]), f["y"], f["n"], pooled, sizes
 
 
-def held_out_sizes(name, args):
-    """The held-out requests of each repeat of the set called ``name``,
-    drawn again as the run drew them (same ``--seed``, ``--quick`` and
-    ``--test_split``); nothing is fitted."""
+def held_out_tests(name, args):
+    """``(data, test)`` of each repeat of the set called ``name``, the
+    held-out requests drawn again as the run drew them (same ``--seed``,
+    ``--quick``, ``--test_split`` and ``--repeats``); nothing is fitted."""
     kind, _, rest = name.partition(" ")
     sets = [rest] if kind == "profiled" else None
     for found, data in datasets([kind], args.quick, sets):
         if found == name:
             draws = splits(name, data, args.seed, args.quick, args.test_split, args.repeats)
-            return [len(test) for _, test, _, _ in draws]
+            return [(data, test) for _, test, _, _ in draws]
     raise ValueError(f"no set called {name!r}")
 
 
