@@ -341,30 +341,31 @@ def attainment(
         return _separable_attainment(
             prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot
         )
-    if tpot is None and total.shape[1] * len(scores) > _COUPLED_PAIRS:
-        return _coupled_attainment(
-            prefill, prefill_sigma, total, total_sigma, weights, scores, ttft, e2e
-        )
-    rows = len(prefill) if prefill is not None else len(total)
-    J = 1 if total is None else total.shape[1]
+    args = (prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot, e2e)
+    if total.shape[1] * len(scores) > _COUPLED_PAIRS:
+        return _coupled_attainment(*args)
+    return _every_pair(*args)
+
+
+def _every_pair(
+    prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot, e2e
+):
+    """:func:`attainment` with an end-to-end objective, every (row, length,
+    calibration request) evaluated."""
+    rows, J = total.shape
     n = len(scores)
     out = np.empty(rows)
     step = max(1, _CHUNK_ELEMENTS // (J * n))
     for start in range(0, rows, step):
         sl = slice(start, start + step)
-        m = len(range(*sl.indices(rows)))
-        ok = np.ones((m, J, n), dtype=bool)
-        if prefill is not None:
-            pre = prefill[sl, None] * np.exp(prefill_sigma[sl, None] * scores[None, :, 1])
-            pre = pre[:, None, :]
-            if ttft is not None:
-                ok &= pre <= ttft[sl, None, None]
-        if total is not None:
-            dec = total[sl, :, None] * np.exp(total_sigma[sl, :, None] * scores[None, None, :, 0])
-            if tpot is not None:
-                ok &= dec / lengths[sl, :, None] <= tpot[sl, None, None]
-            if e2e is not None:
-                ok &= pre + dec <= e2e[sl, None, None]
+        pre = prefill[sl, None] * np.exp(prefill_sigma[sl, None] * scores[None, :, 1])
+        pre = pre[:, None, :]
+        dec = total[sl, :, None] * np.exp(total_sigma[sl, :, None] * scores[None, None, :, 0])
+        ok = pre + dec <= e2e[sl, None, None]
+        if ttft is not None:
+            ok &= pre <= ttft[sl, None, None]
+        if tpot is not None:
+            ok &= dec / lengths[sl, :, None] <= tpot[sl, None, None]
         out[sl] = ok.mean(axis=2) @ (np.ones(1) if weights is None else weights)
     return out
 
@@ -405,27 +406,58 @@ def _separable_attainment(
     return out
 
 
-def _coupled_attainment(prefill, prefill_sigma, total, total_sigma, weights, scores, ttft, e2e):
-    """:func:`attainment` with an end-to-end objective and no tpot.
+def _coupled_attainment(
+    prefill, prefill_sigma, total, total_sigma, lengths, weights, scores, ttft, tpot, e2e
+):
+    """:func:`attainment` with an end-to-end objective, without evaluating
+    every (length, calibration request) pair.
 
     Calibration request ``i`` meets ``e2e`` at length ``j`` when its decode
     fits in the time its prefill leaves, ``room_i = e2e - prefill_i``:
     ``total_j exp(sigma_j e_i) <= room_i``, that is
-    ``sigma_j e_i - log room_i <= -log total_j``. The keys on the left are
-    the same for every length of one difficulty ``sigma_j`` (a tree takes
-    few values), so each row sorts them once per difficulty and a binary
-    search per length counts the requests that meet it, instead of
-    evaluating every (length, request) pair.
+    ``sigma_j e_i <= log room_i - log total_j`` (:func:`_fitting_decodes`).
+    With ``tpot`` too, it must also have ``sigma_j e_i <= d_j = log tpot -
+    log(total_j / len_j)``: rows where neither the total nor the time per
+    token falls as the output grows (decode latency grows with the position)
+    are counted by :func:`_first_runs`, the others by :func:`_every_pair`.
     """
-    n = len(scores)
     pre = prefill[:, None] * np.exp(prefill_sigma[:, None] * scores[None, :, 1])
     with np.errstate(divide="ignore"):  # log(0): the prefill leaves no room
         log_room = np.log(np.maximum(e2e[:, None] - pre, 0.0))
     if ttft is not None:
         log_room[pre > ttft[:, None]] = -np.inf
-    needles = -np.log(total)
-    decode = scores[:, 0]
     weights = np.ones(1) if weights is None else weights
+    decode = scores[:, 0]
+    if tpot is None:
+        return _fitting_decodes(total, total_sigma, weights, decode, log_room)
+    per_token = np.log(total / lengths)
+    shrinking = np.all(np.diff(total, axis=1) >= 0, axis=1) & np.all(
+        np.diff(per_token, axis=1) >= 0, axis=1
+    )
+    out = np.empty(len(total))
+    rest = np.flatnonzero(~shrinking)
+    if len(rest):
+        out[rest] = _every_pair(
+            *(a[rest] for a in (prefill, prefill_sigma, total, total_sigma, lengths)),
+            weights,
+            scores,
+            *(None if a is None else a[rest] for a in (ttft, tpot, e2e)),
+        )
+    rows = np.flatnonzero(shrinking)
+    with np.errstate(divide="ignore"):
+        neg_d = per_token[rows] - np.log(tpot[rows])[:, None]
+    out[rows] = _first_runs(total[rows], total_sigma[rows], neg_d, weights, decode, log_room[rows])
+    return out
+
+
+def _fitting_decodes(total, total_sigma, weights, decode, log_room):
+    """Per row, the probability that a calibration request's decode fits in
+    the ``log_room`` (rows, n) its prefill leaves: ``sigma_j e_i - log
+    room_i <= -log total_j``. The keys on the left are the same for every
+    length of one difficulty ``sigma_j`` (a tree takes few values), so each
+    row sorts them once per difficulty and a binary search per length counts
+    the requests that meet it."""
+    needles = -np.log(total)
     # Rows of one difficulty over all lengths (a flat difficulty, or a tree
     # that ignores N for them) sort their keys together.
     one_sigma = np.all(total_sigma == total_sigma[:, :1], axis=1)
@@ -442,6 +474,48 @@ def _coupled_attainment(prefill, prefill_sigma, total, total_sigma, weights, sco
                 own = np.sort(value * decode - log_room[row])
                 met[at] = np.searchsorted(own, needles[row, at], side="right")
         out[row] = met @ weights
+    return out / len(decode)
+
+
+def _first_runs(total, total_sigma, neg_d, weights, decode, log_room):
+    """:func:`_fitting_decodes` with the per-token bound ``sigma_j e_i <=
+    d_j`` too (``neg_d`` = ``-d``), on rows where ``log total_j`` and ``-d_j``
+    do not fall as ``j`` grows: request ``i`` then meets each bound on a first
+    run of the lengths of each difficulty, and both up to the shorter run."""
+    n, J = len(decode), total.shape[1]
+    log_total = np.log(total)
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    one_sigma = np.all(total_sigma == total_sigma[:, :1], axis=1)
+    out = np.empty(len(total))
+    simple = np.flatnonzero(one_sigma)
+    if len(simple):
+        sigma = total_sigma[simple, 0]
+        order = np.argsort(decode, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        # met[r, j]: the requests meeting tpot at length j, the lowest
+        # decode scores; fewer as j grows, so request i meets it at the
+        # lengths whose count exceeds its rank.
+        met = np.searchsorted(decode[order], (-neg_d[simple] / sigma[:, None]).ravel(), "right")
+        offsets = (n + 1) * np.arange(len(simple))[:, None]
+        counts = np.bincount(
+            (offsets + met.reshape(len(simple), J)).ravel(), minlength=offsets.size * (n + 1)
+        )
+        tpot_runs = (J - np.cumsum(counts.reshape(len(simple), n + 1), axis=1))[:, rank]
+        for k, row in enumerate(simple):
+            e2e_run = np.searchsorted(log_total[row], log_room[row] - sigma[k] * decode, "right")
+            out[row] = cumulative[np.minimum(e2e_run, tpot_runs[k])].sum()
+    for row in np.flatnonzero(~one_sigma):
+        sigma, out[row] = total_sigma[row], 0.0
+        for value in np.unique(sigma):
+            scaled = value * decode
+            runs = np.minimum(
+                np.searchsorted(log_total[row], log_room[row] - scaled, side="right"),
+                np.searchsorted(neg_d[row], -scaled, side="right"),
+            )
+            # Only the lengths of this difficulty count.
+            own = np.concatenate([[0.0], np.cumsum((sigma == value) * weights)])
+            out[row] += own[runs].sum()
     return out / n
 
 

@@ -284,8 +284,9 @@ def test_attainment_with_unknown_length_averages_the_known_ones(fitted, small_da
     np.testing.assert_allclose(mixed, 0.25 * short + 0.75 * long)
 
 
+@pytest.mark.parametrize("with_tpot", [False, True])
 def test_end_to_end_attainment_of_a_fitted_model_is_the_same_on_both_paths(
-    monkeypatch, fitted, small_data
+    monkeypatch, fitted, small_data, with_tpot
 ):
     # N unknown, over the fitted output-length distribution: the sorted
     # counts and every (length, request) pair give the same probabilities.
@@ -294,6 +295,8 @@ def test_end_to_end_attainment_of_a_fitted_model_is_the_same_on_both_paths(
     X = small_data.X.iloc[:20]
     e2e = np.median(fitted.predict(X).sum(axis=1))
     kwargs = dict(e2e_ms=e2e, ttft_ms=np.median(fitted.predict(X)[:, 0]) * 1.05)
+    if with_tpot:
+        kwargs["tpot_ms"] = float(np.median(fitted.predict_total(X, 64) / 64))
     monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", 0)
     sorted_counts = fitted.predict_slo_attainment(X, **kwargs)
     monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", np.inf)
@@ -444,39 +447,62 @@ def test_threshold_attainment_counts_as_the_pairs_do(objectives):
     assert 0 < fast.mean() < 1
 
 
-@pytest.mark.parametrize("with_ttft", [False, True])
-def test_end_to_end_attainment_sorted_counts_as_the_pairs_do(monkeypatch, with_ttft):
+@pytest.mark.parametrize("others", [(), ("ttft",), ("tpot",), ("tpot", "ttft")])
+def test_end_to_end_attainment_sorted_counts_as_the_pairs_do(monkeypatch, others):
     # Above _COUPLED_PAIRS an end-to-end objective sorts each row's keys once
-    # per difficulty; rows of one difficulty, of a few, and rows whose
-    # prefill alone spends the objective count as every pair does.
+    # per difficulty. Rows of one difficulty and of a few, rows whose prefill
+    # alone spends the objective, rows whose time per token grows with the
+    # output (a first run of lengths met) and rows where it falls (every pair)
+    # count as every pair does.
     from sklat import _conformal
     from sklat._conformal import attainment
 
     rng = np.random.RandomState(2)
     rows, J, n = 12, 40, 60
-    total = np.sort(np.exp(rng.normal(6, 0.5, (rows, J))), axis=1)
+    lengths = np.arange(1.0, J + 1)
+    # Per-position latencies that grow (rows 0-7) or fall (8-11) with the position.
+    steps = np.exp(rng.normal(3, 0.3, (rows, 1)) + np.sort(rng.normal(0, 0.5, (rows, J)), axis=1))
+    steps[8:] = steps[8:, ::-1]
+    total = np.cumsum(steps, axis=1)
     levels = np.exp(rng.normal(0, 0.3, (rows, 3)))
     sigma = np.take_along_axis(levels, rng.randint(0, 3, (rows, J)), axis=1)
-    sigma[:4] = levels[:4, :1]
+    one = [1, 4, 6, 9]  # of one difficulty, among rows of a few
+    sigma[one] = levels[one, :1]
     kw = dict(
         prefill=np.exp(rng.normal(5, 0.3, rows)),
         prefill_sigma=np.exp(rng.normal(0, 0.2, rows)),
         total=total,
         total_sigma=sigma,
-        lengths=np.tile(np.arange(1.0, J + 1), (rows, 1)),
+        lengths=np.tile(lengths, (rows, 1)),
         weights=rng.dirichlet(np.ones(J)),
         scores=rng.normal(0, 0.3, (n, 2)),
     )
+    kw["scores"][::6, 0] = 0.1  # tied decode scores
     e2e = (kw["prefill"] + np.median(total, axis=1)) * np.exp(rng.normal(0, 0.3, rows))
     e2e[0] = kw["prefill"][0] * 0.5
-    given = {"e2e": e2e, "ttft": kw["prefill"] if with_ttft else None}
+    limits = {
+        "ttft": kw["prefill"],
+        "tpot": np.median(total / lengths, axis=1) * np.exp(rng.normal(0, 0.1, rows)),
+    }
+    given = {"e2e": e2e, **{k: limits[k] for k in others}}
     assert J * n > _conformal._COUPLED_PAIRS
+    paired_rows = []
+    every_pair = _conformal._every_pair
+
+    def recorded(prefill, *args):
+        paired_rows.append(len(prefill))
+        return every_pair(prefill, *args)
+
+    monkeypatch.setattr(_conformal, "_every_pair", recorded)
     sorted_counts = attainment(**kw, **given)
+    # Only the rows whose time per token falls evaluate every pair.
+    assert paired_rows == ([4] if "tpot" in others else [])
     monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", J * n)
     pairs = attainment(**kw, **given)
     np.testing.assert_allclose(sorted_counts, pairs, atol=1e-12)
     assert sorted_counts[0] == 0
-    assert 0 < sorted_counts.mean() < 1
+    assert 0 < sorted_counts[:8].mean() < 1
+    assert 0 < sorted_counts[8:].mean() < 1
 
 
 @pytest.mark.parametrize("J, n", [(211, 200), (1000, 100)])
