@@ -260,6 +260,7 @@ def decision_table(repeat):
         one, hundred = data.X.iloc[[3]], data.X.iloc[np.arange(100) % len(data.X)]
         slo = est.predict_total(one)[0] / np.mean(data.output_tokens)
         e2e = float(est.predict(one)[0].sum())
+        ttft = float(est.predict(one)[0, 0])
         calls = {
             "predict_total(X)": lambda: est.predict_total(one),
             "predict_total(X), one net (n_folds=None)": lambda: single.predict_total(one),
@@ -270,6 +271,9 @@ def decision_table(repeat):
             "predict_budget(X, confidence=0.9)": lambda: est.predict_budget(one, confidence=0.9),
             "choose(100 candidates, tpot_ms)": lambda: est.choose(hundred, tpot_ms=slo),
             "choose(100 candidates, e2e_ms)": lambda: est.choose(hundred, e2e_ms=e2e),
+            "choose(100 candidates, ttft_ms and e2e_ms)": lambda: est.choose(
+                hundred, ttft_ms=ttft, e2e_ms=e2e
+            ),
             "choose(100 candidates, tpot_ms and e2e_ms)": lambda: est.choose(
                 hundred, tpot_ms=slo, e2e_ms=e2e
             ),
