@@ -284,6 +284,21 @@ def test_attainment_with_unknown_length_averages_the_known_ones(fitted, small_da
     np.testing.assert_allclose(mixed, 0.25 * short + 0.75 * long)
 
 
+def _record_every_pair(monkeypatch):
+    """The number of rows of each call of ``_conformal._every_pair``, which
+    goes on working."""
+    from sklat import _conformal
+
+    rows, every_pair = [], _conformal._every_pair
+
+    def recorded(prefill, *args):
+        rows.append(len(prefill))
+        return every_pair(prefill, *args)
+
+    monkeypatch.setattr(_conformal, "_every_pair", recorded)
+    return rows
+
+
 @pytest.mark.parametrize("with_tpot", [False, True])
 def test_end_to_end_attainment_of_a_fitted_model_is_the_same_on_both_paths(
     monkeypatch, fitted, small_data, with_tpot
@@ -297,8 +312,12 @@ def test_end_to_end_attainment_of_a_fitted_model_is_the_same_on_both_paths(
     kwargs = dict(e2e_ms=e2e, ttft_ms=np.median(fitted.predict(X)[:, 0]) * 1.05)
     if with_tpot:
         kwargs["tpot_ms"] = float(np.median(fitted.predict_total(X, 64) / 64))
+    paired_rows = _record_every_pair(monkeypatch)
     monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", 0)
     sorted_counts = fitted.predict_slo_attainment(X, **kwargs)
+    # The fitted time per token grows with the output length: no candidate
+    # needs every pair.
+    assert paired_rows == []
     monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", np.inf)
     pairs = fitted.predict_slo_attainment(X, **kwargs)
     np.testing.assert_allclose(sorted_counts, pairs, atol=1e-12)
@@ -486,14 +505,7 @@ def test_end_to_end_attainment_sorted_counts_as_the_pairs_do(monkeypatch, others
     }
     given = {"e2e": e2e, **{k: limits[k] for k in others}}
     assert J * n > _conformal._COUPLED_PAIRS
-    paired_rows = []
-    every_pair = _conformal._every_pair
-
-    def recorded(prefill, *args):
-        paired_rows.append(len(prefill))
-        return every_pair(prefill, *args)
-
-    monkeypatch.setattr(_conformal, "_every_pair", recorded)
+    paired_rows = _record_every_pair(monkeypatch)
     sorted_counts = attainment(**kw, **given)
     # Only the rows whose time per token falls evaluate every pair.
     assert paired_rows == ([4] if "tpot" in others else [])
