@@ -152,13 +152,13 @@ def true_law_intervals(data, test, levels=LEVELS):
     decode totals under the law that generated them.
 
     ``make_positioned_latency`` and ``vidur_requests`` draw a total as
-    ``f * sum_p t_p e_p``: ``t_p``
-    the true curve at positions 1..N, ``f`` and every ``e_p`` log-normal of
-    sigma ``SYNTHETIC_NOISE``. The sum is matched to a log-normal by its mean
-    and variance (exact for N = 1, and the steps' share of the spread shrinks
-    as 1/N), so ``log total`` is normal: the bounds are its median times
-    ``exp(+-z sd)``. Equal tails: the shortest interval of a log-normal this
-    narrow is shorter by a fraction of order ``sd**2`` (at most 0.25% here).
+    ``f * sum_p t_p e_p``: ``t_p`` the true curve at positions 1..N, ``f`` and
+    every ``e_p`` log-normal of sigma ``SYNTHETIC_NOISE``. The sum is matched
+    to a log-normal by its mean and variance (exact for N = 1, and the steps'
+    share of the spread shrinks as 1/N), so ``log total`` is normal: the
+    bounds are its median times ``exp(+-z sd)``. Equal tails: the shortest
+    interval of a log-normal this narrow is shorter by a fraction of order
+    ``sd**2`` (at most 0.25% here).
     """
     X, lengths = data.X.iloc[test], data.output_tokens[test]
     first, second = np.empty(len(test)), np.empty(len(test))

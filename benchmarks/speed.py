@@ -259,8 +259,8 @@ def decision_table(repeat):
         )
         one, hundred = data.X.iloc[[3]], data.X.iloc[np.arange(100) % len(data.X)]
         slo = est.predict_total(one)[0] / np.mean(data.output_tokens)
-        e2e = float(est.predict(one)[0].sum())
-        ttft = float(est.predict(one)[0, 0])
+        prefill, decode = est.predict(one)[0]
+        e2e, ttft = float(prefill + decode), float(prefill)
         calls = {
             "predict_total(X)": lambda: est.predict_total(one),
             "predict_total(X), one net (n_folds=None)": lambda: single.predict_total(one),
