@@ -324,6 +324,32 @@ def test_end_to_end_attainment_of_a_fitted_model_is_the_same_on_both_paths(
     assert 0 < pairs.mean() < 1
 
 
+@pytest.mark.parametrize("with_tpot", [False, True])
+def test_end_to_end_attainment_ignores_the_order_of_the_lengths(
+    monkeypatch, fitted, small_data, with_tpot
+):
+    # A distribution's lengths in any order: the sorted paths (which rely on
+    # the totals growing with the length, or fall back to every pair) agree.
+    from sklat import _conformal
+
+    monkeypatch.setattr(_conformal, "_COUPLED_PAIRS", 0)
+    X = small_data.X.iloc[:10]
+    kwargs = dict(e2e_ms=np.median(fitted.predict(X).sum(axis=1)))
+    if with_tpot:
+        kwargs["tpot_ms"] = float(np.median(fitted.predict_total(X, 64) / 64))
+    values, probabilities = [8, 30, 64, 200], [0.1, 0.2, 0.3, 0.4]
+    ordered = fitted.predict_slo_attainment(
+        X, output_tokens_distribution={"values": values, "probabilities": probabilities}, **kwargs
+    )
+    shuffled = fitted.predict_slo_attainment(
+        X,
+        output_tokens_distribution={"values": values[::-1], "probabilities": probabilities[::-1]},
+        **kwargs,
+    )
+    np.testing.assert_allclose(shuffled, ordered, atol=1e-12)
+    assert 0 < ordered.mean() < 1
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
