@@ -69,8 +69,8 @@ def _fast_server(port, n_events, ready):
 def overhead(n_events=20_000, repeats=5):
     import httpx
 
-    from sklat._endpoint import _body
-    from sklat._stream import stream
+    from sklat.acquire._endpoint import _body
+    from sklat.acquire._stream import stream
 
     port = 8799
     ready = multiprocessing.Event()

@@ -2,12 +2,14 @@
 
 :class:`Calibrator` owns the difficulty trees (fitted on the point model's own
 training requests, or cross-fitted on out-of-fold errors), the conformity
-scores of the calibration requests and the per-step scores; given a
-:class:`~sklat._curve.Curve` and the coefficients of new requests it gives
-intervals, one-sided bounds and SLO attainment. The arithmetic (ranks, trees,
+scores of the calibration requests and the per-step scores, and the
+:class:`~sklat._curve.Curve` it calibrates; given the coefficients of new
+requests (from that curve) it gives intervals, one-sided bounds and SLO
+attainment: the model's predictive distribution. The arithmetic (ranks, trees,
 mixture quantiles) is in :mod:`sklat._conformal`.
 """
 
+import copy
 import functools
 
 import numpy as np
@@ -59,9 +61,13 @@ class Calibrator:
         Per output, the multiplier of the curve's centre with the least mean
         relative error on out-of-sample requests
         (:func:`~sklat._conformal.relative_error_factor`); ``None``: all 1.
+    curve : sklat._curve.Curve, default=None
+        The curve calibrated: the centre of every interval and probability.
+        ``fit`` and ``fit_cross`` set it; see :meth:`calibrating`.
     """
 
-    def __init__(self, difficulty_trees, scores, position_scores, point_factors=None):
+    def __init__(self, difficulty_trees, scores, position_scores, point_factors=None, curve=None):
+        self.curve = curve
         self.difficulty_trees = difficulty_trees
         self.scores = scores
         self.position_scores = position_scores
@@ -73,7 +79,9 @@ class Calibrator:
 
     def __setstate__(self, state):
         # Pickles of 0.8 and earlier hold no point factors.
+        # Pickles of 0.13 and earlier hold no curve (the estimator held it).
         self.__dict__.update(state)
+        self.__dict__.setdefault("curve", None)
         if "point_factors" not in state:
             self.point_factors = np.ones(self.scores.shape[1])
 
@@ -110,7 +118,7 @@ class Calibrator:
             scores, cal_errors = cls(trees, scores, None)._scored(curve, cal_part, n_threads)
             point_errors = cal_errors[: len(trees)]
         factors = [relative_error_factor(e) for e in point_errors]
-        return cls(trees, scores, _position_scores(curve, cal_part, n_threads), factors)
+        return cls(trees, scores, _position_scores(curve, cal_part, n_threads), factors, curve)
 
     @classmethod
     def fit_cross(cls, curve, requests, folds, *, n_threads="auto"):
@@ -146,20 +154,28 @@ class Calibrator:
             tree, scores[:, j] = _cross_fitted_difficulty(x, errors[:, j], centres, folds)
             trees.append(tree)
         factors = [relative_error_factor(column) for column in errors.T]
-        return cls(np.stack(trees), scores, np.concatenate(steps), factors)
+        return cls(np.stack(trees), scores, np.concatenate(steps), factors, curve)
 
     @classmethod
-    def flat(cls, scores, position_scores):
-        """A calibrator of flat difficulty (difficulty 1 everywhere): its
-        ``scores`` are plain out-of-sample log errors, so they give the point
-        factors too."""
+    def flat(cls, scores, position_scores, curve):
+        """A calibrator of ``curve`` of flat difficulty (difficulty 1
+        everywhere): its ``scores`` are plain out-of-sample log errors, so
+        they give the point factors too."""
         factors = [relative_error_factor(column) for column in scores.T]
-        return cls(flat_trees(scores.shape[1]), scores, position_scores, factors)
+        return cls(flat_trees(scores.shape[1]), scores, position_scores, factors, curve)
 
-    def score(self, curve, part, *, n_threads="auto"):
+    def calibrating(self, curve):
+        """This calibration of another ``curve`` (the scores shared): a model
+        that is one net, calibrated by the out-of-fold errors of nets trained
+        without each fold."""
+        other = copy.copy(self)
+        other.curve = curve
+        return other
+
+    def score(self, part, *, n_threads="auto"):
         """(n, n_outputs): the conformity scores of the requests of ``part``
         (:class:`~sklat._requests.Requests`; ``prefill`` may be None)."""
-        return self._scored(curve, part, n_threads)[0]
+        return self._scored(self.curve, part, n_threads)[0]
 
     def _scored(self, curve, part, n_threads):
         """The conformity scores of :meth:`score`, and the plain log errors
@@ -206,10 +222,11 @@ class Calibrator:
     def _symmetric_decode(self):
         return symmetric(self._sorted[0])
 
-    def predictive(self, curve, coef, output_tokens, dist, *, per_token):
+    def predictive(self, coef, output_tokens, dist, *, per_token):
         """``(center, sigma, weights)`` of the decode total (or per-token
         latency): (n, 1) for known ``output_tokens``, else (n, J) over the
         ``J`` lengths of ``dist`` with probabilities ``weights``."""
+        curve = self.curve
         if output_tokens is not None:
             center = curve.total(coef, output_tokens)[:, None]
             spread = self.sigma_total(coef.z, output_tokens)[:, None]
@@ -225,14 +242,12 @@ class Calibrator:
         return center, spread, dist["probabilities"]
 
     # ------------------------------------------------------------- intervals
-    def decode_interval(self, curve, coef, output_tokens, dist, confidence, *, per_token):
+    def decode_interval(self, coef, output_tokens, dist, confidence, *, per_token):
         """(n, 2) bounds of the decode total (or per-token latency)."""
         scores = self.sorted_scores("total")
         n = len(scores)
         k = interval_rank(n, confidence, "for an interval")
-        center, spread, weights = self.predictive(
-            curve, coef, output_tokens, dist, per_token=per_token
-        )
+        center, spread, weights = self.predictive(coef, output_tokens, dist, per_token=per_token)
         # |e|_(k) is the (n + k)-th of the 2n symmetrised scores, -|e|_(k)
         # the (n - k + 1)-th: for one length, exactly y_hat * exp(+-sigma |e|_(k)).
         levels = [(n - k + 1) / (2 * n), (n + k) / (2 * n)]
@@ -276,23 +291,21 @@ class Calibrator:
         spread = self.sigma_total(z, np.full(len(point), length))
         return finite_bounds(point * np.exp(spread * scores[k - 1]))
 
-    def upper_per_token(self, curve, coef, dist, confidence):
+    def upper_per_token(self, coef, dist, confidence):
         """Upper ``confidence`` quantile of the per-token latency, ``N`` drawn
         from ``dist``."""
         scores, k = self.upper_rank(confidence)
-        center, spread, weights = self.predictive(curve, coef, None, dist, per_token=True)
+        center, spread, weights = self.predictive(coef, None, dist, per_token=True)
         bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
         return finite_bounds(bound[:, 0])
 
-    def attainment(self, curve, coef, output_tokens, dist, *, ttft, tpot, e2e):
+    def attainment(self, coef, output_tokens, dist, *, ttft, tpot, e2e):
         """Per row, the probability that every objective given holds (each
         (n,) or None; ``ttft`` and ``e2e`` need a prefill)."""
         self.check_ready()
         kwargs = {}
         if tpot is not None or e2e is not None:
-            center, spread, weights = self.predictive(
-                curve, coef, output_tokens, dist, per_token=False
-            )
+            center, spread, weights = self.predictive(coef, output_tokens, dist, per_token=False)
             lengths = (
                 output_tokens[:, None].astype(np.float64)
                 if output_tokens is not None

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._curve import first_non_finite
+from ._validation import first_non_finite
 
 # Residuals below this fraction of the median residual count as that floor:
 # log|r| of a near-zero residual would dominate a mean of logs.

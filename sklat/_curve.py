@@ -18,10 +18,10 @@ import torch
 
 from ._distribution import survival
 from ._domain import clip, extended_range, outside, warn_outside
-from ._features import context_lengths, feature_label
+from ._features import context_lengths
 from ._module import StackedEncoder
 from ._threads import auto_threads, torch_threads
-from ._validation import first_true
+from ._validation import feature_label, first_non_finite
 
 # Rows / positions evaluated at once: bounds the intermediate memory whatever
 # the number of configurations or the length.
@@ -31,10 +31,17 @@ POSITION_CHUNK = 65536
 BASIS_TABLE_MAX = 65536
 
 
-def first_non_finite(values):
-    """The first row of ``values`` holding NaN or inf, or None."""
-    first = first_true(~np.isfinite(values))
-    return first if first is None or np.ndim(values) == 1 else first[0]
+@dataclasses.dataclass(frozen=True)
+class CheckedFeatures:
+    """Features that :meth:`Curve.check` accepted: the values given (``raw``,
+    (n, d) float64), the same held within the extended training range
+    (``clipped``, what the net sees) and the context length of each row
+    (``context``, tokens, from ``clipped``). :meth:`Curve.encode` trusts
+    them and checks nothing again."""
+
+    raw: np.ndarray
+    clipped: np.ndarray
+    context: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,19 +201,36 @@ class Curve:
         return [(net.module_, torch.device(net.device)) for net in self.nets]
 
     # ------------------------------------------------------------ encoding
-    def encode(self, X_arr, *, n_threads="auto", warn=True, scaled=True):
-        """:class:`Coefficients` of checked features ``X_arr`` (float64, at
-        least one row). Features beyond their extended training range are
-        held at its edge (with an ExtrapolationWarning if ``warn``), so that
-        every output is finite. ``scaled=False``: without the recalibration's
-        multipliers and slopes."""
+    def check(self, X_arr):
+        """:class:`CheckedFeatures` of finite float64 features ``X_arr`` (at
+        least one row): raises ``ValueError`` for a value a log-scaled column
+        cannot take or a negative context length, naming the sample. Features
+        beyond their extended training range are held at its edge, so that
+        every output is finite."""
         self.transform.check(X_arr, self.label, strict=False)
         context_lengths(X_arr, self.context_features, self.label)
+        clipped = clip(X_arr, self.extended_range)
+        # The raw values passed the context check and clipping only raises
+        # a value to the range's lower edge, so this sum is of valid counts.
+        context = (
+            clipped[:, self.context_features].sum(axis=1)
+            if len(self.context_features)
+            else np.zeros(len(clipped))
+        )
+        return CheckedFeatures(raw=X_arr, clipped=clipped, context=context)
+
+    def encode(self, features, *, n_threads="auto", warn=True, scaled=True):
+        """:class:`Coefficients` of ``features``: :class:`CheckedFeatures`, or
+        finite float64 features that :meth:`check` checks first. ``warn``: an
+        ExtrapolationWarning for features beyond the training range.
+        ``scaled=False``: without the recalibration's multipliers and
+        slopes."""
+        if not isinstance(features, CheckedFeatures):
+            features = self.check(features)
         if warn:
-            warn_outside(X_arr, self.feature_range, self.extended_range, self.label)
-        X_arr = clip(X_arr, self.extended_range)
-        z = self.transform.transform(X_arr, self.label)
-        context = context_lengths(X_arr, self.context_features, self.label)
+            warn_outside(features.raw, self.feature_range, self.extended_range, self.label)
+        z = self.transform.transform(features.clipped, self.label, checked=True)
+        context = features.context
         with torch_threads(auto_threads(n_threads, len(z) * self.hidden_size**2 * 4)):
             raw = self._run_encoder(z)
         scales = self.scales if scaled else np.ones_like(self.scales)

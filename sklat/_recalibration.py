@@ -34,6 +34,8 @@ keeping it under-covered by up to 6 points, see benchmarks/RESULTS.md).
 
 import numpy as np
 
+from ._calibrator import Calibrator
+
 # Penalty on the squared per-term log deviations, against the mean squared
 # log error of the latencies.
 DEVIATION_PENALTY = 0.01
@@ -124,12 +126,11 @@ def chosen_fit(terms, z, measured):
     return fit_factors(terms, measured, z, penalty), errors
 
 
-def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_threads):
-    """``(curve, calibrator)`` adapted to checked new requests: the curve with
-    refitted multipliers and slopes, the calibrator with their cross-fitted
+def recalibrated(calibrator, X_arr, decode, prefill, output_tokens, n_threads):
+    """``calibrator`` adapted to checked new requests: a calibration of its
+    curve with refitted multipliers and slopes, by their cross-fitted
     scores."""
-    from ._calibrator import Calibrator
-
+    curve = calibrator.curve
     coef = curve.encode(X_arr, n_threads=n_threads, scaled=False)
     decode_factors, decode_errors = chosen_fit(
         curve.total_terms(coef, output_tokens), coef.z, decode
@@ -146,5 +147,4 @@ def recalibrated(curve, calibrator, X_arr, decode, prefill, output_tokens, n_thr
         scales = np.append(scales, curve.scales[3:])
     # Which requests the old setting found hard need not carry over: the new
     # scores are plain log errors (a difficulty of 1 everywhere).
-    new_calibrator = Calibrator.flat(scores, calibrator.position_scores)
-    return curve.rescaled(scales, slopes), new_calibrator
+    return Calibrator.flat(scores, calibrator.position_scores, curve.rescaled(scales, slopes))

@@ -14,11 +14,18 @@ import numbers
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
+from skorch.history import History
 
+from ._calibrator import Calibrator
 from ._conformal import TREE_NODES
 from ._constants import MAX_OUTPUT_TOKENS
-from ._params import MAX_N_COST_TERMS
+from ._curve import Curve
+from ._device import resolve_device
 from ._distribution import check_distribution
+from ._features import FeatureTransform
+from ._module import CostTermsLatencyModule
+from ._params import MAX_N_COST_TERMS, check_params
+from ._training import make_net, module_kwargs, net_kwargs
 
 # Fitted attributes stored as JSON lists, with their numpy dtypes.
 ARRAYS = {
@@ -346,10 +353,6 @@ def assemble_fitted(est, fitted):
     """Give ``est`` (whose ``nets_`` are set) its fitted objects, the
     :class:`~sklat._curve.Curve` and the :class:`~sklat._calibrator.Calibrator`,
     and stored attributes from ``fitted`` (checked attributes by name)."""
-    from ._calibrator import Calibrator
-    from ._curve import Curve
-    from ._features import FeatureTransform
-
     for name in ("n_features_in_", "n_outputs_", "total_norm_"):
         setattr(est, name, fitted[name])
     if fitted.get("feature_names_in_") is not None:
@@ -360,7 +363,7 @@ def assemble_fitted(est, fitted):
         fitted["feature_mean_"],
         fitted["feature_scale_"],
     )
-    est._curve = Curve(
+    curve = Curve(
         est.nets_,
         transform=transform,
         feature_range=fitted["feature_range_"],
@@ -379,21 +382,15 @@ def assemble_fitted(est, fitted):
         fitted["conformity_scores_"],
         fitted["position_scores_"],
         fitted.get("point_factors_"),
+        curve,
     )
 
 
-def restore_state(params, attrs, tensors, histories, device):
-    """A fitted estimator from checked parts (``histories``: one training
-    history per net). Raises ``ValueError`` (for a model file:
+def restore_state(est, params, attrs, tensors, histories, device):
+    """Fit the unfitted estimator ``est`` from checked parts (``histories``:
+    one training history per net) and return it. Raises ``ValueError`` (for a model file:
     :class:`~sklat.ModelFileError`) on any inconsistency, before anything of
     the parameters' size is allocated."""
-    from skorch.history import History
-
-    from ._device import resolve_device
-    from ._estimator import LatencyEstimator
-    from ._params import check_params
-
-    est = LatencyEstimator()
     if isinstance(params, dict):
         params = {**{k: v for k, v in ADDED_PARAMS.items() if k not in params}, **params}
     if not isinstance(params, dict) or set(params) != set(est.get_params()):
@@ -453,9 +450,6 @@ def _expected_shapes(params, fitted, device, n_members):
     """Weight name -> shape that the parameters imply, from a module on the
     meta device (no memory): a file whose JSON asks for a huge model is
     refused before anything is allocated."""
-    from ._module import CostTermsLatencyModule
-    from ._training import module_kwargs, net_kwargs
-
     kwargs = net_kwargs(fitted, device)
     shape_kwargs = {k: v for k, v in kwargs.items() if k not in ("total_norm", "device")}
     with torch.device("meta"):
@@ -469,8 +463,6 @@ def _expected_shapes(params, fitted, device, n_members):
 
 def _restore_net(params, fitted, device, tensors, prefix, history):
     """The net whose weights are the ``tensors`` under ``prefix``."""
-    from ._training import make_net, net_kwargs
-
     net = make_net(params, **net_kwargs(fitted, device)).initialize()
     start = f"{prefix}module."
     state = {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}

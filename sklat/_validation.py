@@ -7,12 +7,14 @@ passed to the estimator (indices from 0, as in numpy), ``"row 4"`` for rows of
 a file (counted from 1, as a spreadsheet does).
 """
 
+import functools
 import numbers
 import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.validation import check_consistent_length, validate_data
 
 from ._constants import DECODE_COL, MAX_OUTPUT_TOKENS, PREFILL_COL
 from ._requests import Segments
@@ -39,6 +41,23 @@ def first_true(mask):
     if mask.ndim == 1:
         return int(flat[0])
     return tuple(int(i) for i in np.unravel_index(flat[0], mask.shape))
+
+
+def first_non_finite(values):
+    """The first row of ``values`` holding NaN or inf, or None."""
+    first = first_true(~np.isfinite(values))
+    return first if first is None or np.ndim(values) == 1 else first[0]
+
+
+def feature_label(names, col):
+    """Feature ``col`` as messages name it: its quoted name, or its index when
+    ``X`` had no column names (``names`` None)."""
+    return repr(str(names[col])) if names is not None else f"{col}"
+
+
+def feature_labeller(est):
+    """``label(col)``: the features of estimator ``est`` as messages name them."""
+    return functools.partial(feature_label, getattr(est, "feature_names_in_", None))
 
 
 def _reject(bad, values, message, where):
@@ -315,3 +334,96 @@ def check_decode_segments(segments, positioned, output_tokens):
         np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
         np.concatenate(([0], np.cumsum(lengths))),
     )
+
+
+# ------------------------------------------------------ the estimator's input
+def check_finite_features(X_arr, label):
+    """Raise ``ValueError`` naming the first NaN or inf of the features."""
+    first = first_true(~np.isfinite(X_arr))
+    if first is not None:
+        row, col = first
+        raise ValueError(
+            f"X column {label(col)} must be finite (no NaN or inf); "
+            f"sample {row} is {X_arr[row, col]}."
+        )
+
+
+def resolve_output_tokens(est, output_tokens, from_column, n):
+    """The checked output lengths of a fit: the argument, else the column,
+    else ``est.default_output_tokens``; given twice or not at all is an error."""
+    if output_tokens is not None and from_column is not None:
+        raise ValueError(
+            f"output_tokens was given both as an argument and as the column "
+            f"{est.output_tokens_col!r} of X; give it once."
+        )
+    if output_tokens is None:
+        output_tokens = from_column
+    if output_tokens is None:
+        if est.default_output_tokens is None:
+            raise ValueError(
+                "output_tokens is required to fit: pass output_tokens=... (one "
+                f"integer >= 1 per sample), add a column {est.output_tokens_col!r} "
+                "to the DataFrame X, or set default_output_tokens."
+            )
+        output_tokens = est.default_output_tokens
+    return check_output_tokens(output_tokens, n)
+
+
+def _known_features(est, X):
+    """``X`` as float64 when it is exactly what ``fit`` saw (a DataFrame
+    with the fitted columns in order, or a numeric array without names
+    when fitted without names), else None. scikit-learn's validate_data
+    then has nothing to check or warn about; skipping it keeps a one-row
+    budget check within a small multiple of the network's own time."""
+    names = getattr(est, "feature_names_in_", None)
+    if not isinstance(X, (pd.DataFrame, np.ndarray)) or X.ndim != 2 or X.shape[0] < 1:
+        return None  # validate_data raises the usual errors (e.g. 0 samples)
+    if isinstance(X, pd.DataFrame):
+        if names is None or list(X.columns) != list(names):
+            return None
+        try:
+            return X.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+    if names is None and X.shape[1] == est.n_features_in_ and X.dtype.kind in "iuf":
+        return X.astype(np.float64, copy=False)
+    return None
+
+
+def check_features(est, X, output_tokens):
+    """``X`` as the fitted estimator ``est``'s features (float64, finite) and
+    ``output_tokens`` (argument, else ``est.output_tokens_col``; checked, or
+    None)."""
+    X_features, from_column = split_output_tokens(X, est.output_tokens_col)
+    X_arr = _known_features(est, X_features)
+    if X_arr is None:
+        X_arr = validate_data(
+            est, X_features, reset=False, dtype=np.float64, ensure_all_finite=False
+        )
+    check_finite_features(X_arr, feature_labeller(est))
+    if output_tokens is None and from_column is not None:
+        output_tokens = from_column
+    n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, len(X_arr))
+    return X_arr, n_tokens
+
+
+def check_measured(est, X, y, output_tokens, method):
+    """Measured requests of the fitted features: ``(X, decode, prefill or
+    None, output_tokens)``, all checked; ``method`` names the caller."""
+    X_arr, n_tokens = check_features(est, X, output_tokens)
+    if n_tokens is None:
+        raise ValueError(f"{method} needs output_tokens (argument or column), one per request.")
+    decode, prefill, _ = check_targets(y)
+    check_consistent_length(X_arr, decode)
+    if len(decode) < 2:
+        raise ValueError(f"{method} needs at least 2 requests; got {len(decode)}.")
+    return X_arr, decode, prefill, n_tokens
+
+
+def check_one_length_source(output_tokens, distribution):
+    """A known ``N`` or a distribution of it, not both."""
+    if output_tokens is not None and distribution is not None:
+        raise ValueError(
+            "give output_tokens (N known, as argument or column) or "
+            "output_tokens_distribution (N unknown), not both."
+        )

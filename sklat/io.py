@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from ._import._convention import DESCRIPTIVE_COLUMNS
 from ._constants import (
     AVG_COL,
     DECODE_COL,
@@ -46,6 +45,7 @@ from ._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
+from ._results import PROFILE_COLUMNS
 from ._validation import (
     check_finite,
     check_finite_positive,
@@ -56,25 +56,10 @@ from ._validation import (
     is_missing,
     row_at,
 )
+from .acquire._import._convention import DESCRIPTIVE_COLUMNS
+from .acquire._read import read_benchmark  # noqa: F401  (public here since 0.10)
 
 SUFFIXES = (".csv", ".jsonl", ".parquet")
-# Descriptive columns written by ``sklat profile`` (see :mod:`sklat.profile`).
-PROFILE_COLUMNS = (
-    "repeat",
-    "model",
-    "random_weights",
-    "device",
-    "dtype",
-    "attn_implementation",
-    "threads",
-    "seed",
-    "device_name",
-    "torch_version",
-    "transformers_version",
-    "sklat_version",
-    "python_version",
-    "run_id",
-)
 # Columns a results file may hold that are never configuration features.
 NON_FEATURE_COLUMNS = {
     OUTPUT_TOKENS_COL,
@@ -493,78 +478,6 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
         dataset=frame["dataset"].to_numpy(),
         frame=frame,
     )
-
-
-def read_benchmark(path, format="auto"):
-    """Read a serving-benchmark file into requests of the results format.
-
-    Supported: vLLM ``bench serve`` JSON (``--save-detailed``; appended
-    objects too), SGLang ``bench_serving`` JSONL (``--output-details``),
-    GuideLLM reports (JSON, YAML), AIPerf ``profile_export.jsonl``, LLMPerf
-    ``*_individual_responses.json`` and llama.cpp server responses with
-    ``timings`` (one JSON object per line).
-
-    One convention for every tool: time to first token is the prefill
-    (``T_prefill_total``); ``output_tokens`` counts the tokens after the
-    first; ``T_LLM_decode`` is end-to-end minus time to first token. The gaps
-    between streamed events become decode segments
-    (``T_decode_segment_tokens``, ``T_decode_segment_ms``) where each event's
-    token count is known (recorded by the tool, or one gap per token);
-    otherwise the request keeps its totals only. Failed requests are kept
-    out. Nothing is invented: a configuration the file cannot know (tier,
-    top_k, GPU ...) is for the caller to add as columns.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The benchmark file.
-    format : {"auto", "vllm", "sglang", "guidellm", "aiperf", "llmperf", \
-            "llama.cpp"}, default="auto"
-        The tool that wrote it; ``"auto"`` recognises it from its content.
-
-    Returns
-    -------
-    requests : DataFrame
-        One row per imported request: ``text_tokens`` (prompt tokens),
-        ``output_tokens``, ``T_prefill_total``, ``T_LLM_decode`` (ms), the two
-        segment columns (lists, or None), and descriptive columns (``tool``,
-        ``model``, ``backend``, ``request_rate``, ``max_concurrency``,
-        ``source_file``, ``run``, ``request_index``). ``requests.attrs
-        ["import_summary"]`` accounts for every request read: imported (with
-        segments or totals only, and why), errored, kept out (and why).
-
-    Raises
-    ------
-    BenchmarkFormatError
-        A malformed file (truncated JSON, arrays of unequal length, negative
-        or non-finite times, too many tokens), naming the file, key and
-        request; or a file whose format is unknown or ambiguous, listing the
-        formats considered.
-
-    Examples
-    --------
-    >>> import json, tempfile
-    >>> from sklat.io import read_benchmark
-    >>> run = {"date": "20260101-000000", "backend": "vllm", "model_id": "m",
-    ...        "input_lens": [32], "output_lens": [4], "ttfts": [0.02],
-    ...        "itls": [[0.01, 0.011, 0.012]], "errors": [""]}
-    >>> path = tempfile.mkdtemp() + "/vllm.json"
-    >>> _ = open(path, "w").write(json.dumps(run))
-    >>> frame = read_benchmark(path)
-    >>> frame[["text_tokens", "output_tokens", "T_prefill_total"]].to_dict("records")
-    [{'text_tokens': 32, 'output_tokens': 3, 'T_prefill_total': 20.0}]
-    >>> frame["T_decode_segment_tokens"].iloc[0]
-    [1, 1, 1]
-    """
-    from ._import._convention import IMPORT_COLUMNS, OPTIONAL_COLUMNS
-    from ._import._formats import read_file
-
-    importer, _ = read_file(path, format)
-    frame = pd.DataFrame.from_records(importer.rows, columns=IMPORT_COLUMNS)
-    # Descriptive columns the tool does not record are left out.
-    frame = frame.drop(columns=[c for c in OPTIONAL_COLUMNS if frame[c].isna().all()])
-    frame.attrs["import_summary"] = importer.summary()
-    return frame
 
 
 def demo_results_dir():

@@ -19,6 +19,8 @@ Shared by ``sklat train``'s ``metrics.json``, the benchmarks and the tests:
 
 import numpy as np
 
+from ._conformal import min_calibration
+from ._domain import quiet_extrapolation
 from ._validation import (
     as_float_array,
     check_finite,
@@ -360,7 +362,6 @@ def evaluate(
     >>> sorted(m)[:3]
     ['n_outside_domain', 'n_requests', 'prefill_mae_ms']
     """
-    from ._domain import quiet_extrapolation
 
     n = np.asarray(output_tokens)
     y_arr = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
@@ -405,7 +406,6 @@ def evaluate(
 def _interval_metrics(estimator, X, n, total, confidences):
     """Coverage and mean width of the decode-total intervals, for the
     ``confidences`` the model has enough calibration requests for."""
-    from ._conformal import min_calibration
 
     out = {}
     for confidence in confidences:

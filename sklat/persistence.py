@@ -16,7 +16,11 @@ import json
 import os
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from ._estimator import LatencyEstimator
+from ._state import export_state, restore_state
 from ._version import library_versions
 from .exceptions import ModelFileError
 
@@ -90,10 +94,6 @@ def save(estimator, path):
     >>> bool((loaded.predict_total(data.X, 8) == est.predict_total(data.X, 8)).all())
     True
     """
-    from safetensors.torch import save_file
-
-    from ._state import export_state
-
     attrs, tensors, histories = export_state(estimator)
     histories = json.loads(json.dumps(histories, default=_json_default))
     body = json.dumps(
@@ -176,11 +176,6 @@ def load(path, device="cpu"):
         truncated, holds values out of range, or was written by an
         incompatible format version.
     """
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from ._state import restore_state
-
     path = os.fspath(path)
     try:
         with safe_open(path, framework="pt") as f:
@@ -231,7 +226,9 @@ def load(path, device="cpu"):
         raise ModelFileError(f"{path}: the metadata lacks {missing}.")
     try:
         histories = [doc["history"], *doc.get("member_histories", [])]
-        return restore_state(doc["params"], doc["attributes"], tensors, histories, device)
+        return restore_state(
+            LatencyEstimator(), doc["params"], doc["attributes"], tensors, histories, device
+        )
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ModelFileError):
             raise

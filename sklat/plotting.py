@@ -8,13 +8,16 @@ matplotlib is imported only when drawing; it comes with ``pip install
 
 import numpy as np
 
+from ._conformal import min_calibration
 from ._constants import DECODE_COL
+from ._domain import quiet_extrapolation
 from ._validation import (
     check_output_tokens,
     check_positions,
     select_targets,
     split_output_tokens,
 )
+from .metrics import interval_coverage
 
 # Positions drawn by LatencyCurveDisplay.from_estimator when none are given.
 _DEFAULT_MAX_POSITION = 256
@@ -501,7 +504,6 @@ class CoverageDisplay:
         display : CoverageDisplay
             The display, drawn.
         """
-        from .metrics import interval_coverage
 
         confidences = np.asarray(confidences, dtype=np.float64).reshape(-1)
         intervals = np.asarray(y_intervals, dtype=np.float64)
@@ -680,9 +682,6 @@ def save_report_figures(
     ['latency_curves.png', 'total_decode.png', 'coverage.png']
     """
     import matplotlib
-
-    from ._conformal import min_calibration
-    from ._domain import quiet_extrapolation
 
     matplotlib.use("Agg")
     plt = _pyplot("save_report_figures")

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from sklat.control import choose
+
 
 @pytest.fixture(scope="module")
 def candidates(small_data):
@@ -12,7 +14,7 @@ def candidates(small_data):
 
 
 def test_attainment_is_every_candidates_own(fitted, candidates):
-    choice = fitted.choose(candidates, tpot_ms=8.0, e2e_ms=900.0, min_attainment=0.5)
+    choice = choose(fitted, candidates, tpot_ms=8.0, e2e_ms=900.0, min_attainment=0.5)
     features = candidates.drop(columns="quality")
     expected = fitted.predict_slo_attainment(features, tpot_ms=8.0, e2e_ms=900.0)
     np.testing.assert_array_equal(choice.attainment, expected)
@@ -25,7 +27,7 @@ def test_attainment_is_every_candidates_own(fitted, candidates):
 def test_choice_is_the_best_qualified_candidate(fitted, candidates, prefer, tpot):
     values = candidates["quality"].to_numpy()
     given = values if prefer == "values" else prefer
-    choice = fitted.choose(candidates, tpot_ms=tpot, min_attainment=0.8, prefer=given)
+    choice = choose(fitted, candidates, tpot_ms=tpot, min_attainment=0.8, prefer=given)
     p = choice.attainment
     qualified = np.flatnonzero(p >= 0.8)
     if len(qualified):
@@ -39,17 +41,17 @@ def test_choice_is_the_best_qualified_candidate(fitted, candidates, prefer, tpot
 
 
 def test_nothing_qualifies_gives_the_most_likely(fitted, candidates):
-    choice = fitted.choose(candidates, tpot_ms=1e-3, min_attainment=0.9, prefer="quality")
+    choice = choose(fitted, candidates, tpot_ms=1e-3, min_attainment=0.9, prefer="quality")
     assert not choice.met
     assert choice.attainment[choice.index] == choice.attainment.max()
 
 
 def test_candidates_with_output_lengths_and_unknown_lengths(fitted, candidates):
     known = candidates.assign(output_tokens=64)
-    a = fitted.choose(known, tpot_ms=8.0)
-    b = fitted.choose(candidates, tpot_ms=8.0, output_tokens=64)
+    a = choose(fitted, known, tpot_ms=8.0)
+    b = choose(fitted, candidates, tpot_ms=8.0, output_tokens=64)
     np.testing.assert_array_equal(a.attainment, b.attainment)
-    unknown = fitted.choose(candidates, tpot_ms=8.0, output_tokens_distribution=[32, 64, 128])
+    unknown = choose(fitted, candidates, tpot_ms=8.0, output_tokens_distribution=[32, 64, 128])
     assert ((unknown.attainment >= 0) & (unknown.attainment <= 1)).all()
 
 
@@ -67,19 +69,19 @@ def test_candidates_with_output_lengths_and_unknown_lengths(fitted, candidates):
 def test_bad_choices_are_named(fitted, candidates, kwargs, error, message):
     args = {"tpot_ms": 8.0, **kwargs}
     with pytest.raises(error, match=message):
-        fitted.choose(candidates, **args)
+        choose(fitted, candidates, **args)
 
 
 def test_missing_feature_and_nan_preference(fitted, candidates):
     with pytest.raises(ValueError, match=r"candidates lack the feature column\(s\) \['top_k'\]"):
-        fitted.choose(candidates.drop(columns="top_k"), tpot_ms=8.0)
+        choose(fitted, candidates.drop(columns="top_k"), tpot_ms=8.0)
     bad = candidates.assign(quality=np.r_[np.nan, candidates["quality"].to_numpy()[1:]])
     with pytest.raises(ValueError, match=r"prefer must be finite .*sample 0"):
-        fitted.choose(bad, tpot_ms=8.0, prefer="quality")
+        choose(fitted, bad, tpot_ms=8.0, prefer="quality")
 
 
 def test_arrays_without_names(fitted_1d, small_data):
     X = small_data.X.to_numpy()[:10]
     with pytest.warns(UserWarning, match="feature names"):
-        choice = fitted_1d.choose(X, tpot_ms=8.0, min_attainment=0.0)
+        choice = choose(fitted_1d, X, tpot_ms=8.0, min_attainment=0.0)
     assert choice.index == 0 and choice.met

@@ -13,6 +13,7 @@ import pytest
 
 import sklat
 from sklat.cli import main
+from sklat.control import choose
 
 from .test_io import write_results
 
@@ -318,7 +319,7 @@ def test_held_out_requests_are_whole_measurements():
     # measurements the model never saw, none of them a repeat of a training one.
     from sklearn.utils import Bunch
 
-    from sklat.cli import _split
+    from sklat._cli.train import _split
 
     rng = np.random.RandomState(0)
     rows = np.repeat(np.arange(40), 3)
@@ -342,7 +343,7 @@ def test_bad_val_fraction(results, tmp_path, capsys, fraction, message):
 
 
 def test_estimator_options_share_the_estimators_defaults_and_names():
-    from sklat._cli_options import ESTIMATOR_OPTIONS
+    from sklat._cli._options import ESTIMATOR_OPTIONS
     from sklat.cli import build_parser
 
     args = build_parser().parse_args(["train", "--output_dir", "x"])
@@ -546,7 +547,8 @@ def test_choose_prints_the_chosen_row_and_writes_every_attainment(
     assert f"wrote 6 attainments to {tmp_path / 'cands_attainment.csv'}" in captured.err
     est = sklat.load(trained / "model.safetensors")
     features = candidates[list(est.feature_names_in_)]
-    expected = est.choose(
+    expected = choose(
+        est,
         candidates,
         tpot_ms=40.0,
         output_tokens=candidates["output_tokens"].to_numpy(),

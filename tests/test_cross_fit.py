@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 import sklat
 from sklat import LatencyEstimator
-from sklat._cli_options import folds
+from sklat._cli._options import folds
 from sklat._splits import cross_fit_folds
 from sklat.datasets import make_positioned_latency
 from sklat.persistence import ModelFileError, _digest

@@ -143,9 +143,9 @@ def test_encode_names_the_bad_value(curve):
 
 def test_interval_of_a_known_length_is_the_kth_score(curve, coef):
     scores = np.array([[-0.3, 0.1], [0.05, -0.2], [0.2, 0.0], [-0.1, 0.4]] * 5)  # n = 20
-    calibrator = Calibrator(flat_trees(2), scores, np.zeros((0, 2)))
+    calibrator = Calibrator(flat_trees(2), scores, np.zeros((0, 2)), curve=curve)
     n = np.full(len(coef), 12)
-    bounds = calibrator.decode_interval(curve, coef, n, None, 0.8, per_token=False)
+    bounds = calibrator.decode_interval(coef, n, None, 0.8, per_token=False)
     k = math.ceil(21 * 0.8)
     half = np.sort(np.abs(scores[:, 0]))[k - 1]
     total = curve.total(coef, n)
@@ -156,24 +156,24 @@ def test_interval_of_a_known_length_is_the_kth_score(curve, coef):
     half = np.sort(np.abs(scores[:, 1]))[k - 1]
     np.testing.assert_allclose(prefill[:, 1], coef.prefill * np.exp(half))
     with pytest.raises(ValueError, match="confidence=0.99 needs at least 99 calibration requests"):
-        calibrator.decode_interval(curve, coef, n, None, 0.99, per_token=False)
+        calibrator.decode_interval(coef, n, None, 0.99, per_token=False)
 
 
 def test_attainment_counts_the_calibration_requests_that_meet_the_objective(curve, coef):
     e = np.linspace(-0.5, 0.5, 11)
-    calibrator = Calibrator(flat_trees(1), e[:, None], np.zeros((0, 2)))
+    calibrator = Calibrator(flat_trees(1), e[:, None], np.zeros((0, 2)), curve=curve)
     n = np.full(len(coef), 10)
     per_token = curve.total(coef, n) / 10
     tpot = per_token * np.exp(0.05)
-    p = calibrator.attainment(curve, coef, n, None, ttft=None, tpot=tpot, e2e=None)
+    p = calibrator.attainment(coef, n, None, ttft=None, tpot=tpot, e2e=None)
     expected = [(per_token[i] * np.exp(e) <= tpot[i]).mean() for i in range(len(coef))]
     np.testing.assert_allclose(p, expected)
     # With N unknown, the mixture over the lengths lies between its extremes.
-    loose = calibrator.attainment(curve, coef, None, curve.lengths, ttft=None, tpot=tpot, e2e=None)
+    loose = calibrator.attainment(coef, None, curve.lengths, ttft=None, tpot=tpot, e2e=None)
     assert ((loose >= 0) & (loose <= 1)).all()
     empty = Calibrator(flat_trees(1), np.zeros((0, 1)), np.zeros((0, 2)))
     with pytest.raises(ValueError, match="holds no calibration requests"):
-        empty.attainment(curve, coef, n, None, ttft=None, tpot=tpot, e2e=None)
+        empty.attainment(coef, n, None, ttft=None, tpot=tpot, e2e=None)
 
 
 def test_position_bound_is_a_weighted_rank_of_requests():
@@ -404,14 +404,12 @@ def test_cross_fitted_difficulty_narrows_new_requests_intervals_at_their_coverag
     folds = np.arange(400) % 2
     trees = Calibrator.fit_cross(ensemble, requests, folds)
     errors, _ = _out_of_fold(ensemble, requests, folds)
-    flat = Calibrator.flat(errors[:, None], np.zeros((0, 2)))
+    flat = Calibrator.flat(errors[:, None], np.zeros((0, 2)), ensemble)
     new = _spread_by_length(ensemble, 2000, True, 1)
     coef = ensemble.encode(new.X, warn=False)
     widths, covered = {}, {}
     for name, calibrator in (("trees", trees), ("flat", flat)):
-        bounds = calibrator.decode_interval(
-            ensemble, coef, new.output_tokens, None, 0.9, per_token=False
-        )
+        bounds = calibrator.decode_interval(coef, new.output_tokens, None, 0.9, per_token=False)
         covered[name] = np.mean((bounds[:, 0] <= new.decode) & (new.decode <= bounds[:, 1]))
         widths[name] = np.mean(bounds[:, 1] - bounds[:, 0])
     assert min(covered.values()) > 0.87

@@ -26,9 +26,7 @@ PUBLIC = ["sklat.LatencyEstimator"] + [
         "predict_slo_attainment",
         "in_domain",
         "score",
-        "choose",
         "recalibrate",
-        "check_drift",
     )
 ]
 for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay", "CoverageDisplay"):
@@ -37,8 +35,10 @@ for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay", "CoverageDisplay"):
         for m in ("from_estimator", "from_predictions", "plot")
         if hasattr(getattr(plotting, _cls), m)
     ]
-PUBLIC += ["sklat.save", "sklat.load", "sklat.cli.main", "sklat.profile.profile_model"]
-PUBLIC += ["sklat.profile.profile_endpoint", "sklat.plotting.save_report_figures"]
+PUBLIC += ["sklat.save", "sklat.load", "sklat.cli.main", "sklat.plotting.save_report_figures"]
+PUBLIC += ["sklat.control.choose", "sklat.control.check_drift"]
+PUBLIC += ["sklat.acquire.profile_model", "sklat.acquire.profile_endpoint"]
+PUBLIC += ["sklat.acquire.read_benchmark"]
 PUBLIC += [f"sklat.metrics.{name}" for name in sklat.metrics.__all__]
 PUBLIC += [
     f"sklat.io.{name}"

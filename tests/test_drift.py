@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sklat import LatencyEstimator
+from sklat.control import check_drift
 from sklat.datasets import make_positioned_latency
 from sklat.io import load_results
 
@@ -22,8 +23,8 @@ def test_no_false_alarms_beyond_the_stated_rate(fitted):
     alarms = []
     for _ in range(200):
         rows = rng.choice(len(pool.X), 30, replace=False)
-        report = fitted.check_drift(
-            pool.X.iloc[rows], pool.y.iloc[rows], pool.output_tokens[rows], alpha=0.1
+        report = check_drift(
+            fitted, pool.X.iloc[rows], pool.y.iloc[rows], pool.output_tokens[rows], alpha=0.1
         )
         alarms.append(report.drift)
     # The calibration set is fixed across draws, so the rate is not exactly
@@ -39,7 +40,7 @@ def test_a_real_move_is_flagged_and_not_its_own_setting(target):
         source.X, source.y, output_tokens=source.output_tokens
     )
     rows = np.random.RandomState(0).choice(len(moved.X), 30, replace=False)
-    report = est.check_drift(moved.X.iloc[rows], moved.y.iloc[rows], moved.output_tokens[rows])
+    report = check_drift(est, moved.X.iloc[rows], moved.y.iloc[rows], moved.output_tokens[rows])
     assert report.drift and report.p_value < 0.01
     assert report.outside["decode"] > 2 * report.nominal_outside
     assert sorted(report.features["feature"]) == sorted([*FEATURES, "output_tokens"])
@@ -50,13 +51,13 @@ def test_the_drift_report_counts_misses(fitted, small_data):
     d = small_data
     y = d.y.copy()
     y["T_LLM_decode"] *= 2.0  # every decode 2x slower, the prefill unchanged
-    report = fitted.check_drift(d.X.iloc[:40], y.iloc[:40], d.output_tokens[:40], alpha=0.01)
+    report = check_drift(fitted, d.X.iloc[:40], y.iloc[:40], d.output_tokens[:40], alpha=0.01)
     assert report.drift and report.p_values["decode"] < 1e-6
     assert report.outside["decode"] > 0.9 and report.outside["prefill"] < 0.5
     assert 0 < report.nominal_outside <= 0.1
     np.testing.assert_allclose(report.p_value, min(1, 2 * min(report.p_values.values())))
-    decode_only = fitted.check_drift(
-        d.X.iloc[:40], y["T_LLM_decode"].iloc[:40], d.output_tokens[:40]
+    decode_only = check_drift(
+        fitted, d.X.iloc[:40], y["T_LLM_decode"].iloc[:40], d.output_tokens[:40]
     )
     assert set(decode_only.p_values) == {"decode"}
 
@@ -74,10 +75,10 @@ def test_bad_drift_checks(fitted, small_data, kwargs, message):
     rows = kwargs.pop("rows", 10)
     args = {"output_tokens": d.output_tokens[:rows], **kwargs}
     with pytest.raises(ValueError, match=message):
-        fitted.check_drift(d.X.iloc[:rows], d.y.iloc[:rows], **args)
+        check_drift(fitted, d.X.iloc[:rows], d.y.iloc[:rows], **args)
 
 
 def test_a_prefill_column_needs_a_prefill_head(fitted_1d, small_data):
     d = small_data
     with pytest.raises(ValueError, match="y has a prefill column but this model has no prefill"):
-        fitted_1d.check_drift(d.X.iloc[:10], d.y.iloc[:10], d.output_tokens[:10])
+        check_drift(fitted_1d, d.X.iloc[:10], d.y.iloc[:10], d.output_tokens[:10])

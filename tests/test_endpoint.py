@@ -112,7 +112,7 @@ def test_faults_are_logged_not_kept(server, tmp_path, mode, error):
 
 
 def test_completed_rows_survive_an_interruption(server, tmp_path, monkeypatch):
-    import sklat._endpoint as endpoint
+    import sklat.acquire._endpoint as endpoint
 
     real, calls = endpoint._measure, []
 
@@ -198,7 +198,7 @@ def test_a_failing_warm_up_stops_before_the_grid(server, tmp_path):
 
 
 def test_command_line_interruption_keeps_rows_and_exits_130(server, tmp_path, monkeypatch, capsys):
-    import sklat._endpoint as endpoint
+    import sklat.acquire._endpoint as endpoint
 
     real, calls = endpoint._measure, []
 

@@ -1,5 +1,7 @@
 """Calibrated intervals, SLO attainment and the confidence of budgets."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -419,7 +421,8 @@ def test_position_interval_brackets_the_curve(fitted, small_data):
     X = small_data.X.iloc[:4]
     positions = [1, 10, 100]
     bounds = fitted.predict_interval(X, target="position", positions=positions, confidence=0.8)
-    curve = fitted.predict_positions(X, positions)
+    # The centre is the curve's, about which the per-step scores were measured.
+    curve = clone_with(fitted, point="center").predict_positions(X, positions)
     assert bounds.shape == (4, 3, 2) and bounds.dtype == np.float64
     # One log-symmetric factor for every step: lower * upper = curve ** 2.
     np.testing.assert_allclose(bounds[..., 0] * bounds[..., 1], curve**2, rtol=1e-10)
@@ -427,6 +430,29 @@ def test_position_interval_brackets_the_curve(fitted, small_data):
     assert (ratio > 1).all() and np.allclose(ratio, ratio[0, 0])
     wider = fitted.predict_interval(X, target="position", positions=positions, confidence=0.9)
     assert (wider[..., 1] >= bounds[..., 1]).all()
+
+
+@pytest.mark.parametrize("target", ["position", "total", "per_token", "prefill"])
+def test_intervals_do_not_depend_on_the_point(fitted, small_data, target):
+    # The point factors move the point predictions only: every interval is
+    # built about the curve's centre, where its scores were measured.
+    assert not np.allclose(fitted.point_factors_, 1)
+    X = small_data.X.iloc[:4]
+    kwargs = {"positions": [1, 10, 100]} if target == "position" else {"output_tokens": 16}
+    if target == "prefill":
+        kwargs = {}
+    got = {
+        point: clone_with(fitted, point=point).predict_interval(
+            X, target=target, confidence=0.8, **kwargs
+        )
+        for point in ("relative", "center")
+    }
+    np.testing.assert_array_equal(got["relative"], got["center"])
+
+
+def clone_with(est, **params):
+    """A copy of fitted ``est`` with other (post-fit) parameters."""
+    return copy.deepcopy(est).set_params(**params)
 
 
 def test_position_interval_errors(fitted, fitted_1d, small_data):

@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from sklat import profile as profile_mod  # noqa: E402
+import sklat._cli.profile  # noqa: E402
+from sklat.acquire import _model as profile_mod  # noqa: E402
 from sklat.cli import main  # noqa: E402
 from sklat.io import load_results  # noqa: E402
 from sklat.profile import profile_model  # noqa: E402
@@ -395,7 +396,7 @@ def test_cli_reports_errors_and_interruptions(llama, tmp_path, capsys, monkeypat
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(profile_mod, "profile_model", interrupt)
+    monkeypatch.setattr(sklat._cli.profile, "profile_model", interrupt)
     assert main(["profile", "--model", str(llama), "--output_dir", str(tmp_path)]) == 130
     assert "run the same command again" in capsys.readouterr().err
 

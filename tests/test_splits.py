@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sklat._estimator
+import sklat._fitting
 from sklat import LatencyEstimator
 from sklat._calibrator import Calibrator
 from sklat._splits import (
@@ -102,13 +102,13 @@ def test_a_fit_on_repeated_measurements_calibrates_on_unseen_ones(monkeypatch):
     # those that stop training early are drawn request by request.
     X, y, n_tokens = _data_with_repeats(103, 3)
     seen = []
-    train = sklat._estimator.train
+    train = sklat._fitting.train
 
     def recording_train(params, data, **kwargs):
         seen.append((data, kwargs["held_out"]))
         return train(params, data, **kwargs)
 
-    monkeypatch.setattr(sklat._estimator, "train", recording_train)
+    monkeypatch.setattr(sklat._fitting, "train", recording_train)
     fit_calibrator = Calibrator.fit.__func__
     checked = []
 
@@ -144,14 +144,14 @@ def test_a_fit_on_repeated_measurements_calibrates_on_unseen_ones(monkeypatch):
 def _recording_train(monkeypatch):
     """A list that each training of a fit appends ``(data, held_out, net)`` to."""
     seen = []
-    train = sklat._estimator.train
+    train = sklat._fitting.train
 
     def recording_train(params, data, **kwargs):
         net = train(params, data, **kwargs)
         seen.append((data, kwargs["held_out"], net))
         return net
 
-    monkeypatch.setattr(sklat._estimator, "train", recording_train)
+    monkeypatch.setattr(sklat._fitting, "train", recording_train)
     return seen
 
 

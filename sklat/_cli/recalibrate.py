@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_io import MODEL_FILE
-from ._cli_options import add_model_option, add_option, add_results_options
+from .. import metrics
+from .._domain import quiet_extrapolation
+from .._version import library_versions
+from ._io import MODEL_FILE, check_output_dir, load_model, measured_results
+from ._options import add_model_option, add_option, add_results_options
 
 RECALIBRATION_FILE = "recalibration.json"
 
@@ -31,10 +34,9 @@ def add_recalibrate_parser(sub):
 
 
 def cmd_recalibrate(args, argv):
-    from . import metrics, save
-    from ._cli_io import check_output_dir, load_model, measured_results
-    from ._domain import quiet_extrapolation
-    from ._version import library_versions
+    # The model (torch, skorch) loads only for the commands that use one, so that
+    # `sklat --help` and the measuring commands stay light.
+    from ..persistence import save
 
     check_output_dir(args.output_dir, args.overwrite)
     est = load_model(args.model, device=args.device)

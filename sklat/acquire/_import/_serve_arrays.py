@@ -31,6 +31,7 @@ infinite request rate is written as a bare ``Infinity``.
 import numpy as np
 
 from ._convention import ERRORED, Importer
+from ...exceptions import BenchmarkFormatError
 
 ARRAYS = ("ttfts", "itls", "output_lens", "errors")
 SGLANG_NATIVE = ("sglang", "sglang-native")
@@ -122,6 +123,5 @@ def _request(imp, arrays, i, index, native, descriptive):
 
 
 def imp_error(path, run, message):
-    from ..exceptions import BenchmarkFormatError
 
     return BenchmarkFormatError(f"{path}: run {run} (object {run + 1} of the file): {message}.")

@@ -13,7 +13,7 @@ with ``error`` set is kept out.
 """
 
 from ._convention import ERRORED, TIME_UNITS_MS, Importer
-from ..exceptions import BenchmarkFormatError
+from ...exceptions import BenchmarkFormatError
 
 
 def detect(docs):

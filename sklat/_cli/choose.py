@@ -4,7 +4,10 @@ objectives (see :meth:`sklat.LatencyEstimator.choose`)."""
 import sys
 from pathlib import Path
 
-from ._cli_options import add_model_option, add_options
+from .._domain import quiet_extrapolation
+from ..control import choose
+from ._io import check_output_file, load_model, read_configs
+from ._options import add_model_option, add_options
 
 OPTIONS = [
     ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
@@ -81,8 +84,6 @@ def _output_path(args):
 
 
 def cmd_choose(args, argv):
-    from ._cli_io import check_output_file, load_model, read_configs
-    from ._domain import quiet_extrapolation
 
     check_output_file(args.output)
     output = _output_path(args)
@@ -92,7 +93,8 @@ def cmd_choose(args, argv):
     if args.output_tokens is not None:
         n = args.output_tokens
     with quiet_extrapolation():
-        choice = est.choose(
+        choice = choose(
+            est,
             frame,
             ttft_ms=args.ttft_ms,
             tpot_ms=args.tpot_ms,

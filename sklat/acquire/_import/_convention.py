@@ -21,7 +21,7 @@ from collections import Counter
 
 import numpy as np
 
-from .._constants import (
+from ..._constants import (
     DECODE_COL,
     MAX_OUTPUT_TOKENS,
     OUTPUT_TOKENS_COL,
@@ -29,7 +29,7 @@ from .._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
-from ..exceptions import BenchmarkFormatError
+from ...exceptions import BenchmarkFormatError
 
 # Descriptive columns of an imported request: kept, never features unless a
 # user names them.

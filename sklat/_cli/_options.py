@@ -4,7 +4,7 @@
 import argparse
 from pathlib import Path
 
-from ._constants import LOSS_KINDS, POINTS
+from .._constants import LOSS_KINDS, POINTS
 
 
 def add_option(parser, name, *aliases, **kwargs):
@@ -133,10 +133,9 @@ ESTIMATOR_ARGUMENTS = {
         dict(
             type=folds,
             help="cross-fitting: train one net per fold, each stopped early on its fold, "
-            "average them and calibrate on every request's out-of-fold error (the two "
-            "fractions above are then unused); none: one net; auto: 5 folds from 10 to "
-            "499 requests, and from 500 requests of fewer than 500 distinct measurements "
-            "5 folds that only calibrate one net trained on every request (%(default)s)",
+            "and calibrate on every request's out-of-fold error (the two fractions above "
+            "are then unused); none: one net; auto: by the size of the data, the rule of "
+            "LatencyEstimator's n_folds (%(default)s)",
         ),
     ),
     "prefill_weight": (

@@ -2,7 +2,10 @@
 1 when they do not (see :meth:`sklat.LatencyEstimator.check_drift`), so a cron
 job or a CI step can act on it."""
 
-from ._cli_options import add_model_option, add_option, add_results_options
+from .._domain import quiet_extrapolation
+from ..control import check_drift
+from ._io import load_model, measured_results
+from ._options import add_model_option, add_option, add_results_options
 
 # Exit status of a significant drift (2 is a user error, as everywhere).
 DRIFT_STATUS = 1
@@ -26,13 +29,11 @@ def add_check_parser(sub):
 
 
 def cmd_check(args, argv):
-    from ._cli_io import load_model, measured_results
-    from ._domain import quiet_extrapolation
 
     est = load_model(args.model, device=args.device)
     _, res, y = measured_results(est, args)
     with quiet_extrapolation():
-        report = est.check_drift(res.X, y, res.output_tokens, alpha=args.alpha)
+        report = check_drift(est, res.X, y, res.output_tokens, alpha=args.alpha)
     verdict = "DRIFT" if report.drift else "no drift"
     shares = ", ".join(
         f"{name} {share:.0%} outside the 90% intervals" for name, share in report.outside.items()

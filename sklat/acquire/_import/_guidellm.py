@@ -16,7 +16,7 @@ no gaps: every request is totals only, its decode time ``inter_token_latency_ms
 """
 
 from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
-from ..exceptions import BenchmarkFormatError
+from ...exceptions import BenchmarkFormatError
 
 INCOMPLETE = "incomplete (cut off when the benchmark ended)"
 

@@ -1,12 +1,14 @@
 """``sklat profile``: its options, declared as a table, and the command (see
-:func:`sklat.profile.profile_model` and, with ``--endpoint``,
-:func:`sklat.profile.profile_endpoint`)."""
+:func:`sklat.acquire.profile_model` and, with ``--endpoint``,
+:func:`sklat.acquire.profile_endpoint`)."""
 
 import sys
 from pathlib import Path
 
-from ._cli_options import add_options, csv_list, int_list
-from .profile import ATTN_IMPLEMENTATIONS, DTYPES
+from ..acquire import profile_model
+from ..acquire._model import ATTN_IMPLEMENTATIONS, DTYPES
+from ._options import add_option, add_options, csv_list, int_list
+from .endpoint import add_endpoint_arguments, check_modes, run_endpoint
 
 DESCRIPTION = (
     "Time the prefill and every decode step of greedy, KV-cached generation of a "
@@ -135,8 +137,6 @@ OPTIONS = [
 
 
 def add_profile_parser(sub):
-    from ._cli_endpoint import add_endpoint_arguments
-    from ._cli_options import add_option
 
     prof = sub.add_parser(
         "profile",
@@ -169,8 +169,6 @@ _PASSED = (
 
 
 def cmd_profile(args, argv):
-    from ._cli_endpoint import check_modes, run_endpoint
-    from .profile import profile_model
 
     check_modes(args)
     try:

@@ -148,7 +148,7 @@ def stream(client, url, body, api, timeout):
 
 def measurement(reads):
     """``(ttft_ms, decode_ms, output_tokens, segments or None, why)`` of a
-    :class:`Reads`, by the convention of :mod:`sklat._import._convention`:
+    :class:`Reads`, by the convention of :mod:`sklat.acquire._import._convention`:
     the first token's read ends the prefill; decode segments where each read's
     tokens are known, else totals only (``why`` says why)."""
     times = [t for t, _, _ in reads.reads]

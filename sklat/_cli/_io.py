@@ -1,7 +1,8 @@
 """Reading and writing of the ``sklat`` commands that use a trained model:
 the model, a configurations file, an output file."""
 
-from ._constants import OUTPUT_TOKENS_COL
+from .._constants import OUTPUT_TOKENS_COL
+from ..io import check_values, demo_results_dir, discover_datasets, load_results, read_table
 
 MODEL_FILE = "model.safetensors"
 
@@ -9,7 +10,9 @@ MODEL_FILE = "model.safetensors"
 def load_model(path, device="cpu"):
     """The model of ``path``: a model file, or a ``sklat train`` output folder
     holding ``model.safetensors``."""
-    from .persistence import load
+    # The model (torch, skorch) loads only for the commands that use one, so that
+    # `sklat --help` and the measuring commands stay light.
+    from ..persistence import load
 
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.exists():
@@ -31,7 +34,6 @@ def read_configs(path, names, extra=()):
     """The configurations of ``path`` as the model's features (and the
     ``extra`` columns), checked with rows counted from 1; and their
     output_tokens column, if any."""
-    from .io import check_values, read_table
 
     frame = read_table(path)
     if frame.empty:
@@ -58,7 +60,6 @@ def read_configs(path, names, extra=()):
 def select_datasets(args):
     """``(results_dir, datasets or None)`` of a command's ``--results_dir``,
     ``--datasets`` and ``--use_all_datasets``."""
-    from .io import demo_results_dir, discover_datasets
 
     if args.results_dir is None:
         return demo_results_dir(), None
@@ -78,7 +79,6 @@ def measured_results(est, args):
     ``--results_dir`` (see :func:`select_datasets`) read with ``est``'s
     features, and their latencies as ``est`` was fitted on them (with or
     without the prefill)."""
-    from .io import load_results
 
     results_dir, datasets = select_datasets(args)
     res = load_results(

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from . import _aiperf, _guidellm, _llamacpp, _llmperf, _serve_arrays
-from ..exceptions import BenchmarkFormatError
+from ...exceptions import BenchmarkFormatError
 
 # name -> (detect(docs), read(docs, path, tool))
 FORMATS = {

@@ -18,7 +18,7 @@ The partial objects of a request are the lines before its final object.
 import numpy as np
 
 from ._convention import Importer
-from ..exceptions import BenchmarkFormatError
+from ...exceptions import BenchmarkFormatError
 
 
 def detect(docs):

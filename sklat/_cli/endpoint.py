@@ -1,10 +1,12 @@
 """``sklat profile --endpoint``: the options and the command (see
-:func:`sklat.profile.profile_endpoint`)."""
+:func:`sklat.acquire.profile_endpoint`)."""
 
 import json
 import sys
 
-from ._cli_import import parse_set
+from ..acquire import profile_endpoint
+from ..acquire._endpoint import APIS, ENGINE_FIELDS, FAILED_LOG, dataset_name
+from .importing import parse_set
 
 # In-process options that mean nothing for a running engine, with their defaults.
 IN_PROCESS = {
@@ -29,7 +31,6 @@ ENDPOINT_ONLY = {
 
 
 def add_endpoint_arguments(prof, add):
-    from ._endpoint import APIS, ENGINE_FIELDS
 
     add(
         prof,
@@ -88,8 +89,6 @@ def check_modes(args):
 
 
 def run_endpoint(args):
-    from ._endpoint import FAILED_LOG
-    from .profile import profile_endpoint
 
     before = _lines(args, FAILED_LOG)
     # Ctrl-C is reported by cmd_profile, as for a model profiled in this process.
@@ -128,8 +127,6 @@ def _lines(args, name, folder=None):
     from pathlib import Path
 
     if folder is None:
-        from ._endpoint import dataset_name
-
         folder = Path(args.output_dir) / (args.dataset or dataset_name(args.model))
     log = folder / name
     return sum(1 for _ in open(log)) if log.exists() else 0

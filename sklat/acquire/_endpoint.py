@@ -4,7 +4,7 @@ For each grid point (prompt tokens x output tokens x repeats) one streamed
 request is sent to ``/v1/completions`` (or ``/v1/chat/completions``), asking
 for ``output_tokens + 1`` tokens (the first comes with the prefill) in the
 engine's own way of forcing the length (see :data:`ENGINE_FIELDS`). Every
-event is timed as it arrives (:mod:`sklat._stream`); the row records the time
+event is timed as it arrives (:mod:`sklat.acquire._stream`); the row records the time
 to the first token as the prefill, the rest as decode time and, where each
 event's token count is known, the decode segments. Rows are appended to
 ``<output_dir>/<dataset>/requests.csv`` as requests finish; a request that
@@ -22,13 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ._constants import (
+from .._constants import (
     DECODE_COL,
     OUTPUT_TOKENS_COL,
     PREFILL_COL,
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
+from .._results import (
+    RESULTS_FILE,
+    append_csv_row,
+    check_lengths,
+    progress_bar,
+    read_done,
+    safe_name,
+)
+from .._version import __version__
 
 APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 # Request fields that make each engine produce exactly ``n`` tokens (the end of
@@ -94,8 +103,6 @@ def _columns(set_columns):
 
 
 def _check(endpoint, model, api, engine, concurrency, timeout, prompt_mismatch, lists):
-    from .profile import check_lengths
-
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise ValueError(f"endpoint must be an http:// or https:// URL; got {endpoint!r}.")
     if not model:
@@ -202,15 +209,13 @@ def profile_endpoint(
     With an engine serving ``my-model`` on port 8000 (see the "Profile a serving
     engine" page):
 
-    >>> from sklat.profile import profile_endpoint
+    >>> from sklat.acquire import profile_endpoint
     >>> profile_endpoint("http://127.0.0.1:8000", "results", model="my-model",
     ...                  prompt_tokens=[64], output_tokens=[16], repeats=1,
     ...                  engine="vllm")  # doctest: +SKIP
     PosixPath('results/my-model/requests.csv')
     """
     httpx = _import_httpx()
-
-    from .profile import RESULTS_FILE, progress_bar, read_done
 
     lists = _check(
         endpoint,
@@ -255,8 +260,6 @@ def profile_endpoint(
 
 def _descriptive(setup, httpx):
     """The run's settings and provenance, recorded on every row."""
-    from . import __version__
-
     return {
         **setup,
         "run_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
@@ -285,8 +288,6 @@ class _Recorder:
     of the results file, or a line of the failure log."""
 
     def __init__(self, path, columns, descriptive, prompt_mismatch):
-        from .profile import append_csv_row
-
         self.append = append_csv_row
         self.path, self.columns, self.descriptive = path, columns, descriptive
         self.prompt_mismatch = prompt_mismatch
@@ -326,8 +327,6 @@ def _import_httpx():
 
 def dataset_name(model):
     """The default dataset folder of a served model: its name, made safe."""
-    from .profile import safe_name
-
     return safe_name(model)
 
 
@@ -346,6 +345,7 @@ def _prompt(words, n):
 
 
 def _warm_up(client, url, api, engine, model, extra, timeout, n):
+    # httpx and httpx-sse (which _stream needs) come with the endpoint extra.
     import httpx
 
     from ._stream import EndpointError, stream

@@ -9,6 +9,9 @@ One line per file accounts for every request read.
 import json
 from pathlib import Path
 
+from ..acquire._import._convention import summary_line
+from ..io import read_benchmark, write_results
+
 FORMAT_CHOICES = ("auto", "vllm", "sglang", "guidellm", "aiperf", "llmperf", "llama.cpp")
 
 
@@ -68,8 +71,6 @@ def parse_set(items):
 
 
 def cmd_import(args, argv):
-    from ._import._convention import summary_line
-    from .io import read_benchmark, write_results
 
     constants = parse_set(args.set)
     folder = args.output_dir / args.dataset

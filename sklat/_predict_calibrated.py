@@ -1,0 +1,235 @@
+"""The calibrated predictions of :class:`~sklat.LatencyEstimator`: budgets,
+intervals and SLO attainment, from the predictive distribution that the
+fitted :class:`~sklat._calibrator.Calibrator` (which owns the curve) gives.
+
+:class:`CalibratedPredictionsMixin` is a mixin of the estimator; it reads the
+estimator's checked input (``_encode``), the output-length distribution
+(``_distribution``) and its point rule (``_point``).
+"""
+
+from sklearn.utils.validation import check_is_fitted
+
+from . import _budget
+from ._conformal import check_confidence
+from ._constants import INTERVAL_TARGETS
+from ._domain import warn_lengths
+from ._validation import check_one_length_source, check_positions, check_threshold
+
+
+class CalibratedPredictionsMixin:
+    """Budgets, intervals and SLO attainment of a fitted latency estimator."""
+
+    def predict_budget(
+        self,
+        X,
+        strategy="max",
+        *,
+        positions=None,
+        position=None,
+        output_tokens_distribution=None,
+        output_tokens_quantile=None,
+        confidence=None,
+    ):
+        """Per-token decode latency to check against a budget, output length unknown.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations.
+        strategy : {"max", "position", "expectation"}, default="max"
+            - ``"max"``: the conservative maximum of the curve over the
+              positions a request reaches, ``1..L`` with ``L`` the
+              ``output_tokens_quantile`` of the output-length distribution
+              (or over ``positions`` when given);
+            - ``"position"``: the latency at ``position``, by default the
+              expected position of a decoded token under the output-length
+              distribution (``E[N (N + 1) / 2] / E[N]``);
+            - ``"expectation"``: the mean latency of a decoded token under the
+              output-length distribution, ``E[sum_{p<=N} f(p)] / E[N]``.
+        positions : sequence of int, default=None
+            Only with ``"max"``: probe positions instead of ``1..L``, e.g. the
+            design document's ``(1, 5, 10, 20)`` (``sklat.PROBE_POSITIONS``).
+        position : int, default=None
+            Only with ``"position"``: the position.
+        output_tokens_distribution : dict or array-like, default=None
+            ``{"values": ..., "probabilities": ...}`` or a sample of output
+            lengths; ``None`` uses ``output_tokens_distribution_``. Unused,
+            so refused, where the positions are given (``positions`` with
+            ``"max"``, ``position`` with ``"position"``).
+        output_tokens_quantile : float, default=None
+            Only with ``"max"`` without ``positions``: the quantile of the
+            output-length distribution up to which the curve's maximum is
+            taken; ``None`` is 0.95.
+        confidence : float in (0, 1), default=None
+            If given, an upper confidence bound instead of the point: the
+            curve's centre (the point of ``point="center"``) times the
+            calibrated upper factor of a request's per-token decode latency
+            (one-sided, at this confidence) at the output length the strategy
+            looks at (``L``, the largest probe, the position); for
+            ``"expectation"``, the upper ``confidence`` quantile of the
+            per-token latency with ``N`` drawn from the distribution. See
+            :meth:`predict_interval`.
+
+        Returns
+        -------
+        budget : ndarray of shape (n_samples,), float64
+            Milliseconds per token.
+
+        Raises
+        ------
+        ValueError
+            If an option is given with a strategy that does not use it.
+        """
+        options = dict(positions=positions, position=position, quantile=output_tokens_quantile)
+        _budget.check_options(strategy, distribution=output_tokens_distribution, **options)
+        check_is_fitted(self)
+        if confidence is not None:
+            confidence = check_confidence(confidence)
+        dist = self._distribution(output_tokens_distribution)
+        budget = _budget.budget_rule(strategy, dist, **options)
+        coef, _ = self._encode(X)
+        point, length = budget(self._curve, coef)
+        if length is not None:
+            warn_lengths([length], self.max_output_tokens_, "position")
+        if confidence is None:
+            return self._point(point)
+        if length is None:
+            return self._calibrator.upper_per_token(coef, dist, confidence)
+        return self._calibrator.upper_at_length(point, coef.z, length, confidence)
+
+    def predict_interval(
+        self,
+        X,
+        output_tokens=None,
+        *,
+        target="total",
+        confidence=0.9,
+        output_tokens_distribution=None,
+        positions=None,
+    ):
+        """Calibrated prediction interval, in milliseconds.
+
+        Split conformal prediction: the calibration requests' normalised log
+        errors ``e = (log y - log y_hat) / sigma(x, N)`` give the interval
+        ``y_hat * exp(+-sigma(x, N) * |e|_(k))`` about the curve's centre
+        ``y_hat`` (whatever ``point``), ``k = ceil((n + 1) * confidence)``. For
+        exchangeable requests it holds the true value with probability at
+        least ``confidence``; a cross-fitted model calibrates on out-of-fold
+        errors (see the user guide, "Trusting a prediction").
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request. If neither this nor the column is given, ``N``
+            is drawn from ``output_tokens_distribution_`` and the interval
+            covers that randomness too.
+        target : {"total", "per_token", "prefill", "position"}, default="total"
+            The decode total, the decode total divided by ``N`` (a request's
+            mean time per output token), the prefill, or the latency of one
+            decode step at each of ``positions``. ``"position"`` needs a model
+            fitted with per-step data: its calibration requests' steps give the
+            absolute log errors of single steps, each request weighing 1 (a
+            marginal interval for a step at a position drawn like theirs; not
+            normalised by difficulty).
+        confidence : float in (0, 1), default=0.9
+            Nominal coverage.
+        output_tokens_distribution : dict or array-like, default=None
+            Distribution of ``N`` when ``output_tokens`` is not given:
+            ``{"values": ..., "probabilities": ...}`` or a sample of output
+            lengths; ``None`` uses ``output_tokens_distribution_``.
+        positions : array-like of int, default=None
+            Positions of ``target="position"`` (required there).
+
+        Returns
+        -------
+        intervals : ndarray of shape (n_samples, 2), float64
+            Lower and upper bounds; of shape (n_samples, n_positions, 2) for
+            ``target="position"``.
+
+        Raises
+        ------
+        ValueError
+            If the model holds too few calibration requests for
+            ``confidence`` (``1 / (1 - confidence) - 1`` are needed).
+        """
+        if not isinstance(target, str) or target not in INTERVAL_TARGETS:
+            raise ValueError(f"target must be one of {INTERVAL_TARGETS}; got {target!r}.")
+        confidence = check_confidence(confidence)
+        check_is_fitted(self)
+        if (positions is None) != (target != "position"):
+            raise ValueError("positions= goes with target='position', and only with it.")
+        if target == "position":
+            # About the curve's centre, as the per-step scores were measured:
+            # like every interval, independent of ``point``.
+            positions = check_positions(positions)
+            coef, _ = self._encode(X)
+            warn_lengths(positions, self.max_output_tokens_, "position")
+            values = self._curve.at(coef, positions)
+            return self._calibrator.position_interval(values, confidence)
+        if target == "prefill":
+            self._check_prefill_head()
+            return self._calibrator.prefill_interval(self._encode(X)[0], confidence)
+        coef, n_tokens = self._encode(X, output_tokens)
+        check_one_length_source(n_tokens, output_tokens_distribution)
+        return self._calibrator.decode_interval(
+            coef,
+            n_tokens,
+            self._distribution(output_tokens_distribution),
+            confidence,
+            per_token=target == "per_token",
+        )
+
+    def predict_slo_attainment(
+        self,
+        X,
+        *,
+        ttft_ms=None,
+        tpot_ms=None,
+        e2e_ms=None,
+        output_tokens=None,
+        output_tokens_distribution=None,
+    ):
+        """Probability that a request meets every latency objective given.
+
+        From the calibrated predictive distribution (the calibration requests'
+        joint prefill and decode errors around this model's prediction, see
+        :meth:`predict_interval`) and, where ``output_tokens`` is not given,
+        the output-length distribution.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        ttft_ms : float or array-like of shape (n_samples,), default=None
+            Time-to-first-token objective: prefill ``<= ttft_ms``.
+        tpot_ms : float or array-like of shape (n_samples,), default=None
+            Time-per-output-token objective: decode total / ``N <= tpot_ms``.
+        e2e_ms : float or array-like of shape (n_samples,), default=None
+            End-to-end objective: prefill + decode total ``<= e2e_ms``.
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request; else ``N`` is drawn from the distribution.
+        output_tokens_distribution : dict or array-like, default=None
+            ``{"values": ..., "probabilities": ...}`` or a sample of output
+            lengths; ``None`` uses ``output_tokens_distribution_``.
+
+        Returns
+        -------
+        probability : ndarray of shape (n_samples,), float64
+            In ``[0, 1]``, in steps of ``1 / n_calibration`` for a known ``N``.
+        """
+        check_is_fitted(self)
+        objectives = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
+        if all(v is None for v in objectives.values()):
+            raise ValueError("give at least one objective: ttft_ms, tpot_ms or e2e_ms.")
+        if ttft_ms is not None or e2e_ms is not None:
+            self._check_prefill_head()
+        coef, n_tokens = self._encode(X, output_tokens)
+        check_one_length_source(n_tokens, output_tokens_distribution)
+        limits = {
+            k.removesuffix("_ms"): None if v is None else check_threshold(v, len(coef), k)
+            for k, v in objectives.items()
+        }
+        dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
+        return self._calibrator.attainment(coef, n_tokens, dist, **limits)
