@@ -19,6 +19,37 @@ MAX_HIDDEN_SIZE = 4096
 MAX_N_BASIS = 256
 MAX_N_COST_TERMS = 64
 
+# LatencyEstimator's defaults, for the command line, whose help shows them without
+# loading torch; tests/test_structure.py keeps them equal to the signature's.
+DEFAULTS = {
+    "prefill_weight": 2.0,
+    "decode_total_weight": 1.0,
+    "positioned_weight": 0.5,
+    "loss": "log",
+    "point": "relative",
+    "hidden_size": 64,
+    "n_basis": 8,
+    "n_cost_terms": 3,
+    "context_features": "auto",
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "config_mlp_weight_decay": 0.1,
+    "weight_averaging": 0.98,
+    "max_epochs": 200,
+    "batch_size": 64,
+    "validation_fraction": 0.1,
+    "calibration_fraction": 0.2,
+    "n_folds": "auto",
+    "n_iter_no_change": 20,
+    "log_features": "auto",
+    "output_tokens_col": "output_tokens",
+    "default_output_tokens": None,
+    "device": "auto",
+    "n_threads": "auto",
+    "random_state": None,
+    "verbose": 0,
+}
+
 _WEIGHT = [NumberInterval(Real, 0, None, closed="left")]
 _FRACTION = [NumberInterval(Real, 0, 1, closed="left")]
 _COUNT = [NumberInterval(Integral, 1, None, closed="left")]

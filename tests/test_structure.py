@@ -84,6 +84,21 @@ def test_the_measuring_side_imports_without_torch(module):
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_the_command_lines_defaults_are_the_estimators():
+    from sklat._params import DEFAULTS
+
+    assert DEFAULTS == sklat.LatencyEstimator().get_params()
+
+
+def test_the_command_line_builds_its_parser_without_torch():
+    code = (
+        "import sys; from sklat.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
 def test_earlier_import_paths_still_work():
     from sklat.acquire import profile_endpoint, profile_model, read_benchmark
     from sklat.io import read_benchmark as io_read_benchmark

@@ -24,6 +24,7 @@ import numpy as np
 from .._constants import (
     DEFAULT_FEATURES,
 )
+from .._params import DEFAULTS
 from .._splits import held_out_rows, measurement_groups
 from .._version import library_versions
 from ..io import load_results
@@ -44,15 +45,6 @@ METRICS_FILE = "metrics.json"
 _REPORTED_CONFIDENCES = (0.8, 0.9, 0.95)
 # Share of the requests that sklat train holds out for its validation metrics.
 _HOLDOUT_FRACTION = 0.2
-
-
-def _estimator_defaults():
-    """LatencyEstimator's defaults: the CLI shows and uses the same ones."""
-    # The model (torch, skorch) loads only for the commands that use one, so that
-    # `sklat --help` and the measuring commands stay light.
-    from .._estimator import LatencyEstimator
-
-    return LatencyEstimator().get_params()
 
 
 def _train_options():
@@ -133,7 +125,7 @@ def add_train_parser(sub):
     est = train.add_argument_group(
         "estimator", "LatencyEstimator parameters (see its documentation)"
     )
-    defaults = _estimator_defaults()
+    defaults = DEFAULTS
     for name, (aliases, kwargs) in ESTIMATOR_ARGUMENTS.items():
         add_option(est, name, *aliases, default=defaults[name], **kwargs)
     train.add_argument(
