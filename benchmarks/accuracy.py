@@ -14,15 +14,13 @@ import argparse
 import ast
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import AggregatedLinear, FlatAverage, PerStepOracle, TotalGBM  # noqa: E402
-from real_data import (  # noqa: E402
+from _common import AggregatedLinear, FlatAverage, PerStepOracle, TotalGBM  # noqa: E402
+from _common import (  # noqa: E402
     profiled_requests,
     profiled_sets,
     splitwise_requests,

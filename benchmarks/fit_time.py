@@ -10,12 +10,9 @@ alternating, on a quiet machine, e.g. for 0.2.0::
     done
 """
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import profiled_requests  # noqa: E402
+from _common import profiled_requests  # noqa: E402
 
 import sklat  # noqa: E402
 from sklat import LatencyEstimator  # noqa: E402

@@ -35,7 +35,6 @@ held-out requests, ``N`` known:
 """
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -44,8 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import (  # noqa: E402
+from _common import (  # noqa: E402
     configurations,
     profiled_requests,
     profiled_sets,

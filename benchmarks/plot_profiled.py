@@ -9,14 +9,12 @@ measured steps of that request (points; a running median as a thin line).
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import profiled_splits  # noqa: E402
-from real_data import profiled_requests  # noqa: E402
+from _common import profiled_requests  # noqa: E402
 
 from sklat import LatencyEstimator  # noqa: E402
 from sklat.plotting import LatencyCurveDisplay  # noqa: E402

@@ -34,17 +34,15 @@ model fitted on all source requests (``random_state=0``).
 
 import argparse
 import copy
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import profiled_requests  # noqa: E402
+from _common import profiled_requests  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
+from sklat.control import check_drift  # noqa: E402
 
 PAIRS = {
     "sdpa -> eager": ("llama_dense_sdpa", "llama_dense_eager"),
@@ -135,8 +133,12 @@ def drift_table(pairs, sizes=(10, 20, 30), draws=20, alpha=0.01):
                 flagged = []
                 for _ in range(draws):
                     take = rng.choice(pool, k, replace=False)
-                    report = est.check_drift(
-                        data.X.iloc[take], data.y.iloc[take], data.output_tokens[take], alpha=alpha
+                    report = check_drift(
+                        est,
+                        data.X.iloc[take],
+                        data.y.iloc[take],
+                        data.output_tokens[take],
+                        alpha=alpha,
                     )
                     flagged.append(report.drift)
                 row[f"{label}, {k} requests"] = 100 * float(np.mean(flagged))

@@ -27,7 +27,6 @@ a gap between sklat and a peer is more than the draws' noise.
 """
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
@@ -35,10 +34,9 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import parse_set  # noqa: E402
-from peers import AggregatedLinear, FlatAverage, PhysicalCore, RelativePoint  # noqa: E402
-from real_data import configurations, profiled_requests, profiled_sets  # noqa: E402
+from _common import AggregatedLinear, FlatAverage, PhysicalCore, RelativePoint  # noqa: E402
+from _common import configurations, profiled_requests, profiled_sets  # noqa: E402
 
 from sklat import LatencyEstimator, metrics  # noqa: E402
 from sklat._calibrator import _log_errors  # noqa: E402

@@ -13,17 +13,14 @@ too (``--set`` only names parameters the version has).
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import mape, parse_set, positioned_mape, synthetic, vidur  # noqa: E402
-from peers import AggregatedLinear  # noqa: E402
-from real_data import splitwise_requests  # noqa: E402
+from _common import AggregatedLinear  # noqa: E402
+from _common import splitwise_requests  # noqa: E402
 
 from sklat import LatencyEstimator  # noqa: E402
 

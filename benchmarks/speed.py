@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sklat import LatencyEstimator
+from sklat.control import choose
 from sklat._loss import decode_total_loss
 from sklat._module import CostTermsLatencyModule, _mlp
 from sklat.datasets import make_positioned_latency
@@ -244,8 +245,7 @@ def decision_table(repeat):
     lengths) and on a measured set (a few distinct lengths). Each estimator
     has its defaults (a cross-fitted one below 500 requests); predict_total of
     the same set fitted as one net is timed alongside."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from real_data import profiled_requests
+    from _common import profiled_requests
 
     sets = {"synthetic (500 requests)": make_positioned_latency(500, random_state=0)}
     sets["mixtral_moe_sdpa (measured)"] = profiled_requests("mixtral_moe_sdpa")
@@ -269,13 +269,13 @@ def decision_table(repeat):
                 one, tpot_ms=slo
             ),
             "predict_budget(X, confidence=0.9)": lambda: est.predict_budget(one, confidence=0.9),
-            "choose(100 candidates, tpot_ms)": lambda: est.choose(hundred, tpot_ms=slo),
-            "choose(100 candidates, e2e_ms)": lambda: est.choose(hundred, e2e_ms=e2e),
-            "choose(100 candidates, ttft_ms and e2e_ms)": lambda: est.choose(
-                hundred, ttft_ms=ttft, e2e_ms=e2e
+            "choose(100 candidates, tpot_ms)": lambda: choose(est, hundred, tpot_ms=slo),
+            "choose(100 candidates, e2e_ms)": lambda: choose(est, hundred, e2e_ms=e2e),
+            "choose(100 candidates, ttft_ms and e2e_ms)": lambda: choose(
+                est, hundred, ttft_ms=ttft, e2e_ms=e2e
             ),
-            "choose(100 candidates, tpot_ms and e2e_ms)": lambda: est.choose(
-                hundred, tpot_ms=slo, e2e_ms=e2e
+            "choose(100 candidates, tpot_ms and e2e_ms)": lambda: choose(
+                est, hundred, tpot_ms=slo, e2e_ms=e2e
             ),
         }
         # Interleaved rounds: a busy moment of the machine hits every call alike.
