@@ -214,3 +214,13 @@ def test_command_line_interruption_keeps_rows_and_exits_130(server, tmp_path, mo
     assert main(args + ["--repeats", "1", "--warmup", "0", "-q"]) == 130
     assert "interrupted; the completed requests are kept" in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "d" / "requests.csv")) >= 1
+
+
+@pytest.mark.parametrize("engine", ["openai", "vllm", "sglang", "llama.cpp", "transformers"])
+def test_every_engine_asks_for_the_usage(engine):
+    # An OpenAI-style server (transformers serve among them) reports the token
+    # counts in a last event only when the request asks for it.
+    from sklat.acquire._endpoint import _body
+
+    body = _body("completions", engine, "m", "w1 w2", 8, None)
+    assert body["stream_options"]["include_usage"] is True

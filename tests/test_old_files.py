@@ -52,7 +52,9 @@ def _check_predictions(est, version):
             est.predict_positions(X, [1, 7]).ravel(),
         ]
     )
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # Not bit for bit: torch does not promise the same last bits across
+    # thread counts and BLAS kernels (a busy machine gave 2e-9).
+    np.testing.assert_allclose(got, expected, rtol=1e-7)
     assert (est.scale_slopes_ == 0).all() and est.scale_slopes_.shape == (2, 5)
     if version != "0.9.0":
         assert est.point == "center" and (est.point_factors_ == 1).all()

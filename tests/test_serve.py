@@ -109,10 +109,9 @@ def test_profile_a_transformers_server_then_train(served, tmp_path, capsys):
     res = load_results(out, features=["text_tokens"])
     with_segments = [s for s in res.decode_segments if s is not None]
     assert with_segments, "transformers serve streams one event per token"
-    for (tokens, ms), n, total in zip(
-        res.decode_segments, res.output_tokens, res.y["T_LLM_decode"]
-    ):
-        if tokens is not None:
+    for segments, n, total in zip(res.decode_segments, res.output_tokens, res.y["T_LLM_decode"]):
+        if segments is not None:
+            tokens, ms = segments
             assert tokens.sum() == n and ms.sum() == pytest.approx(total, rel=1e-6)
     # Decoding is timed after the first token; the end-to-end time covers both.
     assert (frame["e2e_ms"] >= frame["T_prefill_total"] + frame["T_LLM_decode"]).all()

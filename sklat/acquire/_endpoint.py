@@ -61,10 +61,14 @@ ENGINE_FIELDS = {
         "timings_per_token": True,
         "stream_options": {"include_usage": True},
     },
+    # transformers serve sends the usage (the token counts) in a last event
+    # only when asked, as OpenAI's API does (cli/serving/completion.py and
+    # chat_completion.py: ``stream_options={"include_usage": True}``).
     "transformers": lambda n: {
         "generation_config": json.dumps(
             {"min_new_tokens": n, "max_new_tokens": n, "do_sample": False}
         ),
+        "stream_options": {"include_usage": True},
     },
 }
 FAILED_LOG = "failed_requests.log"
