@@ -54,7 +54,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        mode = self.path.strip("/").split("/")[0]
+        mode, _, route = self.path.strip("/").partition("/")
+        if route not in ("v1/completions", "v1/chat/completions"):
+            # As an OpenAI-compatible server answers a path it does not serve.
+            return self._reply(404, "application/json", b'{"detail": "Not Found"}')
         n = int(body["max_tokens"])
         prompt = len(body["prompt"].split())
         if mode == "error500":

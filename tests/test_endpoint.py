@@ -224,3 +224,18 @@ def test_every_engine_asks_for_the_usage(engine):
 
     body = _body("completions", engine, "m", "w1 w2", 8, None)
     assert body["stream_options"]["include_usage"] is True
+
+
+@pytest.mark.parametrize("suffix", ["/", "/v1", "/v1/"])
+def test_a_base_url_with_or_without_v1_is_the_same_server(server, tmp_path, suffix):
+    path = profile_endpoint(server.url("ok") + suffix, tmp_path, model="m", dataset="d", **GRID)
+    assert len(pd.read_csv(path)) == 4
+
+
+def test_a_wrong_base_url_names_the_url_and_the_answer(server, tmp_path):
+    url = server.url("ok") + "/api"
+    with pytest.raises(ValueError) as info:
+        profile_endpoint(url, tmp_path, model="m", dataset="d", **{**GRID, "warmup": 1})
+    message = str(info.value)
+    assert f"{url}/v1/completions failed: HTTP 404" in message
+    assert '"detail": "Not Found"' in message and "appends /v1/completions" in message

@@ -95,6 +95,14 @@ def _body(api, engine, model, prompt, n, extra):
     return body
 
 
+def server_root(endpoint):
+    """The server's root URL of ``endpoint``, given with or without the ``/v1``
+    that OpenAI clients and most engines' docs put in a base URL (the API
+    paths of :data:`APIS` add it)."""
+    root = endpoint.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
 def _columns(set_columns):
     return (
         ["vision_tokens", "text_tokens", *set_columns]
@@ -232,7 +240,8 @@ def profile_endpoint(
         {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "repeats": [repeats]},
     )
     set_columns = dict(set_columns or {})
-    url = endpoint.rstrip("/") + APIS[api]
+    root = server_root(endpoint)
+    url = root + APIS[api]
     path = Path(output_dir) / (dataset or dataset_name(model)) / RESULTS_FILE
     columns = _columns(list(set_columns))
     setup = {
@@ -337,7 +346,7 @@ def dataset_name(model):
 def _server_version(client, endpoint, httpx):
     """The engine's version where it says (vLLM's ``/version``), else ""."""
     try:
-        reply = client.get(endpoint.rstrip("/") + "/version", timeout=5)
+        reply = client.get(server_root(endpoint) + "/version", timeout=5)
         version = reply.json().get("version", "") if reply.status_code == 200 else ""
     except (httpx.HTTPError, ValueError, AttributeError):
         return ""
@@ -364,7 +373,13 @@ def _warm_up(client, url, api, engine, model, extra, timeout, n):
         except EndpointError as exc:
             # A setup that fails before the grid (a wrong model name, a refused
             # field) would fail every request of it.
-            raise ValueError(f"the warm-up request to {url} failed: {exc}") from None
+            hint = (
+                f" (no such path: the endpoint is the server's base URL, to which sklat "
+                f"appends {APIS[api]})"
+                if str(exc).startswith("HTTP 404")
+                else ""
+            )
+            raise ValueError(f"the warm-up request to {url} failed: {exc}{hint}") from None
 
 
 def _measure(client, url, job, api, engine, model, extra, timeout, seed):
