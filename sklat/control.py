@@ -21,6 +21,9 @@ from ._validation import check_measured
 
 __all__ = ["check_drift", "choose"]
 
+# Attainments this close are equally likely (a mean of counts).
+_TIE = 1e-12
+
 
 def choose(
     estimator,
@@ -40,7 +43,10 @@ def choose(
     :meth:`~sklat.LatencyEstimator.predict_slo_attainment`'s. The choice is the candidate whose
     probability reaches ``min_attainment`` and that is best by ``prefer``
     (the first in order without a preference); when none reaches it, the
-    candidate with the highest probability, with ``met=False``.
+    candidate with the highest probability, with ``met=False``; among equally
+    likely ones (all at 0, say, when the objectives are out of reach), the one
+    whose predicted latencies come closest to the objectives, whatever
+    ``prefer``.
 
     Parameters
     ----------
@@ -101,11 +107,47 @@ def choose(
         output_tokens_distribution=output_tokens_distribution,
     )
     index = best(attainment, min_attainment, preference)
-    return Bunch(
-        index=index,
-        attainment=attainment,
-        met=bool(meets(attainment[index], min_attainment)),
+    met = bool(meets(attainment[index], min_attainment))
+    if not met:
+        objectives = {"ttft": ttft_ms, "tpot": tpot_ms, "e2e": e2e_ms}
+        index = _closest(
+            estimator, X, attainment, objectives, output_tokens, output_tokens_distribution
+        )
+    return Bunch(index=index, attainment=attainment, met=met)
+
+
+def _closest(estimator, X, attainment, objectives, output_tokens, distribution):
+    """Among the candidates of the highest attainment (all 0, say, when the
+    objectives are out of reach), the one whose predicted latencies come
+    closest to them: the largest least log ratio of objective to prediction.
+    Ties go to the earlier candidate."""
+    top = np.flatnonzero(attainment >= attainment.max() - _TIE)
+    if len(top) == 1:
+        return int(top[0])
+    rows = X.iloc[top] if hasattr(X, "iloc") else np.asarray(X)[top]
+    n = (
+        None
+        if output_tokens is None or np.ndim(output_tokens) == 0
+        else np.asarray(output_tokens)[top]
     )
+    coef, n_tokens = estimator._encode(rows, output_tokens if n is None else n)
+    curve = estimator._curve
+    if n_tokens is None:
+        dist = estimator._distribution(distribution)
+        total = curve.expected_total(coef, dist)
+        length = float(np.dot(dist["values"], dist["probabilities"]))
+    else:
+        total, length = curve.total(coef, n_tokens), n_tokens
+    predicted = {"tpot": total / length, "ttft": coef.prefill, "e2e": None}
+    if objectives["e2e"] is not None:
+        predicted["e2e"] = coef.prefill + total
+    margins = [
+        np.log(np.broadcast_to(np.asarray(limit, dtype=np.float64), (len(attainment),))[top])
+        - np.log(predicted[name])
+        for name, limit in objectives.items()
+        if limit is not None
+    ]
+    return int(top[np.argmax(np.min(margins, axis=0))])
 
 
 def check_drift(estimator, X, y, output_tokens=None, *, alpha=0.01, confidence=0.9):

@@ -46,6 +46,29 @@ def test_nothing_qualifies_gives_the_most_likely(fitted, candidates):
     assert choice.attainment[choice.index] == choice.attainment.max()
 
 
+@pytest.mark.parametrize("objective", ["tpot_ms", "ttft_ms", "e2e_ms"])
+def test_out_of_reach_objectives_give_the_closest_candidate_whatever_prefer(
+    fitted, candidates, objective
+):
+    # Every candidate at attainment 0: the fastest for that objective, not the
+    # preferred (here the preference favours the slowest).
+    features = candidates.drop(columns="quality")
+    per_token = fitted.predict_total(features, output_tokens=64) / 64
+    prefill = fitted.predict_prefill(features)
+    speed = {"tpot_ms": per_token, "ttft_ms": prefill, "e2e_ms": prefill + 64 * per_token}
+    slowest_first = candidates.assign(quality=speed[objective])
+    choice = choose(
+        fitted,
+        slowest_first,
+        output_tokens=64,
+        min_attainment=0.9,
+        prefer="quality",
+        **{objective: 1e-3},
+    )
+    assert not choice.met and (choice.attainment == 0).all()
+    assert choice.index == int(np.argmin(speed[objective]))
+
+
 def test_candidates_with_output_lengths_and_unknown_lengths(fitted, candidates):
     known = candidates.assign(output_tokens=64)
     a = choose(fitted, known, tpot_ms=8.0)

@@ -539,12 +539,22 @@ def test_choose_prints_the_chosen_row_and_writes_every_attainment(
     candidates["quality"] = [0.3, 0.9, 0.1, 0.8, 0.5, 0.2]
     path = tmp_path / "cands.csv"
     candidates.to_csv(path, index=False)
+    # Without --output only the chosen row is printed: the same line runs again.
+    loose = ["choose", "--model", str(trained), str(path), "--tpot_ms", "1e6"]
+    for _ in range(2):
+        assert main([*loose, "--prefer", "quality"]) == 0
+        alone = capsys.readouterr()
+        assert "wrote" not in alone.err
+        assert pd.read_csv(io.StringIO(alone.out))["row"].tolist() == [2]  # best quality
+    assert not list(tmp_path.glob("*_attainment.csv"))
     args = ["choose", "--model", str(trained), str(path), "--tpot_ms", "40"]
-    assert main([*args, "--min_attainment", "0.5", "--prefer", "quality"]) == 0
+    table_path = tmp_path / "cands_attainment.csv"
+    args += ["--output", str(table_path)]
+    status = main([*args, "--min_attainment", "0.5", "--prefer", "quality"])
     captured = capsys.readouterr()
     chosen = pd.read_csv(io.StringIO(captured.out))
-    table = pd.read_csv(tmp_path / "cands_attainment.csv")
-    assert f"wrote 6 attainments to {tmp_path / 'cands_attainment.csv'}" in captured.err
+    table = pd.read_csv(table_path)
+    assert f"wrote 6 attainments to {table_path}" in captured.err
     est = sklat.load(trained / "model.safetensors")
     features = candidates[list(est.feature_names_in_)]
     expected = choose(
@@ -558,13 +568,16 @@ def test_choose_prints_the_chosen_row_and_writes_every_attainment(
     np.testing.assert_allclose(table["attainment"], expected.attainment, rtol=1e-5)
     assert table["chosen"].tolist() == [i == expected.index for i in range(6)]
     assert len(chosen) == 1 and chosen["row"][0] == expected.index + 1
-    assert bool(chosen["met"][0]) == expected.met
+    assert bool(chosen["met"][0]) == expected.met and status == (0 if expected.met else 1)
     assert list(features.columns) == list(est.feature_names_in_)
     # An existing output is kept unless --overwrite.
     assert main([*args, "--prefer", "quality"]) == 2
     assert "cands_attainment.csv exists; pass --overwrite" in capsys.readouterr().err
-    assert main([*args, "--prefer", "quality", "--overwrite", "--tpot_ms", "0.001"]) == 0
-    assert "no candidate reaches attainment 0.9" in capsys.readouterr().err
+    # Out of reach: the most likely row is printed, and the exit status says so.
+    assert main([*args, "--prefer", "quality", "--overwrite", "--tpot_ms", "0.001"]) == 1
+    captured = capsys.readouterr()
+    assert "no candidate reaches attainment 0.9" in captured.err
+    assert not pd.read_csv(io.StringIO(captured.out))["met"][0]
 
 
 def test_choose_errors(trained, results, tmp_path, capsys):

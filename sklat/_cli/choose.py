@@ -1,5 +1,7 @@
 """``sklat choose``: the candidate configuration that best meets latency
-objectives (see :meth:`sklat.LatencyEstimator.choose`)."""
+objectives (see :func:`sklat.control.choose`). The chosen row goes to stdout;
+every candidate's attainment to ``--output`` when asked. Exit status 1 when no
+candidate reaches ``--min_attainment``, so that a scheduled caller notices."""
 
 import sys
 from pathlib import Path
@@ -47,8 +49,8 @@ OPTIONS = [
         dict(
             type=Path,
             default=None,
-            help="CSV of every candidate with its attainment (default: "
-            "<CANDIDATES without suffix>_attainment.csv)",
+            help="also write every candidate with its attainment to this CSV (default: "
+            "only the chosen row, on stdout)",
         ),
     ),
 ]
@@ -59,8 +61,9 @@ def add_choose_parser(sub):
         "choose",
         help="choose the configuration that best meets latency objectives",
         description="Print the candidate of CANDIDATES that meets every objective given "
-        "with at least --min_attainment probability and is best by --prefer (else the "
-        "most likely to meet them), and write every candidate's attainment.",
+        "with at least --min_attainment probability and is best by --prefer. When none "
+        "does, print the most likely to meet them (the closest to its objectives among "
+        "equally likely ones) and exit with status 1.",
     )
     parser.add_argument(
         "candidates",
@@ -76,17 +79,12 @@ def add_choose_parser(sub):
     parser.set_defaults(func=cmd_choose)
 
 
-def _output_path(args):
-    path = args.output or args.candidates.with_name(args.candidates.stem + "_attainment.csv")
-    if path.exists() and not args.overwrite:
-        raise ValueError(f"{path} exists; pass --overwrite to replace it, or --output.")
-    return path
-
-
 def cmd_choose(args, argv):
 
-    check_output_file(args.output)
-    output = _output_path(args)
+    if args.output is not None:
+        check_output_file(args.output)
+        if args.output.exists() and not args.overwrite:
+            raise ValueError(f"{args.output} exists; pass --overwrite to replace it.")
     est = load_model(args.model, device=args.device)
     names = list(getattr(est, "feature_names_in_", []))
     frame, n = read_configs(args.candidates, names, [args.prefer] if args.prefer else [])
@@ -105,7 +103,9 @@ def cmd_choose(args, argv):
         )
     table = frame.assign(attainment=choice.attainment, chosen=False)
     table.loc[table.index[choice.index], "chosen"] = True
-    table.to_csv(output, index=False, float_format="%.6g")
+    if args.output is not None:
+        table.to_csv(args.output, index=False, float_format="%.6g")
+        print(f"sklat choose: wrote {len(table)} attainments to {args.output}", file=sys.stderr)
     chosen = table.iloc[[choice.index]].drop(columns="chosen").assign(met=choice.met)
     chosen.insert(0, "row", choice.index + 1)
     chosen.to_csv(sys.stdout, index=False, float_format="%.6g")
@@ -115,5 +115,5 @@ def cmd_choose(args, argv):
             f"{choice.index + 1} is the most likely ({choice.attainment[choice.index]:.3g})",
             file=sys.stderr,
         )
-    print(f"sklat choose: wrote {len(table)} attainments to {output}", file=sys.stderr)
+        return 1
     return 0
