@@ -191,7 +191,8 @@ def symmetric(scores):
 def _too_few(n, needed, confidence, what):
     raise ValueError(
         f"confidence={confidence:g} needs at least {needed} calibration requests "
-        f"{what}; this model has {n}. Fit on more requests or raise calibration_fraction."
+        f"{what}; this model has {n}. Fit on more requests or raise calibration_fraction "
+        "(a recalibrated model: recalibrate it on more requests)."
     )
 
 

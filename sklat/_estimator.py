@@ -28,6 +28,7 @@ from sklearn.utils.validation import (
 )
 
 from . import control
+from ._conformal import min_calibration
 from ._constants import POINTS
 from ._device import resolve_device
 from ._distribution import check_distribution
@@ -53,6 +54,9 @@ from ._validation import (
     select_targets,
     split_output_tokens,
 )
+
+# The confidence whose calibration needs recalibrate warns about.
+_WARN_CONFIDENCE = 0.9
 
 
 class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMixin, BaseEstimator):
@@ -621,6 +625,15 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             raise ValueError(
                 f"y must have {self.n_outputs_} column(s), as in fit; got "
                 f"{1 if prefill is None else 2}."
+            )
+        needed = min_calibration(_WARN_CONFIDENCE)
+        if len(decode) < needed:
+            warnings.warn(
+                f"recalibrate got {len(decode)} requests: its intervals and SLO "
+                f"probabilities at {_WARN_CONFIDENCE:.0%} need at least {needed} "
+                "(1 / (1 - confidence) - 1); recalibrate on more requests to predict them.",
+                UserWarning,
+                stacklevel=2,
             )
         self._calibrator = recalibrated(
             self._calibrator, X_arr, decode, prefill, n_tokens, self.n_threads

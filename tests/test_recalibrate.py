@@ -193,3 +193,11 @@ def test_a_decode_only_model_gets_decode_slopes(fitted_1d, small_data, tmp_path)
     np.testing.assert_allclose(
         loaded.predict_total(d.X, d.output_tokens), est.predict_total(d.X, d.output_tokens)
     )
+
+
+def test_too_few_requests_warn_and_the_interval_error_says_what_to_do(fitted, moved):
+    X, y, n = moved
+    with pytest.warns(UserWarning, match="recalibrate got 5 requests: .* at 90% need at least 9"):
+        est = copy.deepcopy(fitted).recalibrate(X.iloc[:5], y.iloc[:5], n[:5])
+    with pytest.raises(ValueError, match="a recalibrated model: recalibrate it on more requests"):
+        est.predict_interval(X.iloc[:2], output_tokens=8, confidence=0.9)
