@@ -18,7 +18,8 @@ positions ``1..output_tokens`` in order, as streamed events do; a request has
 per-step latencies or segments, not both). Other columns (``run_id``,
 ``sample_id``...) are kept out of the features.
 
-Files are recognised by their suffix, whatever its case (``RUN.CSV``). Only
+Files are recognised by their suffix, whatever its case (``RUN.CSV``); hidden
+files (``.name``, such as the temporaries of an interrupted write) are not read. Only
 regular files are read: a folder, device or pipe named like a results file is
 skipped with a warning. Every error names the file, and the row (or line)
 and column where it can.
@@ -183,18 +184,25 @@ def write_results(frame, path):
     lists = [c for c in LIST_COLUMNS if c in out.columns]
     for col in lists:
         out[col] = [None if is_missing(v) else np.asarray(v).tolist() for v in out[col]]
-    if kind == ".csv":
-        for col in lists:
-            out[col] = [None if v is None else json.dumps(v) for v in out[col]]
-        out.to_csv(path, index=False)
-    elif kind == ".jsonl":
-        with open(path, "w", encoding="utf-8") as f:
-            for record in out.to_dict(orient="records"):
-                clean = {k: (None if is_missing(v) else v) for k, v in record.items()}
-                # An infinite request rate is a value (written as Infinity).
-                f.write(json.dumps(clean) + "\n")
-    else:
-        out.to_parquet(path, index=False)
+    # Written whole beside the target, then renamed over it: an interruption
+    # leaves the target as it was, never cut short.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if kind == ".csv":
+            for col in lists:
+                out[col] = [None if v is None else json.dumps(v) for v in out[col]]
+            out.to_csv(temporary, index=False)
+        elif kind == ".jsonl":
+            with open(temporary, "w", encoding="utf-8") as f:
+                for record in out.to_dict(orient="records"):
+                    clean = {k: (None if is_missing(v) else v) for k, v in record.items()}
+                    # An infinite request rate is a value (written as Infinity).
+                    f.write(json.dumps(clean) + "\n")
+        else:
+            out.to_parquet(temporary, index=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -221,11 +229,13 @@ def _read_jsonl(path):
 
 
 def _results_files(paths):
-    """The results files among ``paths``, sorted; anything else that looks like
-    one (a folder named ``x.csv``, a pipe) is skipped with a warning."""
+    """The results files among ``paths``, sorted, hidden ones (``.name``) left
+    out; anything else that looks like one (a folder named ``x.csv``, a pipe)
+    is skipped with a warning."""
     files = []
     for path in sorted(paths):
-        if _suffix(path) not in SUFFIXES:
+        if _suffix(path) not in SUFFIXES or path.name.startswith("."):
+            # Hidden files include the temporaries of a write cut short.
             continue
         if _is_regular_file(path):
             files.append(path)

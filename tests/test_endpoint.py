@@ -239,3 +239,14 @@ def test_a_wrong_base_url_names_the_url_and_the_answer(server, tmp_path):
     message = str(info.value)
     assert f"{url}/v1/completions failed: HTTP 404" in message
     assert '"detail": "Not Found"' in message and "appends /v1/completions" in message
+
+
+def test_command_line_says_when_nothing_was_measured(server, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["profile", "--endpoint", server.url("error500"), "--model", "m"]
+    args += ["--output_dir", str(out), "--prompt_tokens", "8", "--output_tokens", "4"]
+    assert main([*args, "--warmup", "0", "-q"]) == 2
+    captured = capsys.readouterr()
+    assert "no request measured;" in captured.err and "was not written" in captured.err
+    assert "requests in" not in captured.out
+    assert re.search(r"\d+ request\(s\) failed this run", captured.err)

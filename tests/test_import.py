@@ -269,3 +269,120 @@ def test_vllm_older_benchmark_serving_layout(tmp_path):
     frame = read_benchmark(write_vllm(tmp_path / "old.json", [run]))
     _check_convention(frame)
     assert frame.attrs["import_summary"]["tool"] == "vllm" and set(frame["backend"]) == {"vllm"}
+
+
+# ---------------------------------------------------------------- hostile files
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        (
+            "itls",
+            {"0": [0.01, 0.01]},
+            r"'itls' must be a list with one entry per request, got dict",
+        ),
+        ("ttfts", None, r"'ttfts' must be a list with one entry per request, got NoneType"),
+        ("output_lens", "9", r"'output_lens' must be a list"),
+    ],
+)
+def test_vllm_arrays_of_the_wrong_type_name_the_key(tmp_path, key, value, match):
+    run = vllm_run()
+    run[key] = value
+    with pytest.raises(BenchmarkFormatError, match=r"bad.json: run 0 .*" + match):
+        read_benchmark(write_vllm(tmp_path / "bad.json", [run]))
+
+
+def test_a_numeric_string_among_gaps_is_refused_not_read_as_a_number(tmp_path):
+    run = vllm_run()
+    run["itls"][0][1] = "0.5"
+    with pytest.raises(BenchmarkFormatError, match=r"key 'itls', request 0, entry 1: .*number"):
+        read_benchmark(write_vllm(tmp_path / "s.json", [run]))
+
+
+def test_more_events_than_tokens_is_kept_out_and_counted(tmp_path):
+    run = vllm_run(requests=[(128, 10, None, False), (64, 5, None, False)])
+    run["itls"][0] = [0.01] * 8000  # 8,000 gaps for 9 tokens after the first
+    frame = read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+    summary = _accounted(frame)
+    assert summary["kept_out"] == {
+        "more token-carrying events than output tokens: the counts disagree": 1
+    }
+    assert frame["text_tokens"].tolist() == [64]
+
+
+@pytest.mark.parametrize("key, seconds", [("ttfts", 1e300), ("ttfts", 1e6)])
+def test_times_longer_than_a_day_are_refused(tmp_path, key, seconds):
+    run = vllm_run()
+    run[key][0] = seconds
+    with pytest.raises(BenchmarkFormatError, match=r"key 'ttfts', request 0: .* more than a day"):
+        read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+
+
+def test_a_gap_longer_than_a_day_is_refused(tmp_path):
+    run = vllm_run()
+    run["itls"][0][0] = 1e6
+    with pytest.raises(BenchmarkFormatError, match=r"key 'itls', request 0, entry 0: .*a day"):
+        read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+
+
+def test_a_duplicate_json_key_is_refused(tmp_path):
+    path = tmp_path / "dup.json"
+    text = json.dumps(vllm_run())
+    path.write_text(text[:-1] + ', "ttfts": [1.0, 1.0, 1.0, 1.0]}')
+    with pytest.raises(
+        BenchmarkFormatError, match=r"dup.json: .*line 1 holds the key 'ttfts' twice"
+    ):
+        read_benchmark(path)
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    plain = write_vllm(tmp_path / "plain.json", [vllm_run()])
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    pd.testing.assert_frame_equal(
+        read_benchmark(bom).drop(columns="source_file"),
+        read_benchmark(plain).drop(columns="source_file"),
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda b: b.__setitem__("metrics", [1]), r"benchmarks\[0\].metrics: expected an object"),
+        (
+            lambda b: b["requests"].__setitem__("errored", 5),
+            r"benchmarks\[0\].requests.errored: expected a list of requests, got int",
+        ),
+        (
+            lambda b: b["requests"]["successful"][0].__setitem__("request_latency", 0.001),
+            r"key 'request_latency', request \d+: 1 ms is shorter than the time to first token",
+        ),
+    ],
+)
+def test_guidellm_wrong_types_and_impossible_latencies(tmp_path, edit, match):
+    report = guidellm_report()
+    edit(report["benchmarks"][0])
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(BenchmarkFormatError, match=match):
+        read_benchmark(path)
+
+
+def test_aiperf_metrics_of_the_wrong_type_and_gaps_past_the_request(tmp_path):
+    path = write_aiperf(tmp_path / "a.jsonl")
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["metrics"] = [1]
+    bad = tmp_path / "types.jsonl"
+    bad.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    with pytest.raises(BenchmarkFormatError, match=r"key 'metrics', request 0: expected an object"):
+        read_benchmark(bad)
+    record = json.loads(lines[0])
+    record["metrics"]["request_latency"]["value"] = (
+        record["metrics"]["time_to_first_token"]["value"] + 1.0
+    )
+    late = tmp_path / "late.jsonl"
+    late.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    with pytest.raises(
+        BenchmarkFormatError, match=r"the gaps add up to .* more than request_latency"
+    ):
+        read_benchmark(late)

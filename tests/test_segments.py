@@ -247,3 +247,55 @@ def test_import_set_clash_and_bad_set_are_refused(tmp_path, capsys):
     assert main(["import", str(vllm), "--output_dir", str(out), "--set", "top_k"]) == 2
     assert "expected COLUMN=VALUE" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (["top_k=true"], "--set top_k=true: expected a finite number or a name"),
+        (["top_k=1", "top_k=2"], "--set top_k is given twice (1 and '2')"),
+        (["top_k=abc"], "--set top_k=abc: top_k is a configuration feature; expected a finite"),
+        (["gpu="], "--set gpu=: empty value"),
+        (["top_k=NaN"], "--set top_k=NaN: expected a finite number"),
+        (["gpu=null"], "--set gpu=null: expected a finite number or a name"),
+        (["tier_idx=Infinity"], "--set tier_idx=Infinity: expected a finite number"),
+        (["top_k=1e999"], "--set top_k=1e999: expected a finite number"),
+        (["top_k=[1,2]"], "--set top_k=[1,2]: expected a finite number or a name"),
+    ],
+)
+def test_import_set_values_are_checked_before_anything_is_written(tmp_path, capsys, given, message):
+    vllm = write_vllm(tmp_path / "vllm.json", [vllm_run()])
+    out = tmp_path / "r"
+    assert main(["import", str(vllm), "--output_dir", str(out), "--set", *given]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_import_writes_each_file_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    import os
+
+    first = write_vllm(tmp_path / "first.json", [vllm_run()])
+    second = write_vllm(tmp_path / "second.json", [vllm_run(max_concurrency=4)])
+    out = tmp_path / "r"
+    assert main(["import", str(first), str(second), "--output_dir", str(out)]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in (out / "imported").iterdir()}
+    # Ctrl-C while the files are put in place: every target stays as it was.
+    real = os.replace
+
+    def interrupted(src, dst):
+        if not str(src).endswith(".tmp"):  # a whole file put over its target
+            raise KeyboardInterrupt
+        real(src, dst)  # write_results' own temporary, written in full
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    args = ["import", str(first), str(second), "--output_dir", str(out), "--overwrite"]
+    assert main([*args, "--set", "gpu=h100"]) == 130
+    monkeypatch.setattr(os, "replace", real)
+    assert {p.name: p.read_bytes() for p in (out / "imported").iterdir()} == before
+    # A target that is a folder is refused before anything is replaced.
+    (out / "imported" / "second.csv").unlink()
+    (out / "imported" / "second.csv").mkdir()
+    assert main([*args, "--set", "gpu=h100"]) == 2
+    assert "second.csv exists and is not a file" in capsys.readouterr().err
+    assert (out / "imported" / "first.csv").read_bytes() == before["first.csv"]

@@ -3,6 +3,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from ..acquire import profile_endpoint
 from ..acquire._endpoint import APIS, ENGINE_FIELDS, FAILED_LOG, dataset_name
@@ -113,7 +114,10 @@ def run_endpoint(args):
     )
     failed = _lines(args, FAILED_LOG, path.parent) - before
     rows = sum(1 for _ in open(path)) - 1 if path.exists() else 0
-    print(f"sklat profile: {rows} requests in {path}")
+    if path.exists():
+        print(f"sklat profile: {rows} requests in {path}")
+    else:
+        print(f"sklat profile: no request measured; {path} was not written", file=sys.stderr)
     if failed:
         print(
             f"sklat profile: {failed} request(s) failed this run, logged in "
@@ -124,8 +128,6 @@ def run_endpoint(args):
 
 
 def _lines(args, name, folder=None):
-    from pathlib import Path
-
     if folder is None:
         folder = Path(args.output_dir) / (args.dataset or dataset_name(args.model))
     log = folder / name

@@ -7,11 +7,29 @@ One line per file accounts for every request read.
 """
 
 import json
+import math
+import os
 from pathlib import Path
+
+from .._constants import DEFAULT_FEATURES
 
 from ..acquire._import._convention import summary_line
 from ..io import read_benchmark, write_results
 
+# Words that name no value (JSON parses NaN and Infinity as numbers, caught as
+# not finite).
+_NOT_VALUES = (
+    "nan",
+    "inf",
+    "+inf",
+    "-inf",
+    "infinity",
+    "-infinity",
+    "null",
+    "none",
+    "true",
+    "false",
+)
 FORMAT_CHOICES = ("auto", "vllm", "sglang", "guidellm", "aiperf", "llmperf", "llama.cpp")
 
 
@@ -55,19 +73,44 @@ def add_import_parser(sub):
 
 
 def parse_set(items):
-    """``["top_k=2", "gpu=h100"]`` -> ``{"top_k": 2, "gpu": "h100"}``."""
+    """``["top_k=2", "gpu=h100"]`` -> ``{"top_k": 2, "gpu": "h100"}``: a finite
+    number, or a name (for a column that is not a configuration feature); a
+    column given twice, an empty value, a boolean, NaN, an infinity, null or a
+    list is refused here rather than by ``sklat train`` later."""
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set {item!r}: expected COLUMN=VALUE.")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        out[key] = parsed if isinstance(parsed, (int, float, str)) else value
+        if key in out:
+            raise ValueError(
+                f"--set {key} is given twice ({out[key]!r} and {text!r}); give it once."
+            )
+        out[key] = _set_value(key, text)
     return out
+
+
+def _set_value(key, text):
+    where = f"--set {key}={text}"
+    value = text.strip()
+    if not value:
+        raise ValueError(f"{where}: empty value; expected a number or a name.")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    if isinstance(parsed, str) and parsed.lower() in _NOT_VALUES:
+        parsed = None
+    if parsed is None or isinstance(parsed, (bool, list, dict)):
+        raise ValueError(f"{where}: expected a finite number or a name.")
+    if isinstance(parsed, (int, float)):
+        if not math.isfinite(parsed):
+            raise ValueError(f"{where}: expected a finite number.")
+        return parsed
+    if key in DEFAULT_FEATURES:
+        raise ValueError(f"{where}: {key} is a configuration feature; expected a finite number.")
+    return parsed
 
 
 def cmd_import(args, argv):
@@ -78,9 +121,12 @@ def cmd_import(args, argv):
     if len(set(stems)) != len(stems):
         raise ValueError(f"two input files share a name {sorted(stems)}; import them separately.")
     targets = [folder / f"{stem}.csv" for stem in stems]
-    existing = [t for t in targets if t.exists()]
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not args.overwrite:
         raise ValueError(f"{existing[0]} exists; pass --overwrite to replace it.")
+    not_files = [t for t in existing if not t.is_file()]
+    if not_files:
+        raise ValueError(f"{not_files[0]} exists and is not a file; it cannot be replaced.")
     # Everything is read (and checked) before anything is written.
     frames = []
     for path in args.files:
@@ -90,12 +136,23 @@ def cmd_import(args, argv):
             raise ValueError(f"--set {clash[0]}: {path} already has that column.")
         frames.append(frame.assign(**constants))
     folder.mkdir(parents=True, exist_ok=True)
+    # Every file is written in full beside its target first and then renamed
+    # over it, so that an interruption leaves each target as it was.
+    partial = {}
+    try:
+        for frame, target in zip(frames, targets):
+            if len(frame):
+                partial[target] = write_results(
+                    frame, target.with_name(f".{target.name}.partial.csv")
+                )
+        for target, written in partial.items():
+            os.replace(written, target)
+    finally:
+        for written in partial.values():
+            written.unlink(missing_ok=True)
     for frame, target in zip(frames, targets):
-        summary = frame.attrs["import_summary"]
-        if len(frame):
-            write_results(frame, target)
         print(
-            f"sklat import: {summary_line(summary)}"
+            f"sklat import: {summary_line(frame.attrs['import_summary'])}"
             + (f" -> {target}" if len(frame) else " -> nothing written")
         )
     return 0

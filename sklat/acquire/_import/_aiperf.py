@@ -15,6 +15,9 @@ with ``error`` set is kept out.
 from ._convention import ERRORED, TIME_UNITS_MS, Importer
 from ...exceptions import BenchmarkFormatError
 
+# Relative (and ms) slack between times recorded from separate clocks reads.
+_SLACK = 1e-3
+
 
 def detect(docs):
     return bool(docs) and all(
@@ -51,6 +54,11 @@ def read(docs, path, tool="aiperf"):
     imp = Importer(path, tool)
     for index, doc in enumerate(docs):
         metrics = doc.get("metrics") or {}
+        if not isinstance(metrics, dict):
+            raise BenchmarkFormatError(
+                f"{imp.where('metrics', index)}: expected an object of metrics, got "
+                f"{type(metrics).__name__}."
+            )
         if doc.get("error") is not None or doc["metadata"].get("was_cancelled"):
             imp.error(index, ERRORED)
             continue
@@ -67,11 +75,20 @@ def read(docs, path, tool="aiperf"):
         )
         gaps = decode = None
         chunks = _metric(imp, metrics, "inter_chunk_latency", index, required=False)
+        latency = _metric(imp, metrics, "request_latency", index, required=chunks is None)
+        if latency is not None:
+            latency = imp.number(latency[0], "metrics.request_latency", index, unit=latency[1])
         if chunks is not None:
             gaps = imp.gaps(chunks[0], "metrics.inter_chunk_latency.value", index, unit=chunks[1])
+            # The gaps run from the first response to the last, which ends
+            # the request: they fit in what follows the first token.
+            if latency is not None and gaps.sum() > (latency - ttft) * (1 + _SLACK) + _SLACK:
+                raise BenchmarkFormatError(
+                    f"{imp.where('metrics.inter_chunk_latency', index)}: the gaps add up to "
+                    f"{gaps.sum():g} ms, more than request_latency minus time to first token "
+                    f"({latency - ttft:g} ms)."
+                )
         else:
-            value, unit = _metric(imp, metrics, "request_latency", index)
-            latency = imp.number(value, "metrics.request_latency", index, unit=unit)
             decode = latency - ttft
         imp.add(
             index,

@@ -56,10 +56,14 @@ IMPORT_COLUMNS = (
 )
 OPTIONAL_COLUMNS = ("model", "backend", "request_rate", "max_concurrency", "run")
 TIME_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "sec": 1000.0}
+# No request of a serving benchmark lasts a day: a longer time is a unit or a
+# file gone wrong, not a measurement.
+MAX_TIME_MS = 86_400_000.0
 
 ERRORED = "errored"
 NO_DECODE = "one output token: no decode step"
 FIRST_EVENT = "first event carried several tokens: its time mixes prefill and decode"
+MORE_EVENTS = "more token-carrying events than output tokens: the counts disagree"
 UNKNOWN_COUNTS = "token counts per event not recorded"
 TOTALS_ONLY_TOOL = "the tool records per-request totals only"
 NO_GAPS = "no inter-event gaps recorded"
@@ -82,8 +86,9 @@ class Importer:
         at = f"{self.path}: key {key!r}, request {index}"
         return at if entry is None else f"{at}, entry {entry}"
 
-    def number(self, value, key, index, *, unit=1.0, positive=False, entry=None):
-        """A recorded time (times ``unit``, to ms) or count, checked."""
+    def number(self, value, key, index, *, unit=1.0, positive=False, entry=None, time=True):
+        """A recorded time (times ``unit``, to ms; at most a day) or, with
+        ``time=False``, a count, checked."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise BenchmarkFormatError(
                 f"{self.where(key, index, entry)}: expected a number, got {value!r}."
@@ -94,11 +99,16 @@ class Importer:
             raise BenchmarkFormatError(
                 f"{self.where(key, index, entry)}: expected a finite number {need}, got {value!r}."
             )
+        if time and value > MAX_TIME_MS:
+            raise BenchmarkFormatError(
+                f"{self.where(key, index, entry)}: {value:g} ms is more than a day; "
+                "not a request's time (a wrong unit?)."
+            )
         return value
 
     def count(self, value, key, index):
         """A token count: an integer in ``0..MAX_OUTPUT_TOKENS + 1``."""
-        number = self.number(value, key, index)
+        number = self.number(value, key, index, time=False)
         if number != int(number) or number > MAX_OUTPUT_TOKENS + 1:
             raise BenchmarkFormatError(
                 f"{self.where(key, index)}: expected a token count (an integer up to "
@@ -118,16 +128,17 @@ class Importer:
                 f"{self.where(key, index)}: {len(values)} gaps, more than "
                 f"MAX_OUTPUT_TOKENS ({MAX_OUTPUT_TOKENS})."
             )
+        # Numbers only: numpy would read "0.5" as 0.5 and True as 1.
         try:
-            arr = np.array(values, dtype=np.float64)
-            numeric = not any(isinstance(v, bool) for v in values)
+            arr = np.array(values)
+            numeric = arr.dtype.kind in "iuf" and not any(isinstance(v, bool) for v in values)
         except (TypeError, ValueError):
             numeric = False
         if not numeric or arr.ndim != 1:
             for j, v in enumerate(values):
                 self.number(v, key, index, entry=j)
-        arr = arr * unit
-        bad = ~np.isfinite(arr) | (arr < 0)
+        arr = arr.astype(np.float64) * unit
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr > MAX_TIME_MS)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
             self.number(values[j], key, index, unit=unit, entry=j)
@@ -174,6 +185,10 @@ class Importer:
                     segments = _join_simultaneous(gap_tokens, gaps_ms)
                 else:
                     totals_reason = UNKNOWN_COUNTS
+            elif len(gaps_ms) > n:
+                # Every recorded gap ends at an event that carried a token.
+                self.kept_out[MORE_EVENTS] += 1
+                return
             elif len(gaps_ms) == n:
                 segments = _join_simultaneous(np.ones(n, dtype=np.int64), gaps_ms)
             else:

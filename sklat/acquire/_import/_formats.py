@@ -36,10 +36,11 @@ def load_documents(path):
         except yaml.YAMLError as exc:
             raise BenchmarkFormatError(f"{path}: not valid YAML ({exc}).") from None
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (as some Windows editors write) is not JSON.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BenchmarkFormatError(f"{path}: not UTF-8 text ({exc}).") from None
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
     docs, pos = [], 0
     while True:
         while pos < len(text) and text[pos] in " \t\r\n":
@@ -48,6 +49,12 @@ def load_documents(path):
             break
         try:
             doc, pos = decoder.raw_decode(text, pos)
+        except _DuplicateKey as exc:
+            line = text.count("\n", 0, pos) + 1
+            raise BenchmarkFormatError(
+                f"{path}: the JSON object starting at line {line} holds the key {exc.key!r} "
+                "twice; which value is meant cannot be known."
+            ) from None
         except (json.JSONDecodeError, RecursionError) as exc:
             line = text.count("\n", 0, getattr(exc, "pos", pos)) + 1
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
@@ -58,6 +65,22 @@ def load_documents(path):
     if not docs:
         raise BenchmarkFormatError(f"{path}: the file is empty.")
     return docs
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs):
+    """A JSON object's dict, refusing a key given twice (json keeps the last)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def read_file(path, fmt="auto"):

@@ -19,6 +19,8 @@ from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
 from ...exceptions import BenchmarkFormatError
 
 INCOMPLETE = "incomplete (cut off when the benchmark ended)"
+# Relative (and ms) slack for times recorded and rounded separately.
+_ROUNDING = 1e-6
 
 
 def detect(docs):
@@ -40,8 +42,22 @@ def read(docs, path, tool="guidellm"):
                 f"{path}: benchmarks[{run}].requests: expected an object with "
                 "successful / incomplete / errored lists."
             )
+        for status in ("successful", "incomplete", "errored"):
+            if requests.get(status) is not None and not isinstance(requests[status], list):
+                raise BenchmarkFormatError(
+                    f"{path}: benchmarks[{run}].requests.{status}: expected a list of "
+                    f"requests, got {type(requests[status]).__name__}."
+                )
         successful = requests.get("successful") or []
-        totals = (bench.get("metrics") or {}).get("request_totals") or {}
+        metrics = bench.get("metrics") or {}
+        if not isinstance(metrics, dict):
+            raise BenchmarkFormatError(
+                f"{path}: benchmarks[{run}].metrics: expected an object, got "
+                f"{type(metrics).__name__}."
+            )
+        totals = metrics.get("request_totals") or {}
+        if not isinstance(totals, dict):
+            totals = {}
         recorded = totals.get("successful")
         if isinstance(recorded, int) and recorded > len(successful):
             imp.notes.append(
@@ -69,6 +85,16 @@ def _request(imp, request, index, run):
         request.get("time_to_first_token_ms"), "time_to_first_token_ms", index, positive=True
     )
     itl = imp.number(request.get("inter_token_latency_ms"), "inter_token_latency_ms", index)
+    if request.get("request_latency") is not None:
+        # Seconds, from the request's start to its end: it holds the time to
+        # the first token and the decode after it.
+        latency = imp.number(request["request_latency"], "request_latency", index, unit=1000.0)
+        if ttft + itl * (completion - 1) > latency * (1 + _ROUNDING) + _ROUNDING:
+            raise BenchmarkFormatError(
+                f"{imp.where('request_latency', index)}: {latency:g} ms is shorter than the "
+                f"time to first token and the decode after it ({ttft:g} + "
+                f"{itl * (completion - 1):g} ms)."
+            )
     prompt = request.get("prompt_tokens")
     imp.add(
         index,

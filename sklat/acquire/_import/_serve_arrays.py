@@ -75,6 +75,14 @@ def read(docs, path, tool):
                 run,
                 f"no per-request arrays {missing}; write the file with {flag}",
             )
+        for key in ARRAYS + ("input_lens",):
+            if key in arrays and not isinstance(arrays[key], list):
+                raise imp_error(
+                    path,
+                    run,
+                    f"{key!r} must be a list with one entry per request, got "
+                    f"{type(arrays[key]).__name__}",
+                )
         lengths = {k: len(arrays[k]) for k in ARRAYS + ("input_lens",) if k in arrays}
         if len(set(lengths.values())) != 1:
             raise imp_error(path, run, f"per-request arrays of unequal length: {lengths}")
@@ -123,5 +131,4 @@ def _request(imp, arrays, i, index, native, descriptive):
 
 
 def imp_error(path, run, message):
-
     return BenchmarkFormatError(f"{path}: run {run} (object {run + 1} of the file): {message}.")
