@@ -67,7 +67,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        if mode == "badgzip":
+            self.send_header("Content-Encoding", "gzip")  # and a plain body
         self.end_headers()
+        if mode == "keepalive":
+            # SSE comments only, never a token, until the client gives up.
+            try:
+                for _ in range(200):
+                    self._chunk(b": ping\n\n")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            return
         if mode == "short":
             n = max(2, n // 2)
         for i in range(n):
@@ -83,6 +94,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
+            if mode == "manyevents":
+                # Ten text events per token the usage will count.
+                for j in range(10):
+                    self._chunk(_event(f" w{i}.{j}"))
+                continue
             if mode == "usage3":
                 # Continuous usage statistics, up to three tokens per event after
                 # the first: the running count says how many.
@@ -102,7 +118,7 @@ class Handler(BaseHTTPRequestHandler):
             if mode == "nousage"
             else {
                 "prompt_tokens": prompt + (1 if mode == "bos" else 0),
-                "completion_tokens": n,
+                "completion_tokens": {"badusage": "abc", "hugeusage": 10**9}.get(mode, n),
                 "total_tokens": prompt + n,
             }
         )

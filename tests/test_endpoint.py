@@ -250,3 +250,24 @@ def test_command_line_says_when_nothing_was_measured(server, tmp_path, capsys):
     assert "no request measured;" in captured.err and "was not written" in captured.err
     assert "requests in" not in captured.out
     assert re.search(r"\d+ request\(s\) failed this run", captured.err)
+
+
+@pytest.mark.parametrize(
+    "mode, error",
+    [
+        ("keepalive", r"no token for 0.5 s \(only keep-alive data\): the request stalled"),
+        ("badgzip", r"the response body could not be decoded"),
+        ("badusage", r"usage.completion_tokens = 'abc'; expected an integer"),
+        ("hugeusage", r"usage.completion_tokens = 1000000000; expected an integer in 0..1048577"),
+        ("manyevents", r"the stream carried \d+ token events but the server counted \d+"),
+    ],
+)
+def test_hostile_servers_give_logged_failures_not_a_hang_or_a_crash(server, tmp_path, mode, error):
+    import time
+
+    start = time.monotonic()
+    path = _profile(server, mode, tmp_path, timeout=0.5)
+    assert time.monotonic() - start < 30
+    failures = _failures(path)
+    assert len(failures) == 4 and not path.exists()
+    assert all(re.search(error, f["error"]) for f in failures), failures[0]

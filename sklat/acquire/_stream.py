@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 # network reads behind one iterator); pinned below 0.5 in the extra.
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
+from .._constants import MAX_OUTPUT_TOKENS
+
+# Most tokens a server may report for one request (prompt or output): the
+# longest output sklat trains on, and its first token.
+MAX_TOKENS = MAX_OUTPUT_TOKENS + 1
+
 
 class EndpointError(RuntimeError):
     """A request that did not complete as a measurement (HTTP error, stall,
@@ -63,22 +69,31 @@ def _event_tokens(obj, api, state):
     usage = obj.get("usage")
     timings = obj.get("timings")
     if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-        running = int(usage["completion_tokens"])
+        running = _token_count(usage["completion_tokens"], "usage.completion_tokens")
         state["completion_tokens"] = running
         if usage.get("prompt_tokens") is not None:
-            state["prompt_tokens"] = int(usage["prompt_tokens"])
+            state["prompt_tokens"] = _token_count(usage["prompt_tokens"], "usage.prompt_tokens")
         # Continuous usage statistics: a running count on every event. A closing
         # summary (no text, a finish_reason) counts nothing by itself.
         if choices and (text or not choice.get("finish_reason")):
             count = running - state.get("counted", 0)
             state["counted"] = running
     elif isinstance(timings, dict) and timings.get("predicted_n") is not None:
-        running = int(timings["predicted_n"])
+        running = _token_count(timings["predicted_n"], "timings.predicted_n")
         count = running - state.get("counted", 0)
         state["counted"] = running
     elif isinstance(logprobs, list):
         count = len(logprobs)
     return bool(text) or bool(count), count
+
+
+def _token_count(value, what):
+    """A token count the server reported: an integer in ``0..MAX_TOKENS``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise EndpointError(
+            f"the server reported {what} = {value!r}; expected an integer in 0..{MAX_TOKENS}"
+        )
+    return value
 
 
 def stream(client, url, body, api, timeout):
@@ -92,6 +107,9 @@ def stream(client, url, body, api, timeout):
 
     out = Reads(start_ns=time.perf_counter_ns())
     state = {}
+    # The timeout bounds the wait for the next token, not for the next network
+    # read: a server that only sends keep-alive comments stalls all the same.
+    last_token_ns = out.start_ns
     try:
         with client.stream("POST", url, json=body, timeout=timeout) as response:
             out.server = response.headers.get("server", "")
@@ -126,11 +144,18 @@ def stream(client, url, body, api, timeout):
                         tokens = None if tokens is None or count is None else tokens + count
                 if n_events:
                     out.reads.append((now, n_events, tokens))
+                    last_token_ns = now
+                elif now - last_token_ns > timeout * 1e9:
+                    raise EndpointError(
+                        f"no token for {timeout} s (only keep-alive data): the request stalled"
+                    )
             out.end_ns = time.perf_counter_ns()
     except httpx.TimeoutException:
         raise EndpointError(f"no data for {timeout} s: the request stalled") from None
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         raise EndpointError(f"the connection dropped mid-stream ({exc})") from None
+    except httpx.DecodingError as exc:
+        raise EndpointError(f"the response body could not be decoded ({exc})") from None
     out.finish_reason = state.get("finish_reason")
     out.completion_tokens = state.get("completion_tokens")
     out.prompt_tokens = state.get("prompt_tokens")
@@ -142,6 +167,13 @@ def stream(client, url, body, api, timeout):
         raise EndpointError(
             "the server reported no output token count (usage); profile with an --engine "
             "that asks for it"
+        )
+    events = sum(n for _, n, _ in out.reads)
+    if events > out.completion_tokens:
+        # Every event that carried text carried at least one token.
+        raise EndpointError(
+            f"the stream carried {events} token events but the server counted "
+            f"{out.completion_tokens} output tokens"
         )
     return out
 
