@@ -92,11 +92,12 @@ def read_done(path, setup, columns, keys=KEY_COLUMNS):
 
 
 def _key_part(value):
-    return (
-        None
-        if value in ("", None) or (isinstance(value, float) and np.isnan(value))
-        else int(value)
-    )
+    """A key column's value as the grid names it: None where empty, an int
+    where whole (a count), else a float (a request rate)."""
+    if value in ("", None) or (isinstance(value, float) and np.isnan(value)):
+        return None
+    number = float(value)
+    return int(number) if number.is_integer() else number
 
 
 def safe_name(text):

@@ -143,8 +143,21 @@ def test_bad_arguments_are_refused_before_any_request(tmp_path):
         profile_endpoint("localhost:8000", tmp_path, model="m")
     with pytest.raises(ValueError, match=r"engine must be one of"):
         profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", engine="tgi")
-    with pytest.raises(ValueError, match=r"concurrency must be an integer >= 1"):
-        profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", concurrency=0)
+    for bad, message in [
+        (dict(concurrency=0), r"concurrency must be integers >= 1; got 0"),
+        (dict(concurrency=-2), r"concurrency must be integers >= 1; got -2"),
+        (dict(concurrency=[1, "x"]), r"concurrency must be integers >= 1; got 'x'"),
+        (dict(concurrency=float("nan")), r"concurrency must be integers >= 1; got nan"),
+        (dict(concurrency=[]), r"concurrency must not be an empty list"),
+        (dict(concurrency=[2, 2]), r"a load level is listed twice"),
+        (dict(request_rate=0), r"request_rate must be finite numbers .* > 0; got 0"),
+        (dict(request_rate=[1, float("inf")]), r"request_rate must be finite .*; got inf"),
+        (dict(request_rate="fast"), r"request_rate must be a number or a list"),
+        (dict(retries=-1), r"retries must be an integer >= 0"),
+        (dict(concurrency=None), r"give at least one load level"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", **bad)
     with pytest.raises(ValueError, match=r"output_tokens must be a non-empty list"):
         profile_endpoint("http://127.0.0.1:9", tmp_path, model="m", output_tokens=[0])
     # Nothing listening: one clear error, nothing written.
@@ -156,7 +169,8 @@ def test_bad_arguments_are_refused_before_any_request(tmp_path):
 def test_concurrent_requests_all_land(server, tmp_path):
     path = _profile(server, "ok", tmp_path, concurrency=3, repeats=2)
     frame = pd.read_csv(path)
-    assert len(frame) == 8 and set(frame["concurrency"]) == {3}
+    assert len(frame) == 8 and set(frame["max_concurrency"]) == {3}
+    assert frame["concurrency"].between(1.0, 3.0 + 1e-9).all()
     keys = set(zip(frame["text_tokens_asked"], frame["output_tokens_asked"], frame["repeat"]))
     assert len(keys) == 8
 
@@ -271,3 +285,116 @@ def test_hostile_servers_give_logged_failures_not_a_hang_or_a_crash(server, tmp_
     failures = _failures(path)
     assert len(failures) == 4 and not path.exists()
     assert all(re.search(error, f["error"]) for f in failures), failures[0]
+
+
+def test_a_closed_loop_sweep_records_each_requests_measured_load(server, tmp_path):
+    grid = {**GRID, "prompt_tokens": [8, 16], "output_tokens": [6, 12], "repeats": 2}
+    path = profile_endpoint(
+        server.url("ok"), tmp_path, model="m", dataset="d", concurrency=[1, 4], **grid
+    )
+    frame = pd.read_csv(path)
+    assert sorted(frame["max_concurrency"].value_counts().items()) == [(1, 8), (4, 8)]
+    assert frame["request_rate"].isna().all()
+    alone = frame[frame["max_concurrency"] == 1]["concurrency"]
+    shared = frame[frame["max_concurrency"] == 4]["concurrency"]
+    # One at a time: each request alone with itself; four at a time: never more
+    # than four, and more than one on average.
+    np.testing.assert_allclose(alone, 1.0)
+    assert (shared >= 1.0).all() and (shared <= 4.0 + 1e-9).all() and shared.mean() > 1.5
+    # A rerun measures nothing; a new level only that level.
+    assert (
+        len(
+            pd.read_csv(
+                profile_endpoint(
+                    server.url("ok"), tmp_path, model="m", dataset="d", concurrency=[1, 4], **grid
+                )
+            )
+        )
+        == 16
+    )
+    again = pd.read_csv(
+        profile_endpoint(
+            server.url("ok"), tmp_path, model="m", dataset="d", concurrency=[1, 2, 4], **grid
+        )
+    )
+    assert sorted(again["max_concurrency"].value_counts().items()) == [(1, 8), (2, 8), (4, 8)]
+
+
+def test_an_open_loop_rate_sends_at_seeded_arrivals(server, tmp_path):
+    grid = {**GRID, "prompt_tokens": [8], "output_tokens": [6, 12], "repeats": 3}
+    path = profile_endpoint(
+        server.url("ok"),
+        tmp_path,
+        model="m",
+        dataset="d",
+        concurrency=None,
+        request_rate=[50.0, 2.5],
+        **grid,
+    )
+    frame = pd.read_csv(path)
+    assert frame["max_concurrency"].isna().all()
+    assert sorted(frame["request_rate"].value_counts().items()) == [(2.5, 6), (50.0, 6)]
+    assert (frame["concurrency"] >= 1.0).all()
+    # Resumed by rate: nothing new.
+    assert (
+        len(
+            pd.read_csv(
+                profile_endpoint(
+                    server.url("ok"),
+                    tmp_path,
+                    model="m",
+                    dataset="d",
+                    concurrency=None,
+                    request_rate=[50.0, 2.5],
+                    **grid,
+                )
+            )
+        )
+        == 12
+    )
+
+
+def test_requests_refused_for_now_are_sent_again_and_none_is_lost(server, tmp_path):
+    grid = {**GRID, "prompt_tokens": [8, 16], "output_tokens": [6], "repeats": 3}
+    path = profile_endpoint(
+        server.url("busy"), tmp_path, model="m", dataset="d", concurrency=3, **grid
+    )
+    assert len(pd.read_csv(path)) == 6 and not _failures(path)
+    # Out of retries: each is a logged failure that names the answer.
+    path = profile_endpoint(
+        server.url("busy"), tmp_path / "b", model="m", dataset="d", concurrency=3, retries=0, **grid
+    )
+    failures = _failures(path)
+    assert failures and all("HTTP 429" in f["error"] or "HTTP 503" in f["error"] for f in failures)
+    assert len(failures) + (len(pd.read_csv(path)) if path.exists() else 0) == 6
+    assert {f["max_concurrency"] for f in failures} == {3}
+
+
+def test_the_mean_in_flight_count_is_time_weighted():
+    from sklat.acquire._load import mean_in_flight
+
+    starts, ends = np.array([0.0, 2.0, 3.0]), np.array([10.0, 4.0, 8.0])
+    # Over [2, 6]: the first all along (4), the second 2..4 (2), the third 3..6 (3).
+    assert mean_in_flight(starts, ends, 2.0, 6.0) == pytest.approx((4 + 2 + 3) / 4)
+    assert mean_in_flight(starts, ends, 3.0, 3.0) == 3.0
+    assert mean_in_flight(starts, ends, 20.0, 30.0) == 0.0
+
+
+def test_command_line_sweeps_levels_and_refuses_a_bad_list(server, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["profile", "--endpoint", server.url("ok"), "--model", "m", "--output_dir", str(out)]
+    args += ["--prompt_tokens", "8", "--output_tokens", "4", "--repeats", "2", "--warmup", "0"]
+    assert main([*args, "--request_rate", "40", "-q"]) == 0
+    frame = pd.read_csv(out / "m" / "requests.csv")
+    # Only the rate asked for: no closed-loop level unless named.
+    assert frame["max_concurrency"].isna().all() and set(frame["request_rate"]) == {40.0}
+    assert main([*args, "--concurrency", "1,2", "-q"]) == 0
+    frame = pd.read_csv(out / "m" / "requests.csv")
+    assert len(frame) == 6 and set(frame["max_concurrency"].dropna()) == {1, 2}
+    with pytest.raises(SystemExit):
+        main([*args, "--concurrency", "1,two"])
+    assert "expected comma-separated integers" in capsys.readouterr().err
+    assert main([*args, "--request_rate", "0"]) == 2
+    assert "request_rate must be finite numbers of requests per second > 0" in (
+        capsys.readouterr().err
+    )

@@ -121,3 +121,22 @@ def test_profile_a_transformers_server_then_train(served, tmp_path, capsys):
     assert main(train) == 0
     metrics = json.loads((trained / "metrics.json").read_text())
     assert np.isfinite(metrics["train"]["total_decode_mape_pct"])
+
+
+def test_profile_a_real_server_under_load(served, tmp_path):
+    url, model = served
+    out = tmp_path / "results"
+    args = ["profile", "--endpoint", url, "--model", model, "--engine", "transformers"]
+    args += ["--prompt_tokens", "8,32", "--output_tokens", "12", "--repeats", "2"]
+    args += ["--concurrency", "1,4", "--output_dir", str(out), "--dataset", "load", "-q"]
+    # A request whose first read bunched two tokens is logged; a rerun retries it.
+    for _ in range(5):
+        assert main(args) == 0
+        frame = pd.read_csv(out / "load" / "requests.csv")
+        if len(frame) == 8:
+            break
+    assert len(frame) == 8
+    alone = frame[frame["max_concurrency"] == 1]["concurrency"]
+    shared = frame[frame["max_concurrency"] == 4]["concurrency"]
+    np.testing.assert_allclose(alone, 1.0)
+    assert (shared >= 1.0).all() and (shared <= 4.0 + 1e-9).all()

@@ -66,6 +66,15 @@ def int_list(text):
         ) from None
 
 
+def float_list(text):
+    try:
+        return [float(s) for s in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
 def context_features(text):
     if text in ("auto", "none"):
         return None if text == "none" else "auto"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..acquire import profile_endpoint
 from ..acquire._endpoint import APIS, ENGINE_FIELDS, FAILED_LOG, dataset_name
+from ._options import float_list, int_list
 from .importing import parse_set
 
 # In-process options that mean nothing for a running engine, with their defaults.
@@ -24,7 +25,9 @@ ENDPOINT_ONLY = {
     "api": "completions",
     "engine": "openai",
     "set": [],
-    "concurrency": 1,
+    "concurrency": None,
+    "request_rate": None,
+    "retries": 3,
     "timeout": 60.0,
     "prompt_mismatch": "record",
     "extra_body": None,
@@ -57,8 +60,30 @@ def add_endpoint_arguments(prof, add):
         metavar="COLUMN=VALUE",
         help="with --endpoint: constant configuration columns, e.g. --set top_k=2 gpu=h100",
     )
-    add(prof, "concurrency", type=int, default=1, help="requests in flight at once (1)")
-    add(prof, "timeout", type=float, default=60.0, help="seconds without data = stalled (60)")
+    add(
+        prof,
+        "concurrency",
+        type=int_list,
+        default=None,
+        help="closed-loop load levels: requests in flight at once, e.g. 1,2,4,8; the grid "
+        "is measured at each (1 unless --request_rate is given)",
+    )
+    add(
+        prof,
+        "request_rate",
+        type=float_list,
+        default=None,
+        help="open-loop load levels: requests per second sent at seeded Poisson arrivals, "
+        "e.g. 2,4,8; the grid is measured at each (after the --concurrency levels)",
+    )
+    add(
+        prof,
+        "retries",
+        type=int,
+        default=3,
+        help="times a request refused with HTTP 429 or 503 is sent again (3)",
+    )
+    add(prof, "timeout", type=float, default=60.0, help="seconds without a token = stalled (60)")
     add(
         prof,
         "prompt_mismatch",
@@ -103,7 +128,9 @@ def run_endpoint(args):
         api=args.api,
         engine=args.engine,
         set_columns=parse_set(args.set),
-        concurrency=args.concurrency,
+        concurrency=(args.concurrency if args.concurrency is not None or args.request_rate else 1),
+        request_rate=args.request_rate,
+        retries=args.retries,
         timeout=args.timeout,
         prompt_mismatch=args.prompt_mismatch,
         extra_body=args.extra_body,

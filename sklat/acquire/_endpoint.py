@@ -17,7 +17,7 @@ import platform
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from .._results import (
     safe_name,
 )
 from .._version import __version__
+from ._load import InFlight, check_levels, run_level
 
 APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 # Request fields that make each engine produce exactly ``n`` tokens (the end of
@@ -72,7 +73,12 @@ ENGINE_FIELDS = {
     },
 }
 FAILED_LOG = "failed_requests.log"
-KEYS = ("text_tokens_asked", "output_tokens_asked", "repeat")
+KEYS = ("text_tokens_asked", "output_tokens_asked", "repeat", "max_concurrency", "request_rate")
+# A server that refuses a request for now (too many requests, overloaded) is
+# asked again after a pause: 0.25 s, doubling, or what its Retry-After says,
+# at most the timeout.
+RETRY_STATUSES = (429, 503)
+_FIRST_PAUSE_S = 0.25
 # Words the prompts are drawn from: common English words, one token each in
 # most vocabularies. Prompts differ between requests so that a prefix cache
 # does not shorten the prefill; the server's own count is what is recorded.
@@ -109,12 +115,12 @@ def _columns(set_columns):
         + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, SEGMENT_TOKENS_COL, SEGMENT_MS_COL]
         + ["text_tokens_asked", "output_tokens_asked", "e2e_ms", "finish_reason", "segments"]
         + ["repeat", "endpoint", "api", "engine", "server", "server_version", "model"]
-        + ["concurrency", "seed"]
+        + ["concurrency", "max_concurrency", "request_rate", "seed"]
         + ["run_id", "sklat_version", "httpx_version", "python_version"]
     )
 
 
-def _check(endpoint, model, api, engine, concurrency, timeout, prompt_mismatch, lists):
+def _check(endpoint, model, api, engine, retries, timeout, prompt_mismatch, lists):
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise ValueError(f"endpoint must be an http:// or https:// URL; got {endpoint!r}.")
     if not model:
@@ -125,8 +131,8 @@ def _check(endpoint, model, api, engine, concurrency, timeout, prompt_mismatch, 
         raise ValueError(f"engine must be one of {sorted(ENGINE_FIELDS)}; got {engine!r}.")
     if prompt_mismatch not in ("record", "refuse"):
         raise ValueError(f"prompt_mismatch must be 'record' or 'refuse'; got {prompt_mismatch!r}.")
-    if not (isinstance(concurrency, int) and concurrency >= 1):
-        raise ValueError(f"concurrency must be an integer >= 1; got {concurrency!r}.")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0; got {retries!r}.")
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}.")
     return {name: check_lengths(values, name) for name, values in lists.items()}
@@ -144,6 +150,8 @@ def profile_endpoint(
     engine="openai",
     set_columns=None,
     concurrency=1,
+    request_rate=None,
+    retries=3,
     timeout=60.0,
     prompt_mismatch="record",
     extra_body=None,
@@ -186,10 +194,24 @@ def profile_endpoint(
         ``max_tokens``.
     set_columns : dict, default=None
         Constant configuration columns of every row (``{"top_k": 2, "gpu": "h100"}``).
-    concurrency : int, default=1
-        Requests in flight at once (recorded as a column).
+    concurrency : int, list of int or None, default=1
+        Closed-loop load levels: at each, the whole grid with that many
+        requests in flight at once (a new one sent as one ends). Each row
+        records its level as ``max_concurrency``. ``None``: none (with
+        ``request_rate``).
+    request_rate : float or list of float, default=None
+        Open-loop load levels, in requests per second: at each, the whole grid
+        sent at seeded Poisson arrival times whatever is in flight (as vLLM and
+        GuideLLM benchmark). Each row records its level as ``request_rate``.
+        Every row's ``concurrency`` is the time-weighted mean number of this
+        client's requests in flight (itself included) from its first token to
+        its end, computed from the measured times.
+    retries : int, default=3
+        Times a request refused with HTTP 429 or 503 is sent again, after a
+        pause (0.25 s doubling, or the server's ``Retry-After``, at most
+        ``timeout``); after the last, it is a logged failure.
     timeout : float, default=60.0
-        Seconds without data after which a request counts as stalled.
+        Seconds without a token after which a request counts as stalled.
     prompt_mismatch : {"record", "refuse"}, default="record"
         When the server counts a prompt differently from what was asked:
         record its count, or stop with an error.
@@ -229,12 +251,13 @@ def profile_endpoint(
     """
     httpx = _import_httpx()
 
+    levels = check_levels(concurrency, request_rate)
     lists = _check(
         endpoint,
         model,
         api,
         engine,
-        concurrency,
+        retries,
         timeout,
         prompt_mismatch,
         {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "repeats": [repeats]},
@@ -249,26 +272,55 @@ def profile_endpoint(
         "model": model,
         "api": api,
         "engine": engine,
-        "concurrency": concurrency,
         "seed": seed,
         **set_columns,
     }
-    jobs = _pending_jobs(lists, read_done(path, setup, columns, keys=KEYS), seed)
+    done = read_done(path, setup, columns, keys=KEYS)
+    work = [(level, _pending_jobs(lists, level, done, seed)) for level in levels]
     descriptive = _descriptive(setup, httpx)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with httpx.Client() as client:
+    # A closed loop needs as many connections as requests in flight.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    with httpx.Client(limits=limits) as client:
         _warm_up(client, url, api, engine, model, extra_body, timeout, warmup)
         descriptive["server_version"] = _server_version(client, endpoint, httpx)
         recorder = _Recorder(path, columns, descriptive, prompt_mismatch)
-        with progress_bar(len(jobs), progress) as bar:
-
-            def run(job):
-                row = _measure(client, url, job, api, engine, model, extra_body, timeout, seed)
-                recorder.record(job, row)
-                bar.update(1)
-
-            _run_concurrently(run, jobs, concurrency)
+        request = partial(
+            _measure,
+            client,
+            url,
+            api=api,
+            engine=engine,
+            model=model,
+            extra=extra_body,
+            timeout=timeout,
+            seed=seed,
+            retries=retries,
+        )
+        with progress_bar(sum(len(jobs) for _, jobs in work), progress) as bar:
+            for level, jobs in work:
+                _run_level(request, recorder, bar, level, jobs, seed)
     return path
+
+
+def _run_level(request, recorder, bar, level, jobs, seed):
+    """Measure ``jobs`` at one load ``level``; the rows are written when the
+    level ends (on Ctrl-C too: the requests in flight finish first), once
+    every request's time in flight is known."""
+    in_flight, finished = InFlight(), []
+
+    def run(job):
+        finished.append((job, request(job, in_flight)))
+        bar.update(1)
+
+    try:
+        run_level(run, jobs, level, seed)
+    finally:
+        for job, row in finished:
+            if "error" not in row:
+                first_ns, end_ns = row.pop("_decode_ns")
+                row["concurrency"] = round(in_flight.mean_over(first_ns, end_ns), 6)
+            recorder.record(job, row)
 
 
 def _descriptive(setup, httpx):
@@ -282,15 +334,15 @@ def _descriptive(setup, httpx):
     }
 
 
-def _pending_jobs(lists, done, seed):
-    """The grid's ``(prompt, output, repeat)`` requests not yet in the
-    results file, in a seeded order."""
+def _pending_jobs(lists, level, done, seed):
+    """The grid's ``(prompt, output, repeat, max_concurrency, request_rate)``
+    requests at ``level`` not yet in the results file, in a seeded order."""
     jobs = [
-        (p, n, r)
+        (p, n, r, level.max_concurrency, level.request_rate)
         for p in lists["prompt_tokens"]
         for n in lists["output_tokens"]
         for r in range(lists["repeats"][0])
-        if (p, n, r) not in done
+        if (p, n, r, level.max_concurrency, level.request_rate) not in done
     ]
     np.random.RandomState(seed).shuffle(jobs)
     return jobs
@@ -313,17 +365,6 @@ class _Recorder:
             else:
                 _check_prompt(row, self.prompt_mismatch)
                 self.append(self.path, self.columns, {**self.descriptive, **row})
-
-
-def _run_concurrently(run, jobs, concurrency):
-    pool = ThreadPoolExecutor(concurrency)
-    try:
-        for future in [pool.submit(run, job) for job in jobs]:
-            future.result()
-    finally:
-        # On Ctrl-C or an error, requests not started are dropped; those in
-        # flight finish and keep their rows.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _import_httpx():
@@ -382,23 +423,35 @@ def _warm_up(client, url, api, engine, model, extra, timeout, n):
             raise ValueError(f"the warm-up request to {url} failed: {exc}{hint}") from None
 
 
-def _measure(client, url, job, api, engine, model, extra, timeout, seed):
-    """One row (a dict), or ``{"error": ...}``."""
+def _measure(client, url, job, in_flight, *, api, engine, model, extra, timeout, seed, retries):
+    """One row (a dict; ``_decode_ns``: its first token's and end's
+    ``perf_counter_ns``), or ``{"error": ...}``. Every attempt's time in flight
+    goes to ``in_flight``."""
+    # httpx and httpx-sse (which _stream needs) come with the endpoint extra.
     import httpx
 
     from ._stream import EndpointError, measurement, stream
 
-    prompt_n, n, repeat = job
+    prompt_n, n, repeat, max_concurrency, request_rate = job
     rng = np.random.RandomState([seed, prompt_n, n, repeat])
     words = [WORDS[i] for i in rng.randint(0, len(WORDS), prompt_n)]
     body = _body(api, engine, model, " ".join(words), n + 1, extra)
-    try:
-        reads = stream(client, url, body, api, timeout)
-        ttft, decode, received, segments, why = measurement(reads)
-    except httpx.ConnectError as exc:
-        return {"error": f"cannot connect: {exc}"}
-    except EndpointError as exc:
-        return {"error": str(exc)}
+    for attempt in range(retries + 1):
+        sent = time.perf_counter_ns()
+        try:
+            reads = stream(client, url, body, api, timeout)
+            ttft, decode, received, segments, why = measurement(reads)
+            break
+        except httpx.ConnectError as exc:
+            return {"error": f"cannot connect: {exc}"}
+        except EndpointError as exc:
+            if exc.status not in RETRY_STATUSES or attempt == retries:
+                suffix = f" (after {attempt + 1} attempts)" if attempt else ""
+                return {"error": f"{exc}{suffix}"}
+            pause = exc.retry_after if exc.retry_after is not None else _FIRST_PAUSE_S * 2**attempt
+            time.sleep(min(pause, timeout))
+        finally:
+            in_flight.add(sent, time.perf_counter_ns())
     if received < 1:
         return {"error": f"{reads.completion_tokens} output token(s): no decode step"}
     return {
@@ -416,6 +469,9 @@ def _measure(client, url, job, api, engine, model, extra, timeout, seed):
         "segments": why,
         "server": reads.server,
         "repeat": repeat,
+        "max_concurrency": max_concurrency,
+        "request_rate": request_rate,
+        "_decode_ns": (reads.reads[0][0], reads.end_ns),
     }
 
 
@@ -434,6 +490,8 @@ def _log_failure(path, job, error):
         "text_tokens_asked": job[0],
         "output_tokens_asked": job[1],
         "repeat": job[2],
+        "max_concurrency": job[3],
+        "request_rate": job[4],
         "error": error,
     }
     with open(path, "a") as f:

@@ -34,7 +34,13 @@ MAX_TOKENS = MAX_OUTPUT_TOKENS + 1
 
 class EndpointError(RuntimeError):
     """A request that did not complete as a measurement (HTTP error, stall,
-    malformed or dropped stream, no token count); recorded, not kept."""
+    malformed or dropped stream, no token count); recorded, not kept.
+    ``status``: the HTTP status of a refused request, else None;
+    ``retry_after``: the seconds its ``Retry-After`` header asked for, or None."""
+
+    def __init__(self, message, status=None, retry_after=None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
 
 
 @dataclass
@@ -87,6 +93,15 @@ def _event_tokens(obj, api, state):
     return bool(text) or bool(count), count
 
 
+def _seconds(header):
+    """A ``Retry-After`` header's seconds (a date form is not read), or None."""
+    try:
+        value = float(header)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 and value == value else None
+
+
 def _token_count(value, what):
     """A token count the server reported: an integer in ``0..MAX_TOKENS``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
@@ -115,7 +130,11 @@ def stream(client, url, body, api, timeout):
             out.server = response.headers.get("server", "")
             if response.status_code != 200:
                 text = response.read().decode("utf-8", "replace").strip()
-                raise EndpointError(f"HTTP {response.status_code}: {text[:300]}")
+                raise EndpointError(
+                    f"HTTP {response.status_code}: {text[:300]}",
+                    status=response.status_code,
+                    retry_after=_seconds(response.headers.get("retry-after")),
+                )
             kind = response.headers.get("content-type", "").partition(";")[0]
             if kind != "text/event-stream":
                 raise EndpointError(

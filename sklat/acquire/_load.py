@@ -1,0 +1,140 @@
+"""The load a profiled request ran under: the sweep's levels, how each level
+sends its requests, and the load each request saw.
+
+A level is closed loop (``max_concurrency``: that many requests in flight, a
+new one sent as one ends) or open loop (``request_rate``: requests sent at
+seeded Poisson arrival times whatever is in flight, as vLLM's and GuideLLM's
+benchmarks send them). Every request records when it was in flight; its
+``concurrency`` is the time-weighted mean number of this client's requests in
+flight (itself included) from its first token to its end, the stretch its
+decode ran in, computed from those times rather than taken from the setting.
+"""
+
+import math
+import numbers
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+# Threads of an open-loop level: requests beyond this many in flight wait for
+# a free thread (and their measured load says so).
+MAX_OPEN_LOOP_THREADS = 256
+
+
+@dataclass(frozen=True)
+class Level:
+    """One load setting: ``max_concurrency`` (closed loop) or ``request_rate``
+    (requests per second, open loop); the other is None."""
+
+    max_concurrency: int | None = None
+    request_rate: float | None = None
+
+    def __str__(self):
+        if self.max_concurrency is not None:
+            return f"concurrency {self.max_concurrency}"
+        return f"request rate {self.request_rate:g}/s"
+
+
+def check_levels(concurrency, request_rate):
+    """The sweep's levels: each ``concurrency`` (an integer >= 1, or a list of
+    them), then each ``request_rate`` (a finite number > 0, or a list); None
+    gives none of that kind. Raises ``ValueError`` naming the first bad entry."""
+    levels = []
+    for value in _entries(concurrency, "concurrency"):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"concurrency must be integers >= 1; got {value!r}.")
+        levels.append(Level(max_concurrency=int(value)))
+    for value in _entries(request_rate, "request_rate"):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(
+                f"request_rate must be finite numbers of requests per second > 0; got {value!r}."
+            )
+        levels.append(Level(request_rate=float(value)))
+    if not levels:
+        raise ValueError("give at least one load level: concurrency or request_rate.")
+    if len(set(levels)) != len(levels):
+        raise ValueError("a load level is listed twice.")
+    return levels
+
+
+def _entries(values, name):
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} must be a number or a list of numbers; got {values!r}.")
+    if isinstance(values, numbers.Number):
+        return [values]
+    entries = list(values)
+    if not entries:
+        raise ValueError(f"{name} must not be an empty list.")
+    return entries
+
+
+def arrival_times(n, rate, seed):
+    """Seconds after the level's start at which its ``n`` requests are sent:
+    a Poisson process of ``rate`` per second, seeded."""
+    gaps = np.random.RandomState([seed, int(rate * 1000) % 2**32]).exponential(1.0 / rate, n)
+    return np.concatenate(([0.0], np.cumsum(gaps)[:-1])) if n else gaps
+
+
+def run_level(run, jobs, level, seed):
+    """Run ``run(job)`` for every job: with ``max_concurrency`` threads, or
+    sent at Poisson arrival times. On Ctrl-C or an error, jobs not yet sent
+    are dropped; those in flight finish."""
+    if level.max_concurrency is not None:
+        pool = ThreadPoolExecutor(level.max_concurrency)
+        submit_at = None
+    else:
+        pool = ThreadPoolExecutor(min(max(len(jobs), 1), MAX_OPEN_LOOP_THREADS))
+        submit_at = arrival_times(len(jobs), level.request_rate, seed)
+    start = time.monotonic()
+    futures = []
+    try:
+        for k, job in enumerate(jobs):
+            if submit_at is not None:
+                time.sleep(max(0.0, start + submit_at[k] - time.monotonic()))
+            futures.append(pool.submit(run, job))
+        for future in futures:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InFlight:
+    """The intervals (``perf_counter_ns`` start and end) during which this
+    client had requests in flight at one level, from any thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._starts, self._ends = [], []
+
+    def add(self, start_ns, end_ns):
+        with self._lock:
+            self._starts.append(start_ns)
+            self._ends.append(end_ns)
+
+    def mean_over(self, window_start_ns, window_end_ns):
+        """Time-weighted mean number of intervals covering the window (at its
+        start where the window has no length)."""
+        with self._lock:
+            starts = np.asarray(self._starts, dtype=np.float64)
+            ends = np.asarray(self._ends, dtype=np.float64)
+        return mean_in_flight(starts, ends, window_start_ns, window_end_ns)
+
+
+def mean_in_flight(starts, ends, window_start, window_end):
+    """Time-weighted mean count of the intervals ``[starts, ends)`` over the
+    window ``[window_start, window_end]``; at ``window_start`` for an empty
+    window."""
+    if window_end <= window_start:
+        return float(np.sum((starts <= window_start) & (window_start < ends)))
+    overlap = np.minimum(ends, window_end) - np.maximum(starts, window_start)
+    return float(np.clip(overlap, 0.0, None).sum() / (window_end - window_start))
