@@ -72,6 +72,18 @@ def vllm_run(requests=REQUESTS, **extra):
     return out
 
 
+def timed(run, start_times):
+    """``run`` as recent vLLM writes it: ``latencies`` (s from sending to the
+    last token; 0.0 for a request that failed) and ``start_times``
+    (``time.perf_counter()`` when sent)."""
+    run["start_times"] = list(start_times)
+    run["latencies"] = [
+        0.0 if error else ttft + sum(itl)
+        for ttft, itl, error in zip(run["ttfts"], run["itls"], run["errors"])
+    ]
+    return run
+
+
 def write_vllm(path, runs):
     """``json.dump`` each run; ``--append-result`` writes "\\n" between runs."""
     with open(path, "w", encoding="utf-8") as f:
@@ -161,7 +173,16 @@ def write_aiperf(path, requests=REQUESTS, unit="ms"):
             "turn_index": 0,
             "request_start_ns": 1759813207532900363 + k * 10**9,
             "request_ack_ns": None,
-            "request_end_ns": 1759813207838764604 + k * 10**9,
+            # The end of the last response (or of the error): after the
+            # start by the request's latency, plus the closing read.
+            "request_end_ns": 1759813207532900363
+            + k * 10**9
+            + 250_000
+            + (
+                0
+                if failed
+                else int(1e6 * (prefill_ms(prompt) + sum(_events(prompt, completion, chunks)[0])))
+            ),
             "worker_id": "worker_1",
             "record_processor_id": "record_processor_1",
             "benchmark_phase": "profiling",
@@ -234,12 +255,18 @@ def guidellm_report(requests=REQUESTS, sampled_total=None):
             "output_tokens": 0 if failed else completion,
         }
         if failed:
-            errored.append(stats)
+            start = 1000.0 + 0.05 * k
+            errored.append({**stats, "request_start_time": start, "request_end_time": start + 0.01})
             continue
         gaps, _ = _events(prompt, completion, chunks)
         ttft = prefill_ms(prompt)
+        # Computed fields of request_stats.py: start and end in seconds (the
+        # requests sent 50 ms apart), the latency their difference.
+        start = 1000.0 + 0.05 * k
         stats.update(
             {
+                "request_start_time": start,
+                "request_end_time": start + (ttft + sum(gaps)) / 1000,
                 "time_to_first_token_ms": ttft,
                 "inter_token_latency_ms": sum(gaps) / (completion - 1) if completion > 1 else None,
                 "request_latency": (ttft + sum(gaps)) / 1000,

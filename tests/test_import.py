@@ -11,6 +11,7 @@ from sklat.io import read_benchmark
 
 from ._benchmark_files import (
     REQUESTS,
+    timed,
     guidellm_report,
     llamacpp_lines,
     prefill_ms,
@@ -141,7 +142,10 @@ def test_llmperf_totals_only_and_stray_entries_skipped(tmp_path):
     s = _accounted(frame)
     _check_convention(frame)
     assert s["totals_only"] == {"the tool records per-request totals only": 3}
-    assert s["notes"] == ["3 list entries that are not request objects skipped"]
+    assert s["notes"] == [
+        "3 list entries that are not request objects skipped",
+        "concurrency not reconstructed (the tool records no request times)",
+    ]
     assert frame[SEG_T].isna().all()
 
 
@@ -156,7 +160,11 @@ def test_guidellm_report_json_and_yaml(tmp_path, suffix):
     s = _accounted(frame)
     _check_convention(frame)
     assert s["imported"] == 3 and s["kept_out"]["errored"] == 1
-    assert s["notes"] == ["benchmark 0 holds a sample: 4 of 40 successful requests"]
+    assert s["notes"] == [
+        "benchmark 0 holds a sample: 4 of 40 successful requests",
+        "concurrency not reconstructed (benchmark 0 holds a sample of its requests)",
+    ]
+    assert "concurrency" not in frame.columns
 
 
 def test_llamacpp_final_responses_and_per_token_timings(tmp_path):
@@ -386,3 +394,76 @@ def test_aiperf_metrics_of_the_wrong_type_and_gaps_past_the_request(tmp_path):
         BenchmarkFormatError, match=r"the gaps add up to .* more than request_latency"
     ):
         read_benchmark(late)
+
+
+# ------------------------------------------------------------ load from times
+def _in_flight_mean(intervals, first, last):
+    """The mean count over [first, last] by brute force on a fine grid."""
+    grid = np.linspace(first, last, 20001)[:-1] + (last - first) / 40000
+    return np.mean([sum(s <= t < e for s, e in intervals) for t in grid])
+
+
+def test_vllm_start_times_give_each_requests_measured_concurrency(tmp_path):
+    run = timed(vllm_run(), [0.0, 0.01, 0.02, 0.5, 0.03])
+    frame = read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+    s = _accounted(frame)
+    assert "concurrency reconstructed for 3 requests from their times in flight" in s["notes"]
+    assert "1 failed requests' times in flight not recorded (not counted)" in s["notes"]
+    intervals = [
+        (start, start + latency)
+        for start, latency in zip(run["start_times"], run["latencies"])
+        if latency > 0
+    ]
+    for _, row in frame.iterrows():
+        i = run["input_lens"].index(row["text_tokens"])
+        first = run["start_times"][i] + run["ttfts"][i]
+        last = run["start_times"][i] + run["latencies"][i]
+        assert row["concurrency"] == pytest.approx(
+            _in_flight_mean(intervals, first, last), abs=2e-3
+        )
+        assert row["concurrency"] >= 1.0
+    # Requests sent one after another, none overlapping: alone.
+    apart = timed(vllm_run(), [0.0, 10.0, 20.0, 30.0, 40.0])
+    frame = read_benchmark(write_vllm(tmp_path / "apart.json", [apart]))
+    np.testing.assert_allclose(frame["concurrency"], 1.0)
+
+
+def test_files_without_request_times_keep_the_setting_and_say_so(tmp_path):
+    frame = read_benchmark(write_vllm(tmp_path / "v.json", [vllm_run()]))
+    assert "concurrency" not in frame.columns and set(frame["max_concurrency"]) == {1}
+    assert frame.attrs["import_summary"]["notes"] == [
+        "concurrency not reconstructed (the file records no start_times and latencies)"
+    ]
+
+
+def test_guidellm_and_aiperf_request_times_give_concurrency(tmp_path):
+    report = guidellm_report()
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(report))
+    frame = read_benchmark(path)
+    requests = report["benchmarks"][0]["requests"]
+    intervals = [
+        (r["request_start_time"], r["request_end_time"])
+        for r in requests["successful"] + requests["errored"]
+    ]
+    for _, row in frame.iterrows():
+        r = next(q for q in requests["successful"] if q["prompt_tokens"] == row["text_tokens"])
+        first = r["request_start_time"] + r["time_to_first_token_ms"] / 1000
+        last = first + r["inter_token_latency_ms"] * (r["output_tokens"] - 1) / 1000
+        assert row["concurrency"] == pytest.approx(
+            _in_flight_mean(intervals, first, last), abs=2e-3
+        )
+    aiperf = read_benchmark(write_aiperf(tmp_path / "a.jsonl"))
+    # The fixture's records are a second apart: each alone in flight.
+    np.testing.assert_allclose(aiperf["concurrency"], 1.0)
+    assert any("concurrency reconstructed" in n for n in aiperf.attrs["import_summary"]["notes"])
+
+
+def test_an_aiperf_record_that_ends_before_its_last_token_is_refused(tmp_path):
+    path = write_aiperf(tmp_path / "a.jsonl")
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["metadata"]["request_end_ns"] = record["metadata"]["request_start_ns"] + 1000
+    path.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    with pytest.raises(BenchmarkFormatError, match=r"request 1: the request ends before its last"):
+        read_benchmark(path)

@@ -39,11 +39,17 @@ def read_benchmark(path, format="auto"):
     requests : DataFrame
         One row per imported request: ``text_tokens`` (prompt tokens),
         ``output_tokens``, ``T_prefill_total``, ``T_LLM_decode`` (ms), the two
-        segment columns (lists, or None), and descriptive columns (``tool``,
+        segment columns (lists, or None), ``concurrency`` where the file
+        records when each request was in flight (vLLM's ``start_times`` and
+        ``latencies``, GuideLLM's request start and end, AIPerf's
+        ``request_start_ns`` and ``request_end_ns``: the time-weighted mean
+        number of the run's requests in flight over the request's decode),
+        and descriptive columns (``tool``,
         ``model``, ``backend``, ``request_rate``, ``max_concurrency``,
         ``source_file``, ``run``, ``request_index``). ``requests.attrs
         ["import_summary"]`` accounts for every request read: imported (with
-        segments or totals only, and why), errored, kept out (and why).
+        segments or totals only, and why), errored, kept out (and why), and
+        whether concurrency was reconstructed.
 
     Raises
     ------

@@ -9,7 +9,10 @@ is honoured. ``inter_chunk_latency`` (``aiperf/metrics/types/
 inter_chunk_latency_metric.py``) is the list of gaps between consecutive
 responses; ``output_sequence_length`` counts output and reasoning tokens, the
 first included; ``request_latency`` runs to the last response. A request
-with ``error`` set is kept out.
+with ``error`` set is kept out. ``metadata.request_start_ns`` and
+``request_end_ns`` (wall-clock ns) say when each record was in flight: from
+them each request's ``concurrency`` is reconstructed over the file (see
+:mod:`._convention`).
 """
 
 from ._convention import ERRORED, TIME_UNITS_MS, Importer
@@ -59,6 +62,7 @@ def read(docs, path, tool="aiperf"):
                 f"{imp.where('metrics', index)}: expected an object of metrics, got "
                 f"{type(metrics).__name__}."
             )
+        start = _flight(imp, doc["metadata"], index)
         if doc.get("error") is not None or doc["metadata"].get("was_cancelled"):
             imp.error(index, ERRORED)
             continue
@@ -90,6 +94,15 @@ def read(docs, path, tool="aiperf"):
                 )
         else:
             decode = latency - ttft
+        decode_ns = 1e6 * (float(gaps.sum()) if gaps is not None else decode)
+        last_token_ns = None if start is None else start + ttft * 1e6 + decode_ns
+        if last_token_ns is not None and (
+            last_token_ns - _SLACK * (ttft * 1e6 + decode_ns) > doc["metadata"]["request_end_ns"]
+        ):
+            raise BenchmarkFormatError(
+                f"{imp.where('metadata.request_end_ns', index)}: the request ends before its "
+                f"last token ({ttft:g} ms to the first and {decode_ns / 1e6:g} ms of decode)."
+            )
         imp.add(
             index,
             ttft_ms=ttft,
@@ -97,6 +110,24 @@ def read(docs, path, tool="aiperf"):
             gaps_ms=gaps,
             decode_ms=decode,
             prompt_tokens=prompt,
+            window=None if start is None else (0, start + ttft * 1e6, last_token_ns),
             run=doc["metadata"].get("benchmark_phase"),
         )
     return imp
+
+
+def _flight(imp, metadata, index):
+    """The record's start (ns), its time in flight given to the importer
+    where both ends are recorded (else None: the file is not reconstructed)."""
+    start, end = metadata.get("request_start_ns"), metadata.get("request_end_ns")
+    if start is None or end is None:
+        imp.cannot_reconstruct("a record without request_start_ns or request_end_ns")
+        return None
+    start = imp.number(start, "metadata.request_start_ns", index, time=False)
+    end = imp.number(end, "metadata.request_end_ns", index, time=False)
+    if end < start:
+        raise BenchmarkFormatError(
+            f"{imp.where('metadata.request_end_ns', index)}: before request_start_ns."
+        )
+    imp.flight(0, start, end)
+    return start

@@ -14,6 +14,12 @@
   joined into one segment; the times are unchanged.
 - A request the tool marks as failed, or that produced no decode step, is kept
   out; the summary counts it. Nothing is invented.
+- Where the tool records when each request was in flight (its start and end),
+  ``concurrency`` is the time-weighted mean number of the run's requests in
+  flight, itself included, from the request's first token to its last (its
+  decode), as ``sklat profile --endpoint`` measures it. Where it does not, the
+  run's setting (``max_concurrency``, ``request_rate``) stays a column and the
+  summary says that concurrency was not reconstructed.
 """
 
 import math
@@ -21,6 +27,7 @@ from collections import Counter
 
 import numpy as np
 
+from .._load import mean_in_flight
 from ..._constants import (
     DECODE_COL,
     MAX_OUTPUT_TOKENS,
@@ -52,9 +59,10 @@ IMPORT_COLUMNS = (
     DECODE_COL,
     SEGMENT_TOKENS_COL,
     SEGMENT_MS_COL,
+    "concurrency",
     *DESCRIPTIVE_COLUMNS,
 )
-OPTIONAL_COLUMNS = ("model", "backend", "request_rate", "max_concurrency", "run")
+OPTIONAL_COLUMNS = ("concurrency", "model", "backend", "request_rate", "max_concurrency", "run")
 TIME_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "sec": 1000.0}
 # No request of a serving benchmark lasts a day: a longer time is a unit or a
 # file gone wrong, not a measurement.
@@ -80,6 +88,11 @@ class Importer:
         self.kept_out = Counter()
         self.totals_only = Counter()
         self.notes = []
+        # Per run: the (start, end) times in flight of its requests, and the
+        # rows whose decode window ``(first token, last token)`` is known.
+        self.in_flight = {}
+        self.windows = {}
+        self.not_reconstructed = None
 
     def where(self, key, index, entry=None):
         """Location of a value for an error message."""
@@ -160,6 +173,7 @@ class Importer:
         gap_tokens=None,
         prompt_tokens=None,
         totals_reason=None,
+        window=None,
         **descriptive,
     ):
         """One successful request, by the convention of this module.
@@ -167,7 +181,9 @@ class Importer:
         ``completion_tokens`` counts every output token, the first included;
         ``gaps_ms`` are the gaps between consecutive events after the first
         (``gap_tokens`` their token counts, where recorded); ``decode_ms`` is
-        end-to-end minus time to first token, for tools without gaps.
+        end-to-end minus time to first token, for tools without gaps;
+        ``window``: ``(run, first token time, last token time)`` in the run's
+        clock, where the tool records it (see :meth:`flight`).
         """
         self.read += 1
         n = completion_tokens - 1
@@ -203,6 +219,9 @@ class Importer:
             )
         if segments is None:
             self.totals_only[totals_reason] += 1
+        if window is not None:
+            run, first, last = window
+            self.windows.setdefault(run, []).append((len(self.rows), first, last))
         self.rows.append(
             {
                 "text_tokens": prompt_tokens,
@@ -217,6 +236,35 @@ class Importer:
                 **descriptive,
             }
         )
+
+    def flight(self, run, start, end):
+        """Request of ``run`` in flight from ``start`` to ``end`` (the run's
+        clock, any unit its windows share)."""
+        self.in_flight.setdefault(run, []).append((start, end))
+
+    def cannot_reconstruct(self, why):
+        """Concurrency is not reconstructed for this file, because ``why``."""
+        self.not_reconstructed = why
+
+    def finish(self):
+        """Give each row whose window is known its measured ``concurrency``."""
+        if self.not_reconstructed is not None:
+            self.notes.append(f"concurrency not reconstructed ({self.not_reconstructed})")
+            return
+        reconstructed = 0
+        for run, windows in self.windows.items():
+            times = np.asarray(self.in_flight.get(run, []), dtype=np.float64).reshape(-1, 2)
+            for row, first, last in windows:
+                self.rows[row]["concurrency"] = round(
+                    mean_in_flight(times[:, 0], times[:, 1], first, last), 6
+                )
+                reconstructed += 1
+        if reconstructed:
+            self.notes.append(
+                f"concurrency reconstructed for {reconstructed} requests from their times in flight"
+            )
+        elif self.rows:
+            self.notes.append("concurrency not reconstructed (the tool records no request times)")
 
     def summary(self):
         """What happened to every request of the file (a dict)."""

@@ -104,4 +104,6 @@ def read_file(path, fmt="auto"):
     detect, read = FORMATS[fmt]
     if not detect(docs):
         raise BenchmarkFormatError(f"{path}: not a {fmt} benchmark file.")
-    return read(docs, path, fmt), fmt
+    importer = read(docs, path, fmt)
+    importer.finish()
+    return importer, fmt

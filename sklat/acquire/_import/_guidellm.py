@@ -12,7 +12,10 @@ them in ``metrics.request_totals``: the lists may be a sample
 first token) / (output_tokens - 1)``), ``output_tokens`` (the first
 included), ``prompt_tokens`` and ``request_latency`` (seconds). GuideLLM keeps
 no gaps: every request is totals only, its decode time ``inter_token_latency_ms
-* (output_tokens - 1)``, the time from the first to the last token.
+* (output_tokens - 1)``, the time from the first to the last token. Each
+request also serialises ``request_start_time`` and ``request_end_time``
+(seconds): from them, each request's ``concurrency`` is reconstructed within
+its benchmark (see :mod:`._convention`), unless the lists are a sample.
 """
 
 from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
@@ -64,8 +67,11 @@ def read(docs, path, tool="guidellm"):
                 f"benchmark {run} holds a sample: {len(successful)} of {recorded} "
                 "successful requests"
             )
+            # The requests in flight beside a sampled one are not all known.
+            imp.cannot_reconstruct(f"benchmark {run} holds a sample of its requests")
         for status, reason in (("errored", ERRORED), ("incomplete", INCOMPLETE)):
-            for _ in requests.get(status) or []:
+            for request in requests.get(status) or []:
+                _flight(imp, request, index, run)
                 imp.error(index, reason)
                 index += 1
         for request in successful:
@@ -74,9 +80,30 @@ def read(docs, path, tool="guidellm"):
     return imp
 
 
+def _flight(imp, request, index, run):
+    """The request's (start, end) in seconds, given to the importer where
+    both are recorded (else None, and the file is not reconstructed)."""
+    if not isinstance(request, dict):
+        return None
+    start, end = request.get("request_start_time"), request.get("request_end_time")
+    if start is None or end is None:
+        imp.cannot_reconstruct("a request without request_start_time or request_end_time")
+        return None
+    start = imp.number(start, "request_start_time", index, time=False)
+    end = imp.number(end, "request_end_time", index, time=False)
+    if end < start:
+        raise BenchmarkFormatError(
+            f"{imp.where('request_end_time', index)}: {end!r} is before its "
+            f"request_start_time {start!r}."
+        )
+    imp.flight(run, start, end)
+    return start
+
+
 def _request(imp, request, index, run):
     if not isinstance(request, dict):
         raise BenchmarkFormatError(f"{imp.path}: request {index}: expected an object.")
+    start = _flight(imp, request, index, run)
     completion = imp.count(request.get("output_tokens"), "output_tokens", index)
     if completion < 2:
         imp.add(index, ttft_ms=None, completion_tokens=completion)
@@ -103,5 +130,8 @@ def _request(imp, request, index, run):
         decode_ms=itl * (completion - 1),
         prompt_tokens=None if prompt is None else imp.count(prompt, "prompt_tokens", index),
         totals_reason=TOTALS_ONLY_TOOL,
+        window=None
+        if start is None
+        else (run, start + ttft / 1000, start + (ttft + itl * (completion - 1)) / 1000),
         run=run,
     )

@@ -9,7 +9,14 @@ times in seconds:
   an event can carry several tokens);
 - ``output_lens[i]``: output tokens, the first included (the server's usage
   count, or the tool's re-tokenisation of the text);
-- ``input_lens[i]``: prompt tokens; ``errors[i]``: "" for a success.
+- ``input_lens[i]``: prompt tokens; ``errors[i]``: "" for a success;
+- ``start_times[i]`` and ``latencies[i]`` (recent vLLM): when the request was
+  sent (``time.perf_counter()``, seconds) and the time from then to its last
+  token (``endpoint_request_func.py``: ``most_recent_timestamp - st``; 0 for a
+  request that failed before streaming). With them, each request's
+  ``concurrency`` is reconstructed (see :mod:`._convention`); a failed
+  request's recorded latency of 0 leaves its time in flight unknown, which the
+  summary says.
 
 vLLM (``vllm/benchmarks/serve.py``, ``benchmark()`` and ``main_async()``;
 request timing in ``vllm/benchmarks/lib/endpoint_request_func.py``; the
@@ -28,12 +35,15 @@ values is one chunk of that many tokens, which is how it is read back. An
 infinite request rate is written as a bare ``Infinity``.
 """
 
+from collections import Counter
+
 import numpy as np
 
 from ._convention import ERRORED, Importer
 from ...exceptions import BenchmarkFormatError
 
 ARRAYS = ("ttfts", "itls", "output_lens", "errors")
+TIMES = ("start_times", "latencies")
 SGLANG_NATIVE = ("sglang", "sglang-native")
 
 
@@ -62,6 +72,7 @@ def is_sglang(docs):
 
 def read(docs, path, tool):
     imp = Importer(path, tool)
+    imp.unknown_flight = Counter()
     index = 0
     for run, doc in enumerate(docs):
         if not isinstance(doc, dict):
@@ -75,7 +86,7 @@ def read(docs, path, tool):
                 run,
                 f"no per-request arrays {missing}; write the file with {flag}",
             )
-        for key in ARRAYS + ("input_lens",):
+        for key in ARRAYS + ("input_lens",) + tuple(k for k in TIMES if k in arrays):
             if key in arrays and not isinstance(arrays[key], list):
                 raise imp_error(
                     path,
@@ -83,7 +94,12 @@ def read(docs, path, tool):
                     f"{key!r} must be a list with one entry per request, got "
                     f"{type(arrays[key]).__name__}",
                 )
-        lengths = {k: len(arrays[k]) for k in ARRAYS + ("input_lens",) if k in arrays}
+        timed = all(isinstance(arrays.get(k), list) for k in TIMES)
+        lengths = {
+            k: len(arrays[k])
+            for k in ARRAYS + ("input_lens",) + (TIMES if timed else ())
+            if k in arrays
+        }
         if len(set(lengths.values())) != 1:
             raise imp_error(path, run, f"per-request arrays of unequal length: {lengths}")
         backend = doc.get("backend", doc.get("endpoint_type"))
@@ -95,13 +111,33 @@ def read(docs, path, tool):
             "run": run,
         }
         native = tool == "sglang" and backend in SGLANG_NATIVE
+        if not timed:
+            imp.cannot_reconstruct("the file records no start_times and latencies")
         for i in range(lengths["ttfts"]):
-            _request(imp, arrays, i, index, native, descriptive)
+            window = _flight(imp, arrays, i, index, run) if timed else None
+            _request(imp, arrays, i, index, native, descriptive, window)
             index += 1
+    if unknown := sum(imp.unknown_flight.values()):
+        imp.notes.append(f"{unknown} failed requests' times in flight not recorded (not counted)")
     return imp
 
 
-def _request(imp, arrays, i, index, native, descriptive):
+def _flight(imp, arrays, i, index, run):
+    """The request's decode window, its time in flight given to the importer;
+    None where the request failed before streaming (latency 0)."""
+    start = imp.number(arrays["start_times"][i], "start_times", index, time=False)
+    latency = imp.number(arrays["latencies"][i], "latencies", index, unit=1000.0) / 1000.0
+    if latency == 0:
+        imp.unknown_flight[run] += 1
+        return None
+    imp.flight(run, start, start + latency)
+    ttft = arrays["ttfts"][i]
+    if isinstance(ttft, bool) or not isinstance(ttft, (int, float)):
+        return None  # refused by the request's own checks
+    return run, start + ttft, start + latency
+
+
+def _request(imp, arrays, i, index, native, descriptive, window):
     error = arrays["errors"][i]
     completion = imp.count(arrays["output_lens"][i], "output_lens", index)
     if (error not in (None, "")) or completion == 0:
@@ -126,6 +162,7 @@ def _request(imp, arrays, i, index, native, descriptive):
         gaps_ms=gaps,
         gap_tokens=tokens,
         prompt_tokens=prompt,
+        window=window,
         **descriptive,
     )
 
