@@ -35,9 +35,9 @@ from ._distribution import check_distribution
 from ._domain import warn_lengths
 from ._features import context_lengths, resolve_context_features, warn_if_standardised
 from ._fitted import FittedAttributes
-from ._predict_calibrated import CalibratedPredictionsMixin
 from ._fitting import fit_objects
 from ._params import PARAMETER_CONSTRAINTS, check_params
+from ._predict_calibrated import CalibratedPredictionsMixin
 from ._recalibration import recalibrated
 from ._requests import Requests
 from ._sklearn_compat import check_sample_weight

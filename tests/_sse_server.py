@@ -13,8 +13,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STEP_S = 0.002
-# The busy mode's count of requests, to refuse every other one.
-_BUSY, _BUSY_LOCK = [0], threading.Lock()
+# The requests the busy modes have seen (refused the first time).
+_SEEN, _BUSY_LOCK = set(), threading.Lock()
 
 
 def _event(text=None, finish=None, usage=None):
@@ -62,20 +62,22 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(404, "application/json", b'{"detail": "Not Found"}')
         n = int(body["max_tokens"])
         prompt = len(body["prompt"].split())
-        if mode == "busy":
-            # Every other request is refused for now, as an overloaded engine does.
+        if mode.startswith("busy"):
+            # Each request is refused the first time it comes, as an overloaded
+            # engine refuses what it cannot take yet (per mode, so that tests
+            # do not share their history).
             with _BUSY_LOCK:
-                _BUSY[0] += 1
-                refuse = _BUSY[0] % 2
-            if refuse:
-                status = 429 if _BUSY[0] % 4 == 1 else 503
+                first = (mode, body["prompt"]) not in _SEEN
+                _SEEN.add((mode, body["prompt"]))
+            if first:
+                status = 429 if len(body["prompt"]) % 2 else 503
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Retry-After", "0.01")
-                body = b'{"error": "too many requests"}'
-                self.send_header("Content-Length", str(len(body)))
+                refusal = b'{"error": "too many requests"}'
+                self.send_header("Content-Length", str(len(refusal)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(refusal)
                 return
         if mode == "error500":
             return self._reply(500, "application/json", b'{"error": "out of memory"}')
