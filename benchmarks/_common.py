@@ -24,9 +24,9 @@ of configuration features, y ``[T_prefill_total, T_LLM_decode]``) and
 ``predict_prefill(X)``.
 """
 
-from pathlib import Path
 import itertools
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -445,3 +445,24 @@ class RelativePoint:
 
     def predict_prefill(self, X):
         return self.peer.predict_prefill(X)
+
+
+def served_model(folder):
+    """Write the dense 30M Llama of ``data/configs`` with random weights (seed 0)
+    and a word-level tokenizer (one token per word ``w0``, ``w1``, ...) to
+    ``folder``, for ``transformers serve``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    config = AutoConfig.from_pretrained(PROFILED / "configs" / "llama-dense-30m")
+    words = [f"w{i}" for i in range(config.vocab_size - 3)]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece()
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import served_model
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -98,24 +99,6 @@ def overhead(n_events=20_000, repeats=5):
     print(f"median {np.median(per_event) * 1000:.1f} us, max {max(per_event) * 1000:.1f} us")
 
 
-def _served_model(folder):
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    config = AutoConfig.from_pretrained(DATA / "configs" / "llama-dense-30m")
-    words = [f"w{i}" for i in range(config.vocab_size - 3)]
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.decoder = decoders.WordPiece()
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    ).save_pretrained(folder)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-
-
 def measure(port=8766):
     import httpx
 
@@ -124,7 +107,7 @@ def measure(port=8766):
     # transformers serve names a local model by its path: a stable one.
     model = Path(tempfile.gettempdir()) / "sklat-served" / "llama-dense-30m"
     if not (model / "config.json").exists():
-        _served_model(model)
+        served_model(model)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]

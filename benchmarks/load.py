@@ -1,0 +1,163 @@
+"""Latency under load: a continuous-batching engine measured at several loads,
+and how well today's predictors carry over from one load to another.
+
+Run ``python benchmarks/load.py measure`` (serve the dense 30M Llama of
+``benchmarks/data/configs`` with ``transformers serve --continuous-batching`` on
+the CPU, random weights and a word-level tokenizer, and profile it with
+``sklat profile --endpoint`` at 1, 2, 4, 8 and 16 requests in flight, closed
+loop, and at 1, 2 and 4 requests per second, open loop, into
+``benchmarks/data/llama_dense_load``), then ``python benchmarks/load.py
+evaluate``.
+
+evaluate prints, per load level, the measured medians (time per output token =
+``T_LLM_decode / output_tokens``, time to first token, the measured
+``concurrency``) and the error of three predictors of the time per output token
+and the time to first token, trained on the closed-loop levels 1, 2, 4 and 8:
+
+- isolated: sklat trained on level 1 only (what a model of an idle server says);
+- sklat + concurrency: sklat with the measured ``concurrency`` as a plain feature;
+- line: per configuration (prompt, output length), ``a + b * concurrency`` fitted
+  by least squares on the trained levels' requests.
+
+Held out: level 16 (a doubling past the largest trained level) and the open-loop
+rates (a different way to load the server, with the measured concurrency given).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import served_model
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data"
+SET = "llama_dense_load"
+CLOSED = [1, 2, 4, 8, 16]
+OPEN = [1.0, 2.0, 4.0]
+TRAINED = [1, 2, 4, 8]
+
+
+def measure(port=8767):
+    import httpx
+
+    from sklat.acquire import profile_endpoint
+
+    # transformers serve names a local model by its path: a stable one.
+    model = Path(tempfile.gettempdir()) / "sklat-served" / "llama-dense-30m"
+    if not (model / "config.json").exists():
+        served_model(model)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    command += ["--continuous-batching"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        start = time.monotonic()
+        for _ in range(4):  # reruns measure what failed
+            path = profile_endpoint(
+                f"http://127.0.0.1:{port}",
+                DATA,
+                model=str(model),
+                engine="transformers",
+                prompt_tokens=[64, 256],
+                output_tokens=[32, 96],
+                repeats=8,
+                concurrency=CLOSED,
+                request_rate=OPEN,
+                dataset=SET,
+                warmup=3,
+                progress=True,
+            )
+        print(f"{path} ({time.monotonic() - start:.0f} s)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _level(frame):
+    return np.where(
+        frame["max_concurrency"].notna(),
+        "closed " + frame["max_concurrency"].fillna(0).astype(int).astype(str),
+        "open " + frame["request_rate"].astype(str) + "/s",
+    )
+
+
+def _line_predictions(train, test, target):
+    """Per configuration, ``a + b * concurrency`` by least squares on ``train``."""
+    out = np.full(len(test), np.nan)
+    keys = ["text_tokens", "output_tokens"]
+    for key, rows in test.groupby(keys).groups.items():
+        seen = train.set_index(keys).loc[[key]] if key in train.set_index(keys).index else None
+        if seen is None or len(seen) < 2:
+            continue
+        b, a = np.polyfit(seen["concurrency"], seen[target], 1)
+        out[test.index.get_indexer(rows)] = a + b * test.loc[rows, "concurrency"]
+    return out
+
+
+def evaluate(seed=0):
+    from sklat import LatencyEstimator
+
+    warnings.simplefilter("ignore")
+    frame = pd.read_csv(DATA / SET / "requests.csv")
+    frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
+    frame["level"] = _level(frame)
+    print(f"\n{len(frame)} requests of {SET}\n")
+    summary = frame.groupby("level", sort=False).agg(
+        requests=("tpot", "size"),
+        concurrency=("concurrency", "median"),
+        tpot_ms=("tpot", "median"),
+        ttft_ms=("T_prefill_total", "median"),
+    )
+    print(summary.round(2).to_markdown())
+    train = frame[frame["max_concurrency"].isin(TRAINED)].reset_index(drop=True)
+    isolated_rows = train[train["max_concurrency"] == 1]
+    y_cols = ["T_prefill_total", "T_LLM_decode"]
+    models = {}
+    for name, rows, features in (
+        ("isolated", isolated_rows, ["text_tokens"]),
+        ("sklat + concurrency", train, ["text_tokens", "concurrency"]),
+    ):
+        est = LatencyEstimator(random_state=seed, context_features=["text_tokens"])
+        est.fit(rows[features], rows[y_cols], output_tokens=rows["output_tokens"])
+        models[name] = (est, features)
+    table = []
+    held = frame[~frame["max_concurrency"].isin(TRAINED)].reset_index(drop=True)
+    for level, rows in pd.concat([train, held]).groupby("level", sort=False):
+        rows = rows.reset_index(drop=True)
+        row = {"level": level, "trained": bool(rows["max_concurrency"].isin(TRAINED).all())}
+        for name, (est, features) in models.items():
+            pred = est.predict(rows[features], output_tokens=rows["output_tokens"])
+            row[f"{name}: TPOT MAPE"] = _mape(pred[:, 1] / rows["output_tokens"], rows["tpot"])
+            row[f"{name}: TTFT MAPE"] = _mape(pred[:, 0], rows["T_prefill_total"])
+        for target, label in (("tpot", "TPOT"), ("T_prefill_total", "TTFT")):
+            row[f"line: {label} MAPE"] = _mape(_line_predictions(train, rows, target), rows[target])
+        table.append(row)
+    print()
+    print(pd.DataFrame(table).round(1).to_markdown(index=False))
+
+
+def _mape(pred, true):
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    keep = np.isfinite(pred)
+    return float(100 * np.mean(np.abs(pred[keep] - true[keep]) / true[keep]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["measure", "evaluate"])
+    args = parser.parse_args()
+    {"measure": measure, "evaluate": evaluate}[args.what]()
