@@ -24,8 +24,13 @@ of configuration features, y ``[T_prefill_total, T_LLM_decode]``) and
 ``predict_prefill(X)``.
 """
 
+import contextlib
 import itertools
 import os
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -466,3 +471,31 @@ def served_model(folder):
     ).save_pretrained(folder)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+
+
+@contextlib.contextmanager
+def served(port, *options):
+    """``transformers serve`` of :func:`served_model`'s model on 127.0.0.1:``port``
+    (CPU, one thread, more ``options``) while the block runs; yields the model's
+    path, which is its served name."""
+    import httpx
+
+    # transformers serve names a local model by its path: a stable one.
+    model = Path(tempfile.gettempdir()) / "sklat-served" / "llama-dense-30m"
+    if not (model / "config.json").exists():
+        served_model(model)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *options]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield model
+    finally:
+        server.terminate()
+        server.wait()

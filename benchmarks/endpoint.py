@@ -21,15 +21,11 @@ evaluate`` (train sklat on totals only and on the segments, by-request splits).
 import argparse
 import json
 import multiprocessing
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import served_model
+from _common import served
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -100,25 +96,9 @@ def overhead(n_events=20_000, repeats=5):
 
 
 def measure(port=8766):
-    import httpx
+    from sklat.acquire import profile_endpoint
 
-    from sklat.profile import profile_endpoint
-
-    # transformers serve names a local model by its path: a stable one.
-    model = Path(tempfile.gettempdir()) / "sklat-served" / "llama-dense-30m"
-    if not (model / "config.json").exists():
-        served_model(model)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with served(port) as model:
         for _ in range(4):  # reruns measure what failed
             path = profile_endpoint(
                 f"http://127.0.0.1:{port}",
@@ -132,9 +112,6 @@ def measure(port=8766):
                 warmup=3,
                 progress=True,
             )
-    finally:
-        server.terminate()
-        server.wait()
     print(path)
 
 

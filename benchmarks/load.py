@@ -24,17 +24,13 @@ rates (a different way to load the server, with the measured concurrency given).
 """
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import served_model
+from _common import served
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -45,26 +41,9 @@ TRAINED = [1, 2, 4, 8]
 
 
 def measure(port=8767):
-    import httpx
-
     from sklat.acquire import profile_endpoint
 
-    # transformers serve names a local model by its path: a stable one.
-    model = Path(tempfile.gettempdir()) / "sklat-served" / "llama-dense-30m"
-    if not (model / "config.json").exists():
-        served_model(model)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    command += ["--continuous-batching"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with served(port, "--continuous-batching") as model:
         start = time.monotonic()
         for _ in range(4):  # reruns measure what failed
             path = profile_endpoint(
@@ -82,9 +61,6 @@ def measure(port=8767):
                 progress=True,
             )
         print(f"{path} ({time.monotonic() - start:.0f} s)")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def _level(frame):

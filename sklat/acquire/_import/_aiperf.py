@@ -117,17 +117,11 @@ def read(docs, path, tool="aiperf"):
 
 
 def _flight(imp, metadata, index):
-    """The record's start (ns), its time in flight given to the importer
-    where both ends are recorded (else None: the file is not reconstructed)."""
-    start, end = metadata.get("request_start_ns"), metadata.get("request_end_ns")
-    if start is None or end is None:
-        imp.cannot_reconstruct("a record without request_start_ns or request_end_ns")
-        return None
-    start = imp.number(start, "metadata.request_start_ns", index, time=False)
-    end = imp.number(end, "metadata.request_end_ns", index, time=False)
-    if end < start:
-        raise BenchmarkFormatError(
-            f"{imp.where('metadata.request_end_ns', index)}: before request_start_ns."
-        )
-    imp.flight(0, start, end)
-    return start
+    """The record's start (ns) where its start and end are recorded."""
+    return imp.recorded_flight(
+        0,
+        metadata.get("request_start_ns"),
+        metadata.get("request_end_ns"),
+        ("metadata.request_start_ns", "metadata.request_end_ns"),
+        index,
+    )

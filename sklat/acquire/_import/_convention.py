@@ -242,6 +242,22 @@ class Importer:
         clock, any unit its windows share)."""
         self.in_flight.setdefault(run, []).append((start, end))
 
+    def recorded_flight(self, run, start, end, keys, index):
+        """Give the importer a request's recorded ``start`` and ``end`` (named
+        ``keys`` in messages) and return its start; None (and no
+        reconstruction for the file) where either is not recorded."""
+        if start is None or end is None:
+            self.cannot_reconstruct(f"a request without {keys[0]} or {keys[1]}")
+            return None
+        start = self.number(start, keys[0], index, time=False)
+        end = self.number(end, keys[1], index, time=False)
+        if end < start:
+            raise BenchmarkFormatError(
+                f"{self.where(keys[1], index)}: {end!r} is before its {keys[0]} {start!r}."
+            )
+        self.flight(run, start, end)
+        return start
+
     def cannot_reconstruct(self, why):
         """Concurrency is not reconstructed for this file, because ``why``."""
         self.not_reconstructed = why

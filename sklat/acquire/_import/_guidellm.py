@@ -81,23 +81,16 @@ def read(docs, path, tool="guidellm"):
 
 
 def _flight(imp, request, index, run):
-    """The request's (start, end) in seconds, given to the importer where
-    both are recorded (else None, and the file is not reconstructed)."""
+    """The request's start (seconds) where its start and end are recorded."""
     if not isinstance(request, dict):
         return None
-    start, end = request.get("request_start_time"), request.get("request_end_time")
-    if start is None or end is None:
-        imp.cannot_reconstruct("a request without request_start_time or request_end_time")
-        return None
-    start = imp.number(start, "request_start_time", index, time=False)
-    end = imp.number(end, "request_end_time", index, time=False)
-    if end < start:
-        raise BenchmarkFormatError(
-            f"{imp.where('request_end_time', index)}: {end!r} is before its "
-            f"request_start_time {start!r}."
-        )
-    imp.flight(run, start, end)
-    return start
+    return imp.recorded_flight(
+        run,
+        request.get("request_start_time"),
+        request.get("request_end_time"),
+        ("request_start_time", "request_end_time"),
+        index,
+    )
 
 
 def _request(imp, request, index, run):
