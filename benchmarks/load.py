@@ -7,7 +7,7 @@ the CPU, random weights and a word-level tokenizer, and profile it with
 ``sklat profile --endpoint`` at 1, 2, 4, 8 and 16 requests in flight, closed
 loop, and at 1, 2 and 4 requests per second, open loop, into
 ``benchmarks/data/llama_dense_load``), then ``python benchmarks/load.py
-evaluate``.
+evaluate`` (and ``figure``: ``docs/_static/load_curve.png``).
 
 evaluate prints, per load level, the measured medians (time per output token =
 ``T_LLM_decode / output_tokens``, time to first token, the measured
@@ -126,6 +126,65 @@ def evaluate(seed=0):
     print(pd.DataFrame(table).round(1).to_markdown(index=False))
 
 
+def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
+    """Time per output token against the measured concurrency: each request of
+    the set, the closed-loop medians, and sklat with ``concurrency`` as a plain
+    feature trained on levels 1-8, for each prompt at 96 output tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sklat import LatencyEstimator
+
+    warnings.simplefilter("ignore")
+    frame = pd.read_csv(DATA / SET / "requests.csv")
+    frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
+    train = frame[frame["max_concurrency"].isin(TRAINED)]
+    features = ["text_tokens", "concurrency"]
+    est = LatencyEstimator(random_state=seed, context_features=["text_tokens"]).fit(
+        train[features],
+        train[["T_prefill_total", "T_LLM_decode"]],
+        output_tokens=train["output_tokens"],
+    )
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    closed = frame["max_concurrency"].notna()
+    ax.scatter(
+        frame.loc[closed, "concurrency"],
+        frame.loc[closed, "tpot"],
+        s=8,
+        alpha=0.4,
+        label="closed loop (each request)",
+    )
+    ax.scatter(
+        frame.loc[~closed, "concurrency"],
+        frame.loc[~closed, "tpot"],
+        s=8,
+        alpha=0.5,
+        marker="x",
+        label="open loop (each request)",
+    )
+    medians = frame[closed].groupby("max_concurrency")["tpot"].median()
+    ax.plot(medians.index, medians.values, "k-o", label="measured median per level")
+    grid = np.linspace(1, 16, 61)
+    for prompt, style in ((64, "--"), (256, ":")):
+        X = pd.DataFrame({"text_tokens": prompt, "concurrency": grid})
+        ax.plot(
+            grid,
+            est.predict_total(X, output_tokens=96) / 96,
+            style,
+            label=f"sklat, concurrency as a feature (prompt {prompt})",
+        )
+    ax.axvspan(8, 16, color="0.9", zorder=0, label="past the trained levels")
+    ax.set_xlabel("requests in flight (measured, time-weighted over the decode)")
+    ax.set_ylabel("time per output token (ms)")
+    ax.set_title("transformers serve --continuous-batching, CPU, dense 30M Llama")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(path)
+
+
 def _mape(pred, true):
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     keep = np.isfinite(pred)
@@ -134,6 +193,6 @@ def _mape(pred, true):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["measure", "evaluate"])
+    parser.add_argument("what", choices=["measure", "evaluate", "figure"])
     args = parser.parse_args()
-    {"measure": measure, "evaluate": evaluate}[args.what]()
+    {"measure": measure, "evaluate": evaluate, "figure": figure}[args.what]()
