@@ -45,6 +45,7 @@ KEY_COLUMNS = (
     "num_active_blocks",
     "repeat",
     "tier_idx",
+    "concurrency",
 )
 
 

@@ -266,6 +266,8 @@ def no_timing(monkeypatch):
             "num_active_blocks must be <= the model's 2 decoder layers; got 3",
         ),
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
+        ({"batch_sizes": [0, 2]}, r"batch_sizes must be a non-empty list of integers >= 1"),
+        ({"batch_sizes": ["x"]}, r"batch_sizes must be integers >= 1"),
     ],
 )
 def test_bad_arguments_are_refused_before_timing(llama, tmp_path, no_timing, kw, message):
@@ -420,3 +422,33 @@ def test_default_features_missing_suggests_features(profiled, tmp_path, capsys):
 )
 def test_default_dataset_names(model, expected):
     assert profile_mod._default_dataset(model, "sdpa", "float32") == expected
+
+
+def test_batch_sizes_are_swept_and_recorded_as_concurrency(llama, tmp_path, monkeypatch):
+    widths = []
+    real = profile_mod._time_request
+
+    def spy(torch, model, ids, n_steps, *args):
+        if n_steps != profile_mod._WARMUP_STEPS:
+            widths.append(ids["input_ids"].shape[0])
+        return real(torch, model, ids, n_steps, *args)
+
+    monkeypatch.setattr(profile_mod, "_time_request", spy)
+    path = _profile(llama, tmp_path, batch_sizes=[1, 3], repeats=1)
+    frame = pd.read_csv(path)
+    # One row per batch measured: 2 prompts x 2 lengths x 2 batch sizes.
+    assert len(frame) == 8 and sorted(widths) == [1] * 4 + [3] * 4
+    assert sorted(frame["concurrency"].value_counts().items()) == [(1, 4), (3, 4)]
+    for steps, n in zip(_steps(frame), frame["output_tokens"]):
+        assert len(steps) == n and (steps > 0).all()
+    # Resumed by batch size: a new size measures only its own rows.
+    widths.clear()
+    frame = pd.read_csv(_profile(llama, tmp_path, batch_sizes=[1, 2, 3], repeats=1))
+    assert len(frame) == 12 and widths == [2] * 4
+    res = load_results(tmp_path, features=["text_tokens", "concurrency"])
+    assert sorted(set(res.X["concurrency"])) == [1, 2, 3]
+
+
+def test_batch_sizes_with_images_are_refused(llama, tmp_path, no_timing):
+    with pytest.raises(ValueError, match="batch_sizes applies to text requests"):
+        _profile(llama, tmp_path, batch_sizes=[2], image_sizes=["224x224"])

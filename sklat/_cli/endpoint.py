@@ -20,6 +20,7 @@ IN_PROCESS = {
     "attn_implementation": "sdpa",
     "threads": None,
     "image_sizes": None,
+    "batch_sizes": None,
 }
 ENDPOINT_ONLY = {
     "api": "completions",

@@ -133,6 +133,16 @@ OPTIONS = [
             "tiers (tier_idx)",
         ),
     ),
+    (
+        "batch_sizes",
+        (),
+        dict(
+            type=int_list,
+            default=None,
+            help="comma-separated batch sizes (1,2,4,8): each measurement generates that "
+            "many requests together, recorded as the load column concurrency",
+        ),
+    ),
 ]
 
 
@@ -165,6 +175,7 @@ _PASSED = (
     "warmup",
     "threads",
     "image_sizes",
+    "batch_sizes",
 )
 
 

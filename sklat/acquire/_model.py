@@ -81,6 +81,7 @@ def _check_arguments(
     warmup,
     threads,
     image_sizes=None,
+    batch_sizes=None,
 ):
     lists = {
         "prompt_tokens": check_lengths(prompt_tokens, "prompt_tokens"),
@@ -92,7 +93,12 @@ def _check_arguments(
             else check_lengths(num_active_blocks, "num_active_blocks")
         ),
         "image_sizes": None if image_sizes is None else parse_sizes(image_sizes),
+        "batch_sizes": None if batch_sizes is None else check_lengths(batch_sizes, "batch_sizes"),
     }
+    if lists["batch_sizes"] is not None and lists["image_sizes"] is not None:
+        raise ValueError(
+            "batch_sizes applies to text requests; profile image_sizes one request at a time."
+        )
     for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
@@ -326,6 +332,7 @@ def profile_model(
     threads=None,
     progress=True,
     image_sizes=None,
+    batch_sizes=None,
 ):
     """Time prefill and every decode step of a transformers model into a results folder.
 
@@ -377,6 +384,13 @@ def profile_model(
         ``tier_idx`` is the size's rank (by area), ``vision_tokens`` the
         tokens the model's image processor produced for it, ``text_tokens``
         every other prompt token, and the prefill includes the vision encoder.
+    batch_sizes : sequence of int, default=None
+        Requests generated together in one batch, swept (text only): each
+        measurement is a batch of that many requests of the grid point's
+        lengths (prompts drawn apart), whose every step is timed for the
+        batch. Its row records the batch size as ``concurrency``, the number of
+        requests in flight over the whole decode, the load column that
+        ``sklat profile --endpoint`` measures on an engine.
 
     Returns
     -------
@@ -418,6 +432,7 @@ def profile_model(
         warmup,
         threads,
         image_sizes,
+        batch_sizes,
     )
     device = resolve_device(device)
     transformers = _import_transformers()
@@ -461,13 +476,16 @@ def _pending_jobs(lists, repeats, n_images, seed, done):
             lists["output_tokens"],
             range(repeats),
             range(n_images) if n_images else [None],
+            lists["batch_sizes"] or [None],
         )
     )
     order = np.random.RandomState(seed).permutation(len(grid))
+    # Keys in the order of KEY_COLUMNS.
     return [
         grid[i]
         for i in order
-        if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4], grid[i][5]) not in done
+        if (grid[i][2], grid[i][3], grid[i][0], grid[i][1], grid[i][4], grid[i][5], grid[i][6])
+        not in done
     ]
 
 
@@ -510,14 +528,14 @@ def _run_grid(torch, transformers, net, jobs, grid, progress):
     warmed = set()
     grid.path.parent.mkdir(parents=True, exist_ok=True)
     with progress_bar(len(jobs), progress) as bar:
-        for top_k, blocks, prompt, n_steps, repeat, tier in jobs:
+        for top_k, blocks, prompt, n_steps, repeat, tier, batch in jobs:
             variants.set(top_k, blocks)
             if (top_k, blocks) not in warmed:
                 warm = _warm_up_inputs(torch, net, lists, images, device)
                 for _ in range(grid.warmup):
                     _time_request(torch, net, warm, _WARMUP_STEPS, sync, *forward)
                 warmed.add((top_k, blocks))
-            job = (prompt, n_steps, top_k, blocks, repeat, tier)
+            job = (prompt, n_steps, top_k, blocks, repeat, tier, batch)
             inputs, row = _request(torch, net, job, grid.setup["seed"], vocab, images, device)
             if tier is not None:
                 descriptive["image_size"] = "x".join(map(str, lists["image_sizes"][tier]))
@@ -545,7 +563,9 @@ def _descriptive(torch, transformers, setup):
 
 def _warm_up_inputs(torch, net, lists, images, device):
     """An untimed request as short as the grid's shortest prompt."""
-    short = torch.zeros((1, min(lists["prompt_tokens"])), dtype=torch.long)
+    # As wide as the widest batch: kernels of that shape warm up too.
+    width = max(lists.get("batch_sizes") or [1])
+    short = torch.zeros((width, min(lists["prompt_tokens"])), dtype=torch.long)
     if images:
         return request_inputs(torch, net.config, images[0], short[:, MARKERS:], device)
     return {"input_ids": short.to(device)}
@@ -553,14 +573,19 @@ def _warm_up_inputs(torch, net, lists, images, device):
 
 def _request(torch, net, job, seed, vocab, images, device):
     """``(inputs, row)`` of one grid request ``(prompt, n_steps, top_k,
-    blocks, repeat, tier)``: prompt ids drawn from the request's own seed, so
-    the same request gets the same prompt in every run."""
-    prompt, n_steps, top_k, blocks, repeat, tier = job
+    blocks, repeat, tier, batch)``: prompt ids drawn from the request's own
+    seed, so the same request gets the same prompt in every run; a batch
+    holds ``batch`` such prompts, one per row."""
+    prompt, n_steps, top_k, blocks, repeat, tier, batch = job
     key = [seed, prompt, n_steps, top_k or 0, blocks or 0, repeat]
+    if batch is not None:
+        key.append(batch)
     rng = np.random.RandomState(key + ([] if tier is None else [tier]))
     row = {"vision_tokens": 0, "text_tokens": prompt}
+    if batch is not None:
+        row["concurrency"] = batch
     if tier is None:
-        ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt)))
+        ids = torch.from_numpy(rng.randint(0, vocab, (batch or 1, prompt)))
         return {"input_ids": ids.to(device)}, row
     ids = torch.from_numpy(rng.randint(0, vocab, (1, prompt - MARKERS)))
     row["vision_tokens"] = images[tier][2]
@@ -572,6 +597,8 @@ def _columns(lists):
     """The columns of a results file, in order, for this grid."""
     features = ["vision_tokens", "text_tokens"]
     features += [name for name in ("top_k", "num_active_blocks") if lists[name] is not None]
+    if lists.get("batch_sizes") is not None:
+        features.append("concurrency")
     vision = lists.get("image_sizes") is not None
     return (
         features
