@@ -6,10 +6,15 @@ The estimator predicts; these rules act on its predictive distribution:
   objectives (a controller's decision per request);
 - :func:`check_drift`: whether recent requests still fit the model (a
   scheduled job's test, before :meth:`~sklat.LatencyEstimator.recalibrate`
-  or a refit).
+  or a refit);
+- :func:`capacity`: the largest load at which each configuration still meets
+  the objectives (goodput planning), for a model trained with a load feature.
 """
 
+import numbers
+
 import numpy as np
+import pandas as pd
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
@@ -19,7 +24,7 @@ from ._drift import feature_table, outside_share, rank_test
 from ._requests import Requests
 from ._validation import check_measured
 
-__all__ = ["check_drift", "choose"]
+__all__ = ["capacity", "check_drift", "choose"]
 
 # Attainments this close are equally likely (a mean of counts).
 _TIE = 1e-12
@@ -226,3 +231,141 @@ def check_drift(estimator, X, y, output_tokens=None, *, alpha=0.01, confidence=0
         features=features,
         n_requests=len(decode),
     )
+
+
+def capacity(
+    estimator,
+    X,
+    *,
+    ttft_ms=None,
+    tpot_ms=None,
+    e2e_ms=None,
+    min_attainment=0.9,
+    output_tokens=None,
+    output_tokens_distribution=None,
+    load_feature="concurrency",
+    levels=None,
+):
+    """The largest load at which each configuration meets latency objectives.
+
+    For a model trained with a load feature (the measured ``concurrency`` of
+    ``sklat profile --endpoint`` or of an import; see the "Latency under load"
+    page): each configuration's probability of meeting every objective given
+    (:meth:`~sklat.LatencyEstimator.predict_slo_attainment`) is evaluated at
+    every load of ``levels``, in order; its capacity is the last level before
+    the first that misses ``min_attainment``.
+
+    Parameters
+    ----------
+    estimator : LatencyEstimator
+        A fitted estimator with calibration requests, fitted on a DataFrame
+        holding the column ``load_feature``.
+    X : DataFrame of shape (n_configs, n_features - 1)
+        The configurations: the model's other feature columns (and optionally
+        ``output_tokens``), without ``load_feature``.
+    ttft_ms, tpot_ms, e2e_ms : float or array-like of shape (n_configs,), default=None
+        Objectives, as in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`;
+        at least one.
+    min_attainment : float in [0, 1], default=0.9
+        Probability of meeting every objective a load must keep.
+    output_tokens : int or array-like of shape (n_configs,), default=None
+        ``N``, if known; else it is drawn from the output-length distribution.
+    output_tokens_distribution : dict or array-like, default=None
+        As in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`.
+    load_feature : str, default="concurrency"
+        The model's feature that holds the load.
+    levels : array-like of float, default=None
+        Increasing loads to evaluate, all > 0; ``None``: 1, 2, ... up to twice
+        the largest load in training (past it, an extrapolation).
+
+    Returns
+    -------
+    result : :class:`~sklearn.utils.Bunch`
+        ``capacity`` (ndarray of shape (n_configs,): the largest level kept,
+        0 where even the first misses), ``bounded`` (ndarray of bool: whether
+        a level missed; ``False`` means the capacity is at least the last
+        level evaluated), ``attainment`` (ndarray of shape (n_configs,
+        n_levels)) and ``levels``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklat import LatencyEstimator
+    >>> from sklat.control import capacity
+    >>> from sklat.datasets import make_positioned_latency
+    >>> d = make_positioned_latency(n_samples=300, random_state=0)
+    >>> load = np.random.RandomState(0).randint(1, 9, 300)
+    >>> X = d.X.assign(concurrency=load)
+    >>> y = d.y * (1 + 0.3 * (load[:, None] - 1))
+    >>> est = LatencyEstimator(max_epochs=5, random_state=0).fit(
+    ...     X, y, output_tokens=d.output_tokens)
+    >>> result = capacity(est, d.X.iloc[:3], tpot_ms=30.0, levels=[1, 2, 4, 8])
+    >>> result.attainment.shape
+    (3, 4)
+    """
+    check_is_fitted(estimator)
+    min_attainment = check_min_attainment(min_attainment)
+    names = [str(c) for c in getattr(estimator, "feature_names_in_", [])]
+    if load_feature not in names:
+        raise ValueError(
+            f"the model has no load feature {load_feature!r} (its features: "
+            f"{names or 'no names'}); fit it on a DataFrame with that column, e.g. sklat "
+            "train --features text_tokens,concurrency."
+        )
+    if not isinstance(X, pd.DataFrame):
+        raise ValueError("X must be a DataFrame of the model's other feature columns.")
+    if load_feature in X.columns:
+        raise ValueError(
+            f"X holds the load feature {load_feature!r}; capacity evaluates it at each "
+            "level: leave it out."
+        )
+    levels = _load_levels(estimator, names.index(load_feature), levels)
+    n, n_levels = len(X), len(levels)
+    tiled = X.iloc[np.repeat(np.arange(n), n_levels)].reset_index(drop=True)
+    tiled[load_feature] = np.tile(levels, n)
+    # The model's columns in its order (and output_tokens, where given as one).
+    extra = [c for c in [estimator.output_tokens_col] if c in tiled.columns]
+    missing = [c for c in names if c not in tiled.columns]
+    if missing:
+        raise ValueError(f"X lacks the feature column(s) {missing}.")
+    tiled = tiled[names + extra]
+    per_config = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
+    if output_tokens is not None:
+        per_config["output_tokens"] = output_tokens
+    objectives = {
+        key: None if value is None else np.repeat(np.broadcast_to(value, (n,)), n_levels)
+        for key, value in per_config.items()
+    }
+    attainment = estimator.predict_slo_attainment(
+        tiled, output_tokens_distribution=output_tokens_distribution, **objectives
+    ).reshape(n, n_levels)
+    missed = ~meets(attainment, min_attainment)
+    first_miss = np.where(missed.any(axis=1), missed.argmax(axis=1), n_levels)
+    kept = np.concatenate([[0.0], levels])[first_miss]
+    return Bunch(
+        capacity=kept,
+        bounded=missed.any(axis=1),
+        attainment=attainment,
+        levels=levels,
+    )
+
+
+def _load_levels(estimator, column, levels):
+    """The checked, increasing loads to evaluate (float64)."""
+    if levels is None:
+        largest = float(estimator.feature_range_[1, column])
+        return np.arange(1.0, max(1.0, np.ceil(2 * largest)) + 1.0)
+    values = np.atleast_1d(np.asarray(levels, dtype=object))
+    if (
+        values.ndim != 1
+        or not len(values)
+        or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+            for v in values
+        )
+    ):
+        raise ValueError(f"levels must be a non-empty list of finite loads > 0; got {levels!r}.")
+    values = values.astype(np.float64)
+    if (np.diff(values) <= 0).any():
+        raise ValueError(f"levels must be increasing; got {levels!r}.")
+    return values

@@ -36,7 +36,7 @@ for _cls in ("LatencyCurveDisplay", "TotalLatencyDisplay", "CoverageDisplay"):
         if hasattr(getattr(plotting, _cls), m)
     ]
 PUBLIC += ["sklat.save", "sklat.load", "sklat.cli.main", "sklat.plotting.save_report_figures"]
-PUBLIC += ["sklat.control.choose", "sklat.control.check_drift"]
+PUBLIC += ["sklat.control.choose", "sklat.control.check_drift", "sklat.control.capacity"]
 PUBLIC += ["sklat.acquire.profile_model", "sklat.acquire.profile_endpoint"]
 PUBLIC += ["sklat.acquire.read_benchmark"]
 PUBLIC += [f"sklat.metrics.{name}" for name in sklat.metrics.__all__]

@@ -2,7 +2,7 @@
 
 ``train`` and ``predict`` (:mod:`.train`, :mod:`.predict`), ``profile``
 (:mod:`.profile`, with :mod:`.endpoint`), ``import`` (:mod:`.importing`),
-``choose``, ``recalibrate`` and ``check``. Each module declares its options
+``choose``, ``recalibrate``, ``check`` and ``capacity``. Each module declares its options
 and runs its command; the estimator and torch load only when a command that
 needs them runs, so ``sklat --help`` and the measuring commands stay light.
 """
@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .._version import __version__
+from .capacity import add_capacity_parser
 from .check import add_check_parser
 from .choose import add_choose_parser
 from .importing import add_import_parser
@@ -37,6 +38,7 @@ def build_parser():
     add_choose_parser(sub)
     add_recalibrate_parser(sub)
     add_check_parser(sub)
+    add_capacity_parser(sub)
     return parser
 
 

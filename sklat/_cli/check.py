@@ -1,5 +1,5 @@
 """``sklat check``: do recent requests still fit a trained model? Exit status
-1 when they do not (see :meth:`sklat.LatencyEstimator.check_drift`), so a cron
+1 when they do not (see :func:`sklat.control.check_drift`), so a cron
 job or a CI step can act on it."""
 
 from .._domain import quiet_extrapolation

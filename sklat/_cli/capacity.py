@@ -1,0 +1,106 @@
+"""``sklat capacity``: per configuration, the largest load at which it still
+meets latency objectives (see :func:`sklat.control.capacity`), for a model
+trained with a load feature."""
+
+import sys
+from pathlib import Path
+
+from .._domain import quiet_extrapolation
+from ..control import capacity
+from ._io import load_model, read_configs
+from ._options import add_model_option, add_options, float_list
+
+OPTIONS = [
+    ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
+    ("tpot_ms", (), dict(type=float, default=None, help="time-per-output-token objective (ms)")),
+    ("e2e_ms", (), dict(type=float, default=None, help="end-to-end objective (ms)")),
+    (
+        "output_tokens",
+        (),
+        dict(
+            type=int,
+            default=None,
+            help="output length, if known; default: the file's output_tokens column, else "
+            "drawn from the training output lengths",
+        ),
+    ),
+    (
+        "min_attainment",
+        (),
+        dict(
+            type=float,
+            default=0.9,
+            help="probability of meeting every objective a load must keep (0.9)",
+        ),
+    ),
+    (
+        "load_feature",
+        (),
+        dict(default="concurrency", help="the model's load feature (concurrency)"),
+    ),
+    (
+        "levels",
+        (),
+        dict(
+            type=float_list,
+            default=None,
+            help="increasing loads to evaluate, e.g. 1,2,4,8,16 (default: 1, 2, ... up to "
+            "twice the largest load in training)",
+        ),
+    ),
+]
+
+
+def add_capacity_parser(sub):
+    parser = sub.add_parser(
+        "capacity",
+        help="the largest load at which each configuration meets latency objectives",
+        description="For a model trained with a load feature (the measured concurrency), "
+        "print each configuration of CONFIGS with its capacity: the last load before the "
+        "first at which its probability of meeting every objective given falls below "
+        "--min_attainment (0 where even the first does; bounded=False where none does: "
+        "the capacity is at least the last level).",
+    )
+    parser.add_argument(
+        "configs",
+        type=Path,
+        help="CSV / JSONL / Parquet file of configurations: the model's feature columns "
+        "but the load, optionally output_tokens",
+    )
+    add_model_option(parser)
+    add_options(parser, OPTIONS)
+    parser.set_defaults(func=cmd_capacity)
+
+
+def cmd_capacity(args, argv):
+    est = load_model(args.model, device=args.device)
+    names = [str(c) for c in getattr(est, "feature_names_in_", [])]
+    if args.load_feature not in names:
+        raise ValueError(
+            f"the model has no load feature {args.load_feature!r} (its features: {names}); "
+            "train it with --features ...,concurrency."
+        )
+    others = [c for c in names if c != args.load_feature]
+    frame, n = read_configs(args.configs, others)
+    if args.output_tokens is not None:
+        n = args.output_tokens
+    with quiet_extrapolation():
+        result = capacity(
+            est,
+            frame,
+            ttft_ms=args.ttft_ms,
+            tpot_ms=args.tpot_ms,
+            e2e_ms=args.e2e_ms,
+            output_tokens=n,
+            min_attainment=args.min_attainment,
+            load_feature=args.load_feature,
+            levels=args.levels,
+        )
+    table = frame.assign(capacity=result.capacity, bounded=result.bounded)
+    table.to_csv(sys.stdout, index=False, float_format="%.6g")
+    print(
+        f"sklat capacity: loads evaluated {', '.join(f'{v:g}' for v in result.levels)}; "
+        "bounded=False: the capacity is at least the last of them",
+        file=sys.stderr,
+    )
+    return 0

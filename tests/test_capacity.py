@@ -1,0 +1,108 @@
+"""capacity: the largest load at which a configuration meets its objectives."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklat import LatencyEstimator
+from sklat.cli import main
+from sklat.control import capacity
+from sklat.datasets import make_positioned_latency
+
+LEVELS = [1, 2, 3, 4, 6, 8]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """A model of requests slowed by the load: every latency times 1 + 0.25 (c - 1)."""
+    d = make_positioned_latency(400, noise=0.05, max_output_tokens=128, random_state=0)
+    load = np.random.RandomState(1).randint(1, 9, len(d.X))
+    X = d.X.assign(concurrency=load)
+    y = d.y * (1 + 0.25 * (load[:, None] - 1))
+    est = LatencyEstimator(max_epochs=40, random_state=0).fit(X, y, output_tokens=d.output_tokens)
+    return est, d
+
+
+def test_capacity_is_the_last_level_before_the_first_miss(loaded):
+    est, d = loaded
+    configs = d.X.iloc[:12]
+    per_token = est.predict_total(configs.assign(concurrency=4), output_tokens=64) / 64
+    result = capacity(est, configs, tpot_ms=per_token, output_tokens=64, levels=LEVELS)
+    levels = np.asarray(LEVELS, dtype=float)
+    assert result.attainment.shape == (12, len(LEVELS))
+    for row, kept, bounded in zip(result.attainment, result.capacity, result.bounded):
+        meets = row >= 0.9 - 1e-12
+        first_miss = np.argmin(meets) if not meets.all() else len(LEVELS)
+        assert bounded == (not meets.all())
+        assert kept == (0.0 if first_miss == 0 else levels[first_miss - 1])
+    # Each objective is that configuration's own median speed at 4 in flight:
+    # it holds at 90% below 4 and fails by 6.
+    assert (result.capacity >= 1).all() and (result.capacity < 6).all()
+    # The same attainments as predict_slo_attainment at each level.
+    at2 = est.predict_slo_attainment(
+        configs.assign(concurrency=2), tpot_ms=per_token, output_tokens=64
+    )
+    np.testing.assert_allclose(result.attainment[:, LEVELS.index(2)], at2)
+
+
+def test_a_looser_objective_never_lowers_the_capacity(loaded):
+    est, d = loaded
+    configs = d.X.iloc[:20]
+    speed = {
+        c: est.predict_total(configs.assign(concurrency=c), output_tokens=64) / 64 for c in (2, 6)
+    }
+    kw = dict(output_tokens=64, levels=LEVELS, min_attainment=0.5)
+    tight = capacity(est, configs, tpot_ms=speed[2], **kw).capacity
+    loose = capacity(est, configs, tpot_ms=speed[6], **kw).capacity
+    assert (loose >= tight).all() and (loose > tight).any()
+
+
+def test_default_levels_reach_twice_the_largest_load_trained(loaded):
+    est, d = loaded
+    result = capacity(est, d.X.iloc[:2], tpot_ms=1e6)
+    np.testing.assert_array_equal(result.levels, np.arange(1.0, 17.0))
+    assert not result.bounded.any() and (result.capacity == 16).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"levels": [2, 1]}, "levels must be increasing"),
+        ({"levels": [0, 1]}, "levels must be a non-empty list of finite loads > 0"),
+        ({"levels": []}, "levels must be a non-empty list"),
+        ({"load_feature": "batch"}, "the model has no load feature 'batch'"),
+        ({"min_attainment": 2}, "min_attainment must be a number in"),
+    ],
+)
+def test_bad_arguments(loaded, kwargs, message):
+    est, d = loaded
+    with pytest.raises(ValueError, match=message):
+        capacity(est, d.X.iloc[:2], tpot_ms=5.0, **kwargs)
+
+
+def test_the_load_column_is_for_capacity_to_set(loaded):
+    est, d = loaded
+    with pytest.raises(ValueError, match="X holds the load feature 'concurrency'"):
+        capacity(est, d.X.iloc[:2].assign(concurrency=1), tpot_ms=5.0)
+    with pytest.raises(ValueError, match=r"X lacks the feature column\(s\) \['top_k'\]"):
+        capacity(est, d.X.iloc[:2].drop(columns="top_k"), tpot_ms=5.0)
+
+
+def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
+    import sklat
+
+    est, d = loaded
+    model = tmp_path / "model.safetensors"
+    sklat.save(est, model)
+    configs = tmp_path / "configs.csv"
+    d.X.iloc[:8].to_csv(configs, index=False)
+    args = ["capacity", "--model", str(model), str(configs), "--tpot_ms", "80"]
+    assert main([*args, "--levels", "1,2,4,8"]) == 0
+    out = capsys.readouterr()
+    table = pd.read_csv(pd.io.common.StringIO(out.out))
+    expected = capacity(sklat.load(model), d.X.iloc[:8], tpot_ms=80.0, levels=[1, 2, 4, 8])
+    assert len(set(expected.capacity)) > 1  # the objective splits the configurations
+    np.testing.assert_array_equal(table["capacity"], expected.capacity)
+    assert "loads evaluated 1, 2, 4, 8" in out.err
+    assert main([*args, "--levels", "4,2"]) == 2
+    assert "levels must be increasing" in capsys.readouterr().err
