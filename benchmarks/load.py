@@ -124,6 +124,50 @@ def evaluate(seed=0):
         table.append(row)
     print()
     print(pd.DataFrame(table).round(1).to_markdown(index=False))
+    _capacity_table(frame, models["sklat + concurrency"][0])
+
+
+def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):
+    """Per configuration and time-per-token objective: the measured capacity
+    (the last closed-loop level before the first whose share of requests
+    meeting the objective is below ``level``) against sklat's
+    (:func:`sklat.control.capacity` at the same levels)."""
+    from sklat.control import capacity
+
+    closed = frame[frame["max_concurrency"].notna()]
+    configs = closed.groupby(["text_tokens", "output_tokens"]).size().index
+    rows = []
+    for tpot in objectives:
+        for prompt, n in configs:
+            mine = closed[(closed["text_tokens"] == prompt) & (closed["output_tokens"] == n)]
+            shares = [(mine[mine["max_concurrency"] == c]["tpot"] <= tpot).mean() for c in CLOSED]
+            misses = [share < level for share in shares]
+            measured = ([0] + CLOSED)[misses.index(True)] if any(misses) else CLOSED[-1]
+            predicted = capacity(
+                est,
+                pd.DataFrame({"text_tokens": [prompt]}),
+                tpot_ms=tpot,
+                output_tokens=n,
+                min_attainment=level,
+                levels=CLOSED,
+            ).capacity[0]
+            steps = (
+                abs(CLOSED.index(measured) - CLOSED.index(predicted))
+                if min(measured, predicted) > 0
+                else abs(([0] + CLOSED).index(measured) - ([0] + CLOSED).index(predicted))
+            )
+            rows.append(
+                {
+                    "TPOT objective ms": tpot,
+                    "prompt": prompt,
+                    "output tokens": n,
+                    "measured capacity": measured,
+                    "sklat capacity": predicted,
+                    "levels apart": steps,
+                }
+            )
+    print(f"\nCapacity at {level:.0%} of requests meeting a time-per-token objective:\n")
+    print(pd.DataFrame(rows).to_markdown(index=False))
 
 
 def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
