@@ -17,7 +17,13 @@ and the time to first token, trained on the closed-loop levels 1, 2, 4 and 8:
 - isolated: sklat trained on level 1 only (what a model of an idle server says);
 - sklat + concurrency: sklat with the measured ``concurrency`` as a plain feature;
 - line: per configuration (prompt, output length), ``a + b * concurrency`` fitted
-  by least squares on the trained levels' requests.
+  by least squares on the trained levels' requests;
+- GBT: gradient-boosted trees (LightGBM) on (prompt, output length,
+  concurrency), for each target;
+
+and, per level, the coverage of sklat's calibrated 90% intervals, and the
+capacity (the largest level at which 90% of a configuration's requests meet a
+time-per-token objective) measured and predicted.
 
 Held out: level 16 (a doubling past the largest trained level) and the open-loop
 rates (a different way to load the server, with the measured concurrency given).
@@ -124,7 +130,57 @@ def evaluate(seed=0):
         table.append(row)
     print()
     print(pd.DataFrame(table).round(1).to_markdown(index=False))
+    _gbt_and_coverage_table(train, held, models["sklat + concurrency"], seed)
     _capacity_table(frame, models["sklat + concurrency"][0])
+
+
+def _gbt_and_coverage_table(train, held, model, seed, confidence=0.9):
+    """Per level: gradient-boosted trees (LightGBM) on (text_tokens,
+    output_tokens, concurrency) for the time per token and the time to first
+    token, and the coverage of sklat's calibrated intervals (decode total,
+    prefill) at ``confidence``."""
+    from lightgbm import LGBMRegressor
+
+    est, features = model
+    design = ["text_tokens", "output_tokens", "concurrency"]
+    trees = {}
+    for target in ("tpot", "T_prefill_total"):
+        trees[target] = LGBMRegressor(
+            n_estimators=300,
+            learning_rate=0.05,
+            num_leaves=15,
+            min_child_samples=10,
+            random_state=seed,
+            verbose=-1,
+        ).fit(train[design], train[target])
+    rows = []
+    for level, part in pd.concat([train, held]).groupby("level", sort=False):
+        part = part.reset_index(drop=True)
+        n = part["output_tokens"].to_numpy()
+        decode = est.predict_interval(part[features], n, confidence=confidence)
+        prefill = est.predict_interval(part[features], target="prefill", confidence=confidence)
+
+        def covered(bounds, values):
+            values = values.to_numpy()
+            return 100 * np.mean((bounds[:, 0] <= values) & (values <= bounds[:, 1]))
+
+        rows.append(
+            {
+                "level": level,
+                "GBT: TPOT MAPE": _mape(trees["tpot"].predict(part[design]), part["tpot"]),
+                "GBT: TTFT MAPE": _mape(
+                    trees["T_prefill_total"].predict(part[design]), part["T_prefill_total"]
+                ),
+                f"sklat + concurrency: {confidence:.0%} coverage, decode": covered(
+                    decode, part["T_LLM_decode"]
+                ),
+                f"sklat + concurrency: {confidence:.0%} coverage, TTFT": covered(
+                    prefill, part["T_prefill_total"]
+                ),
+            }
+        )
+    print()
+    print(pd.DataFrame(rows).round(1).to_markdown(index=False))
 
 
 def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):
