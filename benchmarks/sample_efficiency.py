@@ -15,7 +15,7 @@ seeded); each training size is a seeded draw of that many requests of the traini
 configurations ("all": every one). Methods: sklat with its defaults, the
 ten-parameter physical core (``peers.PhysicalCore``), the aggregated linear model and
 the flat average, and the core and the linear model with sklat's relative-error point
-(``peers.RelativePoint``). Columns: decode-total MAPE and positioned MAPE (against the
+(``_common.RelativePoint``). Columns: decode-total MAPE and positioned MAPE (against the
 measured steps) as ratios to the floor, mean over the seeds (for sklat also its curve's
 centre, ``point="center"``, from the same fit); sklat's number of nets
 (several: cross-fitted) and its 90% decode-total interval coverage (%), where it has
