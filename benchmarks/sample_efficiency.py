@@ -13,7 +13,7 @@ a request from the other repeats of its own configuration (their mean): what no
 model can beat. Splits are **by configuration** (30% of the configurations test,
 seeded); each training size is a seeded draw of that many requests of the training
 configurations ("all": every one). Methods: sklat with its defaults, the
-ten-parameter physical core (``peers.PhysicalCore``), the aggregated linear model and
+ten-parameter physical core (``_common.PhysicalCore``), the aggregated linear model and
 the flat average, and the core and the linear model with sklat's relative-error point
 (``_common.RelativePoint``). Columns: decode-total MAPE and positioned MAPE (against the
 measured steps) as ratios to the floor, mean over the seeds (for sklat also its curve's
