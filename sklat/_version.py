@@ -11,6 +11,8 @@ except PackageNotFoundError:  # imported from a source tree that is not installe
 def library_versions():
     """Versions of sklat, the libraries its models depend on and Python, as
     recorded in model files and ``metrics.json``."""
+    # Imported here, not with the module: every import of sklat reads
+    # __version__, and torch and skorch take seconds to load.
     import platform
 
     import numpy

@@ -7,6 +7,8 @@ the context length, and a mix of both.
 """
 
 import functools
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,9 +242,6 @@ def write_demo_results(results_dir):
     results_dir : str or path-like
         Folder to create (it may exist).
     """
-    import json
-    from pathlib import Path
-
     root = Path(results_dir)
     vision = make_positioned_latency(600, noise=0.05, positioned_fraction=0.2, random_state=0).frame
     text = make_positioned_latency(400, noise=0.05, random_state=1).frame

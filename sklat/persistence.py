@@ -16,6 +16,7 @@ import json
 import os
 
 import numpy as np
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -38,8 +39,6 @@ _MAX_JSON_DEPTH = 32
 
 
 def _digest(metadata, tensors):
-    import torch
-
     h = hashlib.sha256(metadata.encode())
     for name in sorted(tensors):
         t = tensors[name].contiguous()

@@ -681,6 +681,7 @@ def save_report_figures(
     ...                     output_dir=tempfile.mkdtemp())
     ['latency_curves.png', 'total_decode.png', 'coverage.png']
     """
+    # matplotlib is the optional plot extra.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -35,6 +35,7 @@ with the endpoint profiler and :mod:`sklat.io`.
 """
 
 import gc
+import inspect
 import itertools
 import json
 import os
@@ -240,8 +241,6 @@ class _Variants:
 
 
 def _forward_keywords(model):
-    import inspect
-
     params = inspect.signature(model.forward).parameters
     cache_kw = "cache" if "cache" in params else "past_key_values"
     extra = {}

@@ -21,6 +21,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+import httpx
+
 # The SSE line and event decoders of httpx-sse (its EventSource would hide the
 # network reads behind one iterator); pinned below 0.5 in the extra.
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
@@ -118,8 +120,6 @@ def stream(client, url, body, api, timeout):
     measurement; ``httpx.ConnectError`` (nothing listening) is left to the
     caller.
     """
-    import httpx
-
     out = Reads(start_ns=time.perf_counter_ns())
     state = {}
     # The timeout bounds the wait for the next token, not for the next network
