@@ -299,6 +299,55 @@ def decision_table(repeat):
     return pd.DataFrame(rows)
 
 
+def support_table(repeat, supports=(10, 400, 4000)):
+    """Decisions with N unknown as the output-length distribution widens: a
+    uniform distribution over ``1..J`` for each ``J`` of ``supports`` (past
+    the longest training output, an extrapolation), on the measured MoE set's
+    default (cross-fitted) model; ratios to ``predict_total`` of the training
+    distribution, timed alongside."""
+    from _common import profiled_requests
+
+    warnings.simplefilter("ignore")
+    data = profiled_requests("mixtral_moe_sdpa")
+    est = LatencyEstimator(max_epochs=20, random_state=0, device="cpu").fit(
+        data.X, data.y, output_tokens=data.output_tokens
+    )
+    one, hundred = data.X.iloc[[3]], data.X.iloc[np.arange(100) % len(data.X)]
+    slo = est.predict_total(one)[0] / np.mean(data.output_tokens)
+    e2e = float(est.predict(one)[0].sum())
+    rows = []
+    for support in supports:
+        dist = {"values": np.arange(1, support + 1), "probabilities": np.full(support, 1 / support)}
+        kw = {"output_tokens_distribution": dist}
+        calls = {
+            "predict_total(X)": lambda: est.predict_total(one),
+            "predict_interval(X)": lambda: est.predict_interval(one, **kw),
+            "predict_slo_attainment(X, tpot_ms)": lambda: est.predict_slo_attainment(
+                one, tpot_ms=slo, **kw
+            ),
+            "choose(100 candidates, tpot_ms)": lambda: choose(est, hundred, tpot_ms=slo, **kw),
+            "choose(100 candidates, e2e_ms)": lambda: choose(est, hundred, e2e_ms=e2e, **kw),
+            "choose(100 candidates, tpot_ms and e2e_ms)": lambda: choose(
+                est, hundred, tpot_ms=slo, e2e_ms=e2e, **kw
+            ),
+        }
+        samples = {k: [] for k in calls}
+        for _ in range(5):
+            for k, f in calls.items():
+                samples[k].append(median_us(f, max(1, repeat // 5)))
+        times = {k: float(np.median(v)) for k, v in samples.items()}
+        for call, us in times.items():
+            rows.append(
+                {
+                    "distinct lengths": support,
+                    "call, N unknown": call,
+                    "median µs": round(us, 1),
+                    "x predict_total": round(us / times["predict_total(X)"], 2),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 _MEMORY_SNIPPETS = {
     "baseline (imports, a small fitted model)": "",
     "training step, 64 requests x N=32768": """
@@ -439,7 +488,9 @@ def main(argv=None):
         help="sum(N) of each training epoch (default 262144)",
     )
     parser.add_argument(
-        "--skip", default="", help="comma-separated: train,infer,decide,memory,busy,fit"
+        "--skip",
+        default="",
+        help="comma-separated: train,infer,decide,support,memory,busy,fit",
     )
     args = parser.parse_args(argv)
     skip = set(args.skip.split(","))
@@ -463,6 +514,9 @@ def main(argv=None):
     if "decide" not in skip:
         print("\n## Decisions with N unknown, one configuration and 100 candidates (CPU)")
         print(decision_table(50 if args.quick else 500).to_markdown(index=False))
+    if "support" not in skip:
+        print("\n## Decisions as the output-length distribution widens (CPU)")
+        print(support_table(20 if args.quick else 200).to_markdown(index=False))
     if "memory" not in skip:
         print("\n## Peak memory, N = 32768 (CPU, separate processes)")
         print(memory_table().round(1).to_markdown())
