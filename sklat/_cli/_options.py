@@ -57,22 +57,19 @@ def csv_list(text):
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def int_list(text):
+def _typed_list(text, cast, what):
     try:
-        return [int(s) for s in csv_list(text)]
+        return [cast(s) for s in csv_list(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+
+
+def int_list(text):
+    return _typed_list(text, int, "integers")
 
 
 def float_list(text):
-    try:
-        return [float(s) for s in csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+    return _typed_list(text, float, "numbers")
 
 
 def context_features(text):
@@ -220,3 +217,21 @@ ESTIMATOR_ARGUMENTS = {
     ),
 }
 ESTIMATOR_OPTIONS = tuple(ESTIMATOR_ARGUMENTS)
+
+# The latency objectives and the output length of the decisions on a model
+# (sklat choose, sklat capacity).
+OBJECTIVE_OPTIONS = [
+    ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
+    ("tpot_ms", (), dict(type=float, default=None, help="time-per-output-token objective (ms)")),
+    ("e2e_ms", (), dict(type=float, default=None, help="end-to-end objective (ms)")),
+    (
+        "output_tokens",
+        (),
+        dict(
+            type=int,
+            default=None,
+            help="output length, if known; default: the file's output_tokens column, else "
+            "drawn from the training output lengths",
+        ),
+    ),
+]

@@ -8,22 +8,10 @@ from pathlib import Path
 from .._domain import quiet_extrapolation
 from ..control import capacity
 from ._io import load_model, read_configs
-from ._options import add_model_option, add_options, float_list
+from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options, float_list
 
 OPTIONS = [
-    ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
-    ("tpot_ms", (), dict(type=float, default=None, help="time-per-output-token objective (ms)")),
-    ("e2e_ms", (), dict(type=float, default=None, help="end-to-end objective (ms)")),
-    (
-        "output_tokens",
-        (),
-        dict(
-            type=int,
-            default=None,
-            help="output length, if known; default: the file's output_tokens column, else "
-            "drawn from the training output lengths",
-        ),
-    ),
+    *OBJECTIVE_OPTIONS,
     (
         "min_attainment",
         (),
@@ -74,12 +62,8 @@ def add_capacity_parser(sub):
 
 def cmd_capacity(args, argv):
     est = load_model(args.model, device=args.device)
+    # A model without the load feature is refused by capacity itself.
     names = [str(c) for c in getattr(est, "feature_names_in_", [])]
-    if args.load_feature not in names:
-        raise ValueError(
-            f"the model has no load feature {args.load_feature!r} (its features: {names}); "
-            "train it with --features ...,concurrency."
-        )
     others = [c for c in names if c != args.load_feature]
     frame, n = read_configs(args.configs, others)
     if args.output_tokens is not None:

@@ -9,22 +9,10 @@ from pathlib import Path
 from .._domain import quiet_extrapolation
 from ..control import choose
 from ._io import check_output_file, load_model, read_configs
-from ._options import add_model_option, add_options
+from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options
 
 OPTIONS = [
-    ("ttft_ms", (), dict(type=float, default=None, help="time-to-first-token objective (ms)")),
-    ("tpot_ms", (), dict(type=float, default=None, help="time-per-output-token objective (ms)")),
-    ("e2e_ms", (), dict(type=float, default=None, help="end-to-end objective (ms)")),
-    (
-        "output_tokens",
-        (),
-        dict(
-            type=int,
-            default=None,
-            help="output length, if known; default: the file's output_tokens column, else "
-            "drawn from the training output lengths",
-        ),
-    ),
+    *OBJECTIVE_OPTIONS,
     (
         "min_attainment",
         (),
