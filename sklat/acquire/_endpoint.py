@@ -38,7 +38,7 @@ from .._results import (
     safe_name,
 )
 from .._version import __version__
-from ._load import InFlight, check_levels, run_level
+from ._load import InFlight, check_levels, mean_in_flight, run_level
 
 APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 # Request fields that make each engine produce exactly ``n`` tokens (the end of
@@ -316,10 +316,13 @@ def _run_level(request, recorder, bar, level, jobs, seed):
     try:
         run_level(run, jobs, level, seed)
     finally:
+        # Every request of the level has ended (run_level waits for those in
+        # flight): its times in flight are complete.
+        starts, ends = in_flight.intervals()
         for job, row in finished:
             if "error" not in row:
                 first_ns, end_ns = row.pop("_decode_ns")
-                row["concurrency"] = round(in_flight.mean_over(first_ns, end_ns), 6)
+                row["concurrency"] = round(mean_in_flight(starts, ends, first_ns, end_ns), 6)
             recorder.record(job, row)
 
 

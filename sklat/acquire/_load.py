@@ -121,13 +121,13 @@ class InFlight:
             self._starts.append(start_ns)
             self._ends.append(end_ns)
 
-    def mean_over(self, window_start_ns, window_end_ns):
-        """Time-weighted mean number of intervals covering the window (at its
-        start where the window has no length)."""
+    def intervals(self):
+        """``(starts, ends)``: float64 arrays of the intervals so far."""
         with self._lock:
-            starts = np.asarray(self._starts, dtype=np.float64)
-            ends = np.asarray(self._ends, dtype=np.float64)
-        return mean_in_flight(starts, ends, window_start_ns, window_end_ns)
+            return (
+                np.asarray(self._starts, dtype=np.float64),
+                np.asarray(self._ends, dtype=np.float64),
+            )
 
 
 def mean_in_flight(starts, ends, window_start, window_end):
