@@ -11,29 +11,6 @@ reads one of them. An unfitted estimator has none (``AttributeError``, so
 class FittedAttributes:
     """Read-only fitted attributes of a :class:`~sklat.LatencyEstimator`."""
 
-    # Names of the properties below: a pickle of 0.6 stored these values
-    # themselves (see LatencyEstimator.__setstate__).
-    NAMES = (
-        "step_scale_",
-        "prefill_scale_",
-        "output_tokens_distribution_",
-        "max_output_tokens_",
-        "position_basis_",
-        "context_features_",
-        "context_scale_",
-        "feature_range_",
-        "cost_scales_",
-        "scale_slopes_",
-        "feature_log_mask_",
-        "feature_log_shift_",
-        "feature_mean_",
-        "feature_scale_",
-        "conformity_scores_",
-        "position_scores_",
-        "difficulty_tree_",
-        "point_factors_",
-    )
-
     @property
     def _curve(self):
         """The fitted curve: the one its calibration calibrates."""
@@ -128,3 +105,12 @@ class FittedAttributes:
     def point_factors_(self):
         """Per output, the multiplier of the curve's centre for ``point="relative"``."""
         return self._calibrator.point_factors
+
+
+# Names of the public properties above: a pickle of 0.6 stored these values
+# themselves (see LatencyEstimator.__setstate__).
+FittedAttributes.NAMES = tuple(
+    name
+    for name, value in vars(FittedAttributes).items()
+    if isinstance(value, property) and not name.startswith("_")
+)
