@@ -42,6 +42,9 @@ from sklearn.utils import Bunch
 
 
 PROFILED = Path(__file__).resolve().parent / "data"
+# The gradient-boosted trees peer of the interval and load benchmarks
+# (LightGBM), sized for a few hundred requests.
+LGBM_PARAMS = dict(n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=10)
 PROFILED_FEATURES = ["vision_tokens", "text_tokens", "tier_idx", "top_k", "num_active_blocks"]
 DATA = Path(
     os.environ.get("SKLAT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -44,6 +44,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from _common import (  # noqa: E402
+    LGBM_PARAMS,
     configurations,
     profiled_requests,
     profiled_sets,
@@ -126,14 +127,7 @@ def lightgbm_intervals(data, train, test, seed):
     for j, c in enumerate(CONFIDENCES):
         for side, q in enumerate(((1 - c) / 2, (1 + c) / 2)):
             model = LGBMRegressor(
-                objective="quantile",
-                alpha=q,
-                n_estimators=300,
-                learning_rate=0.05,
-                num_leaves=15,
-                min_child_samples=10,
-                random_state=seed,
-                verbose=-1,
+                objective="quantile", alpha=q, **LGBM_PARAMS, random_state=seed, verbose=-1
             )
             model.fit(design(train), decode[train])
             out[:, side, j] = model.predict(design(test))

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import served
+from _common import LGBM_PARAMS, served
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -145,14 +145,9 @@ def _gbt_and_coverage_table(train, held, model, seed, confidence=0.9):
     design = ["text_tokens", "output_tokens", "concurrency"]
     trees = {}
     for target in ("tpot", "T_prefill_total"):
-        trees[target] = LGBMRegressor(
-            n_estimators=300,
-            learning_rate=0.05,
-            num_leaves=15,
-            min_child_samples=10,
-            random_state=seed,
-            verbose=-1,
-        ).fit(train[design], train[target])
+        trees[target] = LGBMRegressor(**LGBM_PARAMS, random_state=seed, verbose=-1).fit(
+            train[design], train[target]
+        )
     rows = []
     for level, part in pd.concat([train, held]).groupby("level", sort=False):
         part = part.reset_index(drop=True)
