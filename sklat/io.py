@@ -175,6 +175,19 @@ def write_results(frame, path):
     '[1, 1]'
     """
     path = Path(path)
+    temporary = write_beside(frame, path)
+    try:
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_beside(frame, path):
+    """Write ``frame`` as :func:`write_results` would write ``path``, but whole
+    to a hidden temporary file beside it, and return that file: renamed over
+    ``path``, an interruption never leaves ``path`` cut short. Several files
+    written so can be put in place together, after all are written."""
     kind = _suffix(path)
     if kind not in SUFFIXES:
         raise ValueError(
@@ -184,8 +197,6 @@ def write_results(frame, path):
     lists = [c for c in LIST_COLUMNS if c in out.columns]
     for col in lists:
         out[col] = [None if is_missing(v) else np.asarray(v).tolist() for v in out[col]]
-    # Written whole beside the target, then renamed over it: an interruption
-    # leaves the target as it was, never cut short.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if kind == ".csv":
@@ -200,10 +211,10 @@ def write_results(frame, path):
                     f.write(json.dumps(clean) + "\n")
         else:
             out.to_parquet(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
+    except BaseException:
         temporary.unlink(missing_ok=True)
-    return path
+        raise
+    return temporary
 
 
 def _read_jsonl(path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from .._constants import DEFAULT_FEATURES
 
 from ..acquire._import._convention import summary_line
-from ..io import read_benchmark, write_results
+from ..io import read_benchmark, write_beside
 
 # Words that name no value (JSON parses NaN and Infinity as numbers, caught as
 # not finite).
@@ -138,18 +138,16 @@ def cmd_import(args, argv):
     folder.mkdir(parents=True, exist_ok=True)
     # Every file is written in full beside its target first and then renamed
     # over it, so that an interruption leaves each target as it was.
-    partial = {}
+    written = {}
     try:
         for frame, target in zip(frames, targets):
             if len(frame):
-                partial[target] = write_results(
-                    frame, target.with_name(f".{target.name}.partial.csv")
-                )
-        for target, written in partial.items():
-            os.replace(written, target)
+                written[target] = write_beside(frame, target)
+        for target, temporary in written.items():
+            os.replace(temporary, target)
     finally:
-        for written in partial.values():
-            written.unlink(missing_ok=True)
+        for temporary in written.values():
+            temporary.unlink(missing_ok=True)
     for frame, target in zip(frames, targets):
         print(
             f"sklat import: {summary_line(frame.attrs['import_summary'])}"
