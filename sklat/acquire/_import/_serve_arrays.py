@@ -35,8 +35,6 @@ values is one chunk of that many tokens, which is how it is read back. An
 infinite request rate is written as a bare ``Infinity``.
 """
 
-from collections import Counter
-
 import numpy as np
 
 from ._convention import ERRORED, Importer
@@ -72,8 +70,7 @@ def is_sglang(docs):
 
 def read(docs, path, tool):
     imp = Importer(path, tool)
-    imp.unknown_flight = Counter()
-    index = 0
+    index = unknown_flight = 0
     for run, doc in enumerate(docs):
         if not isinstance(doc, dict):
             raise imp_error(path, run, f"expected a JSON object, got {type(doc).__name__}")
@@ -86,7 +83,7 @@ def read(docs, path, tool):
                 run,
                 f"no per-request arrays {missing}; write the file with {flag}",
             )
-        for key in ARRAYS + ("input_lens",) + tuple(k for k in TIMES if k in arrays):
+        for key in ARRAYS + ("input_lens",) + TIMES:
             if key in arrays and not isinstance(arrays[key], list):
                 raise imp_error(
                     path,
@@ -94,7 +91,7 @@ def read(docs, path, tool):
                     f"{key!r} must be a list with one entry per request, got "
                     f"{type(arrays[key]).__name__}",
                 )
-        timed = all(isinstance(arrays.get(k), list) for k in TIMES)
+        timed = all(k in arrays for k in TIMES)
         lengths = {
             k: len(arrays[k])
             for k in ARRAYS + ("input_lens",) + (TIMES if timed else ())
@@ -114,27 +111,30 @@ def read(docs, path, tool):
         if not timed:
             imp.cannot_reconstruct("the file records no start_times and latencies")
         for i in range(lengths["ttfts"]):
-            window = _flight(imp, arrays, i, index, run) if timed else None
+            window, known = _flight(imp, arrays, i, index, run) if timed else (None, True)
+            unknown_flight += not known
             _request(imp, arrays, i, index, native, descriptive, window)
             index += 1
-    if unknown := sum(imp.unknown_flight.values()):
-        imp.notes.append(f"{unknown} failed requests' times in flight not recorded (not counted)")
+    if unknown_flight:
+        imp.notes.append(
+            f"{unknown_flight} failed requests' times in flight not recorded (not counted)"
+        )
     return imp
 
 
 def _flight(imp, arrays, i, index, run):
-    """The request's decode window, its time in flight given to the importer;
-    None where the request failed before streaming (latency 0)."""
+    """``(decode window or None, whether its time in flight is known)``: the
+    time in flight goes to the importer; a request that failed before
+    streaming (latency 0) has none."""
     start = imp.number(arrays["start_times"][i], "start_times", index, time=False)
     latency = imp.number(arrays["latencies"][i], "latencies", index, unit=1000.0) / 1000.0
     if latency == 0:
-        imp.unknown_flight[run] += 1
-        return None
+        return None, False
     imp.flight(run, start, start + latency)
     ttft = arrays["ttfts"][i]
     if isinstance(ttft, bool) or not isinstance(ttft, (int, float)):
-        return None  # refused by the request's own checks
-    return run, start + ttft, start + latency
+        return None, True  # refused by the request's own checks
+    return (run, start + ttft, start + latency), True
 
 
 def _request(imp, arrays, i, index, native, descriptive, window):
