@@ -62,7 +62,7 @@ def read(docs, path, tool="aiperf"):
                 f"{imp.where('metrics', index)}: expected an object of metrics, got "
                 f"{type(metrics).__name__}."
             )
-        start = _flight(imp, doc["metadata"], index)
+        times = _flight(imp, doc["metadata"], index)
         if doc.get("error") is not None or doc["metadata"].get("was_cancelled"):
             imp.error(index, ERRORED)
             continue
@@ -84,25 +84,27 @@ def read(docs, path, tool="aiperf"):
             latency = imp.number(latency[0], "metrics.request_latency", index, unit=latency[1])
         if chunks is not None:
             gaps = imp.gaps(chunks[0], "metrics.inter_chunk_latency.value", index, unit=chunks[1])
+            span = float(gaps.sum())
             # The gaps run from the first response to the last, which ends
             # the request: they fit in what follows the first token.
-            if latency is not None and gaps.sum() > (latency - ttft) * (1 + _SLACK) + _SLACK:
+            if latency is not None and span > (latency - ttft) * (1 + _SLACK) + _SLACK:
                 raise BenchmarkFormatError(
                     f"{imp.where('metrics.inter_chunk_latency', index)}: the gaps add up to "
-                    f"{gaps.sum():g} ms, more than request_latency minus time to first token "
+                    f"{span:g} ms, more than request_latency minus time to first token "
                     f"({latency - ttft:g} ms)."
                 )
         else:
-            decode = latency - ttft
-        decode_ns = 1e6 * (float(gaps.sum()) if gaps is not None else decode)
-        last_token_ns = None if start is None else start + ttft * 1e6 + decode_ns
-        if last_token_ns is not None and (
-            last_token_ns - _SLACK * (ttft * 1e6 + decode_ns) > doc["metadata"]["request_end_ns"]
-        ):
-            raise BenchmarkFormatError(
-                f"{imp.where('metadata.request_end_ns', index)}: the request ends before its "
-                f"last token ({ttft:g} ms to the first and {decode_ns / 1e6:g} ms of decode)."
-            )
+            decode = span = latency - ttft
+        window = None
+        if times is not None:
+            start, end = times
+            last_token_ns = start + (ttft + span) * 1e6
+            if last_token_ns - _SLACK * (ttft + span) * 1e6 > end:
+                raise BenchmarkFormatError(
+                    f"{imp.where('metadata.request_end_ns', index)}: the request ends before its "
+                    f"last token ({ttft:g} ms to the first and {span:g} ms of decode)."
+                )
+            window = (0, start + ttft * 1e6, last_token_ns)
         imp.add(
             index,
             ttft_ms=ttft,
@@ -110,14 +112,14 @@ def read(docs, path, tool="aiperf"):
             gaps_ms=gaps,
             decode_ms=decode,
             prompt_tokens=prompt,
-            window=None if start is None else (0, start + ttft * 1e6, last_token_ns),
+            window=window,
             run=doc["metadata"].get("benchmark_phase"),
         )
     return imp
 
 
 def _flight(imp, metadata, index):
-    """The record's start (ns) where its start and end are recorded."""
+    """The record's ``(start, end)`` (ns) where both are recorded, else None."""
     return imp.recorded_flight(
         0,
         metadata.get("request_start_ns"),

@@ -244,8 +244,8 @@ class Importer:
 
     def recorded_flight(self, run, start, end, keys, index):
         """Give the importer a request's recorded ``start`` and ``end`` (named
-        ``keys`` in messages) and return its start; None (and no
-        reconstruction for the file) where either is not recorded."""
+        ``keys`` in messages) and return them checked, ``(start, end)``; None
+        (and no reconstruction for the file) where either is not recorded."""
         if start is None or end is None:
             self.cannot_reconstruct(f"a request without {keys[0]} or {keys[1]}")
             return None
@@ -256,7 +256,7 @@ class Importer:
                 f"{self.where(keys[1], index)}: {end!r} is before its {keys[0]} {start!r}."
             )
         self.flight(run, start, end)
-        return start
+        return start, end
 
     def cannot_reconstruct(self, why):
         """Concurrency is not reconstructed for this file, because ``why``."""

@@ -84,13 +84,14 @@ def _flight(imp, request, index, run):
     """The request's start (seconds) where its start and end are recorded."""
     if not isinstance(request, dict):
         return None
-    return imp.recorded_flight(
+    times = imp.recorded_flight(
         run,
         request.get("request_start_time"),
         request.get("request_end_time"),
         ("request_start_time", "request_end_time"),
         index,
     )
+    return None if times is None else times[0]
 
 
 def _request(imp, request, index, run):
