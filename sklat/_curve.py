@@ -36,7 +36,7 @@ class CheckedFeatures:
     """Features that :meth:`Curve.check` accepted: the values given (``raw``,
     (n, d) float64), the same held within the extended training range
     (``clipped``, what the net sees) and the context length of each row
-    (``context``, tokens, from ``clipped``). :meth:`Curve.encode` trusts
+    (``context``, tokens, from ``clipped``). :meth:`Curve.encode` works on
     them and checks nothing again."""
 
     raw: np.ndarray
@@ -219,14 +219,13 @@ class Curve:
         )
         return CheckedFeatures(raw=X_arr, clipped=clipped, context=context)
 
-    def encode(self, features, *, n_threads="auto", warn=True, scaled=True):
-        """:class:`Coefficients` of ``features``: :class:`CheckedFeatures`, or
-        finite float64 features that :meth:`check` checks first. ``warn``: an
-        ExtrapolationWarning for features beyond the training range.
-        ``scaled=False``: without the recalibration's multipliers and
+    def encode(self, X_arr, *, n_threads="auto", warn=True, scaled=True):
+        """:class:`Coefficients` of finite float64 features ``X_arr``, checked
+        once (:meth:`check`) and then only read in their checked form.
+        ``warn``: an ExtrapolationWarning for features beyond the training
+        range. ``scaled=False``: without the recalibration's multipliers and
         slopes."""
-        if not isinstance(features, CheckedFeatures):
-            features = self.check(features)
+        features = self.check(X_arr)
         if warn:
             warn_outside(features.raw, self.feature_range, self.extended_range, self.label)
         z = self.transform.transform(features.clipped, self.label, checked=True)

@@ -99,8 +99,9 @@ def _fit_curve(est, part, context_features, trainings, *, kept=True, max_epochs=
     their training looks unfinished). ``max_epochs``: instead of the
     parameter's."""
     X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
-    context = context_lengths(X_arr, context_features, feature_labeller(est))
-    transform = FeatureTransform.fit(X_arr, est.log_features, feature_labeller(est))
+    label = feature_labeller(est)
+    context = context_lengths(X_arr, context_features, label)
+    transform = FeatureTransform.fit(X_arr, est.log_features, label)
     # What the net and the curve are built from (the fitted attributes
     # of the same names).
     fitted = {
@@ -113,7 +114,7 @@ def _fit_curve(est, part, context_features, trainings, *, kept=True, max_epochs=
         "total_norm_": float(n_tokens.mean()),
     }
     data = RequestData(
-        x=transform.transform(X_arr, feature_labeller(est)),
+        x=transform.transform(X_arr, label),
         output_tokens=n_tokens,
         context=(context / fitted["context_scale_"]).astype(np.float32),
         total=(decode / fitted["step_scale_"]).astype(np.float32),
