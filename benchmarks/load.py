@@ -81,8 +81,9 @@ def _line_predictions(train, test, target):
     """Per configuration, ``a + b * concurrency`` by least squares on ``train``."""
     out = np.full(len(test), np.nan)
     keys = ["text_tokens", "output_tokens"]
+    trained = dict(list(train.groupby(keys)))
     for key, rows in test.groupby(keys).groups.items():
-        seen = train.set_index(keys).loc[[key]] if key in train.set_index(keys).index else None
+        seen = trained.get(key)
         if seen is None or len(seen) < 2:
             continue
         b, a = np.polyfit(seen["concurrency"], seen[target], 1)
