@@ -14,7 +14,6 @@ fails (HTTP error, stall, malformed or dropped stream) is logged to
 
 import json
 import platform
-import threading
 import time
 import uuid
 from functools import partial
@@ -352,22 +351,20 @@ def _pending_jobs(lists, level, done, seed):
 
 
 class _Recorder:
-    """Writes each measured request, from any thread, one at a time: a row
-    of the results file, or a line of the failure log."""
+    """Writes each measured request: a row of the results file, or a line of
+    the failure log. Called once a level has ended, from one thread."""
 
     def __init__(self, path, columns, descriptive, prompt_mismatch):
         self.append = append_csv_row
         self.path, self.columns, self.descriptive = path, columns, descriptive
         self.prompt_mismatch = prompt_mismatch
-        self.lock = threading.Lock()
 
     def record(self, job, row):
-        with self.lock:
-            if "error" in row:
-                _log_failure(self.path.parent / FAILED_LOG, job, row["error"])
-            else:
-                _check_prompt(row, self.prompt_mismatch)
-                self.append(self.path, self.columns, {**self.descriptive, **row})
+        if "error" in row:
+            _log_failure(self.path.parent / FAILED_LOG, job, row["error"])
+        else:
+            _check_prompt(row, self.prompt_mismatch)
+            self.append(self.path, self.columns, {**self.descriptive, **row})
 
 
 def _import_httpx():
