@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from .._constants import DEFAULT_FEATURES
-
 from ..acquire._import._convention import summary_line
 from ..io import read_benchmark, write_beside
 

@@ -15,8 +15,8 @@ them each request's ``concurrency`` is reconstructed over the file (see
 :mod:`._convention`).
 """
 
-from ._convention import ERRORED, TIME_UNITS_MS, Importer
 from ...exceptions import BenchmarkFormatError
+from ._convention import ERRORED, TIME_UNITS_MS, Importer
 
 # Relative (and ms) slack between times recorded from separate clocks reads.
 _SLACK = 1e-3

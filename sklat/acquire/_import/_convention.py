@@ -27,7 +27,6 @@ from collections import Counter
 
 import numpy as np
 
-from .._load import mean_in_flight
 from ..._constants import (
     DECODE_COL,
     MAX_OUTPUT_TOKENS,
@@ -37,6 +36,7 @@ from ..._constants import (
     SEGMENT_TOKENS_COL,
 )
 from ...exceptions import BenchmarkFormatError
+from .._load import mean_in_flight
 
 # Descriptive columns of an imported request: kept, never features unless a
 # user names them.

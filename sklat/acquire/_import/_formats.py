@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from . import _aiperf, _guidellm, _llamacpp, _llmperf, _serve_arrays
 from ...exceptions import BenchmarkFormatError
+from . import _aiperf, _guidellm, _llamacpp, _llmperf, _serve_arrays
 
 # name -> (detect(docs), read(docs, path, tool))
 FORMATS = {

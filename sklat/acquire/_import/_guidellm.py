@@ -18,8 +18,8 @@ request also serialises ``request_start_time`` and ``request_end_time``
 its benchmark (see :mod:`._convention`), unless the lists are a sample.
 """
 
-from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
 from ...exceptions import BenchmarkFormatError
+from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
 
 INCOMPLETE = "incomplete (cut off when the benchmark ended)"
 # Relative (and ms) slack for times recorded and rounded separately.

@@ -17,8 +17,8 @@ The partial objects of a request are the lines before its final object.
 
 import numpy as np
 
-from ._convention import Importer
 from ...exceptions import BenchmarkFormatError
+from ._convention import Importer
 
 
 def detect(docs):

@@ -37,8 +37,8 @@ infinite request rate is written as a bare ``Infinity``.
 
 import numpy as np
 
-from ._convention import ERRORED, Importer
 from ...exceptions import BenchmarkFormatError
+from ._convention import ERRORED, Importer
 
 ARRAYS = ("ttfts", "itls", "output_lens", "errors")
 TIMES = ("start_times", "latencies")
