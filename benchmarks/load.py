@@ -11,22 +11,27 @@ evaluate`` (and ``figure``: ``docs/_static/load_curve.png``).
 
 evaluate prints, per load level, the measured medians (time per output token =
 ``T_LLM_decode / output_tokens``, time to first token, the measured
-``concurrency``) and the error of three predictors of the time per output token
-and the time to first token, trained on the closed-loop levels 1, 2, 4 and 8:
+``concurrency``) and, for two protocols (trained on the closed-loop levels 1, 2,
+4 and 8; and on 1, 2 and 8), the error of each predictor's median time per
+output token and time to first token against the measured median, per
+configuration (prompt, output length), averaged over the configurations:
 
 - isolated: sklat trained on level 1 only (what a model of an idle server says);
-- sklat + concurrency: sklat with the measured ``concurrency`` as a plain feature;
-- line: per configuration (prompt, output length), ``a + b * concurrency`` fitted
-  by least squares on the trained levels' requests;
+- plain feature: sklat with the measured ``concurrency`` as an ordinary feature
+  (``load_features=None``, 0.14's model);
+- load feature: sklat with ``concurrency`` as a load feature (the default);
+- line: per configuration, ``a + b * concurrency`` fitted by least squares on
+  the trained levels' requests;
 - GBT: gradient-boosted trees (LightGBM) on (prompt, output length,
   concurrency), for each target;
 
-and, per level, the coverage of sklat's calibrated 90% intervals, and the
-capacity (the largest level at which 90% of a configuration's requests meet a
-time-per-token objective) measured and predicted.
+with the coverage of the load-feature model's calibrated 90% intervals per
+level, and the capacity (the largest level at which 90% of a configuration's
+requests meet a time-per-token objective) measured and predicted.
 
-Held out: level 16 (a doubling past the largest trained level) and the open-loop
-rates (a different way to load the server, with the measured concurrency given).
+Held out: level 16 (a doubling past the largest trained level), level 4 in the
+second protocol (between trained levels) and the open-loop rates (a different
+way to load the server, with the measured concurrency given).
 """
 
 import argparse
@@ -91,13 +96,11 @@ def _line_predictions(train, test, target):
     return out
 
 
-def evaluate(seed=0):
-    from sklat import LatencyEstimator
-
+def evaluate(seeds=(0, 1, 2)):
+    """Both protocols (levels 1-8 trained, 16 held out; levels 1, 2 and 8
+    trained, 4 and 16 held out), each predictor's error per level."""
     warnings.simplefilter("ignore")
-    frame = pd.read_csv(DATA / SET / "requests.csv")
-    frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
-    frame["level"] = _level(frame)
+    frame = _frame()
     print(f"\n{len(frame)} requests of {SET}\n")
     summary = frame.groupby("level", sort=False).agg(
         requests=("tpot", "size"),
@@ -106,77 +109,114 @@ def evaluate(seed=0):
         ttft_ms=("T_prefill_total", "median"),
     )
     print(summary.round(2).to_markdown())
-    train = frame[frame["max_concurrency"].isin(TRAINED)].reset_index(drop=True)
-    isolated_rows = train[train["max_concurrency"] == 1]
+    for trained in (TRAINED, [1, 2, 8]):
+        _protocol(frame, trained, seeds)
+
+
+def _frame():
+    frame = pd.read_csv(DATA / SET / "requests.csv")
+    frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
+    frame["level"] = _level(frame)
+    return frame
+
+
+def _sklat_models(train, seed):
+    """The sklat predictors, ``name -> (estimator, features)``: the isolated
+    model, ``concurrency`` as a plain feature, and as a load feature."""
+    from sklat import LatencyEstimator
+
     y_cols = ["T_prefill_total", "T_LLM_decode"]
+    isolated_rows = train[train["max_concurrency"] == 1]
     models = {}
-    for name, rows, features in (
-        ("isolated", isolated_rows, ["text_tokens"]),
-        ("sklat + concurrency", train, ["text_tokens", "concurrency"]),
+    for name, rows, features, load in (
+        ("isolated", isolated_rows, ["text_tokens"], None),
+        ("plain feature", train, ["text_tokens", "concurrency"], None),
+        ("load feature", train, ["text_tokens", "concurrency"], "auto"),
     ):
-        est = LatencyEstimator(random_state=seed, context_features=["text_tokens"])
+        est = LatencyEstimator(
+            random_state=seed, context_features=["text_tokens"], load_features=load, n_threads=1
+        )
         est.fit(rows[features], rows[y_cols], output_tokens=rows["output_tokens"])
         models[name] = (est, features)
-    table = []
-    held = frame[~frame["max_concurrency"].isin(TRAINED)].reset_index(drop=True)
-    for level, rows in pd.concat([train, held]).groupby("level", sort=False):
-        rows = rows.reset_index(drop=True)
-        row = {"level": level, "trained": bool(rows["max_concurrency"].isin(TRAINED).all())}
-        for name, (est, features) in models.items():
-            pred = est.predict(rows[features], output_tokens=rows["output_tokens"])
-            row[f"{name}: TPOT MAPE"] = _mape(pred[:, 1] / rows["output_tokens"], rows["tpot"])
-            row[f"{name}: TTFT MAPE"] = _mape(pred[:, 0], rows["T_prefill_total"])
-        for target, label in (("tpot", "TPOT"), ("T_prefill_total", "TTFT")):
-            row[f"line: {label} MAPE"] = _mape(_line_predictions(train, rows, target), rows[target])
-        table.append(row)
-    print()
-    print(pd.DataFrame(table).round(1).to_markdown(index=False))
-    _gbt_and_coverage_table(train, held, models["sklat + concurrency"], seed)
-    _capacity_table(frame, models["sklat + concurrency"][0])
+    return models
 
 
-def _gbt_and_coverage_table(train, held, model, seed, confidence=0.9):
-    """Per level: gradient-boosted trees (LightGBM) on (text_tokens,
-    output_tokens, concurrency) for the time per token and the time to first
-    token, and the coverage of sklat's calibrated intervals (decode total,
-    prefill) at ``confidence``."""
+def _median_error(part, pred, target):
+    """Mean over the configurations of ``|median prediction / measured
+    median - 1|`` (%), the requests of one level."""
+    keys = ["text_tokens", "output_tokens"]
+    grouped = part.assign(_pred=pred).groupby(keys)
+    ratio = grouped["_pred"].median() / grouped[target].median()
+    return float(100 * np.mean(np.abs(ratio - 1)))
+
+
+def _protocol(frame, trained, seeds, confidence=0.9):
+    """Train on the closed-loop ``trained`` levels; per level, each
+    predictor's error of the median time per token and time to first token
+    (per configuration, averaged over ``seeds`` for sklat), and the coverage
+    of the load feature's calibrated intervals."""
     from lightgbm import LGBMRegressor
 
-    est, features = model
+    train = frame[frame["max_concurrency"].isin(trained)].reset_index(drop=True)
+    levels = list(frame.groupby("level", sort=False))
+    errors, coverage = {}, {}
+    for seed in seeds:
+        models = _sklat_models(train, seed)
+        for level, part in levels:
+            part = part.reset_index(drop=True)
+            n = part["output_tokens"].to_numpy()
+            for name, (est, features) in models.items():
+                est.set_params(point="center")
+                pred = est.predict(part[features], output_tokens=n)
+                cell = errors.setdefault((level, name), [])
+                cell.append(
+                    (
+                        _median_error(part, pred[:, 1] / n, "tpot"),
+                        _median_error(part, pred[:, 0], "T_prefill_total"),
+                    )
+                )
+            est, features = models["load feature"]
+            decode = est.predict_interval(part[features], n, confidence=confidence)
+            prefill = est.predict_interval(part[features], target="prefill", confidence=confidence)
+            coverage.setdefault(level, []).append(
+                (_covered(decode, part["T_LLM_decode"]), _covered(prefill, part["T_prefill_total"]))
+            )
     design = ["text_tokens", "output_tokens", "concurrency"]
-    trees = {}
-    for target in ("tpot", "T_prefill_total"):
-        trees[target] = LGBMRegressor(**LGBM_PARAMS, random_state=seed, verbose=-1).fit(
+    trees = {
+        target: LGBMRegressor(**LGBM_PARAMS, random_state=seeds[0], verbose=-1).fit(
             train[design], train[target]
         )
-    rows = []
-    for level, part in pd.concat([train, held]).groupby("level", sort=False):
+        for target in ("tpot", "T_prefill_total")
+    }
+    table = []
+    for level, part in levels:
         part = part.reset_index(drop=True)
-        n = part["output_tokens"].to_numpy()
-        decode = est.predict_interval(part[features], n, confidence=confidence)
-        prefill = est.predict_interval(part[features], target="prefill", confidence=confidence)
+        row = {"level": level, "trained": bool(part["max_concurrency"].isin(trained).all())}
+        for name in ("isolated", "plain feature", "load feature"):
+            tpot, ttft = np.mean(errors[(level, name)], axis=0)
+            row[f"{name}: TPOT"], row[f"{name}: TTFT"] = tpot, ttft
+        for target, label in (("tpot", "TPOT"), ("T_prefill_total", "TTFT")):
+            row[f"line: {label}"] = _median_error(
+                part, _line_predictions(train, part, target), target
+            )
+            row[f"GBT: {label}"] = _median_error(part, trees[target].predict(part[design]), target)
+        decode, ttft = np.mean(coverage[level], axis=0)
+        row[f"load: {confidence:.0%} cov. decode"] = decode
+        row[f"load: {confidence:.0%} cov. TTFT"] = ttft
+        table.append(row)
+    levels_text = ", ".join(str(level) for level in trained)
+    print(
+        f"\nTrained on the closed-loop levels {levels_text}: error of the median (%), "
+        f"per configuration; sklat averaged over seeds {list(seeds)}\n"
+    )
+    print(pd.DataFrame(table).round(1).to_markdown(index=False))
+    if trained == TRAINED:
+        _capacity_table(frame, _sklat_models(train, seeds[0])["load feature"][0])
 
-        def covered(bounds, values):
-            values = values.to_numpy()
-            return 100 * np.mean((bounds[:, 0] <= values) & (values <= bounds[:, 1]))
 
-        rows.append(
-            {
-                "level": level,
-                "GBT: TPOT MAPE": _mape(trees["tpot"].predict(part[design]), part["tpot"]),
-                "GBT: TTFT MAPE": _mape(
-                    trees["T_prefill_total"].predict(part[design]), part["T_prefill_total"]
-                ),
-                f"sklat + concurrency: {confidence:.0%} coverage, decode": covered(
-                    decode, part["T_LLM_decode"]
-                ),
-                f"sklat + concurrency: {confidence:.0%} coverage, TTFT": covered(
-                    prefill, part["T_prefill_total"]
-                ),
-            }
-        )
-    print()
-    print(pd.DataFrame(rows).round(1).to_markdown(index=False))
+def _covered(bounds, values):
+    values = np.asarray(values)
+    return 100 * np.mean((bounds[:, 0] <= values) & (values <= bounds[:, 1]))
 
 
 def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):
@@ -224,25 +264,18 @@ def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):
 
 def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
     """Time per output token against the measured concurrency: each request of
-    the set, the closed-loop medians, and sklat with ``concurrency`` as a plain
-    feature trained on levels 1-8, for each prompt at 96 output tokens."""
+    the set, the closed-loop medians, and sklat trained on levels 1-8 with
+    ``concurrency`` as a load feature and as a plain feature, prompt 256 at
+    96 output tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sklat import LatencyEstimator
-
     warnings.simplefilter("ignore")
-    frame = pd.read_csv(DATA / SET / "requests.csv")
-    frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
-    train = frame[frame["max_concurrency"].isin(TRAINED)]
-    features = ["text_tokens", "concurrency"]
-    est = LatencyEstimator(random_state=seed, context_features=["text_tokens"]).fit(
-        train[features],
-        train[["T_prefill_total", "T_LLM_decode"]],
-        output_tokens=train["output_tokens"],
-    )
+    frame = _frame()
+    train = frame[frame["max_concurrency"].isin(TRAINED)].reset_index(drop=True)
+    models = _sklat_models(train, seed)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     closed = frame["max_concurrency"].notna()
     ax.scatter(
@@ -263,13 +296,15 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
     medians = frame[closed].groupby("max_concurrency")["tpot"].median()
     ax.plot(medians.index, medians.values, "k-o", label="measured median per level")
     grid = np.linspace(1, 16, 61)
-    for prompt, style in ((64, "--"), (256, ":")):
-        X = pd.DataFrame({"text_tokens": prompt, "concurrency": grid})
+    X = pd.DataFrame({"text_tokens": 256, "concurrency": grid})
+    for name, style in (("load feature", "-"), ("plain feature", "--")):
+        est, _ = models[name]
+        est.set_params(point="center")
         ax.plot(
             grid,
             est.predict_total(X, output_tokens=96) / 96,
             style,
-            label=f"sklat, concurrency as a feature (prompt {prompt})",
+            label=f"sklat, concurrency as a {name} (prompt 256, 96 tokens)",
         )
     ax.axvspan(8, 16, color="0.9", zorder=0, label="past the trained levels")
     ax.set_xlabel("requests in flight (measured, time-weighted over the decode)")
@@ -279,12 +314,6 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(path)
-
-
-def _mape(pred, true):
-    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    keep = np.isfinite(pred)
-    return float(100 * np.mean(np.abs(pred[keep] - true[keep]) / true[keep]))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from ._conformal import (
     finite_bounds,
     fit_difficulty,
     interval_rank,
+    joint_quantiles,
     mixture_quantiles,
+    quantile_ranks,
     position_bound,
     relative_error_factor,
     symmetric,
@@ -298,6 +300,34 @@ class Calibrator:
         center, spread, weights = self.predictive(coef, None, dist, per_token=True)
         bound = mixture_quantiles(center, spread, weights, scores, [k / len(scores)])
         return finite_bounds(bound[:, 0])
+
+    def quantiles(self, coef, output_tokens, dist, levels, target):
+        """(n, L): the predictive distribution's quantiles at ``levels`` of the
+        decode total, the per-token latency, the prefill or the end-to-end
+        latency (``target``: "total", "per_token", "prefill", "e2e"): the
+        smallest value whose probability of not being exceeded reaches the
+        level."""
+        levels = np.asarray(levels, dtype=np.float64)
+        if target == "prefill":
+            scores = self.sorted_scores("prefill")
+            values = scores[quantile_ranks(len(scores), levels) - 1]
+            sigma = self.sigma_prefill(coef.z)
+            return finite_bounds(coef.prefill[:, None] * np.exp(sigma[:, None] * values[None, :]))
+        if target != "e2e":
+            center, spread, weights = self.predictive(
+                coef, output_tokens, dist, per_token=target == "per_token"
+            )
+            return finite_bounds(
+                mixture_quantiles(center, spread, weights, self.sorted_scores("total"), levels)
+            )
+        self.check_ready()
+        center, spread, weights = self.predictive(coef, output_tokens, dist, per_token=False)
+        prefill_sigma = self.sigma_prefill(coef.z)
+        return finite_bounds(
+            joint_quantiles(
+                coef.prefill, prefill_sigma, center, spread, weights, self.scores, levels
+            )
+        )
 
     def attainment(self, coef, output_tokens, dist, *, ttft, tpot, e2e):
         """Per row, the probability that every objective given holds (each

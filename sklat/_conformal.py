@@ -239,6 +239,41 @@ def mixture_quantiles(center, sigma, weights, scores, levels):
     return out
 
 
+def quantile_ranks(n, levels):
+    """1-based ranks among ``n`` sorted scores of the quantiles at ``levels``:
+    the smallest ``k`` with ``k / n >= level``."""
+    levels = np.asarray(levels, dtype=np.float64)
+    return np.clip(np.ceil(levels * n - _RANK_TOLERANCE).astype(np.int64), 1, n)
+
+
+def joint_quantiles(prefill, prefill_sigma, total, total_sigma, weights, scores, levels):
+    """Quantiles at ``levels`` of the end-to-end latency, prefill plus decode
+    total, of each row: (rows, L). Calibration request ``i`` with its
+    (decode, prefill) scores ``scores[i]`` gives, at length ``j`` (probability
+    ``weights_j``), the value ``prefill exp(prefill_sigma e_i1) + total_j
+    exp(total_sigma_j e_i0)``: the prefill and the decode keep the joint
+    behaviour of the calibration requests. ``total``/``total_sigma`` are
+    (rows, J)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    rows, J = total.shape
+    n = len(scores)
+    out = np.empty((rows, len(levels)))
+    mass = np.repeat(np.asarray(weights, dtype=np.float64), n) / n
+    step = max(1, _CHUNK_ELEMENTS // (J * n))
+    for start in range(0, rows, step):
+        sl = slice(start, start + step)
+        pre = prefill[sl, None, None] * np.exp(prefill_sigma[sl, None, None] * scores[:, 1])
+        dec = total[sl, :, None] * np.exp(total_sigma[sl, :, None] * scores[:, 0])
+        values = (pre + dec).reshape(len(pre), J * n)
+        order = np.argsort(values, axis=1, kind="stable")
+        cdf = np.cumsum(mass[order], axis=1)
+        first = np.minimum(
+            (cdf[:, :, None] < levels[None, None, :] - _RANK_TOLERANCE).sum(axis=1), J * n - 1
+        )
+        out[sl] = np.take_along_axis(np.take_along_axis(values, order, axis=1), first, axis=1)
+    return out
+
+
 def _mixture_cdf(values, lc, sg, weights, scores):
     """The mixture CDF at log ``values`` (rows, L), per row's ``lc`` / ``sg`` (rows, J)."""
     below = np.searchsorted(

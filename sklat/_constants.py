@@ -25,6 +25,9 @@ AVG_COL = "T_decode_per_token_avg"
 DEFAULT_FEATURES = ("vision_tokens", "text_tokens", "tier_idx", "top_k", "num_active_blocks")
 # Features whose sum is the prompt length when ``context_features="auto"``.
 AUTO_CONTEXT_FEATURES = ("vision_tokens", "text_tokens")
+# Features that measure the load when ``load_features="auto"``: the requests
+# in flight that the profilers and importers record.
+AUTO_LOAD_FEATURES = ("concurrency",)
 
 # The design document's probe positions of a budget check.
 PROBE_POSITIONS = (1, 5, 10, 20)
@@ -35,3 +38,5 @@ BUDGET_STRATEGIES = ("max", "position", "expectation")
 MAX_OUTPUT_TOKENS = 2**20
 # What LatencyEstimator.predict_interval bounds.
 INTERVAL_TARGETS = ("total", "per_token", "prefill", "position")
+# What LatencyEstimator.predict_quantiles predicts.
+QUANTILE_TARGETS = ("total", "per_token", "prefill", "e2e")

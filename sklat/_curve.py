@@ -18,7 +18,7 @@ import torch
 
 from ._distribution import survival
 from ._domain import clip, extended_range, outside, warn_outside
-from ._features import context_lengths
+from ._features import check_load, context_lengths
 from ._module import StackedEncoder
 from ._threads import auto_threads, torch_threads
 from ._validation import feature_label, first_non_finite
@@ -117,6 +117,8 @@ class Curve:
         Names of the features, for messages.
     hidden_size : int
         Width of the module's layers (sizes the thread policy's work).
+    load_features : ndarray of int, default=()
+        Features that measure the load.
     scales : ndarray of shape (3 + M,), default=None
         Multipliers of the flat, context and shape terms of the decode and of
         the M cost terms of the prefill, set by a recalibration (``None``:
@@ -141,6 +143,7 @@ class Curve:
         lengths,
         feature_names,
         hidden_size,
+        load_features=(),
         scales=None,
         slopes=None,
     ):
@@ -158,6 +161,7 @@ class Curve:
         self.transform = transform
         self.feature_range = feature_range
         self.context_features = context_features
+        self.load_features = np.asarray(load_features, dtype=np.int64)
         self.context_scale = context_scale
         self.step_scale = step_scale
         self.prefill_scale = prefill_scale
@@ -209,6 +213,7 @@ class Curve:
         every output is finite."""
         self.transform.check(X_arr, self.label, strict=False)
         context_lengths(X_arr, self.context_features, self.label)
+        check_load(X_arr, self.load_features, self.label)
         clipped = clip(X_arr, self.extended_range)
         # The raw values passed the context check and clipping only raises
         # a value to the range's lower edge, so this sum is of valid counts.
@@ -290,6 +295,7 @@ class Curve:
         state.setdefault("_stacked", None)
         if "slopes" not in state:  # pickled before 0.10: no slopes
             state["slopes"] = _no_slopes(state["prefill_scale"], state["transform"])
+        state.setdefault("load_features", np.zeros(0, dtype=np.int64))  # before 0.15
         vars(self).update(state)
 
     def inside(self, X_arr):

@@ -33,7 +33,7 @@ from ._constants import POINTS
 from ._device import resolve_device
 from ._distribution import check_distribution
 from ._domain import warn_lengths
-from ._features import context_lengths, resolve_context_features, warn_if_standardised
+from ._features import check_load, context_lengths, resolve_roles, warn_if_standardised
 from ._fitted import FittedAttributes
 from ._fitting import fit_objects
 from ._params import PARAMETER_CONSTRAINTS, check_params
@@ -127,6 +127,16 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         so that past the longest training request the curve stays flat. Names
         need a DataFrame ``X``; indices count features (without the
         ``output_tokens`` column).
+    load_features : "auto", None or list of str or int, default="auto"
+        Columns that measure the load the request met: the requests in
+        flight beside it (``concurrency``, as :func:`sklat.acquire.profile_endpoint`
+        and the importers record it), a KV-cache usage, a queue length. Each
+        cost (flat, context, shape and prefill) is a sum of terms
+        ``a(config) * load^b`` with ``b >= 0``: smooth, non-decreasing in the
+        load, and keeping its trend past the largest trained load (with an
+        :class:`~sklat.exceptions.ExtrapolationWarning`). ``"auto"``:
+        ``concurrency`` where ``X`` has it; ``None``: no load feature (such a
+        column is then an ordinary feature). Values must be ``>= 0``.
     lr : float, default=3e-3
         Learning rate of the AdamW optimiser.
     weight_decay : float, default=1e-4
@@ -235,6 +245,8 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         constant past `max_output_tokens_`).
     context_features_ : ndarray of int
         Indices of the features whose sum is the context length.
+    load_features_ : ndarray of int
+        Indices of the load features.
     context_scale_ : float
         ``S``: the median of ``context_0 + N`` over the training requests.
     feature_log_mask_ : ndarray of shape (`n_features_in_`,), bool
@@ -322,6 +334,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         n_basis=8,
         n_cost_terms=3,
         context_features="auto",
+        load_features="auto",
         lr=3e-3,
         weight_decay=1e-4,
         config_mlp_weight_decay=0.1,
@@ -349,6 +362,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         self.n_basis = n_basis
         self.n_cost_terms = n_cost_terms
         self.context_features = context_features
+        self.load_features = load_features
         self.lr = lr
         self.weight_decay = weight_decay
         self.config_mlp_weight_decay = config_mlp_weight_decay
@@ -441,19 +455,18 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         n_tokens = resolve_output_tokens(self, output_tokens, from_column, X_arr.shape[0])
         segments = check_decode_segments(decode_segments, positioned_latencies, n_tokens)
         names = getattr(self, "feature_names_in_", None)
-        context_features = resolve_context_features(
-            self.context_features, names, self.n_features_in_
-        )
+        roles = resolve_roles(self.context_features, self.load_features, names, self.n_features_in_)
         # Checked on every request before the calibration split, so that an
         # error names the sample as the caller numbers it.
-        context_lengths(X_arr, context_features, label)
+        context_lengths(X_arr, roles.context, label)
+        check_load(X_arr, roles.load, label)
         if self.log_features == "auto":
             warn_if_standardised(X_arr, label)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         requests = Requests(X_arr, decode, prefill, n_tokens, segments)
         self.n_outputs_ = 2 if two_columns else 1
         self.device_ = resolve_device(self.device)
-        _, self._calibrator = fit_objects(self, requests, context_features, seed)
+        _, self._calibrator = fit_objects(self, requests, roles, seed)
         return self
 
     # ------------------------------------------------------------ predict
@@ -702,6 +715,8 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         vars(self).setdefault("n_folds", None)
         # 0.8 and earlier predicted the curve's centre.
         vars(self).setdefault("point", "center")
+        # 0.14 and earlier had no load features.
+        vars(self).setdefault("load_features", None)
         if "net_" in vars(self) and "nets_" not in vars(self):
             self.nets_ = [self.net_]
         if "_calibrator" not in vars(self) and "net_" in vars(self):

@@ -5,22 +5,24 @@
   tokens, parallelism), so a non-negative feature is taken as ``log(x)`` (or
   ``log1p(x)`` where it holds zeros): a linear map of the result is then a
   power law of the raw features.
-- :func:`resolve_context_features`: which columns add up to the context length
-  at the first decode step.
+- :func:`resolve_roles`: which columns add up to the context length at the
+  first decode step, and which measure the load.
 """
 
 import numbers
 import warnings
+from collections import namedtuple
 
 import numpy as np
 
-from ._constants import AUTO_CONTEXT_FEATURES
-from ._validation import first_true
+from ._constants import AUTO_CONTEXT_FEATURES, AUTO_LOAD_FEATURES
+from ._validation import feature_label, first_true
 
 LOG_FEATURES = ("auto", "all", "none")
-_CONTEXT_FEATURES_EXPECTED = (
-    "context_features must be 'auto', None or a list of feature names or column indices"
-)
+
+# The columns with a role in the curve (int arrays of feature indices): the
+# context at the first decode step (their sum) and the load.
+FeatureRoles = namedtuple("FeatureRoles", "context load")
 
 
 class FeatureTransform:
@@ -122,49 +124,77 @@ def warn_if_standardised(X_arr, label):
         )
 
 
-def resolve_context_features(context_features, feature_names, n_features):
-    """Column indices whose sum is the context length at the first decode step.
+def resolve_roles(context_features, load_features, feature_names, n_features):
+    """:class:`FeatureRoles` from the estimator's ``context_features`` and
+    ``load_features`` parameters, which may not share a column."""
+    context = _resolve_columns(
+        "context_features", context_features, AUTO_CONTEXT_FEATURES, feature_names, n_features
+    )
+    load = _resolve_columns(
+        "load_features", load_features, AUTO_LOAD_FEATURES, feature_names, n_features
+    )
+    both = sorted(set(context.tolist()) & set(load.tolist()))
+    if both:
+        raise ValueError(
+            f"feature {feature_label(feature_names, both[0])} is both a context feature "
+            "and a load feature; a column can only have one role."
+        )
+    return FeatureRoles(context=context, load=load)
 
-    ``"auto"``: the columns named ``vision_tokens`` and ``text_tokens`` among
-    ``feature_names`` (none if ``X`` had no column names); ``None``: no
-    context (and no context term); otherwise a list of feature names or column
-    indices.
-    """
-    if context_features is None:
+
+def _resolve_columns(param, value, auto, feature_names, n_features):
+    """Column indices a role parameter names: ``"auto"``: the columns named
+    ``auto`` among ``feature_names`` (none if ``X`` had no column names);
+    ``None``: none; otherwise a list of feature names or column indices."""
+    expected = f"{param} must be 'auto', None or a list of feature names or column indices"
+    if value is None:
         return np.zeros(0, dtype=np.int64)
     names = [] if feature_names is None else [str(c) for c in feature_names]
-    if isinstance(context_features, str):
-        if context_features != "auto":
-            raise ValueError(_CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.")
-        return np.asarray(
-            [names.index(c) for c in AUTO_CONTEXT_FEATURES if c in names], dtype=np.int64
-        )
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(expected + f"; got {value!r}.")
+        return np.asarray([names.index(c) for c in auto if c in names], dtype=np.int64)
     try:
-        entries = list(context_features)
+        entries = list(value)
     except TypeError:
-        raise ValueError(_CONTEXT_FEATURES_EXPECTED + f"; got {context_features!r}.") from None
+        raise ValueError(expected + f"; got {value!r}.") from None
     indices = []
     for entry in entries:
         if isinstance(entry, str):
             if entry not in names:
                 raise ValueError(
-                    f"context_features names {entry!r}, which is not a feature of X "
+                    f"{param} names {entry!r}, which is not a feature of X "
                     f"(features: {names or 'X has no column names'})."
                 )
             indices.append(names.index(entry))
         elif isinstance(entry, numbers.Integral) and not isinstance(entry, bool):
             if not 0 <= entry < n_features:
                 raise ValueError(
-                    f"context_features index {entry} is out of range for {n_features} features."
+                    f"{param} index {entry} is out of range for {n_features} features."
                 )
             indices.append(int(entry))
         else:
             raise ValueError(
-                f"context_features entries must be feature names or column indices; got {entry!r}."
+                f"{param} entries must be feature names or column indices; got {entry!r}."
             )
     if len(set(indices)) != len(indices):
-        raise ValueError(f"context_features lists a feature twice: {entries!r}.")
+        raise ValueError(f"{param} lists a feature twice: {entries!r}.")
     return np.asarray(indices, dtype=np.int64)
+
+
+def check_load(X_arr, indices, label):
+    """Raise ``ValueError`` for a negative value of a load feature (a count
+    of requests or a usage), naming the sample."""
+    if len(indices) == 0:
+        return
+    sub = X_arr[:, indices]
+    first = first_true(sub < 0)
+    if first is not None:
+        row, j = first
+        raise ValueError(
+            f"X column {label(int(indices[j]))} is a load feature (requests in flight "
+            f"or a usage) and must be >= 0; sample {row} is {sub[row, j]}."
+        )
 
 
 def context_lengths(X_arr, indices, label):

@@ -47,6 +47,11 @@ class FittedAttributes:
         return self._curve.context_features
 
     @property
+    def load_features_(self):
+        """Indices of the load features."""
+        return self._curve.load_features
+
+    @property
     def context_scale_(self):
         """``S``: the median of ``context_0 + N`` over the training requests."""
         return self._curve.context_scale

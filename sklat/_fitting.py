@@ -27,9 +27,10 @@ from ._training import best_epoch, net_kwargs, step_work, train, warn_unconverge
 from ._validation import feature_labeller
 
 
-def fit_objects(est, requests, context_features, seed):
+def fit_objects(est, requests, roles, seed):
     """``(curve, calibrator)`` of ``est`` trained on ``requests`` (checked
-    :class:`~sklat._requests.Requests`), as its ``n_folds`` asks."""
+    :class:`~sklat._requests.Requests`), as its ``n_folds`` asks; ``roles``:
+    the :class:`~sklat._features.FeatureRoles` of the features."""
     X_arr, n_tokens, n = requests.X, requests.output_tokens, len(requests)
     # Repeats of a measurement stay on one side of every split.
     groups = measurement_groups(X_arr, n_tokens)
@@ -37,7 +38,7 @@ def fit_objects(est, requests, context_features, seed):
     if folds is None:
         fit_rows, cal_rows = calibration_split(n, est.calibration_fraction, seed, groups)
         fit_part = requests.take(fit_rows)
-        curve, held_out = _fit_one_net(est, fit_part, context_features, seed)
+        curve, held_out = _fit_one_net(est, fit_part, roles, seed)
         calibrator = Calibrator.fit(
             curve,
             fit_part,
@@ -52,12 +53,12 @@ def fit_objects(est, requests, context_features, seed):
         # on every request, every configuration included. Nets trained
         # as it was (as many epochs), each without one fold, give every
         # request an error on a net that never saw its measurement.
-        curve, _ = _fit_one_net(est, requests, context_features, seed)
+        curve, _ = _fit_one_net(est, requests, roles, seed)
         no_stopping = np.zeros(0, dtype=np.int64)
         fold_curve = _fit_curve(
             est,
             requests,
-            context_features,
+            roles,
             [
                 ((seed + k) % 2**31, np.flatnonzero(folds != k), no_stopping)
                 for k in range(folds.max() + 1)
@@ -72,7 +73,7 @@ def fit_objects(est, requests, context_features, seed):
         curve = _fit_curve(
             est,
             requests,
-            context_features,
+            roles,
             [
                 ((seed + k) % 2**31, None, np.flatnonzero(folds == k))
                 for k in range(folds.max() + 1)
@@ -82,15 +83,15 @@ def fit_objects(est, requests, context_features, seed):
     return curve, calibrator
 
 
-def _fit_one_net(est, part, context_features, seed):
+def _fit_one_net(est, part, roles, seed):
     """``(curve, held_out)``: one net trained on ``part``, stopped early on
     ``validation_fraction`` of it (the rows ``held_out``), drawn request
     by request."""
     _, held_out = validation_split(len(part), est.validation_fraction, seed)
-    return _fit_curve(est, part, context_features, [(seed, None, held_out)]), held_out
+    return _fit_curve(est, part, roles, [(seed, None, held_out)]), held_out
 
 
-def _fit_curve(est, part, context_features, trainings, *, kept=True, max_epochs=None):
+def _fit_curve(est, part, roles, trainings, *, kept=True, max_epochs=None):
     """Train the curve on the requests of ``part`` (checked Requests): the
     average of one net per ``(seed, rows, held_out)`` of ``trainings``,
     trained on the rows ``rows`` of ``part`` (None: all) but those at the
@@ -100,6 +101,7 @@ def _fit_curve(est, part, context_features, trainings, *, kept=True, max_epochs=
     parameter's."""
     X_arr, n_tokens, decode, prefill = part.X, part.output_tokens, part.decode, part.prefill
     label = feature_labeller(est)
+    context_features = roles.context
     context = context_lengths(X_arr, context_features, label)
     transform = FeatureTransform.fit(X_arr, est.log_features, label)
     # What the net and the curve are built from (the fitted attributes
@@ -107,6 +109,7 @@ def _fit_curve(est, part, context_features, trainings, *, kept=True, max_epochs=
     fitted = {
         "n_features_in_": est.n_features_in_,
         "context_features_": context_features,
+        "load_features_": roles.load,
         "context_scale_": float(max(1.0, np.median(context + n_tokens))),
         "step_scale_": float(np.median(decode / n_tokens)),
         "prefill_scale_": float(np.median(prefill)) if prefill is not None else None,
@@ -152,6 +155,7 @@ def _fit_curve(est, part, context_features, trainings, *, kept=True, max_epochs=
             transform=transform,
             feature_range=feature_range(X_arr),
             context_features=context_features,
+            load_features=roles.load,
             context_scale=fitted["context_scale_"],
             step_scale=fitted["step_scale_"],
             prefill_scale=fitted["prefill_scale_"],

@@ -20,6 +20,15 @@ only the physical context term extrapolates. The context features reach the
 decode curve only through ``context_0 + p`` (and the linear map of the shape's
 mixture weights). The prefill is a sum of ``n_cost_terms`` power laws as well.
 
+Load features (the requests in flight beside this one, a KV-cache usage) shape
+the costs the way a shared batch does: a step's time grows with the batch's
+work, and the time to first token with the queue ahead of it. They enter only
+the exponents of the power laws (flat, context, shape scale, prefill), with
+non-negative weights, and neither MLP nor the shape's mixture: every cost is a
+sum of terms ``a(c) * load^b`` with ``b >= 0``, smooth and non-decreasing in the
+load, and a sum of such terms (a constant and a linear one, a concave and a
+convex one) keeps its trend past the largest trained load.
+
 The totals need no per-(sample, position) work::
 
     sum_{p<=N} f(c, p) = A N + B (context_0 N + N (N + 1) / 2) / S + h . Phi[N]
@@ -80,6 +89,9 @@ class CostTermsLatencyModule(nn.Module):
         ``S``: context lengths (in tokens) are divided by it.
     context_features : sequence of int
         Feature columns whose sum is the context at the first decode step.
+    load_features : sequence of int
+        Feature columns that measure the load (see the module's description);
+        disjoint from ``context_features``.
     initial_fit : dict, optional
         ``{"decode": (coef, intercept), "prefill": (coef, intercept) or None}``:
         linear fits of the log per-token latency and of the log prefill on the
@@ -96,6 +108,7 @@ class CostTermsLatencyModule(nn.Module):
         position_scale=1024.0,
         context_scale=1024.0,
         context_features=(),
+        load_features=(),
         initial_fit=None,
     ):
         super().__init__()
@@ -142,10 +155,44 @@ class CostTermsLatencyModule(nn.Module):
             for part in ("flat", "context", "shape"):
                 linear_mask[self._slices[part], col] = 0.0
             decode_input[col] = 0.0
+        # Load features: out of both MLPs and the mixture weights, and with
+        # weights >= 0 in the exponents of every cost (see the module's
+        # description). These two masks follow from load_features, which a
+        # model file stores, so they are not saved with the weights (files
+        # written before load features load unchanged).
+        prefill_input = torch.ones(n_in)
+        nonnegative = torch.zeros_like(linear_mask, dtype=torch.bool)
+        for col in load_features:
+            linear_mask[self._slices["mixture"], col] = 0.0
+            # The first term of the flat cost and of the prefill is the idle
+            # cost (the weights read per step, the prompt's own prefill): it
+            # does not see the load, so that the others add to it.
+            if n_cost_terms > 1:
+                for part in ("flat", "prefill"):
+                    linear_mask[self._slices[part].start, col] = 0.0
+            for part in ("flat", "context", "shape", "prefill"):
+                nonnegative[self._slices[part], col] = True
+            decode_input[col] = 0.0
+            prefill_input[col] = 0.0
         self.register_buffer("linear_mask", linear_mask)
         self.register_buffer("decode_input_mask", decode_input)
+        self.register_buffer("prefill_input_mask", prefill_input, persistent=False)
+        self.register_buffer("nonnegative_mask", nonnegative, persistent=False)
         self.position_encoder = _mlp(1, hidden_size, n_basis)
+        self._load_cols = [int(c) for c in load_features]
         self._initialise(initial_fit)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Modules pickled by 0.14 and earlier: no load features.
+        if "nonnegative_mask" not in self._buffers:
+            weight = self.linear_mask
+            self.register_buffer(
+                "prefill_input_mask", torch.ones(weight.shape[1]), persistent=False
+            )
+            self.register_buffer(
+                "nonnegative_mask", torch.zeros_like(weight, dtype=torch.bool), persistent=False
+            )
 
     def _initialise(self, initial_fit):
         # Start from a flat curve at the per-token average (1 in standardised
@@ -184,6 +231,8 @@ class CostTermsLatencyModule(nn.Module):
                 rows = self._slices[part]
                 if len(coef) == weight.shape[1]:
                     weight[rows] += torch.as_tensor(coef, dtype=weight.dtype)
+                    if part in ("flat", "prefill"):
+                        self._spread_load(weight, rows, coef)
                 bias[rows] += float(intercept)
         last_position = self.position_encoder[-1]
         nn.init.constant_(last_position.bias, _UNIT_BIAS)
@@ -191,6 +240,20 @@ class CostTermsLatencyModule(nn.Module):
         # output weights rather than exactly zero ones.
         with torch.no_grad():
             last_position.weight.normal_(0.0, 1e-2)
+
+    def _spread_load(self, weight, rows, coef):
+        """Start term ``k`` of the ``m`` terms of a cost at ``2k / (m - 1)``
+        times the fitted load exponent: an idle term, one that grows as the
+        fit does and one that grows twice as fast, so that the sum can bend
+        either way (a batch's step time is concave in the load where the
+        weights read dominates, a queue's wait convex) rather than moving as
+        one power law."""
+        m = rows.stop - rows.start
+        if m < 2:
+            return
+        for k in range(m):
+            for col in self._load_cols:
+                weight[rows.start + k, col] = max(float(coef[col]), 0.0) * 2 * k / (m - 1)
 
     def encode(self, x):
         """Per-sample coefficients of the decode curve, and the prefill.
@@ -201,11 +264,17 @@ class CostTermsLatencyModule(nn.Module):
         ``(context_0 + p) / S``), ``shape`` (B, K) and ``prefill`` (B,) or None.
         """
         x = _at_least_one_column(x)
-        out = F.linear(x, self.config_linear.weight * self.linear_mask, self.config_linear.bias)
+        out = F.linear(x, self.linear_weight(), self.config_linear.bias)
         correction = [self.decode_mlp(x * self.decode_input_mask)]
         if self.prefill_mlp is not None:
-            correction.append(self.prefill_mlp(x))
+            correction.append(self.prefill_mlp(x * self.prefill_input_mask))
         return self.heads(out + torch.cat(correction, dim=1))
+
+    def linear_weight(self):
+        """The config encoder's linear map as it is applied: masked, and with
+        the load features' weights taken as their absolute values."""
+        weight = self.config_linear.weight * self.linear_mask
+        return torch.where(self.nonnegative_mask, weight.abs(), weight)
 
     def heads(self, out):
         """The coefficients of :meth:`encode` from the config encoder's raw
@@ -316,7 +385,7 @@ class StackedEncoder:
         self.head = modules[0]
         with torch.no_grad():
             self.linear = (
-                torch.stack([m.config_linear.weight * m.linear_mask for m in modules]),
+                torch.stack([m.linear_weight() for m in modules]),
                 torch.stack([m.config_linear.bias for m in modules]),
             )
             self.decode_mlp = _stacked_layers([m.decode_mlp for m in modules])
@@ -334,7 +403,7 @@ class StackedEncoder:
             out = _linear(x, *self.linear)
             correction = [_run_layers(self.decode_mlp, x * self.head.decode_input_mask)]
             if self.prefill_mlp is not None:
-                correction.append(_run_layers(self.prefill_mlp, x))
+                correction.append(_run_layers(self.prefill_mlp, x * self.head.prefill_input_mask))
             return self.head.heads(out + torch.cat(correction, dim=-1))
 
 

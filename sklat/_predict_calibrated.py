@@ -11,9 +11,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _budget
 from ._conformal import check_confidence
-from ._constants import INTERVAL_TARGETS
+from ._constants import INTERVAL_TARGETS, QUANTILE_TARGETS
 from ._domain import warn_lengths
-from ._validation import check_one_length_source, check_positions, check_threshold
+from ._load_input import with_load
+from ._validation import (
+    check_levels,
+    check_one_length_source,
+    check_positions,
+    check_threshold,
+)
 
 
 class CalibratedPredictionsMixin:
@@ -181,6 +187,75 @@ class CalibratedPredictionsMixin:
             per_token=target == "per_token",
         )
 
+    def predict_quantiles(
+        self,
+        X,
+        quantiles=(0.5, 0.9),
+        *,
+        target="total",
+        output_tokens=None,
+        output_tokens_distribution=None,
+        load=None,
+    ):
+        """Quantiles of the calibrated predictive distribution, at any levels.
+
+        The predictive distribution is the one of :meth:`predict_interval` and
+        :meth:`predict_slo_attainment` (the calibration requests' errors around
+        this model's prediction, and the output-length distribution where
+        ``output_tokens`` is not given): the quantile at level ``q`` is the
+        smallest latency whose probability of not being exceeded
+        (:meth:`predict_slo_attainment` with it as the objective) is at least
+        ``q``. A router's p50 and p90 per candidate; for a bound with a
+        finite-sample guarantee use :meth:`predict_interval` or
+        :meth:`predict_budget`.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Configurations; a DataFrame may carry ``output_tokens`` as a column.
+        quantiles : float or array-like of float in (0, 1], default=(0.5, 0.9)
+            The levels.
+        target : {"total", "per_token", "prefill", "e2e"}, default="total"
+            What is predicted: the decode total, the time per output token
+            (decode total / ``N``), the prefill (time to first token) or the
+            end-to-end latency (prefill + decode total, with the prefill and
+            decode errors of each calibration request taken together).
+        output_tokens : int or array-like of shape (n_samples,), default=None
+            ``N`` per request; else ``N`` is drawn from the distribution.
+        output_tokens_distribution : dict or array-like, default=None
+            As in :meth:`predict_slo_attainment`.
+        load : float or dict, default=None
+            As in :meth:`predict_slo_attainment`.
+
+        Returns
+        -------
+        quantiles : ndarray of shape (n_samples, n_quantiles), float64
+            Non-decreasing along each row for increasing levels.
+
+        Examples
+        --------
+        >>> from sklat import LatencyEstimator
+        >>> from sklat.datasets import make_positioned_latency
+        >>> d = make_positioned_latency(n_samples=200, random_state=0)
+        >>> est = LatencyEstimator(max_epochs=5, random_state=0).fit(
+        ...     d.X, d.y, output_tokens=d.output_tokens)
+        >>> est.predict_quantiles(d.X.iloc[:3], [0.5, 0.9], target="e2e").shape
+        (3, 2)
+        """
+        check_is_fitted(self)
+        if target not in QUANTILE_TARGETS:
+            raise ValueError(f"target must be one of {list(QUANTILE_TARGETS)}; got {target!r}.")
+        levels = check_levels(quantiles)
+        if target in ("prefill", "e2e"):
+            self._check_prefill_head()
+        X = with_load(self, X, load)
+        coef, n_tokens = self._encode(X, output_tokens)
+        if target == "prefill":
+            return self._calibrator.quantiles(coef, None, None, levels, target)
+        check_one_length_source(n_tokens, output_tokens_distribution)
+        dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
+        return self._calibrator.quantiles(coef, n_tokens, dist, levels, target)
+
     def predict_slo_attainment(
         self,
         X,
@@ -190,6 +265,7 @@ class CalibratedPredictionsMixin:
         e2e_ms=None,
         output_tokens=None,
         output_tokens_distribution=None,
+        load=None,
     ):
         """Probability that a request meets every latency objective given.
 
@@ -213,6 +289,11 @@ class CalibratedPredictionsMixin:
         output_tokens_distribution : dict or array-like, default=None
             ``{"values": ..., "probabilities": ...}`` or a sample of output
             lengths; ``None`` uses ``output_tokens_distribution_``.
+        load : float or dict, default=None
+            One load for every row, for a model with load features
+            (``load_features_``): a number for its one load feature, or
+            ``{feature: value}``; ``X`` then leaves those columns out.
+            ``None``: ``X`` holds them.
 
         Returns
         -------
@@ -220,6 +301,7 @@ class CalibratedPredictionsMixin:
             In ``[0, 1]``, in steps of ``1 / n_calibration`` for a known ``N``.
         """
         check_is_fitted(self)
+        X = with_load(self, X, load)
         objectives = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
         if all(v is None for v in objectives.values()):
             raise ValueError("give at least one objective: ttft_ms, tpot_ms or e2e_ms.")

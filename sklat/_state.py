@@ -57,13 +57,15 @@ SCALARS = (
 )
 # Stored in their own form; cost_scales_ (recalibration multipliers, since
 # 0.7.0) and point_factors_ (since 0.9.0) are all 1, scale_slopes_ (since
-# 0.10.0) all 0, when a file does not hold them.
+# 0.10.0) all 0, load_features_ (since 0.15.0) empty, when a file does not
+# hold them.
 OTHER = (
     "feature_names_in_",
     "output_tokens_distribution_",
     "cost_scales_",
     "point_factors_",
     "scale_slopes_",
+    "load_features_",
 )
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
@@ -76,7 +78,7 @@ MEMBER_PREFIX = "member"
 MAX_MEMBERS = 64
 # Parameters added after model files first stored parameters, and the value
 # that reproduces how an older file's model was trained.
-ADDED_PARAMS = {"n_folds": None, "point": "center"}
+ADDED_PARAMS = {"n_folds": None, "point": "center", "load_features": None}
 
 
 def fitted_attributes(est):
@@ -109,6 +111,7 @@ def export_state(est):
     attrs["cost_scales_"] = [float(v) for v in est.cost_scales_]
     attrs["point_factors_"] = [float(v) for v in est.point_factors_]
     attrs["scale_slopes_"] = np.asarray(est.scale_slopes_, dtype=np.float64).tolist()
+    attrs["load_features_"] = [int(c) for c in est.load_features_]
     dist = est.output_tokens_distribution_
     attrs["output_tokens_distribution_"] = {
         "values": dist["values"].tolist(),
@@ -215,7 +218,29 @@ def check_attributes(attrs):
     out["point_factors_"] = _point_factors(attrs, out["n_outputs_"])
     if "scale_slopes_" in attrs:
         out["scale_slopes_"] = _matrix(attrs, "scale_slopes_", (out["n_outputs_"], d))
+    out["load_features_"] = _load_features(attrs, d, out["context_features_"])
     return out
+
+
+def _load_features(attrs, d, context):
+    """The stored load feature indices (none in a file written before them)."""
+    value = attrs.get("load_features_", [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError("attribute load_features_ must be a list of feature indices.")
+    load = np.asarray(value, dtype=np.int64)
+    if (
+        (load < 0).any()
+        or (load >= d).any()
+        or len(set(value)) != len(value)
+        or set(value) & set(context.tolist())
+    ):
+        raise ValueError(
+            f"attribute load_features_ must be distinct feature indices in 0..{d - 1}, "
+            "none of them a context feature."
+        )
+    return load
 
 
 def _scalars(attrs):
@@ -368,6 +393,7 @@ def assemble_fitted(est, fitted):
         transform=transform,
         feature_range=fitted["feature_range_"],
         context_features=fitted["context_features_"],
+        load_features=fitted.get("load_features_", ()),
         context_scale=fitted["context_scale_"],
         step_scale=fitted["step_scale_"],
         prefill_scale=fitted["prefill_scale_"],

@@ -52,21 +52,29 @@ def step_work(params, n_features, max_output_tokens):
 def net_kwargs(fitted, device):
     """What the net's shape and loss depend on: from ``fitted``, a mapping of
     the fitted attributes ``n_features_in_``, ``prefill_scale_``,
-    ``max_output_tokens_``, ``context_scale_``, ``context_features_`` and
-    ``total_norm_``."""
+    ``max_output_tokens_``, ``context_scale_``, ``context_features_``,
+    ``load_features_`` (absent: none) and ``total_norm_``."""
     return dict(
         n_features=fitted["n_features_in_"],
         with_prefill=fitted["prefill_scale_"] is not None,
         max_output_tokens=fitted["max_output_tokens_"],
         context_scale=fitted["context_scale_"],
         context_features=fitted["context_features_"],
+        load_features=fitted.get("load_features_", ()),
         total_norm=fitted["total_norm_"],
         device=device,
     )
 
 
 def module_kwargs(
-    params, *, n_features, with_prefill, max_output_tokens, context_scale, context_features
+    params,
+    *,
+    n_features,
+    with_prefill,
+    max_output_tokens,
+    context_scale,
+    context_features,
+    load_features=(),
 ):
     """Arguments of :class:`~sklat._module.CostTermsLatencyModule` for the
     estimator parameters ``params``."""
@@ -79,6 +87,7 @@ def module_kwargs(
         position_scale=float(max_output_tokens),
         context_scale=context_scale,
         context_features=[int(c) for c in context_features],
+        load_features=[int(c) for c in load_features],
     )
 
 
@@ -92,6 +101,7 @@ def make_net(
     context_features,
     total_norm,
     device,
+    load_features=(),
     seed=0,
     train_split=None,
     callbacks=(),
@@ -106,6 +116,7 @@ def make_net(
         max_output_tokens=max_output_tokens,
         context_scale=context_scale,
         context_features=context_features,
+        load_features=load_features,
     )
     return LatencyNet(
         module=CostTermsLatencyModule,

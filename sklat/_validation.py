@@ -146,6 +146,22 @@ def check_threshold(value, n_samples, name):
     return arr
 
 
+def check_levels(quantiles):
+    """Quantile levels: one number or a non-empty 1-D sequence, each in (0, 1]."""
+    arr = as_float_array(quantiles, "quantiles")
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"quantiles must be a non-empty 1-D sequence; got shape {arr.shape}.")
+    _reject(
+        ~np.isfinite(arr) | (arr <= 0) | (arr > 1),
+        arr,
+        "quantiles must be levels in (0, 1]",
+        "entry {}".format,
+    )
+    return arr
+
+
 def check_positions(positions):
     """Validate the positions of :meth:`predict_positions`: integers >= 1."""
     arr = as_float_array(positions, "positions")

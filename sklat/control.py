@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._choice import best, check_min_attainment, meets, split_candidates
 from ._conformal import check_confidence
 from ._drift import feature_table, outside_share, rank_test
+from ._load_input import with_load
 from ._requests import Requests
 from ._validation import check_measured
 
@@ -41,6 +42,7 @@ def choose(
     output_tokens_distribution=None,
     min_attainment=0.9,
     prefer=None,
+    load=None,
 ):
     """The candidate configuration that best meets latency objectives.
 
@@ -73,6 +75,11 @@ def choose(
         What to maximise among the candidates that qualify: a column of
         ``candidates`` that is not a feature (e.g. a quality score), or one
         value per candidate. ``None``: the candidates' order.
+    load : float or dict, default=None
+        The load every candidate would meet (the requests in flight now), as
+        in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`; the
+        candidates then leave the load columns out. ``None``: the candidates
+        hold them (or the model has no load feature).
 
     Returns
     -------
@@ -97,6 +104,7 @@ def choose(
     """
     check_is_fitted(estimator)
     min_attainment = check_min_attainment(min_attainment)
+    candidates = with_load(estimator, candidates, load)
     X, preference = split_candidates(
         candidates,
         getattr(estimator, "feature_names_in_", None),
@@ -243,7 +251,7 @@ def capacity(
     min_attainment=0.9,
     output_tokens=None,
     output_tokens_distribution=None,
-    load_feature="concurrency",
+    load_feature=None,
     levels=None,
 ):
     """The largest load at which each configuration meets latency objectives.
@@ -272,8 +280,9 @@ def capacity(
         ``N``, if known; else it is drawn from the output-length distribution.
     output_tokens_distribution : dict or array-like, default=None
         As in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`.
-    load_feature : str, default="concurrency"
-        The model's feature that holds the load.
+    load_feature : str, default=None
+        The model's feature that holds the load; ``None``: its one load
+        feature (``load_features_``), else ``"concurrency"``.
     levels : array-like of float, default=None
         Increasing loads to evaluate, all > 0; ``None``: 1, 2, ... up to twice
         the largest load in training (past it, an extrapolation).
@@ -306,6 +315,8 @@ def capacity(
     check_is_fitted(estimator)
     min_attainment = check_min_attainment(min_attainment)
     names = [str(c) for c in getattr(estimator, "feature_names_in_", [])]
+    if load_feature is None:
+        load_feature = default_load_feature(estimator, names)
     if load_feature not in names:
         raise ValueError(
             f"the model has no load feature {load_feature!r} (its features: "
@@ -348,6 +359,18 @@ def capacity(
         attainment=attainment,
         levels=levels,
     )
+
+
+def default_load_feature(estimator, names):
+    """The model's one load feature, by name; ``"concurrency"`` for a model
+    without one (where it may be an ordinary feature)."""
+    load = [names[int(c)] for c in getattr(estimator, "load_features_", []) if names]
+    if len(load) > 1:
+        raise ValueError(
+            f"the model has {len(load)} load features {load}: name the one to sweep "
+            "with load_feature."
+        )
+    return load[0] if load else "concurrency"
 
 
 def _load_levels(estimator, column, levels):

@@ -127,6 +127,8 @@ def test_training_options_reach_the_estimator(results, tmp_path):
             "1",
             "--context_features",
             "none",
+            "--load_features",
+            "none",
             "--quiet",
             "--overwrite",
         )
@@ -134,6 +136,7 @@ def test_training_options_reach_the_estimator(results, tmp_path):
     )
     est = sklat.load(out / "model.safetensors")
     assert est.context_features is None and len(est.context_features_) == 0
+    assert est.load_features is None and len(est.load_features_) == 0
 
 
 def test_written_model_reloads_and_predicts(trained, results):

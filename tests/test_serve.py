@@ -1,18 +1,22 @@
 """sklat profile --endpoint against a real server: ``transformers serve`` with a
 tiny random-weight model on the CPU, on 127.0.0.1."""
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import sklat
 from sklat.cli import main
+from sklat.exceptions import ExtrapolationWarning
 from sklat.io import load_results
 
 
@@ -52,14 +56,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+@contextlib.contextmanager
+def _transformers_serve(tmp_path_factory, *flags):
+    """``transformers serve`` of the tiny model on a free port, with
+    ``flags``: ``(url, model path)``."""
     import httpx
 
     model = write_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
     port = _free_port()
     command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *flags]
     log = open(tmp_path_factory.mktemp("serve") / "log", "w+")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -83,6 +89,12 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with _transformers_serve(tmp_path_factory) as server:
+        yield server
 
 
 def test_profile_a_transformers_server_then_train(served, tmp_path, capsys):
@@ -140,3 +152,60 @@ def test_profile_a_real_server_under_load(served, tmp_path):
     shared = frame[frame["max_concurrency"] == 4]["concurrency"]
     np.testing.assert_allclose(alone, 1.0)
     assert (shared >= 1.0).all() and (shared <= 4.0 + 1e-9).all()
+
+
+def _profile_levels(url, model, out, dataset, levels):
+    """Profile the grid at the closed-loop ``levels``; rerun until every
+    request is a row (one whose first read bunched two tokens is logged)."""
+    args = ["profile", "--endpoint", url, "--model", model, "--engine", "transformers"]
+    args += ["--prompt_tokens", "8,64", "--output_tokens", "16,32", "--repeats", "2"]
+    args += ["--concurrency", levels, "--output_dir", str(out), "--dataset", dataset, "-q"]
+    expected = 8 * len(levels.split(","))
+    for _ in range(5):
+        assert main(args) == 0
+        frame = pd.read_csv(out / dataset / "requests.csv")
+        if len(frame) == expected:
+            return frame
+    pytest.fail(f"{expected - len(frame)} requests of {dataset} failed five runs in a row")
+
+
+@pytest.mark.slow
+def test_a_continuous_batching_engine_learnt_at_some_loads_predicts_another(
+    tmp_path_factory, tmp_path
+):
+    # transformers serve --continuous-batching shares its steps among the
+    # requests in flight: measured at 1, 2 and 4, the model trained on them
+    # predicts 3 (unseen) between its neighbours and near its measurement,
+    # and 8 (past the trained loads) above 4, with an ExtrapolationWarning.
+    with _transformers_serve(tmp_path_factory, "--continuous-batching") as (url, model):
+        out = tmp_path / "results"
+        _profile_levels(url, model, out, "trained", "1,2,4")
+        unseen = _profile_levels(url, model, out, "unseen", "3")
+    trained = tmp_path / "model"
+    train = ["train", "--results_dir", str(out), "--datasets", "trained", "--output_dir"]
+    train += [str(trained), "--features", "text_tokens,concurrency", "--quiet"]
+    assert main(train) == 0
+    est = sklat.load(trained / "model.safetensors")
+    assert est.load_features_.tolist() == [1]
+    configs = pd.DataFrame({"text_tokens": [8, 64]})
+
+    def tpot(load, n=32):
+        with warnings.catch_warnings():
+            # The measured loads end just below 4.
+            warnings.simplefilter("ignore", ExtrapolationWarning)
+            return est.predict_total(configs.assign(concurrency=load), output_tokens=n) / n
+
+    between = tpot(3.0)
+    assert (tpot(2.0) <= between).all() and (between <= tpot(4.0)).all()
+    assert (tpot(8.0) >= tpot(4.0)).all()
+    with pytest.warns(ExtrapolationWarning, match="concurrency"):
+        est.predict_total(configs.assign(concurrency=8.0), output_tokens=32)
+    measured = unseen["T_LLM_decode"] / unseen["output_tokens"]
+    predicted = (
+        est.predict_total(
+            unseen[["text_tokens", "concurrency"]], output_tokens=unseen["output_tokens"]
+        )
+        / unseen["output_tokens"]
+    )
+    ratio = np.median(predicted) / np.median(measured)
+    assert 0.5 < ratio < 2.0, ratio

@@ -72,7 +72,7 @@ def float_list(text):
     return _typed_list(text, float, "numbers")
 
 
-def context_features(text):
+def feature_columns(text):
     if text in ("auto", "none"):
         return None if text == "none" else "auto"
     return csv_list(text)
@@ -195,12 +195,23 @@ ESTIMATOR_ARGUMENTS = {
     "context_features": (
         (),
         dict(
-            type=context_features,
+            type=feature_columns,
             help="comma-separated feature columns whose sum is the context length at the "
             "first decode step, so that a cost term grows with context + position; "
             "'auto': vision_tokens and text_tokens where present; 'none': no such "
             "term, the curve stays flat past the longest training request "
             "(%(default)s)",
+        ),
+    ),
+    "load_features": (
+        (),
+        dict(
+            type=feature_columns,
+            help="comma-separated feature columns that measure the load (requests in "
+            "flight, a KV-cache usage): each cost grows with them as a sum of "
+            "non-negative powers, also past the largest trained load; 'auto': "
+            "concurrency where present; 'none': such a column is an ordinary "
+            "feature (%(default)s)",
         ),
     ),
     "n_cost_terms": (

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .._domain import quiet_extrapolation
-from ..control import capacity
+from ..control import capacity, default_load_feature
 from ._io import load_model, read_configs
 from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options, float_list
 
@@ -24,7 +24,11 @@ OPTIONS = [
     (
         "load_feature",
         (),
-        dict(default="concurrency", help="the model's load feature (concurrency)"),
+        dict(
+            default=None,
+            help="the model's load feature to sweep (default: its one load feature, "
+            "else concurrency)",
+        ),
     ),
     (
         "levels",
@@ -64,7 +68,8 @@ def cmd_capacity(args, argv):
     est = load_model(args.model, device=args.device)
     # A model without the load feature is refused by capacity itself.
     names = [str(c) for c in getattr(est, "feature_names_in_", [])]
-    others = [c for c in names if c != args.load_feature]
+    load_feature = args.load_feature or default_load_feature(est, names)
+    others = [c for c in names if c != load_feature]
     frame, n = read_configs(args.configs, others)
     if args.output_tokens is not None:
         n = args.output_tokens
@@ -77,7 +82,7 @@ def cmd_capacity(args, argv):
             e2e_ms=args.e2e_ms,
             output_tokens=n,
             min_attainment=args.min_attainment,
-            load_feature=args.load_feature,
+            load_feature=load_feature,
             levels=args.levels,
         )
     table = frame.assign(capacity=result.capacity, bounded=result.bounded)
