@@ -7,6 +7,9 @@ LOSS_KINDS = ("log", "relative", "mse")
 # the value with the least expected relative error, or the curve's centre.
 POINTS = ("relative", "center")
 
+# The model file of a ``sklat train`` output folder.
+MODEL_FILE = "model.safetensors"
+
 # Columns of the results format (see :mod:`sklat.io`) and of ``y``.
 PREFILL_COL = "T_prefill_total"
 DECODE_COL = "T_LLM_decode"

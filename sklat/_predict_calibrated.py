@@ -242,19 +242,79 @@ class CalibratedPredictionsMixin:
         >>> est.predict_quantiles(d.X.iloc[:3], [0.5, 0.9], target="e2e").shape
         (3, 2)
         """
-        check_is_fitted(self)
         if target not in QUANTILE_TARGETS:
             raise ValueError(f"target must be one of {list(QUANTILE_TARGETS)}; got {target!r}.")
+        return self._summary(
+            X,
+            quantiles=quantiles,
+            targets=[target],
+            output_tokens=output_tokens,
+            output_tokens_distribution=output_tokens_distribution,
+            load=load,
+        )["quantiles"][target]
+
+    def _summary(
+        self,
+        X,
+        *,
+        quantiles,
+        targets,
+        objectives=None,
+        confidence=None,
+        output_tokens=None,
+        output_tokens_distribution=None,
+        load=None,
+    ):
+        """What a router asks of each row, from one pass over ``X``:
+        ``{"quantiles": {target: (n, L)}, "attainment": (n,) or None,
+        "interval": {"prefill": (n, 2) or None, "total": (n, 2)} or None}``
+        (``objectives``: ``{"ttft_ms": ..., "tpot_ms": ..., "e2e_ms": ...}``,
+        Nones allowed). As :meth:`predict_quantiles`,
+        :meth:`predict_slo_attainment` and :meth:`predict_interval` give them."""
+        check_is_fitted(self)
         levels = check_levels(quantiles)
-        if target in ("prefill", "e2e"):
+        objectives = {k: v for k, v in (objectives or {}).items() if v is not None}
+        if confidence is not None:
+            confidence = check_confidence(confidence)
+        with_prefill = self.n_outputs_ == 2
+        if not with_prefill and (
+            {"prefill", "e2e"} & set(targets) or {"ttft_ms", "e2e_ms"} & set(objectives)
+        ):
             self._check_prefill_head()
         X = with_load(self, X, load)
         coef, n_tokens = self._encode(X, output_tokens)
-        if target == "prefill":
-            return self._calibrator.quantiles(coef, None, None, levels, target)
-        check_one_length_source(n_tokens, output_tokens_distribution)
-        dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
-        return self._calibrator.quantiles(coef, n_tokens, dist, levels, target)
+        needs_length = (
+            set(targets) != {"prefill"} or "tpot_ms" in objectives or "e2e_ms" in objectives
+        )
+        needs_length = needs_length or confidence is not None
+        dist = None
+        if needs_length:
+            check_one_length_source(n_tokens, output_tokens_distribution)
+            if n_tokens is None:
+                dist = self._distribution(output_tokens_distribution)
+        calibrator = self._calibrator
+        out = {
+            "quantiles": {
+                t: calibrator.quantiles(coef, n_tokens, dist, levels, t) for t in targets
+            },
+            "attainment": None,
+            "interval": None,
+        }
+        if objectives:
+            limits = {
+                k.removesuffix("_ms"): check_threshold(v, len(coef), k)
+                for k, v in objectives.items()
+            }
+            limits = {k: limits.get(k) for k in ("ttft", "tpot", "e2e")}
+            out["attainment"] = calibrator.attainment(coef, n_tokens, dist, **limits)
+        if confidence is not None:
+            out["interval"] = {
+                "prefill": calibrator.prefill_interval(coef, confidence) if with_prefill else None,
+                "total": calibrator.decode_interval(
+                    coef, n_tokens, dist, confidence, per_token=False
+                ),
+            }
+        return out
 
     def predict_slo_attainment(
         self,

@@ -2,8 +2,8 @@
 
 ``train`` and ``predict`` (:mod:`.train`, :mod:`.predict`), ``profile``
 (:mod:`.profile`, with :mod:`.endpoint`), ``import`` (:mod:`.importing`),
-``choose``, ``recalibrate``, ``check`` and ``capacity``. Each module declares its options
-and runs its command; the estimator and torch load only when a command that
+``choose``, ``recalibrate``, ``check``, ``capacity`` and ``serve`` (:mod:`.serve`).
+Each module declares its options and runs its command; the estimator and torch load only when a command that
 needs them runs, so ``sklat --help`` and the measuring commands stay light.
 """
 
@@ -18,6 +18,7 @@ from .importing import add_import_parser
 from .predict import add_predict_parser
 from .profile import add_profile_parser
 from .recalibrate import add_recalibrate_parser
+from .serve import add_serve_parser
 from .train import add_train_parser
 
 __all__ = ["build_parser", "main"]
@@ -39,6 +40,7 @@ def build_parser():
     add_recalibrate_parser(sub)
     add_check_parser(sub)
     add_capacity_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

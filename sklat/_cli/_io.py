@@ -1,10 +1,8 @@
 """Reading and writing of the ``sklat`` commands that use a trained model:
 the model, a configurations file, an output file."""
 
-from .._constants import OUTPUT_TOKENS_COL
+from .._constants import MODEL_FILE, OUTPUT_TOKENS_COL
 from ..io import check_values, demo_results_dir, discover_datasets, load_results, read_table
-
-MODEL_FILE = "model.safetensors"
 
 
 def load_model(path, device="cpu"):
