@@ -195,6 +195,24 @@ class Calibrator:
         output ``lengths``."""
         return np.exp(tree_value(self.difficulty_trees[0], difficulty_inputs(z, lengths)))
 
+    def sigma_over_lengths(self, z, values):
+        """(n, J): :meth:`sigma_total` of every row of ``z`` at every output
+        length of ``values``. The tree reads ``log N`` through a few
+        thresholds: lengths between the same two thresholds take every branch
+        alike, so the tree runs once per row and such run of lengths (not once
+        per row and length), with the same comparisons as :func:`tree_value`."""
+        tree = self.difficulty_trees[0]
+        log_n = z.shape[1]  # the tree's last input
+        splits = np.unique(tree[1][(tree[0] == log_n)])
+        # tree_value compares the float32 inputs with the thresholds.
+        keys = np.log(values.astype(np.float64)).astype(np.float32).astype(np.float64)
+        segment = np.searchsorted(splits, keys, side="left")
+        occupied, first = np.unique(segment, return_index=True)
+        lengths = values[first]
+        n, m = len(z), len(lengths)
+        sigma = self.sigma_total(np.repeat(z, m, axis=0), np.tile(lengths, n)).reshape(n, m)
+        return sigma[:, np.searchsorted(occupied, segment)]
+
     def sigma_prefill(self, z):
         """Difficulty of the prefill at standardised features ``z``."""
         inputs = difficulty_inputs(z, np.ones(len(z)))
@@ -237,8 +255,7 @@ class Calibrator:
             return center, spread, np.ones(1)
         values = dist["values"]
         center = curve.totals_at(coef, values)
-        J, n = len(values), len(coef)
-        spread = self.sigma_total(np.repeat(coef.z, J, axis=0), np.tile(values, n)).reshape(n, J)
+        spread = self.sigma_over_lengths(coef.z, values)
         if per_token:
             center = center / values[None, :]
         return center, spread, dist["probabilities"]

@@ -57,6 +57,13 @@ _VALUES_LEFT = 32
 # every (length, request) pair: the pairs cost about 10 ns each, a row of the
 # sorted path a few microseconds.
 _COUPLED_PAIRS = 1024
+# Lengths above which an attainment over an output-length distribution counts,
+# per row, the lengths each calibration request meets by a binary search among
+# the sorted lengths, instead of the requests each length meets.
+_PER_ROW_LENGTHS = 64
+# Lengths per calibration request above which a mixture quantile's CDF counts
+# lengths per request (:func:`_runs_cdf`).
+_LENGTHS_PER_REQUEST = 3
 # Ranks are computed from (n + 1) * level; a level such as 1 - 0.9 is not exact
 # in binary, and must not move a rank by one.
 _RANK_TOLERANCE = 1e-9
@@ -289,15 +296,26 @@ def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
     of those values whose mixture CDF reaches the level is the quantile."""
     rows, J = log_center.shape
     out = np.empty((rows, len(levels)))
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    # Counting lengths per calibration request pays where the lengths
+    # outnumber the requests several times (measured crossover about 3x).
+    by_request = J > _LENGTHS_PER_REQUEST * len(scores)
     for r in range(rows):
         lc, sg = log_center[r : r + 1], sigma[r : r + 1]
+        runs = _sorted_runs(lc[0], sg[0]) if by_request else None
+
+        def cdf(values, lc=lc, sg=sg, runs=runs):
+            if runs is None:
+                return _mixture_cdf(values, lc, sg, weights, scores)
+            return _runs_cdf(values, lc[0], runs, cumulative, scores)
+
         a = np.full((1, len(levels)), (lc + sg * scores[0]).min())
         a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
         b = np.full((1, len(levels)), (lc + sg * scores[-1]).max())
         steps = int(np.ceil(np.log2(J * len(scores) / _VALUES_LEFT)))
         for _ in range(steps):
             mid = 0.5 * (a + b)
-            reached = _mixture_cdf(mid, lc, sg, weights, scores) >= levels - _RANK_TOLERANCE
+            reached = cdf(mid) >= levels - _RANK_TOLERANCE
             b = np.where(reached, mid, b)
             a = np.where(reached, a, mid)
         for q, level in enumerate(levels):
@@ -312,11 +330,54 @@ def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
             index = np.arange(offsets[-1]) - np.repeat(offsets[:-1], last - first)
             values = np.sort(lc[0, owner] + sg[0, owner] * scores[first[owner] + index])
             at = values + _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(values))
-            reached = (
-                _mixture_cdf(at[None, :], lc, sg, weights, scores)[0] >= level - _RANK_TOLERANCE
-            )
+            reached = cdf(at[None, :])[0] >= level - _RANK_TOLERANCE
             out[r, q] = np.exp(values[np.argmax(reached)] if reached.any() else b[0, q])
     return out
+
+
+def _sorted_runs(lc, sg):
+    """``[(start, stop, sigma)]``: the runs of equal difficulty of one row's
+    lengths, where its log centres ``lc`` never fall within a run (decode
+    totals grow with the length: they never do); None where they do."""
+    breaks = np.flatnonzero(np.diff(sg) != 0) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(sg)]])
+    falls = np.diff(lc) < 0
+    falls[breaks - 1] = False  # a fall from one run to the next is allowed
+    if falls.any():
+        return None
+    return [(int(a), int(b), float(sg[a])) for a, b in zip(starts, stops)]
+
+
+def _shared_runs(keys, sigma):
+    """For many rows at once: ``(runs, rising, falling)``, the runs of lengths
+    where no row's difficulty changes (``[(start, stop)]``: the difficulty
+    tree splits ``N`` at the same thresholds for every row) and, per row,
+    whether its ``keys`` never fall (or never rise) within every run."""
+    changes = np.any(np.diff(sigma, axis=1) != 0, axis=0)
+    breaks = np.flatnonzero(changes) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [sigma.shape[1]]])
+    step = np.diff(keys, axis=1)
+    step[:, breaks - 1] = 0.0  # a step from one run to the next is allowed
+    rising = ~np.any(step < 0, axis=1)
+    falling = ~np.any(step > 0, axis=1)
+    return list(zip(starts.tolist(), stops.tolist())), rising, falling
+
+
+def _runs_cdf(values, lc, runs, cumulative, scores):
+    """:func:`_mixture_cdf` of one row (``values`` (1, L)) whose centres are
+    sorted within runs of equal difficulty (:func:`_sorted_runs`): a length
+    ``j`` counts calibration request ``i`` when ``lc_j <= value - sigma e_i``,
+    so each request's count of lengths is one binary search among the
+    lengths, ``O(n log J)`` instead of ``O(J log n)``; ``cumulative`` is the
+    running sum of the lengths' weights from 0."""
+    total = np.zeros(values.shape[1])
+    for start, stop, sigma in runs:
+        thresholds = values[0][:, None] - sigma * scores[None, :]
+        count = np.searchsorted(lc[start:stop], thresholds, side="right")
+        total += (cumulative[start + count] - cumulative[start]).sum(axis=1)
+    return (total / len(scores))[None, :]
 
 
 def _sorted_mixture_quantiles(log_center, sigma, weights, scores, levels):
@@ -414,7 +475,7 @@ def _separable_attainment(
     so a binary search in the sorted scores counts the calibration requests
     that meet it, instead of evaluating every (length, request) pair."""
     n = len(scores)
-    if tpot is not None:
+    if tpot is not None and (ttft is not None or total.shape[1] <= _PER_ROW_LENGTHS):
         # (rows, J): the highest decode score that still meets tpot.
         limit = np.log(tpot[:, None] * lengths / total) / total_sigma
     if ttft is not None:
@@ -426,6 +487,8 @@ def _separable_attainment(
     order = np.argsort(scores[:, 0], kind="stable")
     decode = scores[order, 0]
     if ttft is None:
+        if total.shape[1] > _PER_ROW_LENGTHS:
+            return _tpot_over_lengths(total, total_sigma, lengths, weights, decode, tpot)
         return (np.searchsorted(decode, limit, side="right") / n) @ weights
     # Both: count the requests whose decode score is below the limit among
     # those whose prefill meets ttft, with a running count in decode order.
@@ -439,6 +502,39 @@ def _separable_attainment(
         )
         below = np.searchsorted(decode, limit[sl], side="right")
         out[sl] = (np.take_along_axis(running, below, axis=1) / n) @ weights
+    return out
+
+
+def _tpot_over_lengths(total, total_sigma, lengths, weights, decode, tpot):
+    """The tpot attainment of :func:`_separable_attainment` over many lengths.
+    Request ``i`` meets tpot at length ``j`` when ``log c_j <= log tpot -
+    sigma_j e_i``, ``c_j`` the per-token centre. Where ``log c`` is monotone
+    within each run of equal difficulty (:func:`_shared_runs`; the per-token
+    latency mostly keeps one direction as the output grows), the lengths a
+    request meets are a prefix (or a suffix) of the run, found by one binary
+    search among the lengths: ``O(n log J)`` per row instead of
+    ``O(J log n)``. Other rows count every length."""
+    n = len(decode)
+    log_c = np.log(total / lengths)
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    runs, rising, falling = _shared_runs(log_c, total_sigma)
+    out = np.empty(len(total))
+    log_tpot = np.log(tpot)
+    for row in range(len(total)):
+        if not (rising[row] or falling[row]):
+            limit = (log_tpot[row] - log_c[row]) / total_sigma[row]
+            out[row] = (np.searchsorted(decode, limit, side="right") / n) @ weights
+            continue
+        met = 0.0
+        for start, stop in runs:
+            bound = log_tpot[row] - total_sigma[row, start] * decode
+            if rising[row]:
+                count = np.searchsorted(log_c[row, start:stop], bound, side="right")
+                met += (cumulative[start + count] - cumulative[start]).sum()
+            else:
+                first = np.searchsorted(-log_c[row, start:stop], -bound, side="left")
+                met += (cumulative[stop] - cumulative[start + first]).sum()
+        out[row] = met / n
     return out
 
 
@@ -486,13 +582,15 @@ def _coupled_attainment(
     return out
 
 
-def _fitting_decodes(total, total_sigma, weights, decode, log_room):
+def _fitting_decodes(total, total_sigma, weights, decode, log_room, per_row=True):
     """Per row, the probability that a calibration request's decode fits in
     the ``log_room`` (rows, n) its prefill leaves: ``sigma_j e_i - log
     room_i <= -log total_j``. The keys on the left are the same for every
     length of one difficulty ``sigma_j`` (a tree takes few values), so each
     row sorts them once per difficulty and a binary search per length counts
     the requests that meet it."""
+    if per_row and total.shape[1] > _PER_ROW_LENGTHS:
+        return _fitting_over_lengths(total, total_sigma, weights, decode, log_room)
     needles = -np.log(total)
     # Rows of one difficulty over all lengths (a flat difficulty, or a tree
     # that ignores N for them) sort their keys together.
@@ -511,6 +609,35 @@ def _fitting_decodes(total, total_sigma, weights, decode, log_room):
                 met[at] = np.searchsorted(own, needles[row, at], side="right")
         out[row] = met @ weights
     return out / len(decode)
+
+
+def _fitting_over_lengths(total, total_sigma, weights, decode, log_room):
+    """:func:`_fitting_decodes` over many lengths: the decode totals grow with
+    the length, so within a run of equal difficulty the lengths whose decode
+    fits request ``i``'s room (``log total_j <= log room_i - sigma e_i``) are
+    a prefix, found by one binary search among the lengths per request."""
+    log_total = np.log(total)
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    runs, rising, _ = _shared_runs(log_total, total_sigma)
+    out = np.empty(len(total))
+    for row in range(len(total)):
+        if not rising[row]:  # totals that fall with the length: count every pair
+            out[row] = _fitting_decodes(
+                total[row : row + 1],
+                total_sigma[row : row + 1],
+                weights,
+                decode,
+                log_room[row : row + 1],
+                per_row=False,
+            )[0]
+            continue
+        met = 0.0
+        for start, stop in runs:
+            bound = log_room[row] - total_sigma[row, start] * decode
+            count = np.searchsorted(log_total[row, start:stop], bound, side="right")
+            met += (cumulative[start + count] - cumulative[start]).sum()
+        out[row] = met / len(decode)
+    return out
 
 
 def _first_runs(total, total_sigma, neg_d, weights, decode, log_room):

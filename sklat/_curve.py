@@ -377,15 +377,23 @@ class Curve:
         flat, context, shape = self._terms(coef, n, triangle, shape_sums)
         return flat + context + shape
 
-    def _cumulative_basis(self, last):
-        """Sums of the basis over ``1..p`` for ``p = 1..last``: (last, K)."""
-        if last <= len(self.basis_table):
-            return self.cumulative_table[:last]
-        return np.cumsum(self.basis(np.arange(1, last + 1)), axis=0)
+    def _cumulative_at(self, lengths):
+        """Sums of the basis over ``1..N`` for each ``N`` of ``lengths``: (J, K).
+        Past the longest training request the basis is constant (positions
+        are held there), so a sum past the table is its last entry plus a
+        multiple of the last basis row: no work per position."""
+        table = self.cumulative_table
+        if lengths.max() <= len(table):
+            return table[lengths - 1]
+        if len(table) < self.max_output_tokens:
+            # The table stops short of the constant part (BASIS_TABLE_MAX).
+            return np.cumsum(self.basis(np.arange(1, lengths.max() + 1)), axis=0)[lengths - 1]
+        past = np.maximum(lengths - len(table), 0).astype(np.float64)
+        return table[np.minimum(lengths, len(table)) - 1] + past[:, None] * self.basis_table[-1]
 
     def _over_lengths(self, coef, output_tokens):
         """``(n, triangle, shape_sums)`` of each row's sum over ``1..N``."""
-        cumulative = self._cumulative_basis(output_tokens.max())[output_tokens - 1]
+        cumulative = self._cumulative_at(output_tokens)
         n = output_tokens.astype(np.float64)
         return n, n * (n + 1) / 2, np.einsum("ik,ik->i", coef.shape, cumulative)
 
@@ -400,10 +408,16 @@ class Curve:
         return np.column_stack(self._terms(coef, *self._over_lengths(coef, output_tokens)))
 
     def totals_at(self, coef, lengths):
-        """``sum_{p<=N} f(p)`` for every row and every ``N`` in ``lengths``: (n, J)."""
-        cumulative = self._cumulative_basis(lengths.max())[lengths - 1]
-        n = lengths.astype(np.float64)[None, :]
-        return self._summed(_column(coef), n, n * (n + 1) / 2, coef.shape @ cumulative.T)
+        """``sum_{p<=N} f(p)`` for every row and every ``N`` in ``lengths``: (n, J),
+        one matrix product: the closed form of :meth:`_terms` is linear in
+        ``(N, N (N + 1) / 2, Phi[N])`` with per-row coefficients
+        ``(flat + slope context, slope / S, shape)``."""
+        n = lengths.astype(np.float64)
+        per_length = np.column_stack([n, n * (n + 1) / 2, self._cumulative_at(lengths)])
+        per_row = np.column_stack(
+            [coef.flat + coef.slope * coef.context, coef.slope / self.context_scale, coef.shape]
+        )
+        return per_row @ per_length.T
 
     def expected_total(self, coef, dist):
         """Total decode latency with ``N`` drawn from ``dist``: ``sum_p f(p) P(N >= p)``."""
@@ -436,15 +450,3 @@ def _encoded(encode, device, z, row_dim=0):
         else torch.cat([p[key] for p in parts], dim=row_dim).double().cpu().numpy()
         for key in ("flat", "slope", "shape", "prefill", "prefill_terms")
     }
-
-
-def _column(coef):
-    """``coef``'s per-row scalars as (n, 1) columns, to broadcast over lengths."""
-    return Coefficients(
-        flat=coef.flat[:, None],
-        slope=coef.slope[:, None],
-        shape=coef.shape,
-        context=coef.context[:, None],
-        prefill=coef.prefill,
-        z=coef.z,
-    )

@@ -414,3 +414,24 @@ def test_cross_fitted_difficulty_narrows_new_requests_intervals_at_their_coverag
         widths[name] = np.mean(bounds[:, 1] - bounds[:, 0])
     assert min(covered.values()) > 0.87
     assert widths["trees"] < 0.7 * widths["flat"]
+
+
+def test_difficulty_over_lengths_runs_the_tree_once_per_run_of_lengths():
+    # A tree that splits on log N at two thresholds (one of them exactly at a
+    # length's float32 log, where the comparison decides) and on a feature:
+    # sigma_over_lengths agrees with the tree at every (row, length).
+    rng = np.random.default_rng(0)
+    inputs = np.column_stack([rng.normal(size=400), np.log(rng.integers(1, 3000, 400))])
+    errors = np.exp(inputs[:, 1] / 3 + (inputs[:, 0] > 0.5)) * rng.normal(size=400)
+    tree = fit_difficulty(inputs, errors)
+    assert (tree[0] == 1).sum() >= 2, "the tree splits on log N"
+    at = np.flatnonzero(tree[0] == 1)[0]
+    tree[1, at] = float(np.float32(np.log(100.0)))
+    calibrator = Calibrator(np.stack([tree, flat_trees(1)[0]]), np.zeros((5, 2)), np.zeros((0, 2)))
+    z = rng.normal(size=(7, 1))
+    values = np.concatenate([np.arange(1, 5000), [99, 100, 101, 10**6]])
+    J = len(values)
+    direct = calibrator.sigma_total(np.repeat(z, J, axis=0), np.tile(values, len(z)))
+    np.testing.assert_array_equal(
+        calibrator.sigma_over_lengths(z, values), direct.reshape(len(z), J)
+    )

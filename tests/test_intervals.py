@@ -1,6 +1,7 @@
 """Calibrated intervals, SLO attainment and the confidence of budgets."""
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from sklat import LatencyEstimator
 from sklat._conformal import interval_rank, mixture_quantiles
 from sklat._splits import calibration_split, measurement_groups
 from sklat.datasets import make_positioned_latency
+from sklat.exceptions import ExtrapolationWarning
 
 
 def _calibration_rows(est, data):
@@ -585,3 +587,73 @@ def test_narrowed_quantiles_of_one_configuration_are_exact(monkeypatch, J, n):
     )
     values = np.log(center)[0][:, None] + sigma[0][:, None] * scores[None, :]
     assert np.abs(np.log(narrowed)[0][:, None, None] - values[None]).min(axis=(1, 2)).max() < 1e-12
+
+
+@pytest.mark.parametrize(
+    "objective", [{"tpot_ms": 1.0}, {"e2e_ms": 1.0}, {"tpot_ms": 1.0, "ttft_ms": 1.0}]
+)
+def test_wide_distributions_count_per_row_as_every_length_does(
+    monkeypatch, fitted, small_data, objective
+):
+    # 300 lengths, some past training, in shuffled order with uneven
+    # weights: the per-row binary searches among the lengths (above
+    # _PER_ROW_LENGTHS) give the probabilities of counting every length.
+    from sklat import _conformal
+
+    X = small_data.X.iloc[:12]
+    rng = np.random.default_rng(1)
+    values = rng.permutation(np.arange(1, 301))
+    dist = {"values": values, "probabilities": rng.dirichlet(np.ones(300))}
+    scale = {
+        "tpot_ms": float(np.median(fitted.predict_total(X, 64) / 64)),
+        "e2e_ms": float(np.median(fitted.predict(X).sum(axis=1))),
+        "ttft_ms": float(np.median(fitted.predict(X)[:, 0])) * 1.05,
+    }
+    kwargs = {k: v * scale[k] for k, v in objective.items()}
+    kwargs["output_tokens_distribution"] = dist
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        per_row = fitted.predict_slo_attainment(X, **kwargs)
+        monkeypatch.setattr(_conformal, "_PER_ROW_LENGTHS", np.inf)
+        every = fitted.predict_slo_attainment(X, **kwargs)
+    np.testing.assert_allclose(per_row, every, atol=1e-12)
+    assert 0 < every.mean() < 1
+
+
+def test_mixture_quantiles_of_sorted_runs_are_those_of_every_length(
+    monkeypatch, fitted, small_data
+):
+    from sklat import _conformal
+
+    X = small_data.X.iloc[:1]
+    dist = {"values": np.arange(1, 2001), "probabilities": np.full(2000, 1 / 2000)}
+    monkeypatch.setattr(_conformal, "_LENGTHS_PER_REQUEST", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        runs = fitted.predict_interval(X, output_tokens_distribution=dist, confidence=0.8)
+        monkeypatch.setattr(_conformal, "_sorted_runs", lambda lc, sg: None)
+        every = fitted.predict_interval(X, output_tokens_distribution=dist, confidence=0.8)
+    np.testing.assert_allclose(runs, every, rtol=1e-12)
+
+
+def test_tpot_over_lengths_handles_rising_falling_and_mixed_rows():
+    # Per-token centres that rise, fall, or do both with the length, and a
+    # difficulty that changes at some length: every row's attainment is the
+    # count over every (length, request) pair.
+    from sklat._conformal import _tpot_over_lengths
+
+    rng = np.random.default_rng(0)
+    lengths = np.arange(1, 201, dtype=np.float64)
+    per_token = np.vstack([10 + lengths / 50, 10 + 40 / lengths, 10 + np.abs(lengths - 100) / 20])
+    total = per_token * lengths
+    sigma = np.where(lengths < 60, 0.8, 1.3)[None, :].repeat(3, axis=0)
+    weights = rng.dirichlet(np.ones(200))
+    decode = np.sort(rng.normal(0, 0.1, 97))
+    tpot = np.array([11.0, 10.5, 12.0])
+    got = _tpot_over_lengths(total, sigma, lengths[None, :], weights, decode, tpot)
+    met = (
+        decode[None, None, :]
+        <= (np.log(tpot)[:, None] - np.log(per_token))[:, :, None] / sigma[:, :, None]
+    )
+    np.testing.assert_allclose(got, met.mean(axis=2) @ weights, atol=1e-12)
+    assert 0 < got.min() and got.max() < 1

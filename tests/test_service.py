@@ -141,6 +141,15 @@ def test_predict_answers_as_the_estimator(server, model_path, data):
     np.testing.assert_allclose(interval, est.predict_interval(X, 64, confidence=0.8), rtol=1e-12)
 
 
+def test_only_the_outputs_asked_are_answered(server, data):
+    body = {"rows": _rows(data, 2), "outputs": ["tpot_ms", "ttft_ms"], "quantiles": [0.9]}
+    r = server.post("/v1/predict", body)
+    assert r.status_code == 200, r.text
+    assert [set(p) for p in r.json()["predictions"]] == [{"tpot_ms", "ttft_ms"}] * 2
+    r = server.post("/v1/predict", dict(body, outputs=["p99"]))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "outputs"]
+
+
 def test_choose_answers_as_choose(server, model_path, data):
     candidates = [dict(row, quality=q) for row, q in zip(_rows(data, 5), [0.1, 0.9, 0.5, 0.7, 0.3])]
     body = {"candidates": candidates, "tpot_ms": 30.0, "prefer": "quality", "min_attainment": 0.5}

@@ -3,8 +3,9 @@
 ``train`` and ``predict`` (:mod:`.train`, :mod:`.predict`), ``profile``
 (:mod:`.profile`, with :mod:`.endpoint`), ``import`` (:mod:`.importing`),
 ``choose``, ``recalibrate``, ``check``, ``capacity`` and ``serve`` (:mod:`.serve`).
-Each module declares its options and runs its command; the estimator and torch load only when a command that
-needs them runs, so ``sklat --help`` and the measuring commands stay light.
+Each module declares its options and runs its command; the estimator and torch
+load only when a command that needs them runs, so ``sklat --help`` and the
+measuring commands stay light.
 """
 
 import argparse

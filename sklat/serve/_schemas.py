@@ -2,7 +2,7 @@
 schema shows and what a body is validated against. Values are numbers, not
 strings or booleans that happen to convert; numbers are finite."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -71,6 +71,13 @@ class PredictBody(_Decision):
         description="Configurations: {feature: value}, optionally output_tokens."
     )
     quantiles: Annotated[list[Level], Field(min_length=1, max_length=MAX_QUANTILES)] = [0.5, 0.9]
+    outputs: Annotated[
+        list[Literal["ttft_ms", "tpot_ms", "decode_ms", "e2e_ms"]], Field(min_length=1)
+    ] = Field(
+        ["ttft_ms", "tpot_ms", "decode_ms", "e2e_ms"],
+        description="Which latencies to answer quantiles of (the end-to-end one costs the "
+        "most where N is not known); TTFT and end-to-end need a model with a prefill.",
+    )
     confidence: Annotated[float, Field(gt=0, lt=1)] | None = Field(
         None, description="If given, calibrated intervals at this confidence."
     )
