@@ -76,7 +76,8 @@ def test_the_circle_finder_finds_a_circle():
 
 
 @pytest.mark.parametrize(
-    "module", ["sklat.acquire", "sklat.io", "sklat.control", "sklat._cli", "sklat.profile"]
+    "module",
+    ["sklat.acquire", "sklat.io", "sklat.control", "sklat._cli", "sklat.profile", "sklat.serve"],
 )
 def test_the_measuring_side_imports_without_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules, 'skorch' in sys.modules)"
