@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import re
 import os
 import signal
 import socket
@@ -447,3 +448,25 @@ def test_persistent_drift_refits_on_the_window(model_path, data, tmp_path):
         assert np.median(after / before[:, 0]) > 2.0
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--update_every", "0"], "update_every must be an integer >= 1; got 0"),
+        (["--window", "5"], "window must be an integer >= 20; got 5"),
+        (["--drift_alpha", "1.5"], r"drift_alpha must be in \(0, 1\); got 1.5"),
+        (["--token_file", "EMPTY"], "is empty"),
+        (["--token_file", "SPACED"], "a token is one word, without spaces"),
+    ],
+)
+def test_bad_serve_options_exit_2(model_path, tmp_path, capsys, options, message):
+    from sklat.cli import main
+
+    (tmp_path / "EMPTY").write_text("\n")
+    (tmp_path / "SPACED").write_text("two words\n")
+    options = [str(tmp_path / o) if o in ("EMPTY", "SPACED") else o for o in options]
+    assert main(["serve", "--model", str(model_path), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sklat serve: error:")
+    assert re.search(message, err), err
