@@ -33,7 +33,13 @@ from ._constants import POINTS
 from ._device import resolve_device
 from ._distribution import check_distribution
 from ._domain import warn_lengths
-from ._features import check_load, context_lengths, resolve_roles, warn_if_standardised
+from ._features import (
+    FeatureTransform,
+    check_load,
+    context_lengths,
+    resolve_roles,
+    warn_if_standardised,
+)
 from ._fitted import FittedAttributes
 from ._fitting import fit_objects
 from ._params import PARAMETER_CONSTRAINTS, check_params
@@ -456,6 +462,9 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         segments = check_decode_segments(decode_segments, positioned_latencies, n_tokens)
         names = getattr(self, "feature_names_in_", None)
         roles = resolve_roles(self.context_features, self.load_features, names, self.n_features_in_)
+        roles = roles._replace(
+            scaling=FeatureTransform.log_scaling(X_arr, self.log_features, label)
+        )
         # Checked on every request before the calibration split, so that an
         # error names the sample as the caller numbers it.
         context_lengths(X_arr, roles.context, label)

@@ -21,8 +21,10 @@ from ._validation import feature_label, first_true
 LOG_FEATURES = ("auto", "all", "none")
 
 # The columns with a role in the curve (int arrays of feature indices): the
-# context at the first decode step (their sum) and the load.
-FeatureRoles = namedtuple("FeatureRoles", "context load")
+# context at the first decode step (their sum) and the load; and the log
+# scaling chosen on all the training requests (FeatureTransform.log_scaling),
+# None until then.
+FeatureRoles = namedtuple("FeatureRoles", "context load scaling", defaults=(None,))
 
 
 class FeatureTransform:
@@ -45,10 +47,12 @@ class FeatureTransform:
         self.mean = mean
         self.scale = scale
 
-    @classmethod
-    def fit(cls, X_arr, log_features, label):
-        """Choose the log columns and standardise. ``label(col)`` names a column
-        in error messages."""
+    @staticmethod
+    def log_scaling(X_arr, log_features, label):
+        """``(log_mask, log_shift)``: which columns of ``X_arr`` are log-scaled,
+        and how. Chosen on every training request (before any calibration or
+        validation split), so that a value one split holds and the other does
+        not (a zero, a negative) cannot make the scaling refuse it."""
         nonneg = (X_arr >= 0).all(axis=0)
         col = first_true(~nonneg)
         if log_features == "all" and col is not None:
@@ -57,7 +61,14 @@ class FeatureTransform:
                 f"{label(col)} has negative values."
             )
         mask = nonneg if log_features in ("auto", "all") else np.zeros_like(nonneg)
-        shift = np.where(mask & (X_arr > 0).all(axis=0), 0.0, 1.0)
+        return mask, np.where(mask & (X_arr > 0).all(axis=0), 0.0, 1.0)
+
+    @classmethod
+    def fit(cls, X_arr, log_features, label, scaling=None):
+        """Choose the log columns (or take ``scaling``, :meth:`log_scaling` of
+        all the training requests) and standardise. ``label(col)`` names a
+        column in error messages."""
+        mask, shift = scaling or cls.log_scaling(X_arr, log_features, label)
         transform = cls(mask, shift, None, None)
         logged = transform._log_columns(X_arr, label)
         std = logged.std(axis=0)

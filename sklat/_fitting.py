@@ -103,7 +103,7 @@ def _fit_curve(est, part, roles, trainings, *, kept=True, max_epochs=None):
     label = feature_labeller(est)
     context_features = roles.context
     context = context_lengths(X_arr, context_features, label)
-    transform = FeatureTransform.fit(X_arr, est.log_features, label)
+    transform = FeatureTransform.fit(X_arr, est.log_features, label, roles.scaling)
     # What the net and the curve are built from (the fitted attributes
     # of the same names).
     fitted = {

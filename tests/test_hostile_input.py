@@ -140,3 +140,30 @@ def test_random_positions(data, positions):
     out = est.predict_positions(X, positions)
     assert out.shape == (len(n_tokens), len(positions))
     assert np.isfinite(out).all() and (out > 0).all()
+
+
+@pytest.mark.parametrize("odd_value", [-1.0, 0.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_log_scaling_is_chosen_on_every_training_request(odd_value, seed):
+    # One request holds a value (a negative, a zero) that the others do not:
+    # wherever the calibration split puts it, the log scaling is decided on
+    # all of them, so fitting takes it (0.14 refused it when it fell in the
+    # calibration part, naming the wrong sample).
+    from sklearn.utils import check_random_state
+
+    from sklat._splits import calibration_split
+
+    # The row the estimator's calibration split will draw (its seed drawn as
+    # fit draws it), and the first row, which it fits on.
+    drawn = int(check_random_state(seed).randint(2**31 - 1))
+    fit_rows, calibration_rows = calibration_split(40, 0.2, drawn)
+    X = np.full((40, 2), 3.0)
+    X[:, 1] = np.arange(1, 41)
+    X[calibration_rows[0], 0] = odd_value
+    n = np.arange(1, 41)
+    y = n * 2.0
+    est = LatencyEstimator(max_epochs=2, hidden_size=8, random_state=seed, n_folds=None)
+    est.fit(X, y, output_tokens=n)
+    assert est.feature_log_mask_[0] == (odd_value >= 0)
+    assert est.feature_log_shift_[0] == 1.0
+    assert np.isfinite(est.predict_total(X, n)).all()
