@@ -278,6 +278,26 @@ def test_observations_are_written_in_the_results_format(server, data, tmp_path):
     assert -1.0 not in decode
 
 
+def test_observations_keep_per_step_latencies_and_segments(server, data):
+    rows = _observations(data, [30, 31])
+    n0, n1 = rows[0]["output_tokens"], rows[1]["output_tokens"]
+    rows[0]["T_decode_per_step"] = [rows[0]["T_LLM_decode"] / n0] * n0
+    rows[1]["T_decode_segment_tokens"] = [1, n1 - 1]
+    rows[1]["T_decode_segment_ms"] = [rows[1]["T_LLM_decode"] / 2] * 2
+    r = server.post("/v1/observations", {"rows": rows})
+    assert r.status_code == 200, r.text
+    res = load_results(server_folder(server), features=list(data.X.columns))
+    kept = res.y["T_LLM_decode"].tolist()
+    first, second = kept.index(rows[0]["T_LLM_decode"]), kept.index(rows[1]["T_LLM_decode"])
+    assert len(res.positioned_latencies[first]) == n0
+    tokens, ms = res.decode_segments[second]
+    assert list(tokens) == [1, n1 - 1] and ms.sum() == pytest.approx(rows[1]["T_LLM_decode"])
+    short = _observations(data, [32])
+    short[0]["T_decode_per_step"] = [1.0]
+    r = server.post("/v1/observations", {"rows": short})
+    assert r.status_code == 422 and "T_decode_per_step" in _detail(r)
+
+
 def server_folder(server):
     for i, arg in enumerate(server.proc.args):
         if arg == "--observations":
