@@ -193,19 +193,24 @@ def _resolve_columns(param, value, auto, feature_names, n_features):
     return np.asarray(indices, dtype=np.int64)
 
 
-def check_load(X_arr, indices, label):
-    """Raise ``ValueError`` for a negative value of a load feature (a count
-    of requests or a usage), naming the sample."""
-    if len(indices) == 0:
-        return
+def _nonnegative(X_arr, indices, label, role):
+    """The columns ``indices`` of ``X_arr``; ``ValueError`` naming the column,
+    its ``role`` and the sample for a negative value."""
     sub = X_arr[:, indices]
     first = first_true(sub < 0)
     if first is not None:
         row, j = first
         raise ValueError(
-            f"X column {label(int(indices[j]))} is a load feature (requests in flight "
-            f"or a usage) and must be >= 0; sample {row} is {sub[row, j]}."
+            f"X column {label(int(indices[j]))} is {role} and must be >= 0; sample {row} "
+            f"is {sub[row, j]}."
         )
+    return sub
+
+
+def check_load(X_arr, indices, label):
+    """Raise ``ValueError`` for a negative value of a load feature (a count
+    of requests or a usage), naming the sample."""
+    _nonnegative(X_arr, indices, label, "a load feature (requests in flight or a usage)")
 
 
 def context_lengths(X_arr, indices, label):
@@ -213,13 +218,4 @@ def context_lengths(X_arr, indices, label):
     the context columns, which must be >= 0."""
     if len(indices) == 0:
         return np.zeros(len(X_arr))
-    sub = X_arr[:, indices]
-    first = first_true(sub < 0)
-    if first is not None:
-        row, j = first
-        raise ValueError(
-            f"X column {label(int(indices[j]))} is a context feature (a "
-            f"number of tokens) and must be >= 0; sample {row} is "
-            f"{sub[row, j]}."
-        )
-    return sub.sum(axis=1)
+    return _nonnegative(X_arr, indices, label, "a context feature (a number of tokens)").sum(axis=1)

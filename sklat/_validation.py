@@ -146,13 +146,19 @@ def check_threshold(value, n_samples, name):
     return arr
 
 
-def check_levels(quantiles):
-    """Quantile levels: one number or a non-empty 1-D sequence, each in (0, 1]."""
-    arr = as_float_array(quantiles, "quantiles")
+def _sequence(values, name):
+    """``values`` as a non-empty 1-D float64 array (one number is one entry)."""
+    arr = as_float_array(values, name)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"quantiles must be a non-empty 1-D sequence; got shape {arr.shape}.")
+        raise ValueError(f"{name} must be a non-empty 1-D sequence; got shape {arr.shape}.")
+    return arr
+
+
+def check_levels(quantiles):
+    """Quantile levels: one number or a non-empty 1-D sequence, each in (0, 1]."""
+    arr = _sequence(quantiles, "quantiles")
     _reject(
         ~np.isfinite(arr) | (arr <= 0) | (arr > 1),
         arr,
@@ -164,11 +170,7 @@ def check_levels(quantiles):
 
 def check_positions(positions):
     """Validate the positions of :meth:`predict_positions`: integers >= 1."""
-    arr = as_float_array(positions, "positions")
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"positions must be a non-empty 1-D sequence; got shape {arr.shape}.")
+    arr = _sequence(positions, "positions")
     entry = "entry {}".format
     _reject(~np.isfinite(arr) | (arr != np.round(arr)), arr, "positions must be integers", entry)
     _reject(arr < 1, arr, "positions must be >= 1 (position 1 is the first decode step)", entry)
