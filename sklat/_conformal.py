@@ -300,14 +300,17 @@ def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
     # Counting lengths per calibration request pays where the lengths
     # outnumber the requests several times (measured crossover about 3x).
     by_request = J > _LENGTHS_PER_REQUEST * len(scores)
+    # Decode totals grow with the length: their log centres never fall within
+    # a run of equal difficulty.
+    runs, rising, _ = _shared_runs(log_center, sigma) if by_request else (None, None, None)
     for r in range(rows):
         lc, sg = log_center[r : r + 1], sigma[r : r + 1]
-        runs = _sorted_runs(lc[0], sg[0]) if by_request else None
+        sorted_runs = by_request and rising[r]
 
-        def cdf(values, lc=lc, sg=sg, runs=runs):
-            if runs is None:
+        def cdf(values, lc=lc, sg=sg, sorted_runs=sorted_runs):
+            if not sorted_runs:
                 return _mixture_cdf(values, lc, sg, weights, scores)
-            return _runs_cdf(values, lc[0], runs, cumulative, scores)
+            return _runs_cdf(values, lc[0], sg[0], runs, cumulative, scores)
 
         a = np.full((1, len(levels)), (lc + sg * scores[0]).min())
         a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
@@ -335,20 +338,6 @@ def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
     return out
 
 
-def _sorted_runs(lc, sg):
-    """``[(start, stop, sigma)]``: the runs of equal difficulty of one row's
-    lengths, where its log centres ``lc`` never fall within a run (decode
-    totals grow with the length: they never do); None where they do."""
-    breaks = np.flatnonzero(np.diff(sg) != 0) + 1
-    starts = np.concatenate([[0], breaks])
-    stops = np.concatenate([breaks, [len(sg)]])
-    falls = np.diff(lc) < 0
-    falls[breaks - 1] = False  # a fall from one run to the next is allowed
-    if falls.any():
-        return None
-    return [(int(a), int(b), float(sg[a])) for a, b in zip(starts, stops)]
-
-
 def _shared_runs(keys, sigma):
     """For many rows at once: ``(runs, rising, falling)``, the runs of lengths
     where no row's difficulty changes (``[(start, stop)]``: the difficulty
@@ -365,16 +354,16 @@ def _shared_runs(keys, sigma):
     return list(zip(starts.tolist(), stops.tolist())), rising, falling
 
 
-def _runs_cdf(values, lc, runs, cumulative, scores):
+def _runs_cdf(values, lc, sg, runs, cumulative, scores):
     """:func:`_mixture_cdf` of one row (``values`` (1, L)) whose centres are
-    sorted within runs of equal difficulty (:func:`_sorted_runs`): a length
+    sorted within runs of equal difficulty (:func:`_shared_runs`): a length
     ``j`` counts calibration request ``i`` when ``lc_j <= value - sigma e_i``,
     so each request's count of lengths is one binary search among the
     lengths, ``O(n log J)`` instead of ``O(J log n)``; ``cumulative`` is the
     running sum of the lengths' weights from 0."""
     total = np.zeros(values.shape[1])
-    for start, stop, sigma in runs:
-        thresholds = values[0][:, None] - sigma * scores[None, :]
+    for start, stop in runs:
+        thresholds = values[0][:, None] - sg[start] * scores[None, :]
         count = np.searchsorted(lc[start:stop], thresholds, side="right")
         total += (cumulative[start + count] - cumulative[start]).sum(axis=1)
     return (total / len(scores))[None, :]
@@ -582,15 +571,21 @@ def _coupled_attainment(
     return out
 
 
-def _fitting_decodes(total, total_sigma, weights, decode, log_room, per_row=True):
+def _fitting_decodes(total, total_sigma, weights, decode, log_room):
     """Per row, the probability that a calibration request's decode fits in
     the ``log_room`` (rows, n) its prefill leaves: ``sigma_j e_i - log
-    room_i <= -log total_j``. The keys on the left are the same for every
-    length of one difficulty ``sigma_j`` (a tree takes few values), so each
-    row sorts them once per difficulty and a binary search per length counts
-    the requests that meet it."""
-    if per_row and total.shape[1] > _PER_ROW_LENGTHS:
+    room_i <= -log total_j``; counted per length (:func:`_fitting_by_length`)
+    or, over many lengths, per request (:func:`_fitting_over_lengths`)."""
+    if total.shape[1] > _PER_ROW_LENGTHS:
         return _fitting_over_lengths(total, total_sigma, weights, decode, log_room)
+    return _fitting_by_length(total, total_sigma, weights, decode, log_room)
+
+
+def _fitting_by_length(total, total_sigma, weights, decode, log_room):
+    """:func:`_fitting_decodes`, a binary search per length: the keys on the
+    left are the same for every length of one difficulty ``sigma_j`` (a tree
+    takes few values), so each row sorts them once per difficulty and counts
+    the requests that meet each length."""
     needles = -np.log(total)
     # Rows of one difficulty over all lengths (a flat difficulty, or a tree
     # that ignores N for them) sort their keys together.
@@ -622,13 +617,12 @@ def _fitting_over_lengths(total, total_sigma, weights, decode, log_room):
     out = np.empty(len(total))
     for row in range(len(total)):
         if not rising[row]:  # totals that fall with the length: count every pair
-            out[row] = _fitting_decodes(
+            out[row] = _fitting_by_length(
                 total[row : row + 1],
                 total_sigma[row : row + 1],
                 weights,
                 decode,
                 log_room[row : row + 1],
-                per_row=False,
             )[0]
             continue
         met = 0.0
