@@ -157,6 +157,8 @@ def _protocol(frame, trained, seeds, confidence=0.9):
     of the load feature's calibrated intervals."""
     from lightgbm import LGBMRegressor
 
+    from sklat.metrics import interval_coverage
+
     train = frame[frame["max_concurrency"].isin(trained)].reset_index(drop=True)
     levels = list(frame.groupby("level", sort=False))
     errors, coverage = {}, {}
@@ -179,7 +181,10 @@ def _protocol(frame, trained, seeds, confidence=0.9):
             decode = est.predict_interval(part[features], n, confidence=confidence)
             prefill = est.predict_interval(part[features], target="prefill", confidence=confidence)
             coverage.setdefault(level, []).append(
-                (_covered(decode, part["T_LLM_decode"]), _covered(prefill, part["T_prefill_total"]))
+                (
+                    100 * interval_coverage(part["T_LLM_decode"], decode),
+                    100 * interval_coverage(part["T_prefill_total"], prefill),
+                )
             )
     design = ["text_tokens", "output_tokens", "concurrency"]
     trees = {
@@ -212,11 +217,6 @@ def _protocol(frame, trained, seeds, confidence=0.9):
     print(pd.DataFrame(table).round(1).to_markdown(index=False))
     if trained == TRAINED:
         _capacity_table(frame, _sklat_models(train, seeds[0])["load feature"][0])
-
-
-def _covered(bounds, values):
-    values = np.asarray(values)
-    return 100 * np.mean((bounds[:, 0] <= values) & (values <= bounds[:, 1]))
 
 
 def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):

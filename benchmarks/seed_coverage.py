@@ -17,6 +17,7 @@ import pandas as pd
 
 from sklat import LatencyEstimator
 from sklat.datasets import make_positioned_latency
+from sklat.metrics import interval_coverage
 
 
 def coverage(size, curve, seed, confidence=0.9):
@@ -31,7 +32,7 @@ def coverage(size, curve, seed, confidence=0.9):
             data.X.iloc[held], data.output_tokens[held], confidence=confidence
         )
     decode = data.y["T_LLM_decode"].to_numpy()[held]
-    return 100 * np.mean((bounds[:, 0] <= decode) & (decode <= bounds[:, 1]))
+    return 100 * interval_coverage(decode, bounds)
 
 
 def main():

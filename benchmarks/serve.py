@@ -208,6 +208,7 @@ def refit(folder):
 
 def online(folder, update_every=10, seed=0):
     from sklat import LatencyEstimator
+    from sklat.metrics import interval_coverage
 
     warnings.simplefilter("ignore")
     base = profiled_requests("llama_dense_sdpa")
@@ -241,8 +242,7 @@ def online(folder, update_every=10, seed=0):
         median = np.array([p["decode_ms"]["0.5"] for p in answer["predictions"]])
         bounds = np.array([p["interval"]["decode_ms"] for p in answer["predictions"]])
         truth = shifted.y["T_LLM_decode"].to_numpy()[held]
-        inside = (bounds[:, 0] <= truth) & (truth <= bounds[:, 1])
-        return 100 * np.mean(np.abs(median - truth) / truth), 100 * inside.mean()
+        return 100 * np.mean(np.abs(median - truth) / truth), 100 * interval_coverage(truth, bounds)
 
     covered, mape = [], {}
     try:

@@ -19,14 +19,8 @@ def with_load(estimator, X, load):
     """
     if load is None:
         return X
-    load_cols = [int(c) for c in estimator.load_features_]
-    if not load_cols:
-        raise ValueError(
-            "load= needs a model trained with a load feature (its load_features_ is "
-            "empty): fit it with a concurrency column, or give the load as a column of X."
-        )
     names = getattr(estimator, "feature_names_in_", None)
-    values = _values(load, load_cols, names)
+    values = load_values(estimator, load)
     if isinstance(X, pd.DataFrame) and names is not None:
         given = [str(names[col]) for col in values if str(names[col]) in X.columns]
         if given:
@@ -48,8 +42,16 @@ def with_load(estimator, X, load):
     return out
 
 
-def _values(load, load_cols, names):
-    """``{column index: value}`` of the loads ``load`` gives."""
+def load_values(estimator, load):
+    """``{column index: value}`` of the loads ``load`` gives (see
+    :func:`with_load`), checked."""
+    load_cols = [int(c) for c in estimator.load_features_]
+    if not load_cols:
+        raise ValueError(
+            "load= needs a model trained with a load feature (its load_features_ is "
+            "empty): fit it with a concurrency column, or give the load as a column of X."
+        )
+    names = getattr(estimator, "feature_names_in_", None)
     if isinstance(load, dict):
         if not load:
             raise ValueError("load= is an empty dict; give at least one load feature.")

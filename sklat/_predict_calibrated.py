@@ -301,11 +301,7 @@ class CalibratedPredictionsMixin:
             "interval": None,
         }
         if objectives:
-            limits = {
-                k.removesuffix("_ms"): check_threshold(v, len(coef), k)
-                for k, v in objectives.items()
-            }
-            limits = {k: limits.get(k) for k in ("ttft", "tpot", "e2e")}
+            limits = _limits(objectives, len(coef))
             out["attainment"] = calibrator.attainment(coef, n_tokens, dist, **limits)
         if confidence is not None:
             out["interval"] = {
@@ -369,9 +365,18 @@ class CalibratedPredictionsMixin:
             self._check_prefill_head()
         coef, n_tokens = self._encode(X, output_tokens)
         check_one_length_source(n_tokens, output_tokens_distribution)
-        limits = {
-            k.removesuffix("_ms"): None if v is None else check_threshold(v, len(coef), k)
-            for k, v in objectives.items()
-        }
+        limits = _limits(objectives, len(coef))
         dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
         return self._calibrator.attainment(coef, n_tokens, dist, **limits)
+
+
+def _limits(objectives, n_samples):
+    """``{"ttft", "tpot", "e2e"}``: the objectives given in ``objectives``
+    (``{"ttft_ms": ..., ...}``, absent or None where not given), checked, as
+    the calibrator's attainment takes them."""
+    return {
+        key: None
+        if objectives.get(f"{key}_ms") is None
+        else check_threshold(objectives[f"{key}_ms"], n_samples, f"{key}_ms")
+        for key in ("ttft", "tpot", "e2e")
+    }

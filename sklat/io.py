@@ -40,6 +40,7 @@ from ._constants import (
     DECODE_COL,
     DEFAULT_FEATURES,
     LIST_COLUMNS,
+    MODEL_FILE,
     OUTPUT_TOKENS_COL,
     PER_STEP_COL,
     PREFILL_COL,
@@ -499,6 +500,16 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
         dataset=frame["dataset"].to_numpy(),
         frame=frame,
     )
+
+
+def model_file(path):
+    """The model file of ``path``: a model file, or a ``sklat train`` output
+    folder holding ``model.safetensors``; ``FileNotFoundError`` if there is none."""
+    path = Path(path)
+    path = path / MODEL_FILE if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist.")
+    return path
 
 
 def demo_results_dir():

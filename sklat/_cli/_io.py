@@ -1,8 +1,15 @@
 """Reading and writing of the ``sklat`` commands that use a trained model:
 the model, a configurations file, an output file."""
 
-from .._constants import MODEL_FILE, OUTPUT_TOKENS_COL
-from ..io import check_values, demo_results_dir, discover_datasets, load_results, read_table
+from .._constants import OUTPUT_TOKENS_COL
+from ..io import (
+    check_values,
+    demo_results_dir,
+    discover_datasets,
+    load_results,
+    model_file,
+    read_table,
+)
 
 
 def load_model(path, device="cpu"):
@@ -12,10 +19,7 @@ def load_model(path, device="cpu"):
     # `sklat --help` and the measuring commands stay light.
     from ..persistence import load
 
-    path = path / MODEL_FILE if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist.")
-    return load(path, device=device)
+    return load(model_file(path), device=device)
 
 
 def check_output_file(path):

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from .._constants import MODEL_FILE
 from .._domain import quiet_extrapolation
 from .._version import library_versions
-from ._io import MODEL_FILE, check_output_dir, load_model, measured_results
+from ._io import check_output_dir, load_model, measured_results
 from ._options import add_model_option, add_option, add_results_options
 
 RECALIBRATION_FILE = "recalibration.json"

@@ -21,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._constants import (
-    DEFAULT_FEATURES,
-)
+from .._constants import DEFAULT_FEATURES, MODEL_FILE
 from .._params import DEFAULTS
 from .._splits import held_out_rows, measurement_groups
 from .._version import library_versions
 from ..io import load_results
 from ..metrics import evaluate
 from ..plotting import save_report_figures
-from ._io import MODEL_FILE, check_output_dir, select_datasets
+from ._io import check_output_dir, select_datasets
 from ._options import (
     ESTIMATOR_ARGUMENTS,
     ESTIMATOR_OPTIONS,

@@ -31,6 +31,7 @@ from .._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
+from .._load_input import load_values
 from .._version import __version__
 from ..control import choose
 from ..exceptions import ExtrapolationWarning
@@ -89,7 +90,6 @@ def create_app(model, **settings):
             "{feature: value}; fit it on a DataFrame (sklat train does)."
         )
     metrics = Metrics()
-    metrics.model_version = store.current().version
     log = None if settings.observations is None else ObservationLog(settings.observations)
     if log is not None:
         metrics.observations = log.count
@@ -180,9 +180,9 @@ def create_app(model, **settings):
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_route():
         """The metrics, Prometheus text format."""
-        metrics.model_version = store.current().version
         return PlainTextResponse(
-            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            metrics.render(store.current().version),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     return Guard(app, token=settings.token, max_body_bytes=settings.max_body_bytes, metrics=metrics)
@@ -240,8 +240,7 @@ def _frame(estimator, rows, field, load, extra=()):
     names = [str(c) for c in estimator.feature_names_in_]
     given_load = set()
     if load is not None:
-        load_names = [names[int(c)] for c in estimator.load_features_]
-        given_load = set(load) if isinstance(load, dict) else set(load_names[:1])
+        given_load = {names[c] for c in _estimator_call(load_values, estimator, load)}
     wanted = [c for c in names if c not in given_load]
     allowed = set(names) | {OUTPUT_TOKENS_COL, *extra}
     for i, row in enumerate(rows):
@@ -397,7 +396,7 @@ def _observation_records(estimator, rows, settings):
             )
     frame = pd.DataFrame.from_records(rows)
     try:
-        _check_frame(frame.copy(), "observations (rows counted from 1)", names, 0.01)
+        _check_frame(frame, "observations (rows counted from 1)", names, 0.01)
     except ResultsFormatError as exc:
         raise _invalid(("body", "rows"), str(exc)) from None
     records = []

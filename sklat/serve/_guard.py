@@ -53,16 +53,13 @@ class Guard:
                     return
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await _error(send_tracked, 413, self._too_large())
+                await _error(send_tracked, 413, too_large(self.max_body_bytes))
                 return
             # A body sent without a length (chunked) is counted as it is read
             # (sklat.serve._app.read_json).
             await self.app(scope, receive, send_tracked)
         finally:
             self.metrics.call(route, status["code"], time.perf_counter() - start)
-
-    def _too_large(self):
-        return too_large(self.max_body_bytes)
 
 
 def too_large(limit):

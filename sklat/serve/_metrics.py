@@ -18,7 +18,6 @@ class Metrics:
         self._calls = {}  # (route, status) -> count
         self._latency = {}  # route -> [bucket counts..., +Inf], sum
         self.observations = 0
-        self.model_version = 0
         self.updates = {"recalibrate": 0, "refit": 0}
         self.update_failures = 0
         self.last_error = None
@@ -45,7 +44,8 @@ class Metrics:
             self.update_failures += 1
             self.last_error = error
 
-    def render(self):
+    def render(self, model_version):
+        """The text of ``/metrics``, the model answering calls being ``model_version``."""
         lines = []
 
         def family(name, kind, text):
@@ -75,7 +75,7 @@ class Metrics:
             family("sklat_observations_total", "counter", "Observations written durably.")
             lines.append(f"sklat_observations_total {self.observations}")
             family("sklat_model_version", "gauge", "Version of the model answering calls.")
-            lines.append(f"sklat_model_version {self.model_version}")
+            lines.append(f"sklat_model_version {model_version}")
             family("sklat_updates_total", "counter", "Online updates made, by action.")
             for action, count in sorted(self.updates.items()):
                 lines.append(f'sklat_updates_total{{action="{action}"}} {count}')

@@ -12,7 +12,7 @@ import re
 import threading
 from pathlib import Path
 
-from .._constants import MODEL_FILE
+from ..io import model_file
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.safetensors$")
 
@@ -34,15 +34,6 @@ def load_estimator(path):
     est = load(path, device="cpu")
     est.set_params(n_threads=1)
     return est
-
-
-def model_file(path):
-    """The model file of ``path``: a file, or a folder with ``model.safetensors``."""
-    path = Path(path)
-    path = path / MODEL_FILE if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist.")
-    return path
 
 
 def versions_folder(observations):

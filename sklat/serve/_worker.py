@@ -24,7 +24,11 @@ def main(argv=None):
         pass
     from ._store import load_estimator
 
-    state = {"base": load_estimator(config["base_path"]), "streak": 0}
+    base = load_estimator(config["base_path"])
+    # The base model (the start's, or the last refit), drift findings in a
+    # row, and the last model made with its path: the service serves it next,
+    # so it is not read back from disk.
+    state = {"base": base, "streak": 0, "made": (config["base_path"], base)}
     for line in sys.stdin:
         message = json.loads(line)
         try:
@@ -51,11 +55,13 @@ def _update(state, served_path, version, observations, window, update_every, alp
     from ..control import check_drift
     from ..exceptions import ExtrapolationWarning
     from ..io import load_results
+    from ..metrics import interval_coverage
     from ..persistence import save
     from ._observations import DATASET
     from ._store import load_estimator, versions_folder
 
-    served = load_estimator(served_path)
+    made_path, made = state["made"]
+    served = made if made_path == served_path else load_estimator(served_path)
     features = [str(c) for c in served.feature_names_in_]
     res = load_results(observations, datasets=[DATASET], features=features)
     rows = slice(max(0, len(res.X) - window), None)
@@ -67,7 +73,7 @@ def _update(state, served_path, version, observations, window, update_every, alp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
         bounds = served.predict_interval(X, n, confidence=_COVERAGE_LEVEL)
-        coverage = float(((bounds[:, 0] <= decode) & (decode <= bounds[:, 1])).mean())
+        coverage = float(interval_coverage(decode, bounds))
         recent = slice(max(0, len(X) - max(update_every, 20)), None)
         p_value = float(check_drift(served, X.iloc[recent], y.iloc[recent], n[recent]).p_value)
     state["streak"] = state["streak"] + 1 if p_value < alpha else 0
@@ -88,6 +94,7 @@ def _update(state, served_path, version, observations, window, update_every, alp
     with open(temporary, "rb") as f:
         os.fsync(f.fileno())
     os.replace(temporary, path)
+    state["made"] = (str(path), model)
     return {
         "version": version,
         "path": str(path),
