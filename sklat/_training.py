@@ -94,30 +94,18 @@ def module_kwargs(
 def make_net(
     params,
     *,
-    n_features,
-    with_prefill,
-    max_output_tokens,
-    context_scale,
-    context_features,
     total_norm,
     device,
-    load_features=(),
     seed=0,
     train_split=None,
     callbacks=(),
     initial_fit=None,
+    **shape,
 ):
     """The skorch net for the estimator parameters ``params`` (``get_params()``)
-    and the fitted scales."""
-    module_args = module_kwargs(
-        params,
-        n_features=n_features,
-        with_prefill=with_prefill,
-        max_output_tokens=max_output_tokens,
-        context_scale=context_scale,
-        context_features=context_features,
-        load_features=load_features,
-    )
+    and the fitted scales; ``shape``: the other arguments of
+    :func:`module_kwargs`."""
+    module_args = module_kwargs(params, **shape)
     return LatencyNet(
         module=CostTermsLatencyModule,
         **{f"module__{k}": v for k, v in module_args.items()},

@@ -17,9 +17,9 @@ def add_option(parser, name, *aliases, **kwargs):
     parser.add_argument(*names, dest=name, **kwargs)
 
 
-def add_model_option(parser):
+def add_model_option(parser, device=True):
     """``--model``: a model file or a ``sklat train`` output folder, and
-    ``--device``, where to load it."""
+    (``device``) ``--device``, where to load it."""
     add_option(
         parser,
         "model",
@@ -27,7 +27,8 @@ def add_model_option(parser):
         required=True,
         help="a model file, or a train --output_dir holding model.safetensors",
     )
-    add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
+    if device:
+        add_option(parser, "device", choices=["auto", "cpu", "cuda"], default="cpu")
 
 
 def add_results_options(parser, what):

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ._options import add_option
+from ._options import add_model_option, add_option
 
 _DEFAULT_PORT = 8600
 
@@ -18,13 +18,8 @@ def add_serve_parser(sub):
         "writes the requests it is told about to that results folder and updates its "
         "model online.",
     )
-    add_option(
-        parser,
-        "model",
-        type=Path,
-        required=True,
-        help="a model file, or a train --output_dir holding model.safetensors",
-    )
+    # A service answers from the CPU (many small calls).
+    add_model_option(parser, device=False)
     add_option(parser, "host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     add_option(parser, "port", type=int, default=_DEFAULT_PORT, help=f"port ({_DEFAULT_PORT})")
     add_option(

@@ -35,6 +35,7 @@ from .._load_input import load_values
 from .._version import __version__
 from ..control import choose
 from ..exceptions import ExtrapolationWarning
+from ..io import ResultsFormatError, _check_frame
 from ._guard import Guard, too_large
 from ._metrics import Metrics
 from ._observations import ObservationLog
@@ -131,7 +132,7 @@ def create_app(model, **settings):
         probability of meeting the objectives given."""
         body = await _validated(request, PredictBody, settings)
         served = _served(store, body.model_version)
-        answer = await run_in_threadpool(_predict, served.estimator, body, settings)
+        answer = await run_in_threadpool(_predict, served.estimator, body)
         return JSONResponse({"model_version": served.version, "predictions": answer})
 
     @app.post("/v1/choose", openapi_extra=_body_schema(ChooseBody))
@@ -140,7 +141,7 @@ def create_app(model, **settings):
         :func:`sklat.control.choose`."""
         body = await _validated(request, ChooseBody, settings)
         served = _served(store, body.model_version)
-        answer = await run_in_threadpool(_choose, served.estimator, body, settings)
+        answer = await run_in_threadpool(_choose, served.estimator, body)
         return JSONResponse({"model_version": served.version, **answer})
 
     @app.post("/v1/observations", openapi_extra=_body_schema(ObservationsBody))
@@ -152,7 +153,7 @@ def create_app(model, **settings):
             )
         body = await _validated(request, ObservationsBody, settings)
         served = store.current()
-        records = _observation_records(served.estimator, body.rows, settings)
+        records = await run_in_threadpool(_observation_records, served.estimator, body.rows)
         before = log.count
         count = await run_in_threadpool(log.append, records)
         metrics.observations = count
@@ -285,7 +286,7 @@ def _estimator_call(function, *args, **kwargs):
         raise _invalid(("body",), str(exc)) from None
 
 
-def _predict(estimator, body, settings):
+def _predict(estimator, body):
     X = _frame(estimator, body.rows, "rows", body.load)
     n_tokens, dist = _lengths(body, len(X))
     if OUTPUT_TOKENS_COL in X.columns and n_tokens is not None:
@@ -339,7 +340,7 @@ def _predict(estimator, body, settings):
     return predictions
 
 
-def _choose(estimator, body, settings):
+def _choose(estimator, body):
     extra = (body.prefer,) if isinstance(body.prefer, str) else ()
     X = _frame(estimator, body.candidates, "candidates", body.load, extra=extra)
     n_tokens, dist = _lengths(body, len(X))
@@ -363,11 +364,9 @@ def _choose(estimator, body, settings):
     }
 
 
-def _observation_records(estimator, rows, settings):
+def _observation_records(estimator, rows):
     """The rows as results records, checked as :func:`sklat.io.load_results`
     checks a file (a row that would break ``sklat train`` is refused here)."""
-    from ..io import ResultsFormatError, _check_frame
-
     names = [str(c) for c in estimator.feature_names_in_]
     allowed = set(names) | set(_MEASURED) | set(_LISTS)
     needed = names + [OUTPUT_TOKENS_COL, DECODE_COL]
