@@ -179,8 +179,7 @@ class CostTermsLatencyModule(nn.Module):
         self.register_buffer("prefill_input_mask", prefill_input, persistent=False)
         self.register_buffer("nonnegative_mask", nonnegative, persistent=False)
         self.position_encoder = _mlp(1, hidden_size, n_basis)
-        self._load_cols = [int(c) for c in load_features]
-        self._initialise(initial_fit)
+        self._initialise(initial_fit, [int(c) for c in load_features])
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -194,7 +193,7 @@ class CostTermsLatencyModule(nn.Module):
                 "nonnegative_mask", torch.zeros_like(weight, dtype=torch.bool), persistent=False
             )
 
-    def _initialise(self, initial_fit):
+    def _initialise(self, initial_fit, load_features):
         # Start from a flat curve at the per-token average (1 in standardised
         # units) and the median prefill, or, with ``initial_fit``, at the
         # closed-form log-linear fit of each configuration's per-token average and
@@ -232,7 +231,7 @@ class CostTermsLatencyModule(nn.Module):
                 if len(coef) == weight.shape[1]:
                     weight[rows] += torch.as_tensor(coef, dtype=weight.dtype)
                     if part in ("flat", "prefill"):
-                        self._spread_load(weight, rows, coef)
+                        _spread_load(weight, rows, coef, load_features)
                 bias[rows] += float(intercept)
         last_position = self.position_encoder[-1]
         nn.init.constant_(last_position.bias, _UNIT_BIAS)
@@ -240,20 +239,6 @@ class CostTermsLatencyModule(nn.Module):
         # output weights rather than exactly zero ones.
         with torch.no_grad():
             last_position.weight.normal_(0.0, 1e-2)
-
-    def _spread_load(self, weight, rows, coef):
-        """Start term ``k`` of the ``m`` terms of a cost at ``2k / (m - 1)``
-        times the fitted load exponent: an idle term, one that grows as the
-        fit does and one that grows twice as fast, so that the sum can bend
-        either way (a batch's step time is concave in the load where the
-        weights read dominates, a queue's wait convex) rather than moving as
-        one power law."""
-        m = rows.stop - rows.start
-        if m < 2:
-            return
-        for k in range(m):
-            for col in self._load_cols:
-                weight[rows.start + k, col] = max(float(coef[col]), 0.0) * 2 * k / (m - 1)
 
     def encode(self, x):
         """Per-sample coefficients of the decode curve, and the prefill.
@@ -362,6 +347,21 @@ class CostTermsLatencyModule(nn.Module):
         context_sum = k * context[sample] + k * (a + b) / (2 * self.context_scale.to(dtype))
         shape = (coef["shape"][sample] * basis_sum).sum(dim=1)
         return coef["flat"][sample] * k + coef["slope"][sample] * context_sum + shape
+
+
+def _spread_load(weight, rows, coef, load_features):
+    """Start term ``k`` of the ``m`` terms of a cost at ``2k / (m - 1)``
+    times the fitted load exponent: an idle term, one that grows as the
+    fit does and one that grows twice as fast, so that the sum can bend
+    either way (a batch's step time is concave in the load where the
+    weights read dominates, a queue's wait convex) rather than moving as
+    one power law."""
+    m = rows.stop - rows.start
+    if m < 2:
+        return
+    for k in range(m):
+        for col in load_features:
+            weight[rows.start + k, col] = max(float(coef[col]), 0.0) * 2 * k / (m - 1)
 
 
 def _at_least_one_column(x):
