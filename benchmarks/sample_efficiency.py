@@ -1,30 +1,31 @@
 """How many profiled requests sklat needs: learning curves against the repeat floor.
 
 Run: ``python benchmarks/sample_efficiency.py [--sets NAMES] [--sizes 25,50,100,200]
-[--seeds 0,1,2] [--only METHODS] [--skip_all] [--set NAME=VALUE ...] [--csv DIR]
-[--from_csv DIR]``;
+[--fractions 0.25,0.5] [--seeds 0,1,2] [--only METHODS] [--skip_all] [--set NAME=VALUE ...]
+[--csv DIR] [--from_csv DIR]``;
 prints one Markdown table per set (``--set``: parameters of the sklat rows) and, with
 sklat and a peer, paired tables (``--csv``: every seed's row to ``DIR/<set>.csv``;
 ``--from_csv``: the tables of those rows, without fitting anything).
 
 For measured sets whose configurations (features and output length) were measured
-several times (``sklat profile --repeats``). The **floor** is the error of predicting
-a request from the other repeats of its own configuration (their mean): what no
-model can beat. Splits are **by configuration** (30% of the configurations test,
-seeded); each training size is a seeded draw of that many requests of the training
-configurations ("all": every one). Methods: sklat with its defaults, the
-ten-parameter physical core (``_common.PhysicalCore``), the aggregated linear model and
-the flat average, and the core and the linear model with sklat's relative-error point
-(``_common.RelativePoint``). Columns: decode-total MAPE and positioned MAPE (against the
-measured steps) as ratios to the floor, mean over the seeds (for sklat also its curve's
-centre, ``point="center"``, from the same fit); sklat's number of nets
-(several: cross-fitted) and its 90% decode-total interval coverage (%), where it has
-the calibration requests for one; for a cross-fitted sklat, the coverage of CV+ on
-the same nets and scores and its mean width over sklat's. The paired tables divide
-sklat's MAPE (and its centre's) by each peer's on the same split and training draw, per
-seed, and give the mean of those ratios with its standard error over the seeds: whether
-a gap between sklat and a peer is more than the draws' noise.
-"""
+several times (``sklat profile --repeats``). The **floor** is the error of predicting a
+request from the other repeats of its own configuration (their mean): what no model can
+beat. Splits are **by configuration** (30% of the configurations test, seeded); each
+training size is a seeded draw of that many requests of the training configurations
+("all": every one), and each training fraction (``--fractions``, rows "25% of
+configurations") a seeded draw of that share of all the configurations, every repeat of
+each: a profiling campaign that measured fewer configurations. Methods: sklat with its
+defaults, the ten-parameter physical core (``_common.PhysicalCore``), the aggregated
+linear model and the flat average, and the core and the linear model with sklat's
+relative-error point (``_common.RelativePoint``). Columns: decode-total MAPE and
+positioned MAPE (against the measured steps) as ratios to the floor, mean over the seeds
+(for sklat also its curve's centre, ``point="center"``, from the same fit); sklat's
+number of nets (several: cross-fitted) and its 90% decode-total interval coverage (%),
+where it has the calibration requests for one; for a cross-fitted sklat, the coverage of
+CV+ on the same nets and scores and its mean width over sklat's. The paired tables
+divide sklat's MAPE (and its centre's) by each peer's on the same split and training
+draw, per seed, and give the mean of those ratios with its standard error over the
+seeds: whether a gap between sklat and a peer is more than the draws' noise."""
 
 import argparse
 import warnings
@@ -145,9 +146,29 @@ def cv_plus_interval(model, X, n, train, seed, confidence):
     return np.exp(np.column_stack([np.broadcast_to(lower, upper.shape), upper]))
 
 
-def set_rows(name, sizes, seeds, with_all=True):
-    """One row per seed and training size: every method's MAPE ratios
-    (``with_all``: and on every training request)."""
+def training_draws(rng, pool, groups, sizes, fractions, with_all):
+    """``(label, rows)`` of each training draw from the requests ``pool``:
+    ``sizes`` requests, ``fractions`` of all configurations (every repeat of
+    each), and (``with_all``) the whole pool."""
+    for size in [s for s in sizes if s < len(pool)]:
+        yield size, np.sort(rng.choice(pool, size, replace=False))
+    configs = np.unique(groups[pool])
+    for fraction in fractions:
+        k = int(round(fraction * (groups.max() + 1)))
+        if k > len(configs):
+            raise ValueError(
+                f"--fractions {fraction}: {k} configurations, more than the {len(configs)} "
+                "outside the test split"
+            )
+        chosen = rng.choice(configs, k, replace=False)
+        yield f"{fraction:.0%} of configurations", pool[np.isin(groups[pool], chosen)]
+    if with_all:
+        yield f"all ({len(pool)})", pool
+
+
+def set_rows(name, sizes, seeds, with_all=True, fractions=()):
+    """One row per seed and training draw (:func:`training_draws`): every
+    method's MAPE ratios."""
     data = profiled_requests(name)
     groups = configurations(data)
     rows = []
@@ -161,9 +182,8 @@ def set_rows(name, sizes, seeds, with_all=True):
         test = np.flatnonzero(np.isin(groups, test_ids))
         pool = np.flatnonzero(~np.isin(groups, test_ids))
         floor_total, floor_positioned = floor(data, groups, test)
-        for size in [s for s in sizes if s < len(pool)] + (["all"] if with_all else []):
-            train = pool if size == "all" else np.sort(rng.choice(pool, size, replace=False))
-            row = {"requests": size if size != "all" else f"all ({len(pool)})", "seed": seed}
+        for label, train in training_draws(rng, pool, groups, sizes, fractions, with_all):
+            row = {"requests": label, "seed": seed}
             for method, make in METHODS.items():
                 model = make(seed).fit(
                     data.X.iloc[train],
@@ -230,6 +250,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=None, help="comma-separated (default: every repeat set)")
     parser.add_argument("--sizes", default="25,50,100,200")
+    parser.add_argument(
+        "--fractions", default="", help="comma-separated shares of the configurations"
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="NAME=VALUE", help="sklat parameters"
@@ -250,14 +273,15 @@ def main(argv=None):
     if args.only:
         for name in [m for m in METHODS if m not in args.only.split(",")]:
             del METHODS[name]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    fractions = [float(f) for f in args.fractions.split(",") if f]
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.sets.split(",") if args.sets else repeat_sets():
         if args.from_csv:
             frame = pd.read_csv(Path(args.from_csv) / f"{name}.csv", dtype={"requests": str})
             seeds = sorted(frame["seed"].unique())
         else:
-            frame = set_rows(name, sizes, seeds, with_all=not args.skip_all)
+            frame = set_rows(name, sizes, seeds, with_all=not args.skip_all, fractions=fractions)
         if args.csv:
             Path(args.csv).mkdir(parents=True, exist_ok=True)
             frame.to_csv(Path(args.csv) / f"{name}.csv", index=False)
