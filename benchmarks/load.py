@@ -32,6 +32,14 @@ requests meet a time-per-token objective) measured and predicted.
 Held out: level 16 (a doubling past the largest trained level), level 4 in the
 second protocol (between trained levels) and the open-loop rates (a different
 way to load the server, with the measured concurrency given).
+
+``python benchmarks/load.py smooth`` asks what the form of sklat's load costs
+allows on this engine, without training noise: per configuration and protocol,
+the law ``a + b * c**p + d * c**q`` (``a, b, d, p, q >= 0``: smooth and
+non-decreasing in the load ``c``, the form the load features give each cost)
+fitted by least squares (log units) to the closed-loop levels' median time per
+output token at their median measured concurrency, and its error at every
+closed-loop level, trained or not.
 """
 
 import argparse
@@ -262,6 +270,69 @@ def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 
+def _smooth_law(concurrency, tpot):
+    """The least-squares (log units) law ``a + b c^p + d c^q`` with every
+    parameter >= 0 through the points ``(concurrency, tpot)``: the best of a
+    few starts (the sum of two power laws has several local optima)."""
+    from scipy.optimize import least_squares
+
+    log_y = np.log(tpot)
+
+    def law(theta, c):
+        a, b, p, d, q = theta
+        return np.exp(a) + np.exp(b) * c**p + np.exp(d) * c**q
+
+    def residuals(theta):
+        return np.log(law(theta, concurrency)) - log_y
+
+    level = float(np.log(np.min(tpot)))
+    starts = [
+        [level, level - 1, 1.0, level - 3, 2.0],
+        [level - 1, level - 1, 0.3, level - 2, 1.8],
+        [level - 3, level, 0.5, level - 3, 1.5],
+    ]
+    bounds = ([-np.inf, -np.inf, 0.0, -np.inf, 0.0], [np.inf, np.inf, 2.0, np.inf, 2.0])
+    best = min((least_squares(residuals, x0, bounds=bounds) for x0 in starts), key=lambda r: r.cost)
+    return lambda c: law(best.x, np.asarray(c, dtype=np.float64))
+
+
+def smooth(protocols=(TRAINED, [1, 2, 8])):
+    """Per protocol and configuration, the error (%) of the best smooth
+    non-decreasing law of :func:`_smooth_law` at each closed-loop level."""
+    frame = _frame()
+    closed = frame[frame["max_concurrency"].notna()]
+    medians = (
+        closed.groupby(["text_tokens", "output_tokens", "max_concurrency"])
+        .agg(tpot=("tpot", "median"), concurrency=("concurrency", "median"))
+        .reset_index()
+    )
+    for trained in protocols:
+        rows = []
+        for (prompt, n), part in medians.groupby(["text_tokens", "output_tokens"]):
+            fit = part[part["max_concurrency"].isin(trained)]
+            law = _smooth_law(fit["concurrency"].to_numpy(), fit["tpot"].to_numpy())
+            errors = 100 * (law(part["concurrency"]) / part["tpot"].to_numpy() - 1)
+            row = {"prompt": prompt, "output tokens": n}
+            row.update(
+                {
+                    f"closed {int(c)}{'' if c in trained else ' (held out)'}": e
+                    for c, e in zip(part["max_concurrency"], errors)
+                }
+            )
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        mean = table.drop(columns=["prompt", "output tokens"]).abs().mean()
+        table = pd.concat(
+            [table, pd.DataFrame([{"prompt": "mean |error|", "output tokens": "", **mean}])]
+        )
+        levels_text = ", ".join(str(level) for level in trained)
+        print(
+            f"\nThe best smooth non-decreasing law through the median time per token of the "
+            f"closed-loop levels {levels_text}: its error (%) at each level\n"
+        )
+        print(table.round(1).to_markdown(index=False))
+
+
 def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
     """Time per output token against the measured concurrency: each request of
     the set, the closed-loop medians, and sklat trained on levels 1-8 with
@@ -318,6 +389,6 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["measure", "evaluate", "figure"])
+    parser.add_argument("what", choices=["measure", "evaluate", "smooth", "figure"])
     args = parser.parse_args()
-    {"measure": measure, "evaluate": evaluate, "figure": figure}[args.what]()
+    {"measure": measure, "evaluate": evaluate, "smooth": smooth, "figure": figure}[args.what]()
