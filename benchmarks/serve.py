@@ -1,6 +1,6 @@
 """``sklat serve`` under a router's calls, during a refit, and learning online.
 
-Run ``python benchmarks/serve.py`` (``--skip calls,refit,online`` to leave
+Run ``python benchmarks/serve.py`` (``--skip calls,refit,online,log`` to leave
 parts out). Each part starts ``sklat serve`` (uvicorn, one process) on
 127.0.0.1 and calls it over HTTP with httpx from this process; latencies are
 measured at the client (the service's own latency plus the loopback and the
@@ -25,6 +25,11 @@ client's parsing: an upper bound of the service latency).
   the median) on the held-out requests of the model served after 10, 20, 30,
   50 and all fed observations, against a model trained on all the fed
   observations.
+- log: in process, no server: what an online update reads of a growing
+  observation log (1,000, 10,000 and 100,000 observations): the whole log
+  through ``sklat.io.load_results`` against its last 500 lines (the default
+  window) checked as an update checks them, and the opening of the log by a
+  restarted service (its repair of a torn last line and its count).
 """
 
 import argparse
@@ -310,9 +315,51 @@ def online(folder, update_every=10, seed=0):
     )
 
 
+def log_reads(sizes=(1_000, 10_000, 100_000), window=500):
+    """Milliseconds to read a log of each size whole, to read its last
+    ``window`` observations as an update does, and to open it."""
+    from sklat.datasets import make_positioned_latency
+    from sklat.io import _checked_results, _json_lines_frame, load_results
+    from sklat.serve._observations import DATASET, FILE_NAME, ObservationLog, last_lines
+
+    data = make_positioned_latency(1000, noise=0.05, max_output_tokens=64, random_state=0)
+    frame = data.X.assign(output_tokens=data.output_tokens, **data.y)
+    records = frame.to_dict("records")
+    for record in records:
+        record["output_tokens"] = int(record["output_tokens"])
+    features = list(data.X.columns)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        log = ObservationLog(tmp)
+        path = Path(tmp) / DATASET / FILE_NAME
+        for size in sizes:
+            while log.count < size:
+                log.append(records)
+            start = time.perf_counter()
+            load_results(tmp, datasets=[DATASET], features=features)
+            whole = time.perf_counter() - start
+            start = time.perf_counter()
+            lines = last_lines(path, window)
+            _checked_results([(_json_lines_frame(lines, path), path, DATASET)], features)
+            tail = time.perf_counter() - start
+            start = time.perf_counter()
+            ObservationLog(tmp)
+            opened = time.perf_counter() - start
+            rows.append(
+                {
+                    "observations": size,
+                    "MiB": round(path.stat().st_size / 2**20, 1),
+                    "whole log ms": round(1e3 * whole, 1),
+                    f"last {window} ms": round(1e3 * tail, 1),
+                    "open ms": round(1e3 * opened, 1),
+                }
+            )
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip", default="", help="comma-separated: calls,refit,online")
+    parser.add_argument("--skip", default="", help="comma-separated: calls,refit,online,log")
     parser.add_argument("--update_every", type=int, default=10)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -327,3 +374,6 @@ if __name__ == "__main__":
         if "online" not in skip:
             print("\n## Online adaptation, float32 to bfloat16\n")
             online(folder, update_every=args.update_every)
+    if "log" not in skip:
+        print("\n## What an online update reads of the observation log\n")
+        log_reads()

@@ -220,23 +220,29 @@ def write_beside(frame, path):
 
 def _read_jsonl(path):
     """JSON Lines, one object per non-blank line; a bad line is named."""
-    records = []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError) as exc:
-                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                raise ResultsFormatError(
-                    f"{path}, line {number}: not a JSON object ({reason})."
-                ) from None
-            if not isinstance(record, dict):
-                raise ResultsFormatError(
-                    f"{path}, line {number}: expected a JSON object, got {type(record).__name__}."
-                )
-            records.append(record)
+        return _json_lines_frame(f, path)
+
+
+def _json_lines_frame(lines, where):
+    """A frame of the JSON objects of ``lines`` (text lines; blank ones are
+    skipped); a bad line is named by its number among them, in ``where``."""
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ResultsFormatError(
+                f"{where}, line {number}: not a JSON object ({reason})."
+            ) from None
+        if not isinstance(record, dict):
+            raise ResultsFormatError(
+                f"{where}, line {number}: expected a JSON object, got {type(record).__name__}."
+            )
+        records.append(record)
     return pd.DataFrame.from_records(records)
 
 
@@ -480,16 +486,22 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
                 f"dataset(s) {unknown} not found in {results_dir}; available: {sorted(found)}."
             )
         found = {d: found[d] for d in datasets}
+    parts = [(read_table(path), path, name) for name, files in found.items() for path in files]
+    return _checked_results(parts, features, rtol)
+
+
+def _checked_results(parts, features, rtol=0.01):
+    """:func:`load_results`' answer from ``(frame, path, dataset)`` parts:
+    each frame (the rows of one file, or of a part of one named by
+    ``path``) checked as a results file is, then all of them together."""
     frames, steps, segments = [], [], []
-    for name, files in found.items():
-        for path in files:
-            frame = read_table(path)
-            if frame.empty:
-                raise ResultsFormatError(f"{path}: no rows.")
-            file_steps, file_segments = _check_frame(frame, path, features, rtol)
-            steps.extend(file_steps)
-            segments.extend(file_segments)
-            frames.append(frame.assign(dataset=name))
+    for frame, path, name in parts:
+        if frame.empty:
+            raise ResultsFormatError(f"{path}: no rows.")
+        file_steps, file_segments = _check_frame(frame, path, features, rtol)
+        steps.extend(file_steps)
+        segments.extend(file_segments)
+        frames.append(frame.assign(dataset=name))
     frame = pd.concat(frames, ignore_index=True)
     return Bunch(
         X=frame[features].copy(),

@@ -6,6 +6,9 @@ format (:func:`sklat.io.load_results` and ``sklat train --results_dir
 ``fsync``-ed before the call is answered: what was acknowledged survives a
 crash of the process or the machine. A write cut short by a crash (a last
 line without its newline) was never acknowledged; opening the log drops it.
+
+The update process reads only the log's last lines (:func:`last_lines`): an
+update costs its window, however long the service has run.
 """
 
 import json
@@ -15,6 +18,8 @@ from pathlib import Path
 
 DATASET = "served"
 FILE_NAME = "requests.jsonl"
+# Bytes read at a time from the end of the log.
+_TAIL_BLOCK = 1 << 16
 
 
 class ObservationLog:
@@ -54,15 +59,54 @@ class ObservationLog:
 
 def _repair(path):
     """Drop a torn last line (a write the crash cut short, never
-    acknowledged); the number of observations kept."""
+    acknowledged); the number of observations kept. Reads the log in
+    blocks: its size does not bound the memory."""
     if not path.exists():
         # The folder entry of a new file is made durable with its first write.
         return 0
     with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
+        end = _after_last_newline(f)
+        if end != f.seek(0, os.SEEK_END):
             f.truncate(end)
             f.flush()
             os.fsync(f.fileno())
-    return data[:end].count(b"\n")
+        f.seek(0)
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(_TAIL_BLOCK), b""))
+
+
+def _after_last_newline(f):
+    """The offset just past the last newline of the open file ``f`` (0 if
+    it has none)."""
+    position = f.seek(0, os.SEEK_END)
+    while position > 0:
+        step = min(_TAIL_BLOCK, position)
+        position -= step
+        f.seek(position)
+        found = f.read(step).rfind(b"\n")
+        if found >= 0:
+            return position + found + 1
+    return 0
+
+
+def last_lines(path, count):
+    """The last ``count`` complete lines of the log at ``path`` (decoded,
+    oldest first), read backwards from its end in blocks. Bytes after the
+    last newline (a write under way) are not a line yet."""
+    if count <= 0:
+        return []
+    blocks, newlines = [], 0
+    with open(path, "rb") as f:
+        position = f.seek(0, os.SEEK_END)
+        # count complete lines need count + 1 newlines in view (the first
+        # line in view may be cut), or the start of the file.
+        while position > 0 and newlines <= count:
+            step = min(_TAIL_BLOCK, position)
+            position -= step
+            f.seek(position)
+            blocks.append(f.read(step))
+            newlines += blocks[-1].count(b"\n")
+    tail = b"".join(reversed(blocks))
+    lines = tail[: tail.rfind(b"\n") + 1].split(b"\n")[:-1]
+    if position > 0:
+        lines = lines[1:]
+    return [line.decode("utf-8") for line in lines[-count:]]

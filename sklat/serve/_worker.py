@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 _COVERAGE_LEVEL = 0.9
 # Fewest observations a refit is made from (a recalibration needs fewer).
@@ -54,22 +55,24 @@ def _update(state, served_path, version, observations, window, update_every, alp
 
     from ..control import check_drift
     from ..exceptions import ExtrapolationWarning
-    from ..io import load_results
+    from ..io import _checked_results, _json_lines_frame
     from ..metrics import interval_coverage
     from ..persistence import save
-    from ._observations import DATASET
+    from ._observations import DATASET, FILE_NAME, last_lines
     from ._store import load_estimator, versions_folder
 
     made_path, made = state["made"]
     served = made if made_path == served_path else load_estimator(served_path)
     features = [str(c) for c in served.feature_names_in_]
-    res = load_results(observations, datasets=[DATASET], features=features)
-    rows = slice(max(0, len(res.X) - window), None)
-    X, n = res.X.iloc[rows].reset_index(drop=True), res.output_tokens[rows]
-    y = res.y.iloc[rows].reset_index(drop=True)
+    # The window only: an update's cost does not grow with the log.
+    log = Path(observations) / DATASET / FILE_NAME
+    lines = last_lines(log, window)
+    where = f"{log} (the last {len(lines)} lines, counted from 1)"
+    res = _checked_results([(_json_lines_frame(lines, where), where, DATASET)], features)
+    X, n, y = res.X, res.output_tokens, res.y
     if served.n_outputs_ == 1:
         y = y["T_LLM_decode"]
-    decode = res.y["T_LLM_decode"].to_numpy()[rows]
+    decode = res.y["T_LLM_decode"].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
         bounds = served.predict_interval(X, n, confidence=_COVERAGE_LEVEL)
