@@ -22,6 +22,11 @@ FILE_NAME = "requests.jsonl"
 _TAIL_BLOCK = 1 << 16
 
 
+def log_path(folder):
+    """The log file of the observations folder ``folder``."""
+    return Path(folder) / DATASET / FILE_NAME
+
+
 class ObservationLog:
     """Append-only, crash-safe log of observed requests.
 
@@ -33,7 +38,7 @@ class ObservationLog:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self.path = self.folder / DATASET / FILE_NAME
+        self.path = log_path(folder)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.count = _repair(self.path)
@@ -60,7 +65,7 @@ class ObservationLog:
 def _repair(path):
     """Drop a torn last line (a write the crash cut short, never
     acknowledged); the number of observations kept. Reads the log in
-    blocks: its size does not bound the memory."""
+    blocks: the memory used does not grow with its size."""
     if not path.exists():
         # The folder entry of a new file is made durable with its first write.
         return 0

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
 
 _COVERAGE_LEVEL = 0.9
 # Fewest observations a refit is made from (a recalibration needs fewer).
@@ -58,14 +57,14 @@ def _update(state, served_path, version, observations, window, update_every, alp
     from ..io import _checked_results, _json_lines_frame
     from ..metrics import interval_coverage
     from ..persistence import save
-    from ._observations import DATASET, FILE_NAME, last_lines
+    from ._observations import DATASET, last_lines, log_path
     from ._store import load_estimator, versions_folder
 
     made_path, made = state["made"]
     served = made if made_path == served_path else load_estimator(served_path)
     features = [str(c) for c in served.feature_names_in_]
     # The window only: an update's cost does not grow with the log.
-    log = Path(observations) / DATASET / FILE_NAME
+    log = log_path(observations)
     lines = last_lines(log, window)
     where = f"{log} (the last {len(lines)} lines, counted from 1)"
     res = _checked_results([(_json_lines_frame(lines, where), where, DATASET)], features)
