@@ -83,6 +83,11 @@ def as_float_array(values, name):
         raise TypeError(f"{name} must be real numbers; got complex values.")
     if arr.dtype.kind == "b":
         raise TypeError(f"{name} must be numbers, not booleans (True / False).")
+    # "0.5" is text, not a number: astype would parse it silently.
+    if arr.dtype.kind in "US" or (
+        arr.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in arr.ravel())
+    ):
+        raise TypeError(f"{name} must be numbers, not text (strings).")
     try:
         return arr.astype(np.float64)
     except (TypeError, ValueError) as exc:

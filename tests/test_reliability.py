@@ -146,13 +146,30 @@ def test_huge_lengths_are_refused_at_fit_and_long_ones_work(d):
             TypeError,
             "y must be numbers, not booleans",
         ),
+        (
+            {"output_tokens": lambda d: d.output_tokens.astype(str)},
+            TypeError,
+            r"output_tokens must be numbers, not text \(strings\)",
+        ),
+        (
+            {"output_tokens": lambda d: np.array([str(n) for n in d.output_tokens], dtype=object)},
+            TypeError,
+            r"output_tokens must be numbers, not text \(strings\)",
+        ),
     ],
 )
-def test_complex_and_boolean_inputs_are_refused(d, kwargs, error, message):
+def test_complex_boolean_and_text_inputs_are_refused(d, kwargs, error, message):
     args = {"y": d.y.to_numpy(), "output_tokens": d.output_tokens}
     args.update({k: make(d) for k, make in kwargs.items()})
     with pytest.raises(error, match=message):
         LatencyEstimator(max_epochs=1).fit(d.X, args["y"], output_tokens=args["output_tokens"])
+
+
+@pytest.mark.parametrize("levels", ["0.5", ["0.1", "0.9"], np.array([b"0.5"])])
+def test_quantile_levels_given_as_text_are_refused(d, levels):
+    est = _fit(d)
+    with pytest.raises(TypeError, match=r"quantiles must be numbers, not text \(strings\)"):
+        est.predict_quantiles(d.X.iloc[:2], levels, output_tokens=[8, 8])
 
 
 @pytest.mark.parametrize(
