@@ -14,6 +14,7 @@ import pytest
 import sklat
 from sklat.cli import main
 from sklat.control import choose
+from sklat.datasets import make_positioned_latency
 
 from .test_io import write_results
 
@@ -137,6 +138,32 @@ def test_training_options_reach_the_estimator(results, tmp_path):
     est = sklat.load(out / "model.safetensors")
     assert est.context_features is None and len(est.context_features_) == 0
     assert est.load_features is None and len(est.load_features_) == 0
+
+
+def test_a_load_column_left_out_of_the_features_is_named(tmp_path, capsys):
+    data = make_positioned_latency(60, noise=0.05, max_output_tokens=32, random_state=0)
+    frame = data.X.assign(output_tokens=data.output_tokens, **data.y)
+    frame["concurrency"] = np.resize([1.0, 2.0, 4.0], len(frame))
+    (tmp_path / "res" / "a").mkdir(parents=True)
+    frame.to_csv(tmp_path / "res" / "a" / "requests.csv", index=False)
+    res = tmp_path / "res"
+    assert _train(res, str(tmp_path / "out"), "--load_features", "concurrency", "--quiet") == 2
+    assert re.search(
+        r"--load_features names 'concurrency', a column of the results that --features "
+        r"\(vision_tokens,.*\) leaves out: add it to --features",
+        capsys.readouterr().err,
+    )
+    # By default the load column is found and named, and the model trains without it.
+    assert _train(res, str(tmp_path / "out"), *FAST, "--quiet") == 0
+    assert "note: the results hold a 'concurrency' column (a load feature)" in (
+        capsys.readouterr().err
+    )
+    assert "concurrency" not in sklat.load(tmp_path / "out" / "model.safetensors").feature_names_in_
+    features = ["--features", "text_tokens,concurrency", "--overwrite"]
+    assert _train(res, str(tmp_path / "out"), *FAST, *features, "--quiet") == 0
+    assert "note:" not in capsys.readouterr().err
+    est = sklat.load(tmp_path / "out" / "model.safetensors")
+    assert list(est.feature_names_in_[est.load_features_]) == ["concurrency"]
 
 
 def test_written_model_reloads_and_predicts(trained, results):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._constants import DEFAULT_FEATURES, MODEL_FILE
+from .._constants import AUTO_LOAD_FEATURES, DEFAULT_FEATURES, MODEL_FILE
 from .._params import DEFAULTS
 from .._splits import held_out_rows, measurement_groups
 from .._version import library_versions
@@ -198,6 +198,7 @@ def cmd_train(args, argv):
     check_output_dir(args.output_dir, args.overwrite)
     results_dir, datasets = select_datasets(args)
     res = load_results(results_dir, datasets=datasets, features=args.features)
+    _check_load_columns(args, res.frame.columns)
     train_rows, val_rows = _split(res, args.holdout_fraction, args.seed)
     if not args.quiet:
         print(
@@ -218,6 +219,29 @@ def cmd_train(args, argv):
             f"{{{', '.join(metrics['files'] + [METRICS_FILE])}}}"
         )
     return 0
+
+
+def _check_load_columns(args, columns):
+    """Load columns that the results hold and ``--features`` leaves out: an
+    error where ``--load_features`` names one, a note where ``auto`` would
+    have found one (the model then ignores the load)."""
+    features = list(DEFAULT_FEATURES if args.features is None else args.features)
+    auto = args.load_features == "auto"
+    named = AUTO_LOAD_FEATURES if auto else (args.load_features or [])
+    left_out = [c for c in named if c in columns and c not in features]
+    if not left_out:
+        return
+    if not auto:
+        raise ValueError(
+            f"--load_features names {left_out[0]!r}, a column of the results that --features "
+            f"({','.join(features)}) leaves out: add it to --features."
+        )
+    print(
+        f"sklat train: note: the results hold a {left_out[0]!r} column (a load feature) that "
+        f"--features ({','.join(features)}) leaves out, so the model ignores the load; add it "
+        "to --features to learn latency under load.",
+        file=sys.stderr,
+    )
 
 
 def _fit(args, res, rows):
