@@ -236,8 +236,8 @@ def _served(store, version):
 
 def _frame(estimator, rows, field, load, extra=()):
     """The rows as a DataFrame of the model's features (in its order) and the
-    ``extra`` columns they carry; an unknown or missing key is a 422 naming
-    the row."""
+    ``extra`` columns they carry; an unknown or missing key, or a load column
+    that ``load`` gives too, is a 422 naming the row."""
     names = [str(c) for c in estimator.feature_names_in_]
     given_load = set()
     if load is not None:
@@ -251,6 +251,13 @@ def _frame(estimator, rows, field, load, extra=()):
                 ("body", field, i, key),
                 f"{key!r} is not a feature of the model (its features: {names}).",
                 "extra_forbidden",
+            )
+        twice = given_load.intersection(row)
+        if twice:
+            key = sorted(twice)[0]
+            raise _invalid(
+                ("body", field, i, key),
+                f"{key!r} is given by load and by the row: give each load once.",
             )
     columns = wanted + [c for c in (OUTPUT_TOKENS_COL, *extra) if any(c in r for r in rows)]
     try:
