@@ -284,8 +284,11 @@ def capacity(
         The model's feature that holds the load; ``None``: its one load
         feature (``load_features_``), else ``"concurrency"``.
     levels : array-like of float, default=None
-        Increasing loads to evaluate, all > 0; ``None``: 1, 2, ... up to twice
-        the largest load in training (past it, an extrapolation).
+        Increasing loads to evaluate, all > 0 and none past the largest load
+        the model evaluates (its training range widened by its own width, in
+        its log-scaled units where the load is log-scaled: a larger load is
+        evaluated at that edge); ``None``: 1, 2, ... up to twice the largest
+        load in training (past it, an extrapolation), or that edge.
 
     Returns
     -------
@@ -375,9 +378,13 @@ def default_load_feature(estimator, names):
 
 def _load_levels(estimator, column, levels):
     """The checked, increasing loads to evaluate (float64)."""
+    # Past the edge of its extended range a feature is evaluated at the edge
+    # (sklat._domain): a further level would repeat the edge's attainment and
+    # report a capacity the model cannot tell.
+    edge = float(estimator._curve.extended_range[1, column])
     if levels is None:
         largest = float(estimator.feature_range_[1, column])
-        return np.arange(1.0, max(1.0, np.ceil(2 * largest)) + 1.0)
+        return np.arange(1.0, max(1.0, min(np.ceil(2 * largest), np.floor(edge))) + 1.0)
     values = np.atleast_1d(np.asarray(levels, dtype=object))
     if (
         values.ndim != 1
@@ -391,4 +398,10 @@ def _load_levels(estimator, column, levels):
     values = values.astype(np.float64)
     if (np.diff(values) <= 0).any():
         raise ValueError(f"levels must be increasing; got {levels!r}.")
+    if values[-1] > edge:
+        raise ValueError(
+            f"levels go to {values[-1]:g}, past {edge:g}, the largest load the model "
+            f"evaluates (its training range widened once; a larger load is evaluated "
+            f"there): give levels up to {edge:g}."
+        )
     return values

@@ -70,6 +70,11 @@ def test_default_levels_reach_twice_the_largest_load_trained(loaded):
         ({"levels": [2, 1]}, "levels must be increasing"),
         ({"levels": [0, 1]}, "levels must be a non-empty list of finite loads > 0"),
         ({"levels": []}, "levels must be a non-empty list"),
+        (
+            {"levels": [1, 2, 1e308]},
+            r"levels go to 1e\+308, past 64, the largest load the model evaluates .* "
+            r"give levels up to 64",
+        ),
         ({"load_feature": "batch"}, "the model has no load feature 'batch'"),
         ({"min_attainment": 2}, "min_attainment must be a number in"),
     ],
