@@ -88,7 +88,7 @@ def _column(key, load_cols, names):
     else:
         col = None
     if col not in load_cols:
-        shown = [_shown(c, names) for c in load_cols]
+        shown = ", ".join(_shown(c, names) for c in load_cols)
         raise ValueError(f"load= names {key!r}, which is not a load feature (they are {shown}).")
     return col
 

@@ -111,3 +111,37 @@ def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
     assert "loads evaluated 1, 2, 4, 8" in out.err
     assert main([*args, "--levels", "4,2"]) == 2
     assert "levels must be increasing" in capsys.readouterr().err
+
+
+def test_sklat_choose_decides_at_the_load_given(loaded, tmp_path, capsys):
+    import sklat
+    from sklat.control import choose
+
+    est, d = loaded
+    model = tmp_path / "model.safetensors"
+    sklat.save(est, model)
+    candidates = tmp_path / "candidates.csv"
+    d.X.iloc[:8].to_csv(candidates, index=False)
+    tpot = float(np.median(est.predict_total(d.X.iloc[:8].assign(concurrency=4), 64) / 64))
+    args = ["choose", str(candidates), "--model", str(model), "--tpot_ms", str(tpot)]
+    args += ["--output_tokens", "64", "--output", str(tmp_path / "all.csv")]
+    for load, value in (("2", 2.0), ("concurrency=6", 6.0)):
+        code = main([*args, "--load", load, "--overwrite"])
+        kw = dict(tpot_ms=tpot, output_tokens=64, load=value)
+        expected = choose(sklat.load(model), d.X.iloc[:8], **kw)
+        assert code == (0 if expected.met else 1)
+        table = pd.read_csv(tmp_path / "all.csv")
+        np.testing.assert_allclose(table["attainment"], expected.attainment, rtol=1e-6)
+        assert table["chosen"].to_numpy().nonzero()[0].tolist() == [expected.index]
+    capsys.readouterr()
+    # The load is needed, as an option or a column; a bad one is named.
+    assert main(args[:-2]) == 2
+    err = capsys.readouterr().err
+    assert "no load column 'concurrency'; give the load every candidate is decided at" in err
+    assert main([*args[:-2], "--load", "kv=2"]) == 2
+    assert "load= names 'kv', which is not a load feature (they are 'concurrency')" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main([*args[:-2], "--load", "fast"])
+    assert "expected a number or name=value pairs" in capsys.readouterr().err

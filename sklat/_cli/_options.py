@@ -79,6 +79,23 @@ def feature_columns(text):
     return csv_list(text)
 
 
+def load_argument(text):
+    """``--load``: one number (the model's one load feature), or
+    ``name=value`` pairs separated by commas."""
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [part.split("=", 1) for part in text.split(",")]
+        load = {name.strip(): float(value) for name, value in pairs}
+        if len(load) != len(pairs) or "" in load:
+            raise ValueError
+        return load
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or name=value pairs separated by commas, got {text!r}"
+        ) from None
+
+
 def threads(text):
     if text == "auto":
         return text

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from .._domain import quiet_extrapolation
+from .._load_input import load_values
 from ..control import choose
+from ..io import read_table
 from ._io import check_output_file, load_model, read_configs
-from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options
+from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options, load_argument
 
 OPTIONS = [
     *OBJECTIVE_OPTIONS,
@@ -20,6 +22,17 @@ OPTIONS = [
             type=float,
             default=0.9,
             help="probability of meeting every objective a candidate must reach (0.9)",
+        ),
+    ),
+    (
+        "load",
+        (),
+        dict(
+            type=load_argument,
+            default=None,
+            help="for a model with a load feature: the load every candidate is decided "
+            "at (a number, or name=value pairs such as concurrency=8); CANDIDATES then "
+            "leaves the load columns out (default: they are columns of CANDIDATES)",
         ),
     ),
     (
@@ -75,6 +88,18 @@ def cmd_choose(args, argv):
             raise ValueError(f"{args.output} exists; pass --overwrite to replace it.")
     est = load_model(args.model, device=args.device)
     names = list(getattr(est, "feature_names_in_", []))
+    if args.load is not None:
+        given = load_values(est, args.load)
+        names = [name for i, name in enumerate(names) if i not in given]
+    elif len(getattr(est, "load_features_", [])):
+        columns = set(read_table(args.candidates).columns)
+        missing = [names[c] for c in est.load_features_ if names[c] not in columns]
+        if missing:
+            raise ValueError(
+                f"{args.candidates}: no load column {missing[0]!r}; give the load every "
+                f"candidate is decided at with --load (e.g. --load {missing[0]}=8), or as "
+                "a column."
+            )
     frame, n = read_configs(args.candidates, names, [args.prefer] if args.prefer else [])
     if args.output_tokens is not None:
         n = args.output_tokens
@@ -88,6 +113,7 @@ def cmd_choose(args, argv):
             output_tokens=n,
             min_attainment=args.min_attainment,
             prefer=args.prefer,
+            load=args.load,
         )
     table = frame.assign(attainment=choice.attainment, chosen=False)
     table.loc[table.index[choice.index], "chosen"] = True
