@@ -84,14 +84,29 @@ def as_float_array(values, name):
     if arr.dtype.kind == "b":
         raise TypeError(f"{name} must be numbers, not booleans (True / False).")
     # "0.5" is text, not a number: astype would parse it silently.
-    if arr.dtype.kind in "US" or (
-        arr.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in arr.ravel())
-    ):
-        raise TypeError(f"{name} must be numbers, not text (strings).")
+    text = []
+    if arr.dtype.kind in "USO":  # numeric arrays hold no text: not scanned
+        text = [
+            str(v) if isinstance(v, str) else bytes(v)
+            for v in arr.ravel()
+            if isinstance(v, (str, bytes))
+        ]
+    if text:
+        # numpy turns [0, "x"] into ["0", "x"]: show the entry that is not a number.
+        shown = next((v for v in text if not _parses(v)), text[0])
+        raise TypeError(f"{name} must be numeric, not text (strings); got {shown!r}.")
     try:
         return arr.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be numeric; got {exc}") from None
+
+
+def _parses(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_finite(values, name, where=sample_at, shown=None):

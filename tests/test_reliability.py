@@ -149,12 +149,12 @@ def test_huge_lengths_are_refused_at_fit_and_long_ones_work(d):
         (
             {"output_tokens": lambda d: d.output_tokens.astype(str)},
             TypeError,
-            r"output_tokens must be numbers, not text \(strings\)",
+            r"output_tokens must be numeric, not text \(strings\); got '\d+'",
         ),
         (
             {"output_tokens": lambda d: np.array([str(n) for n in d.output_tokens], dtype=object)},
             TypeError,
-            r"output_tokens must be numbers, not text \(strings\)",
+            r"output_tokens must be numeric, not text \(strings\); got '\d+'",
         ),
     ],
 )
@@ -168,7 +168,8 @@ def test_complex_boolean_and_text_inputs_are_refused(d, kwargs, error, message):
 @pytest.mark.parametrize("levels", ["0.5", ["0.1", "0.9"], np.array([b"0.5"])])
 def test_quantile_levels_given_as_text_are_refused(d, levels):
     est = _fit(d)
-    with pytest.raises(TypeError, match=r"quantiles must be numbers, not text \(strings\)"):
+    message = r"quantiles must be numeric, not text \(strings\); got b?'0"
+    with pytest.raises(TypeError, match=message):
         est.predict_quantiles(d.X.iloc[:2], levels, output_tokens=[8, 8])
 
 
