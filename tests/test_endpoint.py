@@ -395,6 +395,10 @@ def test_the_mean_in_flight_count_is_time_weighted():
     assert mean_in_flight(starts, ends, 2.0, 6.0) == pytest.approx((4 + 2 + 3) / 4)
     assert mean_in_flight(starts, ends, 3.0, 3.0) == 3.0
     assert mean_in_flight(starts, ends, 20.0, 30.0) == 0.0
+    # An empty window at the instant a request ends (a one-token decode)
+    # counts that request: it is in flight over its own window.
+    assert mean_in_flight(starts, ends, 4.0, 4.0) == 3.0
+    assert mean_in_flight(np.array([5.0]), np.array([7.0]), 7.0, 7.0) == 1.0
 
 
 def test_command_line_sweeps_levels_and_refuses_a_bad_list(server, tmp_path, capsys):

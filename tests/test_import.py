@@ -428,6 +428,34 @@ def test_vllm_start_times_give_each_requests_measured_concurrency(tmp_path):
     np.testing.assert_allclose(frame["concurrency"], 1.0)
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # vLLM's latency is the time of the last event: at least ttft + sum(itls).
+        (
+            lambda run: run["latencies"].__setitem__(0, 0.9 * run["latencies"][0]),
+            r"key 'latencies', request 0: .* leaves 7\d\.\d+ ms after the first token, less "
+            r"than its itls need \(82\.12 ms\): the request would end before its last token",
+        ),
+        # A start time so large that its ttft and latency land on one float.
+        (
+            lambda run: run["start_times"].__setitem__(0, 1e300),
+            r"key 'latencies', request 0: .* \(from start_times 1e\+300\) leaves 0 ms",
+        ),
+    ],
+)
+def test_vllm_latencies_that_end_before_the_last_token_are_refused(tmp_path, edit, message):
+    run = timed(vllm_run(), [0.0, 0.01, 0.02, 0.5, 0.03])
+    edit(run)
+    with pytest.raises(BenchmarkFormatError, match=message):
+        read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+    # A latency past ttft + sum(itls) is what the chat path writes when the
+    # usage event comes after the last text: kept.
+    run = timed(vllm_run(), [0.0, 0.01, 0.02, 0.5, 0.03])
+    run["latencies"][1] += 0.25
+    assert len(read_benchmark(write_vllm(tmp_path / "late.json", [run]))) == 3
+
+
 def test_files_without_request_times_keep_the_setting_and_say_so(tmp_path):
     frame = read_benchmark(write_vllm(tmp_path / "v.json", [vllm_run()]))
     assert "concurrency" not in frame.columns and set(frame["max_concurrency"]) == {1}

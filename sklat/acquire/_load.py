@@ -132,9 +132,10 @@ class InFlight:
 
 def mean_in_flight(starts, ends, window_start, window_end):
     """Time-weighted mean count of the intervals ``[starts, ends)`` over the
-    window ``[window_start, window_end]``; at ``window_start`` for an empty
-    window."""
+    window ``[window_start, window_end]``; for an empty window, the count of
+    intervals that hold its instant, ends included (a one-token request's
+    decode window is the instant its own interval ends: it counts itself)."""
     if window_end <= window_start:
-        return float(np.sum((starts <= window_start) & (window_start < ends)))
+        return float(np.sum((starts <= window_start) & (window_start <= ends)))
     overlap = np.minimum(ends, window_end) - np.maximum(starts, window_start)
     return float(np.clip(overlap, 0.0, None).sum() / (window_end - window_start))

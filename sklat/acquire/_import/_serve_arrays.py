@@ -145,6 +145,8 @@ def _request(imp, arrays, i, index, native, descriptive, window):
         return
     ttft = imp.number(arrays["ttfts"][i], "ttfts", index, unit=1000.0, positive=True)
     gaps = imp.gaps(arrays["itls"][i], "itls", index, unit=1000.0)
+    if window is not None:
+        _check_latency(imp, arrays, i, index, window, gaps)
     prompt = arrays["input_lens"][i] if "input_lens" in arrays else None
     if prompt is not None:
         prompt = imp.count(prompt, "input_lens", index)
@@ -165,6 +167,24 @@ def _request(imp, arrays, i, index, native, descriptive, window):
         window=window,
         **descriptive,
     )
+
+
+def _check_latency(imp, arrays, i, index, window, gaps_ms):
+    """The recorded latency ends at the last token or after it (vLLM's
+    ``latency`` is the time of the last event, its ``itls`` the gaps between
+    text events: ``latency >= ttft + sum(itls)``, equal up to rounding where
+    no event follows the last text); a window the start time's precision
+    cannot resolve fails the same way."""
+    _, first, last = window
+    decode_ms = 1000.0 * (last - first)
+    needed_ms = float(np.sum(gaps_ms))
+    if decode_ms < needed_ms - (1e-3 + 1e-6 * needed_ms):
+        raise BenchmarkFormatError(
+            f"{imp.where('latencies', index)}: {arrays['latencies'][i]!r} s (from "
+            f"start_times {arrays['start_times'][i]!r}) leaves {decode_ms:.6g} ms after the first "
+            f"token, less than its itls need ({needed_ms:.6g} ms): the request would end "
+            "before its last token."
+        )
 
 
 def imp_error(path, run, message):
