@@ -456,6 +456,36 @@ def test_vllm_latencies_that_end_before_the_last_token_are_refused(tmp_path, edi
     assert len(read_benchmark(write_vllm(tmp_path / "late.json", [run]))) == 3
 
 
+def test_a_guidellm_request_that_ends_before_its_last_token_is_refused(tmp_path):
+    report = guidellm_report()
+    request = report["benchmarks"][0]["requests"]["successful"][0]
+    request["request_end_time"] -= 0.005  # 5 ms before its last token
+    path = tmp_path / "benchmarks.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(
+        BenchmarkFormatError,
+        match=r"key 'request_end_time', request \d+: 1000\.08852 s is before the request's "
+        r"last token \(1000\.0 s \+ 11\.4 ms to the first \+ 82\.12 ms of decode\)",
+    ):
+        read_benchmark(path)
+    # Epoch times (time.time(), as GuideLLM records them) keep microsecond
+    # slack; a shift of every time leaves the concurrency as it was.
+    report = guidellm_report()
+    path.write_text(json.dumps(report))
+    before = read_benchmark(path)["concurrency"].to_numpy()
+    for status in ("successful", "errored"):
+        for request in report["benchmarks"][0]["requests"][status]:
+            request["request_start_time"] += 1.76e9
+            request["request_end_time"] += 1.76e9
+    path.write_text(json.dumps(report))
+    np.testing.assert_allclose(read_benchmark(path)["concurrency"], before, atol=1e-5)
+    request = report["benchmarks"][0]["requests"]["successful"][0]
+    request["request_end_time"] -= 0.001
+    path.write_text(json.dumps(report))
+    with pytest.raises(BenchmarkFormatError, match="is before the request's last token"):
+        read_benchmark(path)
+
+
 def test_files_without_request_times_keep_the_setting_and_say_so(tmp_path):
     frame = read_benchmark(write_vllm(tmp_path / "v.json", [vllm_run()]))
     assert "concurrency" not in frame.columns and set(frame["max_concurrency"]) == {1}

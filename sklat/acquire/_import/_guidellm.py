@@ -18,12 +18,17 @@ request also serialises ``request_start_time`` and ``request_end_time``
 its benchmark (see :mod:`._convention`), unless the lists are a sample.
 """
 
+import numpy as np
+
 from ...exceptions import BenchmarkFormatError
 from ._convention import ERRORED, TOTALS_ONLY_TOOL, Importer
 
 INCOMPLETE = "incomplete (cut off when the benchmark ended)"
 # Relative (and ms) slack for times recorded and rounded separately.
 _ROUNDING = 1e-6
+# Slack (s) of a request's end against its start plus its recorded latencies:
+# a microsecond, plus the spacing of the floats of an epoch time.
+_END_SLACK_S = 1e-6
 
 
 def detect(docs):
@@ -81,23 +86,22 @@ def read(docs, path, tool="guidellm"):
 
 
 def _flight(imp, request, index, run):
-    """The request's start (seconds) where its start and end are recorded."""
+    """The request's ``(start, end)`` (seconds) where both are recorded."""
     if not isinstance(request, dict):
         return None
-    times = imp.recorded_flight(
+    return imp.recorded_flight(
         run,
         request.get("request_start_time"),
         request.get("request_end_time"),
         ("request_start_time", "request_end_time"),
         index,
     )
-    return None if times is None else times[0]
 
 
 def _request(imp, request, index, run):
     if not isinstance(request, dict):
         raise BenchmarkFormatError(f"{imp.path}: request {index}: expected an object.")
-    start = _flight(imp, request, index, run)
+    times = _flight(imp, request, index, run)
     completion = imp.count(request.get("output_tokens"), "output_tokens", index)
     if completion < 2:
         imp.add(index, ttft_ms=None, completion_tokens=completion)
@@ -116,16 +120,26 @@ def _request(imp, request, index, run):
                 f"time to first token and the decode after it ({ttft:g} + "
                 f"{itl * (completion - 1):g} ms)."
             )
+    decode = itl * (completion - 1)
+    if times is not None:
+        # The request is in flight from its start to its end; its decode
+        # window, start + ttft to start + ttft + decode, lies inside.
+        start, end = times
+        if start + (ttft + decode) / 1000 > end + _END_SLACK_S + 8 * np.spacing(abs(end)):
+            raise BenchmarkFormatError(
+                f"{imp.where('request_end_time', index)}: {end!r} s is before the request's "
+                f"last token ({start!r} s + {ttft:g} ms to the first + {decode:g} ms of decode)."
+            )
     prompt = request.get("prompt_tokens")
     imp.add(
         index,
         ttft_ms=ttft,
         completion_tokens=completion,
-        decode_ms=itl * (completion - 1),
+        decode_ms=decode,
         prompt_tokens=None if prompt is None else imp.count(prompt, "prompt_tokens", index),
         totals_reason=TOTALS_ONLY_TOOL,
         window=None
-        if start is None
-        else (run, start + ttft / 1000, start + (ttft + itl * (completion - 1)) / 1000),
+        if times is None
+        else (run, times[0] + ttft / 1000, times[0] + (ttft + decode) / 1000),
         run=run,
     )
