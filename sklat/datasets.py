@@ -8,6 +8,7 @@ the context length, and a mix of both.
 
 import functools
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,10 @@ def true_prefill(X):
     return _config_scale(X) * (20.0 + 0.05 * context)
 
 
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def make_positioned_latency(
     n_samples=1000,
     *,
@@ -163,8 +168,19 @@ def make_positioned_latency(
         raise ValueError(f"curve must be one of {CURVES}; got {curve!r}.")
     if not 0 <= positioned_fraction <= 1:
         raise ValueError(f"positioned_fraction must be in [0, 1]; got {positioned_fraction!r}.")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0; got {noise!r}.")
+    if not _is_real(noise) or not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be >= 0 and finite; got {noise!r}.")
+    for name, value in (("n_samples", n_samples), ("max_output_tokens", max_output_tokens)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    if (
+        not _is_real(median_output_tokens)
+        or not np.isfinite(median_output_tokens)
+        or median_output_tokens <= 0
+    ):
+        raise ValueError(
+            f"median_output_tokens must be a finite number > 0; got {median_output_tokens!r}."
+        )
     rng = check_random_state(random_state)
     tier = rng.randint(0, len(_VISION_TOKENS_BY_TIER), n_samples)
     X = pd.DataFrame(

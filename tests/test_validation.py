@@ -298,5 +298,16 @@ def test_dataset_argument_errors():
         make_positioned_latency(5, positioned_fraction=2)
     with pytest.raises(ValueError, match="noise must be >= 0"):
         make_positioned_latency(5, noise=-1)
+    for bad in (np.nan, np.inf, "0.1"):
+        with pytest.raises(ValueError, match=r"noise must be >= 0 and finite; got"):
+            make_positioned_latency(5, noise=bad)
+    for name in ("n_samples", "max_output_tokens"):
+        for bad in (0, -1, 2.5, "10", True):
+            with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1; got"):
+                make_positioned_latency(**{"n_samples": 5, name: bad})
+    for bad in (0, -3.0, np.nan):
+        with pytest.raises(ValueError, match="median_output_tokens must be a finite number > 0"):
+            make_positioned_latency(5, median_output_tokens=bad)
+    assert make_positioned_latency(np.int64(3), max_output_tokens=np.int32(4)).X.shape == (3, 5)
     with pytest.raises(ValueError, match="curve must be one of"):
         true_decode_curve(make_positioned_latency(2).X, [1], curve="cubic")
