@@ -143,6 +143,13 @@ def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
     >>> positioned_mape(measured, np.array([[11.0, 9.0, 7.0], [22.0, 0.0, 0.0]]))
     10.0
     """
+    missing = next((i for i, steps in enumerate(y_true) if steps is None), None)
+    if missing is not None:
+        raise ValueError(
+            f"y_true[{missing}] is None: that request has no per-step latencies (as "
+            "load_results gives for a request measured in totals only); score only the "
+            "requests that have them."
+        )
     if output_tokens is None:
         lengths = [len(steps) for steps in y_true]
     else:

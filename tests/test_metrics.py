@@ -81,6 +81,10 @@ def test_interval_metric_errors(call, message):
         ),
         (lambda: positioned_mape([np.ones(1)], []), "y_true has 1 requests but y_pred 0"),
         (lambda: positioned_mape([], []), "y_true is empty"),
+        (
+            lambda: positioned_mape([np.ones(2), None], np.ones((2, 2))),
+            r"y_true\[1\] is None: that request has no per-step latencies",
+        ),
     ],
 )
 def test_errors_are_named(call, message):
