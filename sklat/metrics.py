@@ -109,6 +109,17 @@ def per_token_mae(y_true, y_pred, output_tokens):
     return float(np.mean(np.abs(y_pred - y_true) / n))
 
 
+def _check_no_missing(per_request, name, what):
+    """Refuse a ``None`` entry: a request without ``what`` (as
+    :func:`sklat.io.load_results` gives for one measured otherwise)."""
+    missing = next((i for i, value in enumerate(per_request) if value is None), None)
+    if missing is not None:
+        raise ValueError(
+            f"{name}[{missing}] is None: that request has no {what} (as load_results gives "
+            "for a request measured otherwise); score only the requests that have them."
+        )
+
+
 def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
     """Error of per-position curves against per-step latencies, in percent.
 
@@ -143,13 +154,7 @@ def positioned_mape(y_true, y_pred, *, output_tokens=None, start=1):
     >>> positioned_mape(measured, np.array([[11.0, 9.0, 7.0], [22.0, 0.0, 0.0]]))
     10.0
     """
-    missing = next((i for i, steps in enumerate(y_true) if steps is None), None)
-    if missing is not None:
-        raise ValueError(
-            f"y_true[{missing}] is None: that request has no per-step latencies (as "
-            "load_results gives for a request measured in totals only); score only the "
-            "requests that have them."
-        )
+    _check_no_missing(y_true, "y_true", "per-step latencies")
     if output_tokens is None:
         lengths = [len(steps) for steps in y_true]
     else:
@@ -204,6 +209,7 @@ def segment_mape(segments, y_pred):
     >>> float(segment_mape(segments, np.array([[11.0, 10.0, 10.0, 10.0]])))
     2.5
     """
+    _check_no_missing(segments, "segments", "decode segments")
     if len(y_pred) != len(segments):
         raise ValueError(f"segments has {len(segments)} requests but y_pred {len(y_pred)}.")
     if len(segments) == 0:

@@ -9,6 +9,7 @@ from sklat.metrics import (
     mean_interval_width,
     per_token_mae,
     positioned_mape,
+    segment_mape,
 )
 
 
@@ -84,6 +85,10 @@ def test_interval_metric_errors(call, message):
         (
             lambda: positioned_mape([np.ones(2), None], np.ones((2, 2))),
             r"y_true\[1\] is None: that request has no per-step latencies",
+        ),
+        (
+            lambda: segment_mape([None, ([1, 1], [2.0, 2.0])], np.ones((2, 3))),
+            r"segments\[0\] is None: that request has no decode segments",
         ),
     ],
 )
