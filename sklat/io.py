@@ -477,7 +477,13 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
     >>> list(res.y.columns)
     ['T_prefill_total', 'T_LLM_decode']
     """
-    features = list(DEFAULT_FEATURES if features is None else features)
+    features = _names(DEFAULT_FEATURES if features is None else features, "features")
+    if datasets is not None:
+        datasets = _names(datasets, "datasets")
+        if not datasets:
+            raise ValueError("datasets is empty; name at least one, or None for all of them.")
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < np.inf:
+        raise ValueError(f"rtol must be a finite number >= 0; got {rtol!r}.")
     found = discover_datasets(results_dir)
     if datasets is not None:
         unknown = [d for d in datasets if d not in found]
@@ -512,6 +518,18 @@ def _checked_results(parts, features, rtol=0.01):
         dataset=frame["dataset"].to_numpy(),
         frame=frame,
     )
+
+
+def _names(values, what):
+    """``values`` as a list of distinct names; a bare string is refused (it
+    would be read one character at a time)."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{what} must be a list of names, not one string; got {values!r}.")
+    names = list(values)
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"{what} names {repeated!r} twice.")
+    return names
 
 
 def model_file(path):

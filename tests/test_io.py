@@ -156,6 +156,23 @@ def test_folder_errors(tmp_path):
         load_results(tmp_path, datasets=["zzz"])
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"datasets": []}, "datasets is empty; name at least one, or None for all of them"),
+        ({"datasets": "a"}, "datasets must be a list of names, not one string; got 'a'"),
+        ({"features": "text_tokens"}, "features must be a list of names, not one string"),
+        ({"features": ["text_tokens", "top_k", "text_tokens"]}, "names 'text_tokens' twice"),
+        ({"rtol": -0.1}, r"rtol must be a finite number >= 0; got -0.1"),
+        ({"rtol": float("nan")}, "rtol must be a finite number >= 0; got nan"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, kwargs, message):
+    write_results(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        load_results(tmp_path, **kwargs)
+
+
 def test_demo_results_match_their_generator(tmp_path):
     from sklat.datasets import write_demo_results
 
