@@ -82,15 +82,22 @@ def _repair(path):
 def _after_last_newline(f):
     """The offset just past the last newline of the open file ``f`` (0 if
     it has none)."""
+    for position, block in _blocks_from_end(f):
+        found = block.rfind(b"\n")
+        if found >= 0:
+            return position + found + 1
+    return 0
+
+
+def _blocks_from_end(f):
+    """``(offset, bytes)`` of the blocks of the open file ``f``, the last
+    block first."""
     position = f.seek(0, os.SEEK_END)
     while position > 0:
         step = min(_TAIL_BLOCK, position)
         position -= step
         f.seek(position)
-        found = f.read(step).rfind(b"\n")
-        if found >= 0:
-            return position + found + 1
-    return 0
+        yield position, f.read(step)
 
 
 def last_lines(path, count):
@@ -99,17 +106,15 @@ def last_lines(path, count):
     last newline (a write under way) are not a line yet."""
     if count <= 0:
         return []
-    blocks, newlines = [], 0
+    blocks, newlines, position = [], 0, 0
     with open(path, "rb") as f:
-        position = f.seek(0, os.SEEK_END)
         # count complete lines need count + 1 newlines in view (the first
         # line in view may be cut), or the start of the file.
-        while position > 0 and newlines <= count:
-            step = min(_TAIL_BLOCK, position)
-            position -= step
-            f.seek(position)
-            blocks.append(f.read(step))
-            newlines += blocks[-1].count(b"\n")
+        for position, block in _blocks_from_end(f):
+            blocks.append(block)
+            newlines += block.count(b"\n")
+            if newlines > count:
+                break
     tail = b"".join(reversed(blocks))
     lines = tail[: tail.rfind(b"\n") + 1].split(b"\n")[:-1]
     if position > 0:
