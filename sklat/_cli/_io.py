@@ -32,15 +32,19 @@ def check_output_file(path):
         raise ValueError(f"--output {path}: the folder {path.parent} does not exist.")
 
 
-def read_configs(path, names, extra=()):
+def read_configs(path, names, extra=(), advice=None):
     """The configurations of ``path`` as the model's features (and the
     ``extra`` columns), checked with rows counted from 1; and their
-    output_tokens column, if any."""
+    output_tokens column, if any. ``advice``: ``{column: message}`` for a
+    missing column that a command can say more about."""
 
     frame = read_table(path)
     if frame.empty:
         raise ValueError(f"{path}: no rows.")
     missing = [c for c in names if c not in frame.columns]
+    advised = [c for c in missing if c in (advice or {})]
+    if advised:
+        raise ValueError(f"{path}: {advice[advised[0]]}")
     if missing:
         raise ValueError(
             f"{path}: missing feature column(s) {missing}; the model was trained on {names}."

@@ -9,7 +9,6 @@ from pathlib import Path
 from .._domain import quiet_extrapolation
 from .._load_input import load_values
 from ..control import choose
-from ..io import read_table
 from ._io import check_output_file, load_model, read_configs
 from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options, load_argument
 
@@ -88,19 +87,18 @@ def cmd_choose(args, argv):
             raise ValueError(f"{args.output} exists; pass --overwrite to replace it.")
     est = load_model(args.model, device=args.device)
     names = list(getattr(est, "feature_names_in_", []))
+    advice = {}
     if args.load is not None:
         given = load_values(est, args.load)
         names = [name for i, name in enumerate(names) if i not in given]
-    elif len(getattr(est, "load_features_", [])):
-        columns = set(read_table(args.candidates).columns)
-        missing = [names[c] for c in est.load_features_ if names[c] not in columns]
-        if missing:
-            raise ValueError(
-                f"{args.candidates}: no load column {missing[0]!r}; give the load every "
-                f"candidate is decided at with --load (e.g. --load {missing[0]}=8), or as "
-                "a column."
+    else:
+        for col in getattr(est, "load_features_", []):
+            advice[names[col]] = (
+                f"no load column {names[col]!r}; give the load every candidate is decided at "
+                f"with --load (e.g. --load {names[col]}=8), or as a column."
             )
-    frame, n = read_configs(args.candidates, names, [args.prefer] if args.prefer else [])
+    extra = [args.prefer] if args.prefer else []
+    frame, n = read_configs(args.candidates, names, extra, advice)
     if args.output_tokens is not None:
         n = args.output_tokens
     with quiet_extrapolation():
