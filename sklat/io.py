@@ -26,6 +26,7 @@ and column where it can.
 """
 
 import json
+import numbers
 import os
 import stat
 import warnings
@@ -482,7 +483,7 @@ def load_results(results_dir, datasets=None, features=None, rtol=0.01):
         datasets = _names(datasets, "datasets")
         if not datasets:
             raise ValueError("datasets is empty; name at least one, or None for all of them.")
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < np.inf:
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < np.inf:
         raise ValueError(f"rtol must be a finite number >= 0; got {rtol!r}.")
     found = discover_datasets(results_dir)
     if datasets is not None:

@@ -171,6 +171,8 @@ def test_bad_arguments_are_named(tmp_path, kwargs, message):
     write_results(tmp_path)
     with pytest.raises(ValueError, match=message):
         load_results(tmp_path, **kwargs)
+    # numpy numbers are numbers.
+    assert len(load_results(tmp_path, rtol=np.float32(0.02)).X) > 0
 
 
 def test_demo_results_match_their_generator(tmp_path):
