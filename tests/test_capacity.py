@@ -93,7 +93,8 @@ def test_the_load_column_is_for_capacity_to_set(loaded):
         capacity(est, d.X.iloc[:2].drop(columns="top_k"), tpot_ms=5.0)
 
 
-def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
+def _saved(loaded, tmp_path):
+    """The model file of ``loaded`` and a file of its first 8 configurations."""
     import sklat
 
     est, d = loaded
@@ -101,6 +102,14 @@ def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
     sklat.save(est, model)
     configs = tmp_path / "configs.csv"
     d.X.iloc[:8].to_csv(configs, index=False)
+    return model, configs
+
+
+def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
+    import sklat
+
+    _, d = loaded
+    model, configs = _saved(loaded, tmp_path)
     args = ["capacity", "--model", str(model), str(configs), "--tpot_ms", "80"]
     assert main([*args, "--levels", "1,2,4,8"]) == 0
     out = capsys.readouterr()
@@ -118,10 +127,7 @@ def test_sklat_choose_decides_at_the_load_given(loaded, tmp_path, capsys):
     from sklat.control import choose
 
     est, d = loaded
-    model = tmp_path / "model.safetensors"
-    sklat.save(est, model)
-    candidates = tmp_path / "candidates.csv"
-    d.X.iloc[:8].to_csv(candidates, index=False)
+    model, candidates = _saved(loaded, tmp_path)
     tpot = float(np.median(est.predict_total(d.X.iloc[:8].assign(concurrency=4), 64) / 64))
     args = ["choose", str(candidates), "--model", str(model), "--tpot_ms", str(tpot)]
     args += ["--output_tokens", "64", "--output", str(tmp_path / "all.csv")]
