@@ -39,7 +39,7 @@ the law ``a + b * c**p + d * c**q`` (``a, b, d, p, q >= 0``: smooth and
 non-decreasing in the load ``c``, the form the load features give each cost)
 fitted by least squares (log units) to the closed-loop levels' median time per
 output token at their median measured concurrency, and its error at every
-closed-loop level, trained or not.
+closed-loop level, trained or not; after the medians themselves.
 """
 
 import argparse
@@ -305,6 +305,14 @@ def smooth(protocols=(TRAINED, [1, 2, 8])):
         closed.groupby(["text_tokens", "output_tokens", "max_concurrency"])
         .agg(tpot=("tpot", "median"), concurrency=("concurrency", "median"))
         .reset_index()
+    )
+    print("\nMedian time per output token (ms) per configuration and closed-loop level\n")
+    print(
+        medians.pivot_table(
+            index=["text_tokens", "output_tokens"], columns="max_concurrency", values="tpot"
+        )
+        .round(1)
+        .to_markdown()
     )
     for trained in protocols:
         rows = []
