@@ -671,3 +671,29 @@ def test_check_exits_1_on_drift_and_0_without(trained, results, tmp_path, capsys
     assert capsys.readouterr().out.startswith("sklat check: DRIFT at alpha=0.01")
     assert main([*args, "--results_dir", str(slow), "--alpha", "2"]) == 2
     assert "alpha must be a number in (0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["capacity", "--model", "m", "c.csv", "--tpot_ms", "5", "--levels", "1,,4"],
+            "argument --levels: expected comma-separated numbers, got '1,,4' (entry 2 is empty)",
+        ),
+        (
+            ["profile", "--output_dir", "o", "--output_tokens", "16,32,"],
+            "expected comma-separated integers, got '16,32,' (entry 3 is empty)",
+        ),
+        (
+            ["train", "--results_dir", "r", "--features", "text_tokens,,top_k"],
+            "expected comma-separated entries, got 'text_tokens,,top_k' (entry 2 is empty)",
+        ),
+    ],
+)
+def test_an_empty_entry_of_a_list_option_is_refused(args, message, capsys):
+    # "1,,4" is a slip of the keyboard; dropping the empty entry would sweep
+    # or read something else than asked, silently.
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

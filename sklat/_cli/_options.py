@@ -54,13 +54,22 @@ def add_options(parser, table):
         add_option(parser, name, *aliases, **kwargs)
 
 
-def csv_list(text):
-    return [s.strip() for s in text.split(",") if s.strip()]
+def csv_list(text, what="entries"):
+    """Comma-separated entries, stripped; an empty entry (``a,,b``, a
+    trailing comma, an empty text) is refused rather than dropped."""
+    entries = [s.strip() for s in text.split(",")]
+    if not all(entries):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {what}, got {text!r} (entry "
+            f"{entries.index('') + 1} is empty)"
+        )
+    return entries
 
 
 def _typed_list(text, cast, what):
+    entries = csv_list(text, what)
     try:
-        return [cast(s) for s in csv_list(text)]
+        return [cast(s) for s in entries]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
 
