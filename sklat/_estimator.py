@@ -52,6 +52,7 @@ from ._validation import (
     check_decode_segments,
     check_features,
     check_finite_features,
+    check_no_text,
     check_measured,
     check_positions,
     check_targets,
@@ -453,6 +454,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         X_features, from_column = split_output_tokens(X, self.output_tokens_col)
         if y is None:  # scikit-learn's own "requires y" error
             validate_data(self, X_features, y)
+        check_no_text(X_features)
         X_arr = validate_data(self, X_features, dtype=np.float64, ensure_all_finite=False)
         label = feature_labeller(self)
         check_finite_features(X_arr, label)

@@ -375,6 +375,28 @@ def check_decode_segments(segments, positioned, output_tokens):
 
 
 # ------------------------------------------------------ the estimator's input
+def check_no_text(X):
+    """Raise ``ValueError`` naming the column and sample of the first entry of
+    the features ``X`` (a DataFrame or an array) that is text and not a
+    number: scikit-learn's own error (``could not convert string to float``)
+    names neither. Text that parses as a number is left to it, as before."""
+    if isinstance(X, pd.DataFrame):
+        names, columns = [str(c) for c in X.columns], [X[c].to_numpy() for c in X.columns]
+    elif isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "USO":
+        names, columns = None, list(X.T)
+    else:
+        return
+    for col, values in enumerate(columns):
+        if values.dtype.kind not in "USO":  # numeric columns hold no text
+            continue
+        for row, value in enumerate(values):
+            if isinstance(value, (str, bytes)) and not _parses(value):
+                raise ValueError(
+                    f"X column {feature_label(names, col)} must be numeric, not text; "
+                    f"sample {row} is {value!r}."
+                )
+
+
 def check_finite_features(X_arr, label):
     """Raise ``ValueError`` naming the first NaN or inf of the features."""
     first = first_true(~np.isfinite(X_arr))
@@ -435,6 +457,7 @@ def check_features(est, X, output_tokens):
     X_features, from_column = split_output_tokens(X, est.output_tokens_col)
     X_arr = _known_features(est, X_features)
     if X_arr is None:
+        check_no_text(X_features)
         X_arr = validate_data(
             est, X_features, reset=False, dtype=np.float64, ensure_all_finite=False
         )

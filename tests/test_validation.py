@@ -43,6 +43,29 @@ def test_nan_and_inf_in_X_name_column_and_sample(d):
         fit(d, X=X)
 
 
+def test_text_in_X_names_column_and_sample(d):
+    # scikit-learn's own "could not convert string to float" names neither.
+    X = d.X.astype(object)
+    X.iloc[3, 1] = "long"
+    message = r"X column 'text_tokens' must be numeric, not text; sample 3 is 'long'"
+    with pytest.raises(ValueError, match=message):
+        fit(d, X=X)
+    est = fit(d)
+    for call in (
+        lambda: est.predict(X),
+        lambda: est.predict_total(X, output_tokens=5),
+        lambda: est.predict_slo_attainment(X, tpot_ms=10.0),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    # Without column names: the column's index.
+    with pytest.raises(ValueError, match=r"X column 1 must be numeric, not text; sample 3"):
+        fit(d, X=X.to_numpy())
+    # Numbers written as text parse, as they do in scikit-learn.
+    X.iloc[3, 1] = str(d.X.iloc[3, 1])
+    assert np.isfinite(est.predict_total(X, output_tokens=5)).all()
+
+
 @pytest.mark.parametrize("col, label", [(0, "T_prefill_total"), (1, "T_LLM_decode")])
 @pytest.mark.parametrize(
     "value, message",
