@@ -12,6 +12,7 @@ The estimator predicts; these rules act on its predictive distribution:
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,8 @@ from ._conformal import check_confidence
 from ._drift import feature_table, outside_share, rank_test
 from ._load_input import with_load
 from ._requests import Requests
-from ._validation import check_measured
+from ._validation import check_measured, check_output_tokens, check_threshold
+from .exceptions import ExtrapolationWarning
 
 __all__ = ["capacity", "check_drift", "choose"]
 
@@ -326,6 +328,15 @@ def capacity(
             f"{names or 'no names'}); fit it on a DataFrame with that column, e.g. sklat "
             "train --features text_tokens,concurrency."
         )
+    load_names = [names[int(c)] for c in estimator.load_features_]
+    if load_names and load_feature not in load_names:
+        # Sweeping a configuration feature (a prompt length, say) is not a
+        # capacity; a model without load features may hold the load as an
+        # ordinary feature, which is swept as named.
+        raise ValueError(
+            f"{load_feature!r} is not a load feature of the model (its load features: "
+            f"{load_names}); capacity sweeps the load."
+        )
     if not isinstance(X, pd.DataFrame):
         raise ValueError("X must be a DataFrame of the model's other feature columns.")
     if load_feature in X.columns:
@@ -333,26 +344,44 @@ def capacity(
             f"X holds the load feature {load_feature!r}; capacity evaluates it at each "
             "level: leave it out."
         )
-    levels = _load_levels(estimator, names.index(load_feature), levels)
-    n, n_levels = len(X), len(levels)
-    tiled = X.iloc[np.repeat(np.arange(n), n_levels)].reset_index(drop=True)
-    tiled[load_feature] = np.tile(levels, n)
-    # The model's columns in its order (and output_tokens, where given as one).
-    extra = [c for c in [estimator.output_tokens_col] if c in tiled.columns]
-    missing = [c for c in names if c not in tiled.columns]
+    column = names.index(load_feature)
+    levels = _load_levels(estimator, column, levels)
+    missing = [c for c in names if c not in X.columns and c != load_feature]
     if missing:
         raise ValueError(f"X lacks the feature column(s) {missing}.")
-    tiled = tiled[names + extra]
-    per_config = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
+    # The model's columns in its order (and output_tokens, where given as one).
+    columns = names + [c for c in [estimator.output_tokens_col] if c in X.columns]
+    # Checked per configuration, so that an error or a warning names the
+    # configuration as the caller numbers it (not a row of the table of every
+    # configuration at every level below): the features and lengths once, at
+    # a load inside the training range; the objectives; then the levels
+    # outside that range in one warning of their own.
+    low, high = estimator.feature_range_[:, column]
+    estimator._encode(
+        X.assign(**{load_feature: float(np.clip(levels[0], low, high))})[columns],
+        output_tokens,
+    )
+    n, n_levels = len(X), len(levels)
+    per_config = {
+        key: None if value is None else check_threshold(value, n, key)
+        for key, value in {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}.items()
+    }
     if output_tokens is not None:
-        per_config["output_tokens"] = output_tokens
+        per_config["output_tokens"] = check_output_tokens(output_tokens, n)
     objectives = {
-        key: None if value is None else np.repeat(np.broadcast_to(value, (n,)), n_levels)
+        key: None if value is None else np.repeat(value, n_levels)
         for key, value in per_config.items()
     }
-    attainment = estimator.predict_slo_attainment(
-        tiled, output_tokens_distribution=output_tokens_distribution, **objectives
-    ).reshape(n, n_levels)
+    _warn_levels_outside(levels, low, high, load_feature)
+    tiled = X.iloc[np.repeat(np.arange(n), n_levels)].reset_index(drop=True)
+    tiled[load_feature] = np.tile(levels, n)
+    with warnings.catch_warnings():
+        # Said above, per configuration and per level.
+        warnings.filterwarnings("ignore", "X column ", ExtrapolationWarning)
+        warnings.filterwarnings("ignore", "output_tokens ", ExtrapolationWarning)
+        attainment = estimator.predict_slo_attainment(
+            tiled[columns], output_tokens_distribution=output_tokens_distribution, **objectives
+        ).reshape(n, n_levels)
     missed = ~meets(attainment, min_attainment)
     first_miss = np.where(missed.any(axis=1), missed.argmax(axis=1), n_levels)
     kept = np.concatenate([[0.0], levels])[first_miss]
@@ -362,6 +391,20 @@ def capacity(
         attainment=attainment,
         levels=levels,
     )
+
+
+def _warn_levels_outside(levels, low, high, load_feature):
+    """One :class:`~sklat.exceptions.ExtrapolationWarning` for the levels
+    outside the load's training range ``[low, high]``."""
+    outside = levels[(levels < low) | (levels > high)]
+    if len(outside):
+        shown = ", ".join(f"{v:g}" for v in outside)
+        warnings.warn(
+            f"levels {shown} of {load_feature!r} are outside its training range "
+            f"[{low:g}, {high:g}]: their attainments are extrapolations.",
+            ExtrapolationWarning,
+            stacklevel=3,
+        )
 
 
 def default_load_feature(estimator, names):

@@ -8,6 +8,7 @@ from sklat import LatencyEstimator
 from sklat.cli import main
 from sklat.control import capacity
 from sklat.datasets import make_positioned_latency
+from sklat.exceptions import ExtrapolationWarning
 
 LEVELS = [1, 2, 3, 4, 6, 8]
 
@@ -59,7 +60,8 @@ def test_a_looser_objective_never_lowers_the_capacity(loaded):
 
 def test_default_levels_reach_twice_the_largest_load_trained(loaded):
     est, d = loaded
-    result = capacity(est, d.X.iloc[:2], tpot_ms=1e6)
+    with pytest.warns(ExtrapolationWarning, match="levels 9, 10, .*, 16 of 'concurrency'"):
+        result = capacity(est, d.X.iloc[:2], tpot_ms=1e6)
     np.testing.assert_array_equal(result.levels, np.arange(1.0, 17.0))
     assert not result.bounded.any() and (result.capacity == 16).all()
 
@@ -76,13 +78,60 @@ def test_default_levels_reach_twice_the_largest_load_trained(loaded):
             r"give levels up to 64",
         ),
         ({"load_feature": "batch"}, "the model has no load feature 'batch'"),
+        (
+            {"load_feature": "top_k"},
+            r"'top_k' is not a load feature of the model \(its load features: "
+            r"\['concurrency'\]\)",
+        ),
         ({"min_attainment": 2}, "min_attainment must be a number in"),
+        ({"output_tokens": [10, 20, 30]}, "output_tokens has 3 entries but X has 2 samples"),
+        (
+            {"tpot_ms": [5.0, 6.0, 7.0]},
+            r"tpot_ms must be a number or have one entry per sample \(2\); got shape \(3,\)",
+        ),
     ],
 )
 def test_bad_arguments(loaded, kwargs, message):
     est, d = loaded
+    kwargs = {"tpot_ms": 5.0, **kwargs}
     with pytest.raises(ValueError, match=message):
-        capacity(est, d.X.iloc[:2], tpot_ms=5.0, **kwargs)
+        capacity(est, d.X.iloc[:2], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.nan, "must be finite"),
+        ("many", "must be numeric, not text"),
+        (-4.0, "needs values >= 0"),
+    ],
+)
+def test_a_bad_configuration_is_named_as_the_caller_numbers_it(loaded, value, message):
+    # Every configuration is evaluated at every level; the error names the
+    # configuration (2), not its row in that table (2 x 16 levels = 32).
+    est, d = loaded
+    X = d.X.iloc[:3].astype({"top_k": object})
+    X.iloc[2, X.columns.get_loc("top_k")] = value
+    with pytest.raises(ValueError, match=f"X column 'top_k' .*{message}.*; sample 2 is"):
+        capacity(est, X, tpot_ms=5.0)
+
+
+def test_levels_outside_the_training_range_warn_once(loaded):
+    import warnings
+
+    est, d = loaded
+    X = d.X.iloc[:3].copy()
+    X.iloc[1, X.columns.get_loc("top_k")] = 1000.0  # past its training range
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        capacity(est, X, tpot_ms=5.0, levels=[0.5, 1, 4, 12])
+    messages = [str(w.message) for w in caught if issubclass(w.category, ExtrapolationWarning)]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("X column 'top_k' = 1000 (sample 1) is outside")
+    assert messages[1].startswith(
+        "levels 0.5, 12 of 'concurrency' are outside its training range [1, 8]"
+    )
+    assert all(w.filename == __file__ for w in caught)
 
 
 def test_the_load_column_is_for_capacity_to_set(loaded):
