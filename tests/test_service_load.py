@@ -91,3 +91,30 @@ def test_bad_loads_are_422_naming_the_problem(served, load, rows_have_load, mess
     assert re.search(message, answer.text), answer.text
     if rows_have_load:
         assert answer.json()["detail"][0]["loc"] == ["body", "rows", 0, "concurrency"]
+
+
+def test_answers_say_which_rows_are_extrapolations(served):
+    # A caller does not see the estimator's ExtrapolationWarning: each answer
+    # says whether its row (the load of the call included) lies inside the
+    # training domain, as in_domain does.
+    est, X, client = served
+    rows = X[["text_tokens", "top_k"]].iloc[:2]
+    for load, inside in ((4.0, True), (64.0, False)):
+        body = {"rows": rows.to_dict("records"), "output_tokens": 8, "load": load}
+        answer = client.post("/v1/predict", json=body).json()
+        assert [p["in_domain"] for p in answer["predictions"]] == [inside, inside]
+        body = {"candidates": rows.to_dict("records"), "tpot_ms": 15.0, "load": load}
+        answer = client.post("/v1/choose", json={**body, "output_tokens": 8}).json()
+        assert answer["in_domain"] == [inside, inside]
+    # Per row: a prompt past the training range, and a length past the longest.
+    mixed = rows.assign(concurrency=2.0)
+    mixed.iloc[1, 0] = 100 * X["text_tokens"].max()
+    body = {"rows": mixed.to_dict("records"), "output_tokens": [8, 8]}
+    answer = client.post("/v1/predict", json=body).json()
+    expected = est.in_domain(mixed, [8, 8])
+    assert [p["in_domain"] for p in answer["predictions"]] == expected.tolist() == [True, False]
+    body["output_tokens"] = [8, 10 * est.max_output_tokens_]
+    answer = client.post(
+        "/v1/predict", json={**body, "rows": rows.assign(concurrency=2.0).to_dict("records")}
+    ).json()
+    assert [p["in_domain"] for p in answer["predictions"]] == [True, False]

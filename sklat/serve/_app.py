@@ -31,7 +31,7 @@ from .._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
-from .._load_input import load_values
+from .._load_input import load_values, with_load
 from .._version import __version__
 from ..control import choose
 from ..exceptions import ExtrapolationWarning
@@ -325,6 +325,7 @@ def _predict(estimator, body):
         output_tokens_distribution=dist,
         load=body.load,
     )
+    inside = _estimator_call(_inside, estimator, X, n_tokens, body.load)
     labels = [f"{q:g}" for q in body.quantiles]
     columns = {
         key: out["quantiles"][target].tolist()
@@ -343,6 +344,7 @@ def _predict(estimator, body):
             }
         if out["attainment"] is not None:
             entry["attainment"] = float(out["attainment"][i])
+        entry["in_domain"] = bool(inside[i])
         predictions.append(entry)
     return predictions
 
@@ -364,11 +366,21 @@ def _choose(estimator, body):
         prefer=body.prefer,
         load=body.load,
     )
+    inside = _estimator_call(_inside, estimator, X.drop(columns=list(extra)), n_tokens, body.load)
     return {
         "index": int(choice.index),
         "met": bool(choice.met),
         "attainment": [float(v) for v in choice.attainment],
+        "in_domain": [bool(v) for v in inside],
     }
+
+
+def _inside(estimator, X, output_tokens, load):
+    """Per row, whether it lies inside the model's training domain (every
+    feature, the load of the call included, and a known output length): a
+    caller cannot see the estimator's ExtrapolationWarning, so the answer
+    says which rows are extrapolations."""
+    return estimator.in_domain(with_load(estimator, X, load), output_tokens)
 
 
 def _observation_records(estimator, rows):
