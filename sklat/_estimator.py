@@ -42,6 +42,7 @@ from ._features import (
 )
 from ._fitted import FittedAttributes
 from ._fitting import fit_objects
+from ._load_input import with_load
 from ._params import PARAMETER_CONSTRAINTS, check_params
 from ._predict_calibrated import CalibratedPredictionsMixin
 from ._recalibration import recalibrated
@@ -481,7 +482,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         return self
 
     # ------------------------------------------------------------ predict
-    def predict_positions(self, X, positions):
+    def predict_positions(self, X, positions, *, load=None):
         """Per-token decode latency at the given positions.
 
         Parameters
@@ -490,6 +491,9 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             Configurations (an ``output_tokens`` column is ignored).
         positions : array-like of int
             Token positions, ``1`` being the first decode step.
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
@@ -497,11 +501,11 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             Milliseconds per token.
         """
         positions = check_positions(positions)
-        coef, _ = self._encode(X)
+        coef, _ = self._encode(X, load=load)
         warn_lengths(positions, self.max_output_tokens_, "position")
         return self._point(self._curve.at(coef, positions))
 
-    def predict_total(self, X, output_tokens=None):
+    def predict_total(self, X, output_tokens=None, *, load=None):
         """Total decode latency, the sum of :meth:`predict_positions` over ``1..N``.
 
         Parameters
@@ -511,13 +515,16 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         output_tokens : int or array-like of shape (n_samples,), default=None
             ``N`` per request. If neither this nor the column is given, the
             expectation over ``output_tokens_distribution_`` is returned.
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
         totals : ndarray of shape (n_samples,), float64
             Milliseconds.
         """
-        return self._total(*self._encode(X, output_tokens))
+        return self._total(*self._encode(X, output_tokens, load))
 
     def _total(self, coef, n_tokens):
         if n_tokens is None:
@@ -535,13 +542,16 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             )
         return centre * self._calibrator.point_factors[output]
 
-    def predict_prefill(self, X):
+    def predict_prefill(self, X, *, load=None):
         """Prefill latency per configuration.
 
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
             Configurations.
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
@@ -549,7 +559,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             Milliseconds.
         """
         self._check_prefill_head()
-        return self._point(self._encode(X)[0].prefill, 1)
+        return self._point(self._encode(X, load=load)[0].prefill, 1)
 
     def _check_prefill_head(self):
         check_is_fitted(self)
@@ -560,7 +570,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
                 "T_LLM_decode] to predict prefill."
             )
 
-    def predict(self, X, output_tokens=None):
+    def predict(self, X, output_tokens=None, *, load=None):
         """Predict targets of the same shape as ``y`` in :meth:`fit`.
 
         Parameters
@@ -569,13 +579,16 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             Configurations; a DataFrame may carry ``output_tokens`` as a column.
         output_tokens : int or array-like of shape (n_samples,), default=None
             ``N`` per request; see :meth:`predict_total`.
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, 2), float64
             ``T_LLM_decode``, or ``[T_prefill_total, T_LLM_decode]``.
         """
-        coef, n_tokens = self._encode(X, output_tokens)
+        coef, n_tokens = self._encode(X, output_tokens, load)
         total = self._total(coef, n_tokens)
         if self.n_outputs_ == 1:
             return total
@@ -673,7 +686,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         _deprecated("check_drift")
         return control.check_drift(self, X, y, output_tokens, **kwargs)
 
-    def in_domain(self, X, output_tokens=None):
+    def in_domain(self, X, output_tokens=None, *, load=None):
         """Whether each request lies inside the training domain.
 
         A request is inside when every feature lies within its range over the
@@ -688,6 +701,9 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             Configurations; a DataFrame may carry ``output_tokens`` as a column.
         output_tokens : int or array-like of shape (n_samples,), default=None
             ``N`` per request.
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
@@ -695,7 +711,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
             ``True`` where the request lies inside the training domain.
         """
         check_is_fitted(self)
-        X_arr, n_tokens = check_features(self, X, output_tokens)
+        X_arr, n_tokens = check_features(self, with_load(self, X, load), output_tokens)
         inside = self._curve.inside(X_arr)
         if n_tokens is not None:
             inside &= n_tokens <= self.max_output_tokens_
@@ -709,11 +725,12 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         return dist
 
     # ----------------------------------------------------------- internals
-    def _encode(self, X, output_tokens=None):
-        """Check ``X`` (and ``output_tokens``) once, warn about values outside
-        the training domain; ``(coefficients, output_tokens or None)``."""
+    def _encode(self, X, output_tokens=None, load=None):
+        """Check ``X`` (with the ``load`` given for every row, and
+        ``output_tokens``) once, warn about values outside the training
+        domain; ``(coefficients, output_tokens or None)``."""
         check_is_fitted(self)
-        X_arr, n_tokens = check_features(self, X, output_tokens)
+        X_arr, n_tokens = check_features(self, with_load(self, X, load), output_tokens)
         if n_tokens is not None:
             warn_lengths(n_tokens, self.max_output_tokens_, "output_tokens")
         return self._curve.encode(X_arr, n_threads=self.n_threads), n_tokens

@@ -28,7 +28,14 @@ def with_load(estimator, X, load):
                 f"X holds the load feature column(s) {given} and load= gives them too: "
                 "give each load once."
             )
-        return X.assign(**{str(names[col]): value for col, value in values.items()})
+        out = X.assign(**{str(names[col]): value for col, value in values.items()})
+        # The model's columns in its order (assign appends the load at the
+        # end, which scikit-learn's check of the feature names refuses where
+        # the load was not the last column in fit), then any others.
+        order = [str(n) for n in names]
+        if set(order) <= set(out.columns):
+            out = out[order + [c for c in out.columns if c not in order]]
+        return out
     arr = np.asarray(X)
     expected = estimator.n_features_in_ - len(values)
     if arr.ndim != 2 or arr.shape[1] != expected:

@@ -13,7 +13,6 @@ from . import _budget
 from ._conformal import check_confidence
 from ._constants import INTERVAL_TARGETS, QUANTILE_TARGETS
 from ._domain import warn_lengths
-from ._load_input import with_load
 from ._validation import (
     check_levels,
     check_one_length_source,
@@ -35,6 +34,7 @@ class CalibratedPredictionsMixin:
         output_tokens_distribution=None,
         output_tokens_quantile=None,
         confidence=None,
+        load=None,
     ):
         """Per-token decode latency to check against a budget, output length unknown.
 
@@ -75,6 +75,9 @@ class CalibratedPredictionsMixin:
             ``"expectation"``, the upper ``confidence`` quantile of the
             per-token latency with ``N`` drawn from the distribution. See
             :meth:`predict_interval`.
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
@@ -93,7 +96,7 @@ class CalibratedPredictionsMixin:
             confidence = check_confidence(confidence)
         dist = self._distribution(output_tokens_distribution)
         budget = _budget.budget_rule(strategy, dist, **options)
-        coef, _ = self._encode(X)
+        coef, _ = self._encode(X, load=load)
         point, length = budget(self._curve, coef)
         if length is not None:
             warn_lengths([length], self.max_output_tokens_, "position")
@@ -112,6 +115,7 @@ class CalibratedPredictionsMixin:
         confidence=0.9,
         output_tokens_distribution=None,
         positions=None,
+        load=None,
     ):
         """Calibrated prediction interval, in milliseconds.
 
@@ -147,6 +151,9 @@ class CalibratedPredictionsMixin:
             lengths; ``None`` uses ``output_tokens_distribution_``.
         positions : array-like of int, default=None
             Positions of ``target="position"`` (required there).
+        load : float or dict, default=None
+            One load for every row, as in :meth:`predict_slo_attainment`;
+            ``X`` then leaves the load columns out.
 
         Returns
         -------
@@ -170,14 +177,14 @@ class CalibratedPredictionsMixin:
             # About the curve's centre, as the per-step scores were measured:
             # like every interval, independent of ``point``.
             positions = check_positions(positions)
-            coef, _ = self._encode(X)
+            coef, _ = self._encode(X, load=load)
             warn_lengths(positions, self.max_output_tokens_, "position")
             values = self._curve.at(coef, positions)
             return self._calibrator.position_interval(values, confidence)
         if target == "prefill":
             self._check_prefill_head()
-            return self._calibrator.prefill_interval(self._encode(X)[0], confidence)
-        coef, n_tokens = self._encode(X, output_tokens)
+            return self._calibrator.prefill_interval(self._encode(X, load=load)[0], confidence)
+        coef, n_tokens = self._encode(X, output_tokens, load)
         check_one_length_source(n_tokens, output_tokens_distribution)
         return self._calibrator.decode_interval(
             coef,
@@ -281,8 +288,7 @@ class CalibratedPredictionsMixin:
             {"prefill", "e2e"} & set(targets) or {"ttft_ms", "e2e_ms"} & set(objectives)
         ):
             self._check_prefill_head()
-        X = with_load(self, X, load)
-        coef, n_tokens = self._encode(X, output_tokens)
+        coef, n_tokens = self._encode(X, output_tokens, load)
         needs_length = (
             set(targets) != {"prefill"} or "tpot_ms" in objectives or "e2e_ms" in objectives
         )
@@ -357,13 +363,12 @@ class CalibratedPredictionsMixin:
             In ``[0, 1]``, in steps of ``1 / n_calibration`` for a known ``N``.
         """
         check_is_fitted(self)
-        X = with_load(self, X, load)
         objectives = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
         if all(v is None for v in objectives.values()):
             raise ValueError("give at least one objective: ttft_ms, tpot_ms or e2e_ms.")
         if ttft_ms is not None or e2e_ms is not None:
             self._check_prefill_head()
-        coef, n_tokens = self._encode(X, output_tokens)
+        coef, n_tokens = self._encode(X, output_tokens, load)
         check_one_length_source(n_tokens, output_tokens_distribution)
         limits = _limits(objectives, len(coef))
         dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)

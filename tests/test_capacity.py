@@ -200,3 +200,20 @@ def test_sklat_choose_decides_at_the_load_given(loaded, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args[:-2], "--load", "fast"])
     assert "expected a number or name=value pairs" in capsys.readouterr().err
+
+
+def test_sklat_predict_at_the_load_given(loaded, tmp_path, capsys):
+    import sklat
+
+    _, d = loaded
+    model, configs = _saved(loaded, tmp_path)
+    args = ["predict", "--model", str(model), str(configs), "--output_tokens", "32"]
+    assert main([*args, "--load", "concurrency=3"]) == 0
+    table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert (table["concurrency"] == 3).all()
+    expected = sklat.load(model).predict_total(d.X.iloc[:8], 32, load=3)
+    np.testing.assert_allclose(table["T_LLM_decode_ms"], expected, rtol=1e-4)
+    assert main(args) == 2
+    assert "no load column 'concurrency'; give the load every configuration is predicted at" in (
+        capsys.readouterr().err
+    )

@@ -191,6 +191,59 @@ def test_one_load_for_every_candidate(loaded):
     assert (busy <= expected).all() and busy.sum() < expected.sum()
 
 
+def test_every_prediction_takes_one_load(loaded):
+    # load= is the load column set for every row, whatever the method.
+    X = pd.DataFrame({"text_tokens": [64, 256, 512]})
+    with_column = X.assign(concurrency=6.0)
+    calls = {
+        "predict": lambda est, X, **kw: est.predict(X, 40, **kw),
+        "predict_total": lambda est, X, **kw: est.predict_total(X, 40, **kw),
+        "predict_prefill": lambda est, X, **kw: est.predict_prefill(X, **kw),
+        "predict_positions": lambda est, X, **kw: est.predict_positions(X, [1, 20], **kw),
+        "predict_interval": lambda est, X, **kw: est.predict_interval(X, 40, **kw),
+        "predict_interval N unknown": lambda est, X, **kw: est.predict_interval(X, **kw),
+        "predict_interval prefill": lambda est, X, **kw: est.predict_interval(
+            X, target="prefill", **kw
+        ),
+        "predict_budget": lambda est, X, **kw: est.predict_budget(X, confidence=0.9, **kw),
+        "predict_quantiles": lambda est, X, **kw: est.predict_quantiles(X, output_tokens=40, **kw),
+        "in_domain": lambda est, X, **kw: est.in_domain(X, 40, **kw),
+    }
+    for name, call in calls.items():
+        expected = call(loaded, with_column)
+        np.testing.assert_array_equal(call(loaded, X, load=6), expected, err_msg=name)
+    assert not loaded.in_domain(X, 40, load=16).any()
+    with pytest.raises(ValueError, match="X holds the load feature column"):
+        loaded.predict_total(with_column, 40, load=6)
+
+
+def test_one_load_where_the_load_is_not_the_last_column():
+    # The load set by load= takes its place in the model's column order
+    # (scikit-learn refuses columns in another order than in fit).
+    X, y, tokens = _loaded_requests(n=60)
+    X = X[["concurrency", "text_tokens"]]
+    est = LatencyEstimator(max_epochs=2, random_state=0, n_folds=None).fit(
+        X, y, output_tokens=tokens
+    )
+    prompts = X[["text_tokens"]].iloc[:3]
+    expected = est.predict_quantiles(X.iloc[:3].assign(concurrency=3.0), output_tokens=10)
+    np.testing.assert_array_equal(
+        est.predict_quantiles(prompts, output_tokens=10, load=3), expected
+    )
+    np.testing.assert_array_equal(
+        est.predict_total(prompts, 10, load=3),
+        est.predict_total(X.iloc[:3].assign(concurrency=3.0), 10),
+    )
+    candidates = prompts.assign(quality=[0.1, 0.3, 0.2])
+    choice = sklat.control.choose(
+        est, candidates, tpot_ms=50.0, output_tokens=10, load=3, prefer="quality"
+    )
+    np.testing.assert_array_equal(
+        choice.attainment,
+        est.predict_slo_attainment(prompts, tpot_ms=50.0, output_tokens=10, load=3),
+    )
+
+
 def test_one_load_into_an_array():
     X, y, tokens = _loaded_requests(n=60)
     X = X[["concurrency", "text_tokens"]].to_numpy()

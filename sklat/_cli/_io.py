@@ -32,6 +32,25 @@ def check_output_file(path):
         raise ValueError(f"--output {path}: the folder {path.parent} does not exist.")
 
 
+def columns_at_load(est, load, what):
+    """The model's feature columns a configurations file holds, and advice
+    for a missing load column: with ``--load`` (``load``) the load columns
+    are left out; without it, their absence is explained (``what``: what the
+    load is for, e.g. "every candidate is decided at")."""
+    from .._load_input import load_values
+
+    names = list(getattr(est, "feature_names_in_", []))
+    if load is not None:
+        given = load_values(est, load)
+        return [name for i, name in enumerate(names) if i not in given], {}
+    advice = {
+        names[col]: f"no load column {names[col]!r}; give the load {what} with --load "
+        f"(e.g. --load {names[col]}=8), or as a column."
+        for col in getattr(est, "load_features_", [])
+    }
+    return names, advice
+
+
 def read_configs(path, names, extra=(), advice=None):
     """The configurations of ``path`` as the model's features (and the
     ``extra`` columns), checked with rows counted from 1; and their

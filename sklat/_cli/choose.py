@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from .._domain import quiet_extrapolation
-from .._load_input import load_values
 from ..control import choose
-from ._io import check_output_file, load_model, read_configs
+from ._io import check_output_file, columns_at_load, load_model, read_configs
 from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options, load_argument
 
 OPTIONS = [
@@ -86,17 +85,7 @@ def cmd_choose(args, argv):
         if args.output.exists() and not args.overwrite:
             raise ValueError(f"{args.output} exists; pass --overwrite to replace it.")
     est = load_model(args.model, device=args.device)
-    names = list(getattr(est, "feature_names_in_", []))
-    advice = {}
-    if args.load is not None:
-        given = load_values(est, args.load)
-        names = [name for i, name in enumerate(names) if i not in given]
-    else:
-        for col in getattr(est, "load_features_", []):
-            advice[names[col]] = (
-                f"no load column {names[col]!r}; give the load every candidate is decided at "
-                f"with --load (e.g. --load {names[col]}=8), or as a column."
-            )
+    names, advice = columns_at_load(est, args.load, "every candidate is decided at")
     extra = [args.prefer] if args.prefer else []
     frame, n = read_configs(args.candidates, names, extra, advice)
     if args.output_tokens is not None:

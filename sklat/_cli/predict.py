@@ -18,11 +18,13 @@ from .._constants import (
 )
 from .._domain import quiet_extrapolation
 from .._validation import check_output_tokens
-from ._io import check_output_file, load_model, read_configs
+from .._load_input import with_load
+from ._io import check_output_file, columns_at_load, load_model, read_configs
 from ._options import (
     add_model_option,
     add_options,
     int_list,
+    load_argument,
 )
 
 
@@ -72,6 +74,18 @@ def _predict_options():
                 "columns <target>_lower_ms and <target>_upper_ms",
             ),
         ),
+        (
+            "load",
+            (),
+            dict(
+                type=load_argument,
+                default=None,
+                help="for a model with a load feature: the load every configuration is "
+                "predicted at (a number, or name=value pairs such as concurrency=8); CONFIGS "
+                "then leaves the load columns out, and the output holds them (default: they "
+                "are columns of CONFIGS)",
+            ),
+        ),
         ("output", (), dict(type=Path, default=None, help="write CSV here instead of printing it")),
     ]
 
@@ -101,7 +115,10 @@ def cmd_predict(args, argv):
     if args.interval is not None:
         check_confidence(args.interval, "--interval")
     est = load_model(args.model, device=args.device)
-    X, n = read_configs(args.configs, list(getattr(est, "feature_names_in_", [])))
+    names, advice = columns_at_load(est, args.load, "every configuration is predicted at")
+    X, n = read_configs(args.configs, names, advice=advice)
+    # The load set as the model's column(s): the table printed shows it.
+    X = with_load(est, X, args.load)
     if args.output_tokens is not None:
         n = check_output_tokens(args.output_tokens, len(X), "--output_tokens")
     if n is None:

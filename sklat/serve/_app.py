@@ -31,7 +31,7 @@ from .._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
-from .._load_input import load_values, with_load
+from .._load_input import load_values
 from .._version import __version__
 from ..control import choose
 from ..exceptions import ExtrapolationWarning
@@ -380,7 +380,7 @@ def _inside(estimator, X, output_tokens, load):
     feature, the load of the call included, and a known output length): a
     caller cannot see the estimator's ExtrapolationWarning, so the answer
     says which rows are extrapolations."""
-    return estimator.in_domain(with_load(estimator, X, load), output_tokens)
+    return estimator.in_domain(X, output_tokens, load=load)
 
 
 def _observation_records(estimator, rows):
