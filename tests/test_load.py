@@ -314,3 +314,16 @@ def test_capacity_sweeps_the_named_load_feature():
     )
     assert result.attainment.shape == (2, 4)
     assert (np.diff(result.attainment, axis=1) <= 1e-12).all()
+
+
+def test_capacity_of_a_fractional_load_sweeps_its_range():
+    # A KV-cache usage in [0.1, 0.8]: the default levels of a count (1, 2, ...)
+    # would all lie past it; 16 evenly spaced ones up to twice its largest do not.
+    X, y, tokens = _loaded_requests(n=80)
+    X = X.assign(kv_usage=X["concurrency"] / 10).drop(columns="concurrency")
+    est = LatencyEstimator(max_epochs=2, random_state=0, load_features=["kv_usage"])
+    est.fit(X, y, output_tokens=tokens)
+    with pytest.warns(ExtrapolationWarning, match="levels 0.9, 1, .*, 1.6 of 'kv_usage'"):
+        result = sklat.control.capacity(est, pd.DataFrame({"text_tokens": [64]}), tpot_ms=1e6)
+    np.testing.assert_allclose(result.levels, np.arange(1, 17) / 10)
+    assert result.capacity[0] == pytest.approx(1.6) and not result.bounded[0]
