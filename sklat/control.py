@@ -31,7 +31,7 @@ __all__ = ["capacity", "check_drift", "choose"]
 
 # Attainments this close are equally likely (a mean of counts).
 _TIE = 1e-12
-# capacity's default levels of a load below 1 in training.
+# capacity's default levels of a load that stays below 2 in training.
 _FRACTION_LEVELS = 16
 
 
@@ -291,11 +291,11 @@ def capacity(
         Increasing loads to evaluate, all > 0 and none past the largest load
         the model evaluates (its training range widened by its own width, in
         its log-scaled units where the load is log-scaled: a larger load is
-        evaluated at that edge); ``None``: for a load of at least 1 in
+        evaluated at that edge); ``None``: for a load that reaches 2 in
         training (a count of requests), 1, 2, ... up to twice the largest
-        load in training (past it, an extrapolation), or that edge; for one
-        below 1 (a KV-cache usage, say), 16 evenly spaced loads up to twice
-        the largest, or that edge.
+        load in training (past it, an extrapolation), or that edge; for a
+        smaller one (a KV-cache usage, say), 16 evenly spaced loads up to
+        twice the largest, or that edge.
 
     Returns
     -------
@@ -431,8 +431,8 @@ def _load_levels(estimator, column, levels):
     # report a capacity the model cannot tell.
     edge = float(estimator._curve.extended_range[1, column])
     if levels is None:
-        smallest, largest = (float(v) for v in estimator.feature_range_[:, column])
-        if smallest >= 1:  # a count of requests: every whole number
+        largest = float(estimator.feature_range_[1, column])
+        if largest >= 2:  # on the scale of a count of requests: every whole number
             return np.arange(1.0, max(1.0, min(np.ceil(2 * largest), np.floor(edge))) + 1.0)
         # A fraction (a KV-cache usage): whole numbers would miss its range.
         top = min(2 * largest, edge)

@@ -37,8 +37,8 @@ OPTIONS = [
             type=float_list,
             default=None,
             help="increasing loads to evaluate, e.g. 1,2,4,8,16 (default: 1, 2, ... up to "
-            "twice the largest load in training; for a load below 1 in training, such as a "
-            "KV-cache usage, 16 evenly spaced loads up to twice the largest)",
+            "twice the largest load in training; for a load that stays below 2 in training, "
+            "such as a KV-cache usage, 16 evenly spaced loads up to twice the largest)",
         ),
     ),
 ]
