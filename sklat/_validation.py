@@ -408,14 +408,20 @@ def check_finite_features(X_arr, label):
         )
 
 
-def resolve_output_tokens(est, output_tokens, from_column, n):
-    """The checked output lengths of a fit: the argument, else the column,
-    else ``est.default_output_tokens``; given twice or not at all is an error."""
+def _check_given_once(est, output_tokens, from_column):
+    """An argument and a column of output lengths: one of them would be
+    silently dropped."""
     if output_tokens is not None and from_column is not None:
         raise ValueError(
             f"output_tokens was given both as an argument and as the column "
             f"{est.output_tokens_col!r} of X; give it once."
         )
+
+
+def resolve_output_tokens(est, output_tokens, from_column, n):
+    """The checked output lengths of a fit: the argument, else the column,
+    else ``est.default_output_tokens``; given twice or not at all is an error."""
+    _check_given_once(est, output_tokens, from_column)
     if output_tokens is None:
         output_tokens = from_column
     if output_tokens is None:
@@ -462,7 +468,8 @@ def check_features(est, X, output_tokens):
             est, X_features, reset=False, dtype=np.float64, ensure_all_finite=False
         )
     check_finite_features(X_arr, feature_labeller(est))
-    if output_tokens is None and from_column is not None:
+    _check_given_once(est, output_tokens, from_column)
+    if output_tokens is None:
         output_tokens = from_column
     n_tokens = None if output_tokens is None else check_output_tokens(output_tokens, len(X_arr))
     return X_arr, n_tokens

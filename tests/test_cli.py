@@ -587,14 +587,8 @@ def test_choose_prints_the_chosen_row_and_writes_every_attainment(
     assert f"wrote 6 attainments to {table_path}" in captured.err
     est = sklat.load(trained / "model.safetensors")
     features = candidates[list(est.feature_names_in_)]
-    expected = choose(
-        est,
-        candidates,
-        tpot_ms=40.0,
-        output_tokens=candidates["output_tokens"].to_numpy(),
-        min_attainment=0.5,
-        prefer="quality",
-    )
+    # The candidates' output_tokens column gives N.
+    expected = choose(est, candidates, tpot_ms=40.0, min_attainment=0.5, prefer="quality")
     np.testing.assert_allclose(table["attainment"], expected.attainment, rtol=1e-5)
     assert table["chosen"].tolist() == [i == expected.index for i in range(6)]
     assert len(chosen) == 1 and chosen["row"][0] == expected.index + 1

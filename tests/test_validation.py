@@ -145,6 +145,15 @@ def test_output_tokens_shape_and_presence(d):
         LatencyEstimator().fit(d.X, d.y)
     with pytest.raises(ValueError, match="given both as an argument and as the column"):
         fit(d, X=d.X.assign(output_tokens=d.output_tokens))
+    # At predict too: one of the two would be dropped silently.
+    est = fit(d)
+    with_column = d.X.iloc[:3].assign(output_tokens=[10, 20, 30])
+    for call in (est.predict, est.predict_total, est.predict_interval, est.in_domain):
+        with pytest.raises(ValueError, match="given both as an argument and as the column"):
+            call(with_column, 5)
+    np.testing.assert_array_equal(
+        est.predict_total(with_column), est.predict_total(d.X.iloc[:3], [10, 20, 30])
+    )
     with pytest.raises(TypeError, match="output_tokens must be numeric"):
         fit(d, output_tokens=["a"] * 40)
 
