@@ -118,3 +118,10 @@ def test_answers_say_which_rows_are_extrapolations(served):
         "/v1/predict", json={**body, "rows": rows.assign(concurrency=2.0).to_dict("records")}
     ).json()
     assert [p["in_domain"] for p in answer["predictions"]] == [True, False]
+    # N unknown: the call's distribution reaching past the longest request.
+    longest = int(est.max_output_tokens_)
+    for values, inside in (([4, longest], True), ([4, longest + 1], False)):
+        dist = {"values": values, "probabilities": [0.5, 0.5]}
+        body = {"rows": rows.to_dict("records"), "load": 2.0, "output_tokens_distribution": dist}
+        answer = client.post("/v1/predict", json=body).json()
+        assert [p["in_domain"] for p in answer["predictions"]] == [inside, inside]

@@ -325,7 +325,7 @@ def _predict(estimator, body):
         output_tokens_distribution=dist,
         load=body.load,
     )
-    inside = _estimator_call(_inside, estimator, X, n_tokens, body.load)
+    inside = _estimator_call(_inside, estimator, X, n_tokens, body.load, dist)
     labels = [f"{q:g}" for q in body.quantiles]
     columns = {
         key: out["quantiles"][target].tolist()
@@ -366,7 +366,8 @@ def _choose(estimator, body):
         prefer=body.prefer,
         load=body.load,
     )
-    inside = _estimator_call(_inside, estimator, X.drop(columns=list(extra)), n_tokens, body.load)
+    features = X.drop(columns=list(extra))
+    inside = _estimator_call(_inside, estimator, features, n_tokens, body.load, dist)
     return {
         "index": int(choice.index),
         "met": bool(choice.met),
@@ -375,12 +376,16 @@ def _choose(estimator, body):
     }
 
 
-def _inside(estimator, X, output_tokens, load):
+def _inside(estimator, X, output_tokens, load, dist):
     """Per row, whether it lies inside the model's training domain (every
-    feature, the load of the call included, and a known output length): a
-    caller cannot see the estimator's ExtrapolationWarning, so the answer
-    says which rows are extrapolations."""
-    return estimator.in_domain(X, output_tokens, load=load)
+    feature, the load of the call included, and the output length: a known
+    one, or every length of the call's distribution): a caller cannot see the
+    estimator's ExtrapolationWarning, so the answer says which rows are
+    extrapolations."""
+    inside = estimator.in_domain(X, output_tokens, load=load)
+    if output_tokens is None and dist is not None:
+        inside &= max(dist["values"]) <= estimator.max_output_tokens_
+    return inside
 
 
 def _observation_records(estimator, rows):
