@@ -56,7 +56,11 @@ def check_lengths(values, name):
         raise ValueError(f"{name} must be integers >= 1; got {values!r}.") from None
     if not arr or any(v < 1 or v != float(w) for v, w in zip(arr, values)):
         raise ValueError(f"{name} must be a non-empty list of integers >= 1; got {list(values)!r}.")
-    return sorted(set(arr))
+    twice = next((v for i, v in enumerate(arr) if v in arr[:i]), None)
+    if twice is not None:
+        # A slip (16,16 for 16,64, say): the grid would silently be smaller.
+        raise ValueError(f"{name} lists {twice} twice; got {list(values)!r}.")
+    return sorted(arr)
 
 
 def read_done(path, setup, columns, keys=KEY_COLUMNS):

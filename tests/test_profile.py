@@ -268,6 +268,8 @@ def no_timing(monkeypatch):
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
         ({"batch_sizes": [0, 2]}, r"batch_sizes must be a non-empty list of integers >= 1"),
         ({"batch_sizes": ["x"]}, r"batch_sizes must be integers >= 1"),
+        ({"batch_sizes": [2, 2]}, r"batch_sizes lists 2 twice; got \[2, 2\]"),
+        ({"output_tokens": [16, 64, 16]}, r"output_tokens lists 16 twice"),
     ],
 )
 def test_bad_arguments_are_refused_before_timing(llama, tmp_path, no_timing, kw, message):

@@ -60,8 +60,9 @@ def check_levels(concurrency, request_rate):
         levels.append(Level(request_rate=float(value)))
     if not levels:
         raise ValueError("give at least one load level: concurrency or request_rate.")
-    if len(set(levels)) != len(levels):
-        raise ValueError("a load level is listed twice.")
+    twice = next((level for i, level in enumerate(levels) if level in levels[:i]), None)
+    if twice is not None:
+        raise ValueError(f"a load level is listed twice: {twice}.")
     return levels
 
 
