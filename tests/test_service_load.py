@@ -125,3 +125,21 @@ def test_answers_say_which_rows_are_extrapolations(served):
         body = {"rows": rows.to_dict("records"), "load": 2.0, "output_tokens_distribution": dist}
         answer = client.post("/v1/predict", json=body).json()
         assert [p["in_domain"] for p in answer["predictions"]] == [inside, inside]
+
+
+def test_a_load_that_is_not_the_last_column(tmp_path):
+    # The call's load takes its place in the model's column order.
+    data = make_positioned_latency(60, noise=0.05, max_output_tokens=32, random_state=1)
+    X = data.X[["text_tokens", "top_k"]].assign(concurrency=np.resize([1.0, 4.0], len(data.X)))
+    X = X[["concurrency", "text_tokens", "top_k"]]
+    est = LatencyEstimator(max_epochs=2, random_state=0, n_threads=1)
+    est.fit(X, data.y, output_tokens=data.output_tokens)
+    path = tmp_path / "model.safetensors"
+    sklat.save(est, path)
+    rows = X[["text_tokens", "top_k"]].iloc[:2]
+    with TestClient(create_app(path)) as client:
+        body = {"rows": rows.to_dict("records"), "output_tokens": 8, "load": 3, "tpot_ms": 9.0}
+        answer = client.post("/v1/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    expected = est.predict_slo_attainment(rows, tpot_ms=9.0, output_tokens=8, load=3)
+    np.testing.assert_allclose([p["attainment"] for p in answer.json()["predictions"]], expected)
