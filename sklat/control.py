@@ -430,6 +430,14 @@ def _load_levels(estimator, column, levels):
     # (sklat._domain): a further level would repeat the edge's attainment and
     # report a capacity the model cannot tell.
     edge = float(estimator._curve.extended_range[1, column])
+    low, high = estimator.feature_range_[:, column]
+    if low == high:
+        # Its extended range is that one value: every level would be
+        # evaluated there.
+        raise ValueError(
+            f"the load was {low:g} in every training request: the model cannot tell how "
+            "the latency changes with it; fit it on requests measured at several loads."
+        )
     if levels is None:
         largest = float(estimator.feature_range_[1, column])
         if largest >= 2:  # on the scale of a count of requests: every whole number

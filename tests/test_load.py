@@ -327,3 +327,16 @@ def test_capacity_of_a_fractional_load_sweeps_its_range():
         result = sklat.control.capacity(est, pd.DataFrame({"text_tokens": [64]}), tpot_ms=1e6)
     np.testing.assert_allclose(result.levels, np.arange(1, 17) / 10)
     assert result.capacity[0] == pytest.approx(1.6) and not result.bounded[0]
+
+
+def test_capacity_of_a_load_that_never_varied_is_refused():
+    # Trained at one load, a model cannot tell how the latency changes with
+    # it: every level would be evaluated at that one value.
+    X, y, tokens = _loaded_requests(n=60)
+    configs = pd.DataFrame({"text_tokens": [64]})
+    for value in (0.0, 4.0):
+        est = LatencyEstimator(max_epochs=1, random_state=0, load_features=["queue"])
+        est.fit(X.assign(queue=value).drop(columns="concurrency"), y, output_tokens=tokens)
+        for levels in (None, [1, 2]):
+            with pytest.raises(ValueError, match=f"the load was {value:g} in every training"):
+                sklat.control.capacity(est, configs, tpot_ms=20.0, levels=levels)
