@@ -710,8 +710,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         inside : ndarray of shape (n_samples,), bool
             ``True`` where the request lies inside the training domain.
         """
-        check_is_fitted(self)
-        X_arr, n_tokens = check_features(self, with_load(self, X, load), output_tokens)
+        X_arr, n_tokens = self._checked(X, output_tokens, load)
         inside = self._curve.inside(X_arr)
         if n_tokens is not None:
             inside &= n_tokens <= self.max_output_tokens_
@@ -725,12 +724,17 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         return dist
 
     # ----------------------------------------------------------- internals
+    def _checked(self, X, output_tokens, load):
+        """``X`` with the ``load`` given for every row, and ``output_tokens``,
+        checked as the fitted features: ``(X_arr, output_tokens or None)``."""
+        check_is_fitted(self)
+        return check_features(self, with_load(self, X, load), output_tokens)
+
     def _encode(self, X, output_tokens=None, load=None):
         """Check ``X`` (with the ``load`` given for every row, and
         ``output_tokens``) once, warn about values outside the training
         domain; ``(coefficients, output_tokens or None)``."""
-        check_is_fitted(self)
-        X_arr, n_tokens = check_features(self, with_load(self, X, load), output_tokens)
+        X_arr, n_tokens = self._checked(X, output_tokens, load)
         if n_tokens is not None:
             warn_lengths(n_tokens, self.max_output_tokens_, "output_tokens")
         return self._curve.encode(X_arr, n_threads=self.n_threads), n_tokens

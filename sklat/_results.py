@@ -49,6 +49,11 @@ KEY_COLUMNS = (
 )
 
 
+def first_repeated(values):
+    """The first entry of ``values`` that an earlier one equals, or None."""
+    return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
 def check_lengths(values, name):
     try:
         arr = [int(v) for v in values]
@@ -56,7 +61,7 @@ def check_lengths(values, name):
         raise ValueError(f"{name} must be integers >= 1; got {values!r}.") from None
     if not arr or any(v < 1 or v != float(w) for v, w in zip(arr, values)):
         raise ValueError(f"{name} must be a non-empty list of integers >= 1; got {list(values)!r}.")
-    twice = next((v for i, v in enumerate(arr) if v in arr[:i]), None)
+    twice = first_repeated(arr)
     if twice is not None:
         # A slip (16,16 for 16,64, say): the grid would silently be smaller.
         raise ValueError(f"{name} lists {twice} twice; got {list(values)!r}.")

@@ -439,11 +439,10 @@ def _load_levels(estimator, column, levels):
             "the latency changes with it; fit it on requests measured at several loads."
         )
     if levels is None:
-        largest = float(estimator.feature_range_[1, column])
-        if largest >= 2:  # on the scale of a count of requests: every whole number
-            return np.arange(1.0, max(1.0, min(np.ceil(2 * largest), np.floor(edge))) + 1.0)
+        if high >= 2:  # on the scale of a count of requests: every whole number
+            return np.arange(1.0, max(1.0, min(np.ceil(2 * high), np.floor(edge))) + 1.0)
         # A fraction (a KV-cache usage): whole numbers would miss its range.
-        top = min(2 * largest, edge)
+        top = min(2 * high, edge)
         return np.linspace(0.0, top, _FRACTION_LEVELS + 1)[1:]
     values = np.atleast_1d(np.asarray(levels, dtype=object))
     if (

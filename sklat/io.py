@@ -48,7 +48,7 @@ from ._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
 )
-from ._results import PROFILE_COLUMNS
+from ._results import PROFILE_COLUMNS, first_repeated
 from ._validation import (
     check_finite,
     check_finite_positive,
@@ -527,7 +527,7 @@ def _names(values, what):
     if isinstance(values, (str, bytes)):
         raise ValueError(f"{what} must be a list of names, not one string; got {values!r}.")
     names = list(values)
-    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    repeated = first_repeated(names)
     if repeated is not None:
         raise ValueError(f"{what} names {repeated!r} twice.")
     return names

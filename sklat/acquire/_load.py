@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._results import first_repeated
+
 # Threads of an open-loop level: requests beyond this many in flight wait for
 # a free thread (and their measured load says so).
 MAX_OPEN_LOOP_THREADS = 256
@@ -60,7 +62,7 @@ def check_levels(concurrency, request_rate):
         levels.append(Level(request_rate=float(value)))
     if not levels:
         raise ValueError("give at least one load level: concurrency or request_rate.")
-    twice = next((level for i, level in enumerate(levels) if level in levels[:i]), None)
+    twice = first_repeated(levels)
     if twice is not None:
         raise ValueError(f"a load level is listed twice: {twice}.")
     return levels
