@@ -50,19 +50,19 @@ _SORTED_LENGTHS = 4096
 # beats sorting the whole support.
 _FEW_QUANTILES = 8
 _SMALL_SUPPORT = 16384
-# Values left in a narrowed bracket, on average over the support's range.
-_VALUES_LEFT = 32
+# Values left in a narrowed bracket, on average over the support's range:
+# sorting them costs less than the bisection steps that would narrow it more.
+_VALUES_LEFT = 512
 # Lengths x calibration requests per row above which an end-to-end attainment
 # sorts each row's keys (a binary search per length) instead of evaluating
 # every (length, request) pair: the pairs cost about 10 ns each, a row of the
 # sorted path a few microseconds.
 _COUPLED_PAIRS = 1024
-# Lengths above which an attainment over an output-length distribution counts,
-# per row, the lengths each calibration request meets by a binary search among
-# the sorted lengths, instead of the requests each length meets.
-_PER_ROW_LENGTHS = 64
-# Lengths per calibration request above which a mixture quantile's CDF counts
-# lengths per request (:func:`_runs_cdf`).
+# Lengths per calibration request above which a mixture quantile's CDF
+# (:func:`_runs_cdf`) and an attainment over an output-length distribution
+# count, per calibration request, the lengths it meets by a binary search among
+# the sorted lengths, instead of the requests each length meets (measured
+# crossover: 2-4 lengths per request).
 _LENGTHS_PER_REQUEST = 3
 # Ranks are computed from (n + 1) * level; a level such as 1 - 0.9 is not exact
 # in binary, and must not move a rank by one.
@@ -303,39 +303,68 @@ def _narrowed_mixture_quantiles(log_center, sigma, weights, scores, levels):
     # Decode totals grow with the length: their log centres never fall within
     # a run of equal difficulty.
     runs, rising, _ = _shared_runs(log_center, sigma) if by_request else (None, None, None)
+    n = len(scores)
+    threshold = levels - _RANK_TOLERANCE
     for r in range(rows):
-        lc, sg = log_center[r : r + 1], sigma[r : r + 1]
-        sorted_runs = by_request and rising[r]
+        lc, sg = log_center[r], sigma[r]
 
-        def cdf(values, lc=lc, sg=sg, sorted_runs=sorted_runs):
+        def cdf(values, lc=lc, sg=sg, sorted_runs=by_request and rising[r]):
+            """The mixture CDF at log ``values`` (m,), as :func:`_mixture_cdf`."""
             if not sorted_runs:
-                return _mixture_cdf(values, lc, sg, weights, scores)
-            return _runs_cdf(values, lc[0], sg[0], runs, cumulative, scores)
+                return (
+                    np.searchsorted(scores, (values[:, None] - lc) / sg, side="right") @ weights
+                ) / n
+            return _runs_cdf(values[None, :], lc, sg, runs, cumulative, scores)[0]
 
-        a = np.full((1, len(levels)), (lc + sg * scores[0]).min())
+        a = np.full(len(levels), (lc + sg * scores[0]).min())
         a -= _RANK_TOLERANCE * (1.0 + np.abs(a))
-        b = np.full((1, len(levels)), (lc + sg * scores[-1]).max())
-        steps = int(np.ceil(np.log2(J * len(scores) / _VALUES_LEFT)))
-        for _ in range(steps):
+        b = np.full(len(levels), (lc + sg * scores[-1]).max())
+        # The mixture CDF at a (nothing lies below the first a).
+        below = np.zeros(len(levels))
+        for _ in range(max(int(np.ceil(np.log2(J * n / _VALUES_LEFT))), 0)):
             mid = 0.5 * (a + b)
-            reached = cdf(mid) >= levels - _RANK_TOLERANCE
+            at_mid = cdf(mid)
+            reached = at_mid >= threshold
             b = np.where(reached, mid, b)
             a = np.where(reached, a, mid)
-        for q, level in enumerate(levels):
+            below = np.where(reached, below, at_mid)
+        for q in range(len(levels)):
             # The values in (a, b], with a margin for the rounding of the
-            # division.
-            low, high = (a[0, q] - lc[0]) / sg[0], (b[0, q] - lc[0]) / sg[0]
+            # division, sorted, and the lengths they belong to.
+            low, high = (a[q] - lc) / sg, (b[q] - lc) / sg
             margin = _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(high))
             first = np.searchsorted(scores, low - margin, side="right")
             last = np.searchsorted(scores, high + margin, side="right")
             owner = np.repeat(np.arange(J), last - first)
             offsets = np.concatenate(([0], np.cumsum(last - first)))
             index = np.arange(offsets[-1]) - np.repeat(offsets[:-1], last - first)
-            values = np.sort(lc[0, owner] + sg[0, owner] * scores[first[owner] + index])
+            values = lc[owner] + sg[owner] * scores[first[owner] + index]
+            order = np.argsort(values, kind="stable")
+            values, owner = values[order], owner[order]
             at = values + _RANK_TOLERANCE * 1e-3 * (1.0 + np.abs(values))
-            reached = cdf(at[None, :])[0] >= level - _RANK_TOLERANCE
-            out[r, q] = np.exp(values[np.argmax(reached)] if reached.any() else b[0, q])
+            # The CDF at a plus the weights of the values up to each one.
+            guess = below[q] + np.cumsum(weights[owner]) / n
+            t = first_reaching(at, guess, threshold[q], cdf)
+            out[r, q] = np.exp(values[t] if t is not None else b[q])
     return out
+
+
+def first_reaching(at, guess, threshold, cdf):
+    """The index of the first of sorted values whose mixture CDF (``cdf`` at
+    ``at``, just past each value) reaches ``threshold``, or None.
+
+    ``guess`` (the CDF below the values plus the running sum of their
+    weights) points at it; the CDF itself at that value and at the one before
+    confirms it, two evaluations instead of one per value. Where rounding puts
+    a value on both sides of the bracket's start the guess can be off: then
+    the CDF at every value decides."""
+    t = int(np.searchsorted(guess, threshold, side="left"))
+    if t < len(at):
+        check = cdf(at[[max(t - 1, 0), t]]) >= threshold
+        if check[1] and (t == 0 or not check[0]):
+            return t
+    reached = cdf(at) >= threshold
+    return int(np.argmax(reached)) if reached.any() else None
 
 
 def _shared_runs(keys, sigma):
@@ -464,7 +493,8 @@ def _separable_attainment(
     so a binary search in the sorted scores counts the calibration requests
     that meet it, instead of evaluating every (length, request) pair."""
     n = len(scores)
-    if tpot is not None and (ttft is not None or total.shape[1] <= _PER_ROW_LENGTHS):
+    per_request = tpot is not None and total.shape[1] > _LENGTHS_PER_REQUEST * n
+    if tpot is not None and (ttft is not None or not per_request):
         # (rows, J): the highest decode score that still meets tpot.
         limit = np.log(tpot[:, None] * lengths / total) / total_sigma
     if ttft is not None:
@@ -476,7 +506,7 @@ def _separable_attainment(
     order = np.argsort(scores[:, 0], kind="stable")
     decode = scores[order, 0]
     if ttft is None:
-        if total.shape[1] > _PER_ROW_LENGTHS:
+        if per_request:
             return _tpot_over_lengths(total, total_sigma, lengths, weights, decode, tpot)
         return (np.searchsorted(decode, limit, side="right") / n) @ weights
     # Both: count the requests whose decode score is below the limit among
@@ -576,7 +606,7 @@ def _fitting_decodes(total, total_sigma, weights, decode, log_room):
     the ``log_room`` (rows, n) its prefill leaves: ``sigma_j e_i - log
     room_i <= -log total_j``; counted per length (:func:`_fitting_by_length`)
     or, over many lengths, per request (:func:`_fitting_over_lengths`)."""
-    if total.shape[1] > _PER_ROW_LENGTHS:
+    if total.shape[1] > _LENGTHS_PER_REQUEST * len(decode):
         return _fitting_over_lengths(total, total_sigma, weights, decode, log_room)
     return _fitting_by_length(total, total_sigma, weights, decode, log_room)
 

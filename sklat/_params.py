@@ -45,6 +45,7 @@ DEFAULTS = {
     "log_features": "auto",
     "output_tokens_col": "output_tokens",
     "default_output_tokens": None,
+    "length_groups": 128,
     "device": "auto",
     "n_threads": "auto",
     "random_state": None,
@@ -80,6 +81,7 @@ PARAMETER_CONSTRAINTS = {
     "log_features": [StrOptions(set(LOG_FEATURES))],
     "output_tokens_col": [str],
     "default_output_tokens": [None, NumberInterval(Integral, 1, MAX_OUTPUT_TOKENS, closed="both")],
+    "length_groups": [None, NumberInterval(Integral, 1, None, closed="left")],
     # "auto", "cpu", "cuda" or "cuda:<index>": resolved (and checked) at fit.
     "device": [str],
     "n_threads": [StrOptions({"auto"}), NumberInterval(Integral, 1, None, closed="left")],

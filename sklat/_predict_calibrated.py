@@ -103,7 +103,7 @@ class CalibratedPredictionsMixin:
         if confidence is None:
             return self._point(point)
         if length is None:
-            return self._calibrator.upper_per_token(coef, dist, confidence)
+            return self._calibrator.upper_per_token(coef, self._grouped(dist), confidence)
         return self._calibrator.upper_at_length(point, coef.z, length, confidence)
 
     def predict_interval(
@@ -148,7 +148,9 @@ class CalibratedPredictionsMixin:
         output_tokens_distribution : dict or array-like, default=None
             Distribution of ``N`` when ``output_tokens`` is not given:
             ``{"values": ..., "probabilities": ...}`` or a sample of output
-            lengths; ``None`` uses ``output_tokens_distribution_``.
+            lengths; ``None`` uses ``output_tokens_distribution_``. Over more
+            than ``length_groups`` distinct lengths it is read in groups (see
+            :class:`~sklat.LatencyEstimator`).
         positions : array-like of int, default=None
             Positions of ``target="position"`` (required there).
         load : float or dict, default=None
@@ -189,7 +191,7 @@ class CalibratedPredictionsMixin:
         return self._calibrator.decode_interval(
             coef,
             n_tokens,
-            self._distribution(output_tokens_distribution),
+            self._grouped(self._distribution(output_tokens_distribution)),
             confidence,
             per_token=target == "per_token",
         )
@@ -297,7 +299,7 @@ class CalibratedPredictionsMixin:
         if needs_length:
             check_one_length_source(n_tokens, output_tokens_distribution)
             if n_tokens is None:
-                dist = self._distribution(output_tokens_distribution)
+                dist = self._grouped(self._distribution(output_tokens_distribution))
         calibrator = self._calibrator
         out = {
             "quantiles": {
@@ -350,7 +352,9 @@ class CalibratedPredictionsMixin:
             ``N`` per request; else ``N`` is drawn from the distribution.
         output_tokens_distribution : dict or array-like, default=None
             ``{"values": ..., "probabilities": ...}`` or a sample of output
-            lengths; ``None`` uses ``output_tokens_distribution_``.
+            lengths; ``None`` uses ``output_tokens_distribution_``. Over more
+            than ``length_groups`` distinct lengths it is read in groups (see
+            :class:`~sklat.LatencyEstimator`).
         load : float or dict, default=None
             One load for every row, for a model with load features
             (``load_features_``): a number for its one load feature, or
@@ -364,14 +368,28 @@ class CalibratedPredictionsMixin:
         """
         check_is_fitted(self)
         objectives = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
+        self._check_objectives(objectives)
+        coef, n_tokens = self._encode(X, output_tokens, load)
+        return self._attainment(coef, n_tokens, objectives, output_tokens_distribution)
+
+    def _check_objectives(self, objectives):
+        """Refuse ``objectives`` (``{"ttft_ms": ..., ...}``) that name none,
+        or that need a prefill head this model lacks."""
         if all(v is None for v in objectives.values()):
             raise ValueError("give at least one objective: ttft_ms, tpot_ms or e2e_ms.")
-        if ttft_ms is not None or e2e_ms is not None:
+        if objectives.get("ttft_ms") is not None or objectives.get("e2e_ms") is not None:
             self._check_prefill_head()
-        coef, n_tokens = self._encode(X, output_tokens, load)
+
+    def _attainment(self, coef, n_tokens, objectives, output_tokens_distribution):
+        """:meth:`predict_slo_attainment` of rows already encoded (``coef``,
+        ``n_tokens``: :meth:`_encode`'s), objectives already checked."""
         check_one_length_source(n_tokens, output_tokens_distribution)
         limits = _limits(objectives, len(coef))
-        dist = None if n_tokens is not None else self._distribution(output_tokens_distribution)
+        dist = (
+            None
+            if n_tokens is not None
+            else self._grouped(self._distribution(output_tokens_distribution))
+        )
         return self._calibrator.attainment(coef, n_tokens, dist, **limits)
 
 

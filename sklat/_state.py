@@ -78,7 +78,14 @@ MEMBER_PREFIX = "member"
 MAX_MEMBERS = 64
 # Parameters added after model files first stored parameters, and the value
 # that reproduces how an older file's model was trained.
-ADDED_PARAMS = {"n_folds": None, "point": "center", "load_features": None}
+ADDED_PARAMS = {
+    "n_folds": None,
+    "point": "center",
+    "load_features": None,
+    # 0.17.0: files before read every length of a distribution; they now read
+    # them as a new model does.
+    "length_groups": 128,
+}
 
 
 def fitted_attributes(est):

@@ -115,39 +115,31 @@ def choose(
         [estimator.output_tokens_col],
         prefer,
     )
-    attainment = estimator.predict_slo_attainment(
-        X,
-        ttft_ms=ttft_ms,
-        tpot_ms=tpot_ms,
-        e2e_ms=e2e_ms,
-        output_tokens=output_tokens,
-        output_tokens_distribution=output_tokens_distribution,
-    )
+    objectives = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
+    estimator._check_objectives(objectives)
+    # Encoded once: the attainment and the closest candidate read the same rows.
+    coef, n_tokens = estimator._encode(X, output_tokens)
+    attainment = estimator._attainment(coef, n_tokens, objectives, output_tokens_distribution)
     index = best(attainment, min_attainment, preference)
     met = bool(meets(attainment[index], min_attainment))
     if not met:
-        objectives = {"ttft": ttft_ms, "tpot": tpot_ms, "e2e": e2e_ms}
         index = _closest(
-            estimator, X, attainment, objectives, output_tokens, output_tokens_distribution
+            estimator, coef, n_tokens, attainment, objectives, output_tokens_distribution
         )
     return Bunch(index=index, attainment=attainment, met=met)
 
 
-def _closest(estimator, X, attainment, objectives, output_tokens, distribution):
+def _closest(estimator, coef, n_tokens, attainment, objectives, distribution):
     """Among the candidates of the highest attainment (all 0, say, when the
     objectives are out of reach), the one whose predicted latencies come
     closest to them: the largest least log ratio of objective to prediction.
-    Ties go to the earlier candidate."""
+    Ties go to the earlier candidate. ``coef`` and ``n_tokens`` are the
+    candidates' (:meth:`~sklat.LatencyEstimator._encode`'s)."""
     top = np.flatnonzero(attainment >= attainment.max() - _TIE)
     if len(top) == 1:
         return int(top[0])
-    rows = X.iloc[top] if hasattr(X, "iloc") else np.asarray(X)[top]
-    n = (
-        None
-        if output_tokens is None or np.ndim(output_tokens) == 0
-        else np.asarray(output_tokens)[top]
-    )
-    coef, n_tokens = estimator._encode(rows, output_tokens if n is None else n)
+    coef = coef.take(top)
+    n_tokens = None if n_tokens is None else n_tokens[top]
     curve = estimator._curve
     if n_tokens is None:
         dist = estimator._distribution(distribution)
@@ -155,9 +147,9 @@ def _closest(estimator, X, attainment, objectives, output_tokens, distribution):
         length = float(np.dot(dist["values"], dist["probabilities"]))
     else:
         total, length = curve.total(coef, n_tokens), n_tokens
-    predicted = {"tpot": total / length, "ttft": coef.prefill, "e2e": None}
-    if objectives["e2e"] is not None:
-        predicted["e2e"] = coef.prefill + total
+    predicted = {"tpot_ms": total / length, "ttft_ms": coef.prefill, "e2e_ms": None}
+    if objectives["e2e_ms"] is not None:
+        predicted["e2e_ms"] = coef.prefill + total
     margins = [
         np.log(np.broadcast_to(np.asarray(limit, dtype=np.float64), (len(attainment),))[top])
         - np.log(predicted[name])

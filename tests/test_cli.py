@@ -106,12 +106,15 @@ def test_training_options_reach_the_estimator(results, tmp_path):
             "2",
             "--point",
             "center",
+            "--length_groups",
+            "none",
             "--quiet",
         )
         == 0
     )
     est = sklat.load(out / "model.safetensors")
     assert est.n_folds == 2 and len(est.nets_) == 2 and est.point == "center"
+    assert est.length_groups is None
     assert (est.config_mlp_weight_decay, est.lr, est.batch_size, est.max_epochs) == (
         0.7,
         0.002,

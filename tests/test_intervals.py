@@ -589,6 +589,59 @@ def test_narrowed_quantiles_of_one_configuration_are_exact(monkeypatch, J, n):
     assert np.abs(np.log(narrowed)[0][:, None, None] - values[None]).min(axis=(1, 2)).max() < 1e-12
 
 
+def test_narrowed_quantiles_of_tied_values_are_exact(monkeypatch):
+    # Lengths in pairs of equal centre and difficulty: every value of the
+    # mixture is tied with another, and the running sum of weights that
+    # finds the quantile among the narrowed values counts them one by one.
+    from sklat import _conformal
+
+    center, sigma, weights, scores = _random_mixture(1, 60, 400, seed=5)
+    center, sigma = np.repeat(center, 2, axis=1), np.repeat(sigma, 2, axis=1)
+    weights = np.repeat(weights, 2) / 2
+    levels = [0.05, 0.5, 0.95]
+    calls = []
+    narrowed_path = _conformal._narrowed_mixture_quantiles
+
+    def recorded(*args):
+        calls.append(1)
+        return narrowed_path(*args)
+
+    monkeypatch.setattr(_conformal, "_narrowed_mixture_quantiles", recorded)
+    narrowed = mixture_quantiles(center, sigma, weights, scores, levels)
+    assert calls
+    monkeypatch.setattr(_conformal, "_SMALL_SUPPORT", np.inf)
+    np.testing.assert_allclose(
+        narrowed, mixture_quantiles(center, sigma, weights, scores, levels), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 0, 1, 3])
+def test_a_wrong_guess_of_the_first_value_reaching_a_level_is_caught(shift):
+    # The running sum of weights that guesses the quantile among sorted
+    # values is off where rounding counts a value twice: whatever the guess,
+    # the CDF itself decides.
+    from sklat._conformal import first_reaching
+
+    center, sigma, weights, scores = _random_mixture(1, 30, 50, seed=2)
+    log_center, sigma = np.log(center[0]), sigma[0]
+    values = np.sort((log_center[:, None] + sigma[:, None] * scores[None, :]).ravel())
+    at = values + 1e-12 * (1 + np.abs(values))
+
+    def cdf(points):
+        below = np.searchsorted(scores, (points[:, None] - log_center) / sigma, side="right")
+        return (below @ weights) / len(scores)
+
+    exact = cdf(at)
+    for level in (0.03, 0.5, 0.97):
+        t = int(np.argmax(exact >= level))
+        # The guess shifted by ``shift`` values, still non-decreasing.
+        guess = np.roll(exact, -shift)
+        guess[len(guess) - max(shift, 0) :] = 1.0
+        guess[: max(-shift, 0)] = 0.0
+        assert first_reaching(at, guess, level, cdf) == t
+    assert first_reaching(at, exact, 1.5, cdf) is None
+
+
 @pytest.mark.parametrize(
     "objective", [{"tpot_ms": 1.0}, {"e2e_ms": 1.0}, {"tpot_ms": 1.0, "ttft_ms": 1.0}]
 )
@@ -596,10 +649,12 @@ def test_wide_distributions_count_per_row_as_every_length_does(
     monkeypatch, fitted, small_data, objective
 ):
     # 300 lengths, some past training, in shuffled order with uneven
-    # weights: the per-row binary searches among the lengths (above
-    # _PER_ROW_LENGTHS) give the probabilities of counting every length.
+    # weights, read one by one: the per-request binary searches among the
+    # lengths (above _LENGTHS_PER_REQUEST lengths per request) give the
+    # probabilities of counting every length.
     from sklat import _conformal
 
+    fitted = copy.deepcopy(fitted).set_params(length_groups=None)
     X = small_data.X.iloc[:12]
     rng = np.random.default_rng(1)
     values = rng.permutation(np.arange(1, 301))
@@ -613,8 +668,9 @@ def test_wide_distributions_count_per_row_as_every_length_does(
     kwargs["output_tokens_distribution"] = dist
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
+        monkeypatch.setattr(_conformal, "_LENGTHS_PER_REQUEST", 0)
         per_row = fitted.predict_slo_attainment(X, **kwargs)
-        monkeypatch.setattr(_conformal, "_PER_ROW_LENGTHS", np.inf)
+        monkeypatch.setattr(_conformal, "_LENGTHS_PER_REQUEST", np.inf)
         every = fitted.predict_slo_attainment(X, **kwargs)
     np.testing.assert_allclose(per_row, every, atol=1e-12)
     assert 0 < every.mean() < 1
@@ -625,6 +681,7 @@ def test_mixture_quantiles_of_sorted_runs_are_those_of_every_length(
 ):
     from sklat import _conformal
 
+    fitted = copy.deepcopy(fitted).set_params(length_groups=None)
     X = small_data.X.iloc[:1]
     dist = {"values": np.arange(1, 2001), "probabilities": np.full(2000, 1 / 2000)}
     monkeypatch.setattr(_conformal, "_LENGTHS_PER_REQUEST", 0)

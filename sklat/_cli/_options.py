@@ -105,24 +105,27 @@ def load_argument(text):
         ) from None
 
 
-def threads(text):
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+def int_or(**words):
+    """An argparse type: an integer, or one of ``words`` (each given the
+    value it names)."""
+    expected = ", ".join(repr(w) for w in words)
+
+    def parse(text):
+        if text in words:
+            return words[text]
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected} or an integer, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def folds(text):
-    if text in ("auto", "none"):
-        return None if text == "none" else "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto', 'none' or an integer, got {text!r}"
-        ) from None
+threads = int_or(auto="auto")
+folds = int_or(auto="auto", none=None)
+groups = int_or(none=None)
 
 
 # The estimator's options of sklat train, declared once: (aliases, argparse
@@ -159,6 +162,16 @@ ESTIMATOR_ARGUMENTS = {
             type=float,
             help="share of the TRAINING requests held out of the fit to calibrate "
             "prediction intervals; 0 gives no intervals (%(default)s)",
+        ),
+    ),
+    "length_groups": (
+        (),
+        dict(
+            type=groups,
+            help="an output-length distribution over more distinct lengths is read in at "
+            "most twice as many groups of consecutive lengths (each holding under 2 / "
+            "length_groups of the probability) by the intervals, probabilities and "
+            "choices; none: every length (%(default)s)",
         ),
     ),
     "n_folds": (
