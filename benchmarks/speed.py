@@ -16,6 +16,7 @@ Run: ``python benchmarks/speed.py [--device cpu|cuda] [--quick]``; prints Markdo
 """
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -303,8 +304,10 @@ def support_table(repeat, supports=(10, 400, 4000)):
     """Decisions with N unknown as the output-length distribution widens: a
     uniform distribution over ``1..J`` for each ``J`` of ``supports`` (past
     the longest training output, an extrapolation), on the measured MoE set's
-    default (cross-fitted) model; ratios to ``predict_total`` of the training
-    distribution, timed alongside."""
+    default (cross-fitted) model, read in groups (``length_groups=128``, the
+    default) and length by length (``None``); ratios to ``predict_total`` of
+    the training distribution, timed alongside. Also returns the largest
+    differences between the two readings (:func:`grouping_error_table`)."""
     from _common import profiled_requests
 
     warnings.simplefilter("ignore")
@@ -331,18 +334,79 @@ def support_table(repeat, supports=(10, 400, 4000)):
                 est, hundred, tpot_ms=slo, e2e_ms=e2e, **kw
             ),
         }
-        samples = {k: [] for k in calls}
-        for _ in range(5):
-            for k, f in calls.items():
-                samples[k].append(median_us(f, max(1, repeat // 5)))
-        times = {k: float(np.median(v)) for k, v in samples.items()}
-        for call, us in times.items():
+        for groups in (128, None):
+            est.set_params(length_groups=groups)
+            samples = {k: [] for k in calls}
+            for _ in range(5):
+                for k, f in calls.items():
+                    samples[k].append(median_us(f, max(1, repeat // 5)))
+            times = {k: float(np.median(v)) for k, v in samples.items()}
+            for call, us in times.items():
+                rows.append(
+                    {
+                        "distinct lengths": support,
+                        "length_groups": "None" if groups is None else groups,
+                        "call, N unknown": call,
+                        "median µs": round(us, 1),
+                        "x predict_total": round(us / times["predict_total(X)"], 2),
+                    }
+                )
+    est.set_params(length_groups=128)
+    errors = grouping_error_table(est, hundred, slo, e2e, supports)
+    return pd.DataFrame(rows), errors
+
+
+def grouping_error_table(est, X, tpot, e2e, supports, scales=(0.8, 1.0, 1.25, 1.6)):
+    """The largest differences, over the rows of ``X``, between reading a
+    uniform output-length distribution in groups (``est``'s
+    ``length_groups``) and length by length: of the SLO attainment (in
+    points) with each objective scaled by ``scales``, and of the 90%
+    interval's bounds and the 10/50/90% decode-total quantiles (relative)."""
+    groups = est.length_groups
+    exact = copy.deepcopy(est).set_params(length_groups=None)
+    rows = []
+    for support in supports:
+        dist = {"values": np.arange(1, support + 1), "probabilities": np.full(support, 1 / support)}
+        kw = {"output_tokens_distribution": dist}
+        for name, objectives in {
+            "tpot_ms": {"tpot_ms": tpot},
+            "e2e_ms": {"e2e_ms": e2e},
+            "tpot_ms and e2e_ms": {"tpot_ms": tpot, "e2e_ms": e2e},
+        }.items():
+            diffs, means = [], []
+            for scale in scales:
+                given = {k: v * scale for k, v in objectives.items()}
+                a = est.predict_slo_attainment(X, **given, **kw)
+                b = exact.predict_slo_attainment(X, **given, **kw)
+                diffs.append(np.abs(a - b).max())
+                means.append(b.mean())
             rows.append(
                 {
                     "distinct lengths": support,
-                    "call, N unknown": call,
-                    "median µs": round(us, 1),
-                    "x predict_total": round(us / times["predict_total(X)"], 2),
+                    "groups read": len(est._grouped(est._distribution(dist))["values"]),
+                    "what": f"attainment, {name} x {'/'.join(map(str, scales))}",
+                    "exact mean": " / ".join(f"{m:.3f}" for m in means),
+                    "largest difference": f"{100 * max(diffs):.3f} points",
+                    "bound": f"{200 / groups:.2f} points",
+                }
+            )
+        for name, grouped_value, exact_value in (
+            ("90% interval bounds", est.predict_interval(X, **kw), exact.predict_interval(X, **kw)),
+            (
+                "10/50/90% quantiles",
+                est.predict_quantiles(X, [0.1, 0.5, 0.9], **kw),
+                exact.predict_quantiles(X, [0.1, 0.5, 0.9], **kw),
+            ),
+        ):
+            largest = np.abs(grouped_value / exact_value - 1).max()
+            rows.append(
+                {
+                    "distinct lengths": support,
+                    "groups read": len(est._grouped(est._distribution(dist))["values"]),
+                    "what": name,
+                    "exact mean": "",
+                    "largest difference": f"{100 * largest:.3f}%",
+                    "bound": "",
                 }
             )
     return pd.DataFrame(rows)
@@ -515,8 +579,11 @@ def main(argv=None):
         print("\n## Decisions with N unknown, one configuration and 100 candidates (CPU)")
         print(decision_table(50 if args.quick else 500).to_markdown(index=False))
     if "support" not in skip:
+        times, errors = support_table(20 if args.quick else 200)
         print("\n## Decisions as the output-length distribution widens (CPU)")
-        print(support_table(20 if args.quick else 200).to_markdown(index=False))
+        print(times.to_markdown(index=False))
+        print("\n## Reading it in groups against length by length")
+        print(errors.to_markdown(index=False))
     if "memory" not in skip:
         print("\n## Peak memory, N = 32768 (CPU, separate processes)")
         print(memory_table().round(1).to_markdown())
