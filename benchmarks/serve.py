@@ -139,7 +139,7 @@ def calls(folder):
         table = []
         for what, body, route, n in (
             ("predict, 8 candidates, N known", known, "/v1/predict", 8),
-            ("predict, 8 candidates, N unknown (211 lengths)", unknown, "/v1/predict", 8),
+            ("predict, 8 candidates, N unknown (11 lengths)", unknown, "/v1/predict", 8),
             ("the same, TTFT and TPOT only", unknown_no_e2e, "/v1/predict", 8),
             ("choose, 100 candidates, N unknown", choose, "/v1/choose", 100),
         ):
