@@ -119,8 +119,13 @@ def test_profile_a_transformers_server_then_train(served, tmp_path, capsys):
     assert (frame["text_tokens"] == frame["text_tokens_asked"]).all()
     assert set(frame["server"]) == {"uvicorn"}
     res = load_results(out, features=["text_tokens"])
-    with_segments = [s for s in res.decode_segments if s is not None]
-    assert with_segments, "transformers serve streams one event per token"
+    # One event per token is how this server streams on a quiet machine; on a
+    # busy one it can join tokens into one event, and then no request has
+    # segments: each row says why instead of guessing them.
+    why = set(frame["segments"])
+    assert why <= {"one token per event", "token counts per event unknown"}, why
+    has_segments = [s is not None for s in res.decode_segments]
+    assert has_segments == list(frame["segments"] == "one token per event")
     for segments, n, total in zip(res.decode_segments, res.output_tokens, res.y["T_LLM_decode"]):
         if segments is not None:
             tokens, ms = segments
