@@ -35,12 +35,14 @@ def check_distribution(dist):
                 "output_tokens_distribution['probabilities'] must sum to 1; "
                 f"they sum to {probs.sum()}."
             )
-        return {"values": values, "probabilities": probs}
+        # Within that tolerance the sum is a rounding of 1: divided out, so
+        # that a probability computed from these weights stays within [0, 1].
+        return {"values": values, "probabilities": probs / probs.sum()}
     sample = np.asarray(dist)
     if sample.ndim != 1 or sample.size == 0:
         raise ValueError(
             "output_tokens_distribution must be a dict or a non-empty 1-D sample "
-            f"of output lengths; got shape {sample.shape}."
+            f"of output lengths; got {type(dist).__name__} of shape {sample.shape}."
         )
     return empirical_distribution(
         check_output_tokens(sample, len(sample), "output_tokens_distribution")

@@ -109,6 +109,21 @@ def test_budget_bad_strategy(fitted, X):
         fitted.predict_budget(X, "expectation", output_tokens_distribution={"v": [1]})
 
 
+def test_probabilities_within_rounding_of_one_are_divided_out(fitted, X):
+    # Accepted as summing to 1, the weights must not carry their excess into
+    # a probability: a sure attainment is 1, not 1 + 5e-7.
+    rounded = {"values": [3, 5], "probabilities": [0.5, 0.5 + 5e-7]}
+    exact = {"values": [3, 5], "probabilities": [0.5 / (1 + 5e-7), (0.5 + 5e-7) / (1 + 5e-7)]}
+    got = fitted.predict_slo_attainment(X, tpot_ms=1e9, output_tokens_distribution=rounded)
+    assert got.max() <= 1.0
+    np.testing.assert_allclose(got, 1.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        fitted.predict_slo_attainment(X, tpot_ms=20.0, output_tokens_distribution=rounded),
+        fitted.predict_slo_attainment(X, tpot_ms=20.0, output_tokens_distribution=exact),
+        rtol=1e-12,
+    )
+
+
 def test_prediction_is_row_independent(fitted, X):
     full = fitted.predict_positions(X, [1, 7, 300])
     np.testing.assert_allclose(

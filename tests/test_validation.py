@@ -304,6 +304,8 @@ def test_predict_errors(d):
         ValueError, match="output_tokens_distribution must be a dict or a non-empty 1-D sample"
     ):
         est.predict_budget(d.X, "expectation", output_tokens_distribution=[[3]])
+    with pytest.raises(ValueError, match="1-D sample of output lengths; got str of shape"):
+        est.predict_budget(d.X, "expectation", output_tokens_distribution="12")
     with pytest.raises(ValueError, match="probabilities'\\] must have one entry per"):
         est.predict_budget(
             d.X,
