@@ -303,6 +303,15 @@ def test_a_closed_loop_sweep_records_each_requests_measured_load(server, tmp_pat
     # than four, and more than one on average.
     np.testing.assert_allclose(alone, 1.0)
     assert (shared >= 1.0).all() and (shared <= 4.0 + 1e-9).all() and shared.max() > 1.5
+    # At its sending: itself and at most three others in flight, of which
+    # those still waiting for a first token are a part; alone, itself only.
+    at_start = frame[["in_flight_at_start", "waiting_at_start"]]
+    one = frame["max_concurrency"] == 1
+    assert (at_start[one] == 1).all().all()
+    assert at_start[~one]["in_flight_at_start"].between(1, 4).all()
+    assert at_start[~one]["in_flight_at_start"].max() > 1
+    assert (at_start["waiting_at_start"] >= 1).all()
+    assert (at_start["waiting_at_start"] <= at_start["in_flight_at_start"]).all()
     # A rerun measures nothing; a new level only that level.
     assert (
         len(
@@ -401,6 +410,21 @@ def test_the_mean_in_flight_count_is_time_weighted():
     # counts that request: it is in flight over its own window.
     assert mean_in_flight(starts, ends, 4.0, 4.0) == 3.0
     assert mean_in_flight(np.array([5.0]), np.array([7.0]), 7.0, 7.0) == 1.0
+
+
+def test_the_requests_in_flight_and_waiting_at_a_requests_sending():
+    from sklat.acquire._load import at_start
+
+    starts, ends = np.array([0.0, 2.0, 3.0]), np.array([10.0, 4.0, 8.0])
+    firsts = np.array([1.0, 4.0, 5.0])  # the second never had a first token
+    # Sent at 3 (the third): all three in flight; the first had its first
+    # token at 1, the second waits to its end, the third is just sent.
+    assert at_start(starts, ends, firsts, 3.0) == (3, 2)
+    # At 5 the second has ended and the third has its first token.
+    assert at_start(starts, ends, firsts, 5.0) == (2, 0)
+    # At its own sending a request counts itself, in flight and waiting.
+    assert at_start(starts, ends, firsts, 0.0) == (1, 1)
+    assert at_start(starts, ends, firsts, 10.0) == (0, 0)
 
 
 def test_command_line_sweeps_levels_and_refuses_a_bad_list(server, tmp_path, capsys):

@@ -422,6 +422,15 @@ def test_vllm_start_times_give_each_requests_measured_concurrency(tmp_path):
             _in_flight_mean(intervals, first, last), abs=2e-3
         )
         assert row["concurrency"] >= 1.0
+        # At its start: the requests in flight, and those of them before
+        # their first token (the failed one, latency 0, was never in flight).
+        start = run["start_times"][i]
+        held = [j for j, lat in enumerate(run["latencies"]) if lat > 0]
+        ends = {j: run["start_times"][j] + run["latencies"][j] for j in held}
+        in_flight = [j for j in held if run["start_times"][j] <= start < ends[j]]
+        waiting = [j for j in in_flight if start < run["start_times"][j] + run["ttfts"][j]]
+        assert row["in_flight_at_start"] == len(in_flight) >= 1
+        assert row["waiting_at_start"] == len(waiting) >= 1
     # Requests sent one after another, none overlapping: alone.
     apart = timed(vllm_run(), [0.0, 10.0, 20.0, 30.0, 40.0])
     frame = read_benchmark(write_vllm(tmp_path / "apart.json", [apart]))
@@ -511,9 +520,21 @@ def test_guidellm_and_aiperf_request_times_give_concurrency(tmp_path):
         assert row["concurrency"] == pytest.approx(
             _in_flight_mean(intervals, first, last), abs=2e-3
         )
+        # At its start: the requests in flight and those before their first
+        # token (an errored one has none: it waits to its end).
+        start = r["request_start_time"]
+        firsts = {
+            (q["request_start_time"], q["request_end_time"]): q["request_start_time"]
+            + q["time_to_first_token_ms"] / 1000
+            for q in requests["successful"]
+        }
+        held = [(s, e) for s, e in intervals if s <= start < e]
+        assert row["in_flight_at_start"] == len(held)
+        assert row["waiting_at_start"] == sum(start < firsts.get((s, e), e) for s, e in held)
     aiperf = read_benchmark(write_aiperf(tmp_path / "a.jsonl"))
     # The fixture's records are a second apart: each alone in flight.
     np.testing.assert_allclose(aiperf["concurrency"], 1.0)
+    assert (aiperf["in_flight_at_start"] == 1).all() and (aiperf["waiting_at_start"] == 1).all()
     assert any("concurrency reconstructed" in n for n in aiperf.attrs["import_summary"]["notes"])
 
 

@@ -37,7 +37,7 @@ from .._results import (
     safe_name,
 )
 from .._version import __version__
-from ._load import InFlight, check_levels, mean_in_flight, run_level
+from ._load import InFlight, at_start, check_levels, mean_in_flight, run_level
 
 APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 # Request fields that make each engine produce exactly ``n`` tokens (the end of
@@ -114,7 +114,8 @@ def _columns(set_columns):
         + [OUTPUT_TOKENS_COL, PREFILL_COL, DECODE_COL, SEGMENT_TOKENS_COL, SEGMENT_MS_COL]
         + ["text_tokens_asked", "output_tokens_asked", "e2e_ms", "finish_reason", "segments"]
         + ["repeat", "endpoint", "api", "engine", "server", "server_version", "model"]
-        + ["concurrency", "max_concurrency", "request_rate", "seed"]
+        + ["concurrency", "in_flight_at_start", "waiting_at_start"]
+        + ["max_concurrency", "request_rate", "seed"]
         + ["run_id", "sklat_version", "httpx_version", "python_version"]
     )
 
@@ -204,7 +205,10 @@ def profile_endpoint(
         GuideLLM benchmark). Each row records its level as ``request_rate``.
         Every row's ``concurrency`` is the time-weighted mean number of this
         client's requests in flight (itself included) from its first token to
-        its end, computed from the measured times.
+        its end, computed from the measured times; ``in_flight_at_start`` is
+        that number at the instant it was sent (what a router sees), and
+        ``waiting_at_start`` how many of those had no first token yet (the
+        queue its prefill joined, itself included).
     retries : int, default=3
         Times a request refused with HTTP 429 or 503 is sent again, after a
         pause (0.25 s doubling, or the server's ``Retry-After``, at most
@@ -318,10 +322,14 @@ def _run_level(request, recorder, bar, level, jobs, seed):
         # Every request of the level has ended (run_level waits for those in
         # flight): its times in flight are complete.
         starts, ends = in_flight.intervals()
+        firsts = in_flight.first_tokens()
         for job, row in finished:
             if "error" not in row:
                 first_ns, end_ns = row.pop("_decode_ns")
                 row["concurrency"] = round(mean_in_flight(starts, ends, first_ns, end_ns), 6)
+                row["in_flight_at_start"], row["waiting_at_start"] = at_start(
+                    starts, ends, firsts, row.pop("_sent_ns")
+                )
             recorder.record(job, row)
 
 
@@ -437,10 +445,11 @@ def _measure(client, url, job, in_flight, *, api, engine, model, extra, timeout,
     words = [WORDS[i] for i in rng.randint(0, len(WORDS), prompt_n)]
     body = _body(api, engine, model, " ".join(words), n + 1, extra)
     for attempt in range(retries + 1):
-        sent = time.perf_counter_ns()
+        sent, first_ns = time.perf_counter_ns(), None
         try:
             reads = stream(client, url, body, api, timeout)
             ttft, decode, received, segments, why = measurement(reads)
+            first_ns = reads.reads[0][0] if reads.reads else None
             break
         except httpx.ConnectError as exc:
             return {"error": f"cannot connect: {exc}"}
@@ -451,7 +460,7 @@ def _measure(client, url, job, in_flight, *, api, engine, model, extra, timeout,
             pause = exc.retry_after if exc.retry_after is not None else _FIRST_PAUSE_S * 2**attempt
             time.sleep(min(pause, timeout))
         finally:
-            in_flight.add(sent, time.perf_counter_ns())
+            in_flight.add(sent, time.perf_counter_ns(), first_ns)
     if received < 1:
         return {"error": f"{reads.completion_tokens} output token(s): no decode step"}
     return {
@@ -472,6 +481,7 @@ def _measure(client, url, job, in_flight, *, api, engine, model, extra, timeout,
         "max_concurrency": max_concurrency,
         "request_rate": request_rate,
         "_decode_ns": (reads.reads[0][0], reads.end_ns),
+        "_sent_ns": sent,
     }
 
 

@@ -8,6 +8,9 @@ benchmarks send them). Every request records when it was in flight; its
 ``concurrency`` is the time-weighted mean number of this client's requests in
 flight (itself included) from its first token to its end, the stretch its
 decode ran in, computed from those times rather than taken from the setting.
+What a router sees when it sends a request is recorded too (:func:`at_start`):
+the requests in flight at that instant, and how many of them still wait for
+their first token (the queue its own prefill joins).
 """
 
 import math
@@ -113,16 +116,18 @@ def run_level(run, jobs, level, seed):
 
 class InFlight:
     """The intervals (``perf_counter_ns`` start and end) during which this
-    client had requests in flight at one level, from any thread."""
+    client had requests in flight at one level, from any thread, with each
+    one's first token (None: it had none)."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._starts, self._ends = [], []
+        self._starts, self._ends, self._firsts = [], [], []
 
-    def add(self, start_ns, end_ns):
+    def add(self, start_ns, end_ns, first_ns=None):
         with self._lock:
             self._starts.append(start_ns)
             self._ends.append(end_ns)
+            self._firsts.append(end_ns if first_ns is None else first_ns)
 
     def intervals(self):
         """``(starts, ends)``: float64 arrays of the intervals so far."""
@@ -131,6 +136,12 @@ class InFlight:
                 np.asarray(self._starts, dtype=np.float64),
                 np.asarray(self._ends, dtype=np.float64),
             )
+
+    def first_tokens(self):
+        """Float64 array of each interval's first token (its end where it
+        had none), in the order of :meth:`intervals`."""
+        with self._lock:
+            return np.asarray(self._firsts, dtype=np.float64)
 
 
 def mean_in_flight(starts, ends, window_start, window_end):
@@ -142,3 +153,12 @@ def mean_in_flight(starts, ends, window_start, window_end):
         return float(np.sum((starts <= window_start) & (window_start <= ends)))
     overlap = np.minimum(ends, window_end) - np.maximum(starts, window_start)
     return float(np.clip(overlap, 0.0, None).sum() / (window_end - window_start))
+
+
+def at_start(starts, ends, firsts, sent):
+    """``(in flight, waiting)`` at the instant ``sent`` a request was sent:
+    the intervals ``[starts, ends)`` that hold it, and those of them before
+    their first token (``firsts``; an interval without one waits to its end).
+    The request sent at ``sent`` is one of the intervals, so both count it."""
+    holds = (starts <= sent) & (sent < ends)
+    return int(holds.sum()), int((holds & (sent < firsts)).sum())

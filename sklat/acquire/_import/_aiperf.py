@@ -97,14 +97,14 @@ def read(docs, path, tool="aiperf"):
             decode = span = latency - ttft
         window = None
         if times is not None:
-            start, end = times
+            start, end, flight = times
             last_token_ns = start + (ttft + span) * 1e6
             if last_token_ns - _SLACK * (ttft + span) * 1e6 > end:
                 raise BenchmarkFormatError(
                     f"{imp.where('metadata.request_end_ns', index)}: the request ends before its "
                     f"last token ({ttft:g} ms to the first and {span:g} ms of decode)."
                 )
-            window = (0, start + ttft * 1e6, last_token_ns)
+            window = (0, start + ttft * 1e6, last_token_ns, flight)
         imp.add(
             index,
             ttft_ms=ttft,

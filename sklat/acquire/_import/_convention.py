@@ -17,9 +17,12 @@
 - Where the tool records when each request was in flight (its start and end),
   ``concurrency`` is the time-weighted mean number of the run's requests in
   flight, itself included, from the request's first token to its last (its
-  decode), as ``sklat profile --endpoint`` measures it. Where it does not, the
-  run's setting (``max_concurrency``, ``request_rate``) stays a column and the
-  summary says that concurrency was not reconstructed.
+  decode), as ``sklat profile --endpoint`` measures it; ``in_flight_at_start``
+  and ``waiting_at_start`` count the run's requests in flight at its start and
+  those of them before their first token (a failed request waits to its end),
+  itself included. Where it does not, the run's setting (``max_concurrency``,
+  ``request_rate``) stays a column and the summary says that concurrency was
+  not reconstructed.
 """
 
 import math
@@ -36,7 +39,7 @@ from ..._constants import (
     SEGMENT_TOKENS_COL,
 )
 from ...exceptions import BenchmarkFormatError
-from .._load import mean_in_flight
+from .._load import at_start, mean_in_flight
 
 # Descriptive columns of an imported request: kept, never features unless a
 # user names them.
@@ -50,6 +53,8 @@ DESCRIPTIVE_COLUMNS = (
     "run",
     "request_index",
 )
+# The load each request met, where the tool records when requests were in flight.
+LOAD_COLUMNS = ("concurrency", "in_flight_at_start", "waiting_at_start")
 # Columns of an imported file, in order; those a tool may not record (left out
 # of the frame when no request has them) are the optional descriptive ones.
 IMPORT_COLUMNS = (
@@ -59,10 +64,10 @@ IMPORT_COLUMNS = (
     DECODE_COL,
     SEGMENT_TOKENS_COL,
     SEGMENT_MS_COL,
-    "concurrency",
+    *LOAD_COLUMNS,
     *DESCRIPTIVE_COLUMNS,
 )
-OPTIONAL_COLUMNS = ("concurrency", "model", "backend", "request_rate", "max_concurrency", "run")
+OPTIONAL_COLUMNS = (*LOAD_COLUMNS, "model", "backend", "request_rate", "max_concurrency", "run")
 TIME_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "sec": 1000.0}
 # No request of a serving benchmark lasts a day: a longer time is a unit or a
 # file gone wrong, not a measurement.
@@ -182,8 +187,9 @@ class Importer:
         ``gaps_ms`` are the gaps between consecutive events after the first
         (``gap_tokens`` their token counts, where recorded); ``decode_ms`` is
         end-to-end minus time to first token, for tools without gaps;
-        ``window``: ``(run, first token time, last token time)`` in the run's
-        clock, where the tool records it (see :meth:`flight`).
+        ``window``: ``(run, first token time, last token time, flight)`` in
+        the run's clock, where the tool records it; ``flight``: the index
+        :meth:`flight` gave the request's time in flight.
         """
         self.read += 1
         n = completion_tokens - 1
@@ -220,8 +226,8 @@ class Importer:
         if segments is None:
             self.totals_only[totals_reason] += 1
         if window is not None:
-            run, first, last = window
-            self.windows.setdefault(run, []).append((len(self.rows), first, last))
+            run, first, last, flight = window
+            self.windows.setdefault(run, []).append((len(self.rows), first, last, flight))
         self.rows.append(
             {
                 "text_tokens": prompt_tokens,
@@ -239,13 +245,16 @@ class Importer:
 
     def flight(self, run, start, end):
         """Request of ``run`` in flight from ``start`` to ``end`` (the run's
-        clock, any unit its windows share)."""
-        self.in_flight.setdefault(run, []).append((start, end))
+        clock, any unit its windows share); returns its index in the run."""
+        flights = self.in_flight.setdefault(run, [])
+        flights.append((start, end))
+        return len(flights) - 1
 
     def recorded_flight(self, run, start, end, keys, index):
         """Give the importer a request's recorded ``start`` and ``end`` (named
-        ``keys`` in messages) and return them checked, ``(start, end)``; None
-        (and no reconstruction for the file) where either is not recorded."""
+        ``keys`` in messages) and return them checked, with the index
+        :meth:`flight` gave them, ``(start, end, flight)``; None (and no
+        reconstruction for the file) where either is not recorded."""
         if start is None or end is None:
             self.cannot_reconstruct(f"a request without {keys[0]} or {keys[1]}")
             return None
@@ -255,8 +264,7 @@ class Importer:
             raise BenchmarkFormatError(
                 f"{self.where(keys[1], index)}: {end!r} is before its {keys[0]} {start!r}."
             )
-        self.flight(run, start, end)
-        return start, end
+        return start, end, self.flight(run, start, end)
 
     def cannot_reconstruct(self, why):
         """Concurrency is not reconstructed for this file, because ``why``."""
@@ -270,9 +278,17 @@ class Importer:
         reconstructed = 0
         for run, windows in self.windows.items():
             times = np.asarray(self.in_flight.get(run, []), dtype=np.float64).reshape(-1, 2)
-            for row, first, last in windows:
-                self.rows[row]["concurrency"] = round(
-                    mean_in_flight(times[:, 0], times[:, 1], first, last), 6
+            starts, ends = times[:, 0], times[:, 1]
+            # Each request waits for its first token until it comes; one
+            # without a window (failed, or kept out) waits to its end.
+            firsts = ends.copy()
+            for _, first, _, flight in windows:
+                firsts[flight] = first
+            for row, first, last, flight in windows:
+                record = self.rows[row]
+                record["concurrency"] = round(mean_in_flight(starts, ends, first, last), 6)
+                record["in_flight_at_start"], record["waiting_at_start"] = at_start(
+                    starts, ends, firsts, starts[flight]
                 )
                 reconstructed += 1
         if reconstructed:

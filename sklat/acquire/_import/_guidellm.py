@@ -124,7 +124,7 @@ def _request(imp, request, index, run):
     if times is not None:
         # The request is in flight from its start to its end; its decode
         # window, start + ttft to start + ttft + decode, lies inside.
-        start, end = times
+        start, end, _ = times
         if start + (ttft + decode) / 1000 > end + _END_SLACK_S + 8 * np.spacing(abs(end)):
             raise BenchmarkFormatError(
                 f"{imp.where('request_end_time', index)}: {end!r} s is before the request's "
@@ -140,6 +140,6 @@ def _request(imp, request, index, run):
         totals_reason=TOTALS_ONLY_TOOL,
         window=None
         if times is None
-        else (run, times[0] + ttft / 1000, times[0] + (ttft + decode) / 1000),
+        else (run, times[0] + ttft / 1000, times[0] + (ttft + decode) / 1000, times[2]),
         run=run,
     )

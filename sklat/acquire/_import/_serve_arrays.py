@@ -130,11 +130,11 @@ def _flight(imp, arrays, i, index, run):
     latency = imp.number(arrays["latencies"][i], "latencies", index, unit=1000.0) / 1000.0
     if latency == 0:
         return None, False
-    imp.flight(run, start, start + latency)
+    flight = imp.flight(run, start, start + latency)
     ttft = arrays["ttfts"][i]
     if isinstance(ttft, bool) or not isinstance(ttft, (int, float)):
         return None, True  # refused by the request's own checks
-    return (run, start + ttft, start + latency), True
+    return (run, start + ttft, start + latency, flight), True
 
 
 def _request(imp, arrays, i, index, native, descriptive, window):
@@ -175,7 +175,7 @@ def _check_latency(imp, arrays, i, index, window, gaps_ms):
     text events: ``latency >= ttft + sum(itls)``, equal up to rounding where
     no event follows the last text); a window the start time's precision
     cannot resolve fails the same way."""
-    _, first, last = window
+    _, first, last, _ = window
     decode_ms = 1000.0 * (last - first)
     needed_ms = float(np.sum(gaps_ms))
     if decode_ms < needed_ms - (1e-3 + 1e-6 * needed_ms):
