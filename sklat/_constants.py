@@ -31,6 +31,11 @@ AUTO_CONTEXT_FEATURES = ("vision_tokens", "text_tokens")
 # Features that measure the load when ``load_features="auto"``: the requests
 # in flight that the profilers and importers record.
 AUTO_LOAD_FEATURES = ("concurrency",)
+# The loads of the prefill when ``prefill_load_features="auto"``: what the
+# profilers record of the instant a request was sent (the requests in flight,
+# and those of them still waiting for their first token); without them the
+# prefill sees the decode's loads.
+AUTO_PREFILL_LOAD_FEATURES = ("in_flight_at_start", "waiting_at_start")
 
 # The design document's probe positions of a budget check.
 PROBE_POSITIONS = (1, 5, 10, 20)

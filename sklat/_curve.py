@@ -119,6 +119,9 @@ class Curve:
         Width of the module's layers (sizes the thread policy's work).
     load_features : ndarray of int, default=()
         Features that measure the load.
+    decode_load_features, prefill_load_features : ndarray of int, default=None
+        Those of them that the decode's and the prefill's costs see (None:
+        all of them).
     scales : ndarray of shape (3 + M,), default=None
         Multipliers of the flat, context and shape terms of the decode and of
         the M cost terms of the prefill, set by a recalibration (``None``:
@@ -146,6 +149,8 @@ class Curve:
         load_features=(),
         scales=None,
         slopes=None,
+        decode_load_features=None,
+        prefill_load_features=None,
     ):
         self.nets = list(nets)
         self._stacked = None
@@ -162,6 +167,10 @@ class Curve:
         self.feature_range = feature_range
         self.context_features = context_features
         self.load_features = np.asarray(load_features, dtype=np.int64)
+        self.decode_load_features, self.prefill_load_features = (
+            self.load_features if cols is None else np.asarray(cols, dtype=np.int64)
+            for cols in (decode_load_features, prefill_load_features)
+        )
         self.context_scale = context_scale
         self.step_scale = step_scale
         self.prefill_scale = prefill_scale
@@ -296,6 +305,9 @@ class Curve:
         if "slopes" not in state:  # pickled before 0.10: no slopes
             state["slopes"] = _no_slopes(state["prefill_scale"], state["transform"])
         state.setdefault("load_features", np.zeros(0, dtype=np.int64))  # before 0.15
+        # Before 0.18 both heads saw every load feature.
+        state.setdefault("decode_load_features", state["load_features"])
+        state.setdefault("prefill_load_features", state["load_features"])
         vars(self).update(state)
 
     def inside(self, X_arr):

@@ -11,8 +11,10 @@ def empirical_distribution(output_tokens):
     return {"values": values.astype(np.int64), "probabilities": counts / counts.sum()}
 
 
-def check_distribution(dist):
-    """Accept ``{"values": ..., "probabilities": ...}`` or a sample of lengths."""
+def check_distribution(dist, *, as_stored=False):
+    """Accept ``{"values": ..., "probabilities": ...}`` or a sample of lengths.
+    ``as_stored``: a model file's own distribution, whose probabilities are
+    kept to the bit (the fitted model's predictions are reproduced)."""
     if isinstance(dist, dict):
         if set(dist) != {"values", "probabilities"}:
             raise ValueError(
@@ -37,7 +39,7 @@ def check_distribution(dist):
             )
         # Within that tolerance the sum is a rounding of 1: divided out, so
         # that a probability computed from these weights stays within [0, 1].
-        return {"values": values, "probabilities": probs / probs.sum()}
+        return {"values": values, "probabilities": probs if as_stored else probs / probs.sum()}
     sample = np.asarray(dist)
     if sample.ndim != 1 or sample.size == 0:
         raise ValueError(

@@ -144,7 +144,24 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         load, and keeping its trend past the largest trained load (with an
         :class:`~sklat.exceptions.ExtrapolationWarning`). ``"auto"``:
         ``concurrency`` where ``X`` has it; ``None``: no load feature (such a
-        column is then an ordinary feature). Values must be ``>= 0``.
+        column is then an ordinary feature). Values must be ``>= 0``. These
+        reach the decode curve's costs, and the prefill's as
+        ``prefill_load_features`` says.
+    prefill_load_features : "auto", None or list of str or int, default="auto"
+        Columns that measure the load the request's prefill met, which shape
+        the prefill's costs (the time to first token) as ``load_features``
+        shape the decode's: the requests in flight when it was sent
+        (``in_flight_at_start``) and those of them still waiting for their
+        first token (``waiting_at_start``), as
+        :func:`sklat.acquire.profile_endpoint` and the importers record them.
+        The time to first token is a wait in the queue the request joined, and
+        a load measured over the decode does not tell it: an open-loop
+        request's decode shares the batch with requests sent after it.
+        ``"auto"``: ``in_flight_at_start`` and ``waiting_at_start`` where
+        ``X`` has them, else the ``load_features`` (a column of both lists
+        reaches both heads); ``None``: the prefill sees no load. A column
+        named here and not in ``load_features`` is a load feature that only
+        the prefill sees.
     lr : float, default=3e-3
         Learning rate of the AdamW optimiser.
     weight_decay : float, default=1e-4
@@ -269,7 +286,10 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
     context_features_ : ndarray of int
         Indices of the features whose sum is the context length.
     load_features_ : ndarray of int
-        Indices of the load features.
+        Indices of the load features (of either head).
+    decode_load_features_, prefill_load_features_ : ndarray of int
+        Indices of the load features that the decode curve's costs and the
+        prefill's see.
     context_scale_ : float
         ``S``: the median of ``context_0 + N`` over the training requests.
     feature_log_mask_ : ndarray of shape (`n_features_in_`,), bool
@@ -358,6 +378,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         n_cost_terms=3,
         context_features="auto",
         load_features="auto",
+        prefill_load_features="auto",
         lr=3e-3,
         weight_decay=1e-4,
         config_mlp_weight_decay=0.1,
@@ -387,6 +408,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         self.n_cost_terms = n_cost_terms
         self.context_features = context_features
         self.load_features = load_features
+        self.prefill_load_features = prefill_load_features
         self.lr = lr
         self.weight_decay = weight_decay
         self.config_mlp_weight_decay = config_mlp_weight_decay
@@ -481,7 +503,13 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         n_tokens = resolve_output_tokens(self, output_tokens, from_column, X_arr.shape[0])
         segments = check_decode_segments(decode_segments, positioned_latencies, n_tokens)
         names = getattr(self, "feature_names_in_", None)
-        roles = resolve_roles(self.context_features, self.load_features, names, self.n_features_in_)
+        roles = resolve_roles(
+            self.context_features,
+            self.load_features,
+            names,
+            self.n_features_in_,
+            self.prefill_load_features,
+        )
         roles = roles._replace(
             scaling=FeatureTransform.log_scaling(X_arr, self.log_features, label)
         )
@@ -781,6 +809,9 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         vars(self).setdefault("length_groups", 128)
         # 0.14 and earlier had no load features.
         vars(self).setdefault("load_features", None)
+        # 0.17 and earlier: the prefill saw the load features, as "auto" does
+        # without the columns of the instant a request was sent.
+        vars(self).setdefault("prefill_load_features", "auto")
         if "net_" in vars(self) and "nets_" not in vars(self):
             self.nets_ = [self.net_]
         if "_calibrator" not in vars(self) and "net_" in vars(self):

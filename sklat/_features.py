@@ -15,16 +15,19 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._constants import AUTO_CONTEXT_FEATURES, AUTO_LOAD_FEATURES
+from ._constants import AUTO_CONTEXT_FEATURES, AUTO_LOAD_FEATURES, AUTO_PREFILL_LOAD_FEATURES
 from ._validation import feature_label, first_true
 
 LOG_FEATURES = ("auto", "all", "none")
 
 # The columns with a role in the curve (int arrays of feature indices): the
-# context at the first decode step (their sum) and the load; and the log
-# scaling chosen on all the training requests (FeatureTransform.log_scaling),
-# None until then.
-FeatureRoles = namedtuple("FeatureRoles", "context load scaling", defaults=(None,))
+# context at the first decode step (their sum), the load (every load column;
+# decode_load and prefill_load: those the decode's and the prefill's costs see,
+# None: all); and the log scaling chosen on all the training requests
+# (FeatureTransform.log_scaling), None until then.
+FeatureRoles = namedtuple(
+    "FeatureRoles", "context load scaling decode_load prefill_load", defaults=(None,) * 3
+)
 
 
 class FeatureTransform:
@@ -135,22 +138,37 @@ def warn_if_standardised(X_arr, label):
         )
 
 
-def resolve_roles(context_features, load_features, feature_names, n_features):
-    """:class:`FeatureRoles` from the estimator's ``context_features`` and
-    ``load_features`` parameters, which may not share a column."""
+def resolve_roles(
+    context_features, load_features, feature_names, n_features, prefill_load_features="auto"
+):
+    """:class:`FeatureRoles` from the estimator's ``context_features``,
+    ``load_features`` (the decode's loads) and ``prefill_load_features`` (the
+    prefill's; ``"auto"``: the columns of ``AUTO_PREFILL_LOAD_FEATURES`` that
+    ``X`` has, or the decode's loads where it has none of them; ``None``:
+    none). No column is both a context feature and a load."""
     context = _resolve_columns(
         "context_features", context_features, AUTO_CONTEXT_FEATURES, feature_names, n_features
     )
-    load = _resolve_columns(
+    decode = _resolve_columns(
         "load_features", load_features, AUTO_LOAD_FEATURES, feature_names, n_features
     )
+    prefill = _resolve_columns(
+        "prefill_load_features",
+        prefill_load_features,
+        AUTO_PREFILL_LOAD_FEATURES,
+        feature_names,
+        n_features,
+    )
+    if isinstance(prefill_load_features, str) and len(prefill) == 0:
+        prefill = decode
+    load = np.asarray(sorted(set(decode.tolist()) | set(prefill.tolist())), dtype=np.int64)
     both = sorted(set(context.tolist()) & set(load.tolist()))
     if both:
         raise ValueError(
             f"feature {feature_label(feature_names, both[0])} is both a context feature "
             "and a load feature; a column can only have one role."
         )
-    return FeatureRoles(context=context, load=load)
+    return FeatureRoles(context=context, load=load, decode_load=decode, prefill_load=prefill)
 
 
 def _resolve_columns(param, value, auto, feature_names, n_features):

@@ -52,6 +52,16 @@ class FittedAttributes:
         return self._curve.load_features
 
     @property
+    def decode_load_features_(self):
+        """Indices of the load features that the decode's costs see."""
+        return self._curve.decode_load_features
+
+    @property
+    def prefill_load_features_(self):
+        """Indices of the load features that the prefill's costs see."""
+        return self._curve.prefill_load_features
+
+    @property
     def context_scale_(self):
         """``S``: the median of ``context_0 + N`` over the training requests."""
         return self._curve.context_scale

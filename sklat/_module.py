@@ -27,7 +27,10 @@ the exponents of the power laws (flat, context, shape scale, prefill), with
 non-negative weights, and neither MLP nor the shape's mixture: every cost is a
 sum of terms ``a(c) * load^b`` with ``b >= 0``, smooth and non-decreasing in the
 load, and a sum of such terms (a constant and a linear one, a concave and a
-convex one) keeps its trend past the largest trained load.
+convex one) keeps its trend past the largest trained load. A load measured over
+the decode (the requests in flight beside it) may reach the decode's costs only,
+and one measured when the request was sent (the requests still waiting for their
+first token, the queue its prefill joins) the prefill only.
 
 The totals need no per-(sample, position) work::
 
@@ -92,6 +95,12 @@ class CostTermsLatencyModule(nn.Module):
     load_features : sequence of int
         Feature columns that measure the load (see the module's description);
         disjoint from ``context_features``.
+    decode_load_features, prefill_load_features : sequence of int or None
+        The load features that reach the decode curve's costs and the
+        prefill's (``None``: all of them). A load is measured over a stretch
+        of the request (the requests in flight over its decode, or at its
+        sending, before the prefill): each head sees the loads of its own
+        stretch, and a load feature that reaches neither head is ignored.
     initial_fit : dict, optional
         ``{"decode": (coef, intercept), "prefill": (coef, intercept) or None}``:
         linear fits of the log per-token latency and of the log prefill on the
@@ -110,6 +119,8 @@ class CostTermsLatencyModule(nn.Module):
         context_features=(),
         load_features=(),
         initial_fit=None,
+        decode_load_features=None,
+        prefill_load_features=None,
     ):
         super().__init__()
         self.n_basis = n_basis
@@ -162,15 +173,19 @@ class CostTermsLatencyModule(nn.Module):
         # written before load features load unchanged).
         prefill_input = torch.ones(n_in)
         nonnegative = torch.zeros_like(linear_mask, dtype=torch.bool)
-        for col in load_features:
+        reaches = _load_reach(load_features, decode_load_features, prefill_load_features)
+        for col, parts in reaches.items():
             linear_mask[self._slices["mixture"], col] = 0.0
+            for part in ("flat", "context", "shape", "prefill"):
+                if part not in parts:
+                    linear_mask[self._slices[part], col] = 0.0
             # The first term of the flat cost and of the prefill is the idle
             # cost (the weights read per step, the prompt's own prefill): it
             # does not see the load, so that the others add to it.
             if n_cost_terms > 1:
                 for part in ("flat", "prefill"):
                     linear_mask[self._slices[part].start, col] = 0.0
-            for part in ("flat", "context", "shape", "prefill"):
+            for part in parts:
                 nonnegative[self._slices[part], col] = True
             decode_input[col] = 0.0
             prefill_input[col] = 0.0
@@ -179,7 +194,7 @@ class CostTermsLatencyModule(nn.Module):
         self.register_buffer("prefill_input_mask", prefill_input, persistent=False)
         self.register_buffer("nonnegative_mask", nonnegative, persistent=False)
         self.position_encoder = _mlp(1, hidden_size, n_basis)
-        self._initialise(initial_fit, [int(c) for c in load_features])
+        self._initialise(initial_fit, reaches)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -193,7 +208,7 @@ class CostTermsLatencyModule(nn.Module):
                 "nonnegative_mask", torch.zeros_like(weight, dtype=torch.bool), persistent=False
             )
 
-    def _initialise(self, initial_fit, load_features):
+    def _initialise(self, initial_fit, reaches):
         # Start from a flat curve at the per-token average (1 in standardised
         # units) and the median prefill, or, with ``initial_fit``, at the
         # closed-form log-linear fit of each configuration's per-token average and
@@ -231,7 +246,8 @@ class CostTermsLatencyModule(nn.Module):
                 if len(coef) == weight.shape[1]:
                     weight[rows] += torch.as_tensor(coef, dtype=weight.dtype)
                     if part in ("flat", "prefill"):
-                        _spread_load(weight, rows, coef, load_features)
+                        loads = [col for col, parts in reaches.items() if part in parts]
+                        _spread_load(weight, rows, coef, loads)
                 bias[rows] += float(intercept)
         last_position = self.position_encoder[-1]
         nn.init.constant_(last_position.bias, _UNIT_BIAS)
@@ -362,6 +378,20 @@ def _spread_load(weight, rows, coef, load_features):
     for k in range(m):
         for col in load_features:
             weight[rows.start + k, col] = max(float(coef[col]), 0.0) * 2 * k / (m - 1)
+
+
+def _load_reach(load_features, decode_load_features, prefill_load_features):
+    """``{column: parts}``: the costs each load feature reaches, the decode's
+    (flat, context, shape) where it is a decode load and the prefill where it
+    is a prefill load (``None``: every load feature is)."""
+    decode = load_features if decode_load_features is None else decode_load_features
+    prefill = load_features if prefill_load_features is None else prefill_load_features
+    decode, prefill = {int(c) for c in decode}, {int(c) for c in prefill}
+    return {
+        int(col): ("flat", "context", "shape") * (int(col) in decode)
+        + ("prefill",) * (int(col) in prefill)
+        for col in load_features
+    }
 
 
 def _at_least_one_column(x):

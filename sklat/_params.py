@@ -32,6 +32,7 @@ DEFAULTS = {
     "n_cost_terms": 3,
     "context_features": "auto",
     "load_features": "auto",
+    "prefill_load_features": "auto",
     "lr": 3e-3,
     "weight_decay": 1e-4,
     "config_mlp_weight_decay": 0.1,
@@ -68,6 +69,7 @@ PARAMETER_CONSTRAINTS = {
     # Names or indices are checked against X's features at fit time.
     "context_features": [StrOptions({"auto"}), None, "array-like"],
     "load_features": [StrOptions({"auto"}), None, "array-like"],
+    "prefill_load_features": [StrOptions({"auto"}), None, "array-like"],
     "lr": _WEIGHT,
     "weight_decay": _WEIGHT,
     "config_mlp_weight_decay": _WEIGHT,

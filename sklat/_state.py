@@ -57,8 +57,10 @@ SCALARS = (
 )
 # Stored in their own form; cost_scales_ (recalibration multipliers, since
 # 0.7.0) and point_factors_ (since 0.9.0) are all 1, scale_slopes_ (since
-# 0.10.0) all 0, load_features_ (since 0.15.0) empty, when a file does not
-# hold them.
+# 0.10.0) all 0, load_features_ (since 0.15.0) empty, decode_load_features_
+# and prefill_load_features_ (since 0.18.0) the load features, when a file
+# does not hold them.
+HEAD_LOADS = ("decode_load_features_", "prefill_load_features_")
 OTHER = (
     "feature_names_in_",
     "output_tokens_distribution_",
@@ -66,6 +68,7 @@ OTHER = (
     "point_factors_",
     "scale_slopes_",
     "load_features_",
+    *HEAD_LOADS,
 )
 # Rebuilt from the rest on restore: the net from the weights, the basis table
 # from the net, the device from the caller.
@@ -82,6 +85,9 @@ ADDED_PARAMS = {
     "n_folds": None,
     "point": "center",
     "load_features": None,
+    # 0.18.0: before, the prefill saw the load features, as "auto" does on
+    # results without the columns of the instant a request was sent.
+    "prefill_load_features": "auto",
     # 0.17.0: files before read every length of a distribution; they now read
     # them as a new model does.
     "length_groups": 128,
@@ -118,7 +124,8 @@ def export_state(est):
     attrs["cost_scales_"] = [float(v) for v in est.cost_scales_]
     attrs["point_factors_"] = [float(v) for v in est.point_factors_]
     attrs["scale_slopes_"] = np.asarray(est.scale_slopes_, dtype=np.float64).tolist()
-    attrs["load_features_"] = [int(c) for c in est.load_features_]
+    for name in ("load_features_", *HEAD_LOADS):
+        attrs[name] = [int(c) for c in getattr(est, name)]
     dist = est.output_tokens_distribution_
     attrs["output_tokens_distribution_"] = {
         "values": dist["values"].tolist(),
@@ -225,17 +232,24 @@ def check_attributes(attrs):
     out["point_factors_"] = _point_factors(attrs, out["n_outputs_"])
     if "scale_slopes_" in attrs:
         out["scale_slopes_"] = _matrix(attrs, "scale_slopes_", (out["n_outputs_"], d))
-    out["load_features_"] = _load_features(attrs, d, out["context_features_"])
+    load = _load_features(attrs, d, out["context_features_"])
+    out["load_features_"] = load
+    out.update(_head_loads(attrs, load))
     return out
+
+
+def _feature_indices(attrs, name, default):
+    value = attrs.get(name, default)
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"attribute {name} must be a list of feature indices.")
+    return value
 
 
 def _load_features(attrs, d, context):
     """The stored load feature indices (none in a file written before them)."""
-    value = attrs.get("load_features_", [])
-    if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise ValueError("attribute load_features_ must be a list of feature indices.")
+    value = _feature_indices(attrs, "load_features_", [])
     load = np.asarray(value, dtype=np.int64)
     if (
         (load < 0).any()
@@ -248,6 +262,22 @@ def _load_features(attrs, d, context):
             "none of them a context feature."
         )
     return load
+
+
+def _head_loads(attrs, load):
+    """The load features each head sees (all of them in a file written
+    before 0.18.0): distinct load features, which together are all of them."""
+    out = {}
+    for name in HEAD_LOADS:
+        value = _feature_indices(attrs, name, load.tolist())
+        if len(set(value)) != len(value) or not set(value) <= set(load.tolist()):
+            raise ValueError(f"attribute {name} must be distinct indices of load features.")
+        out[name] = np.asarray(value, dtype=np.int64)
+    if set(out[HEAD_LOADS[0]].tolist()) | set(out[HEAD_LOADS[1]].tolist()) != set(load.tolist()):
+        raise ValueError(
+            f"attributes {HEAD_LOADS[0]} and {HEAD_LOADS[1]} must hold every load feature."
+        )
+    return out
 
 
 def _scalars(attrs):
@@ -320,7 +350,7 @@ def _names_and_lengths(attrs, d, max_output_tokens):
     dist = attrs["output_tokens_distribution_"]
     if not isinstance(dist, dict):
         raise ValueError("attribute output_tokens_distribution_ must be a JSON object.")
-    dist = check_distribution(dist)
+    dist = check_distribution(dist, as_stored=True)
     if dist["values"].max() != max_output_tokens:
         raise ValueError("attributes output_tokens_distribution_ and max_output_tokens_ disagree.")
     out["output_tokens_distribution_"] = dist
@@ -401,6 +431,8 @@ def assemble_fitted(est, fitted):
         feature_range=fitted["feature_range_"],
         context_features=fitted["context_features_"],
         load_features=fitted.get("load_features_", ()),
+        decode_load_features=fitted.get("decode_load_features_"),
+        prefill_load_features=fitted.get("prefill_load_features_"),
         context_scale=fitted["context_scale_"],
         step_scale=fitted["step_scale_"],
         prefill_scale=fitted["prefill_scale_"],

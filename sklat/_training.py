@@ -53,7 +53,9 @@ def net_kwargs(fitted, device):
     """What the net's shape and loss depend on: from ``fitted``, a mapping of
     the fitted attributes ``n_features_in_``, ``prefill_scale_``,
     ``max_output_tokens_``, ``context_scale_``, ``context_features_``,
-    ``load_features_`` (absent: none) and ``total_norm_``."""
+    ``load_features_`` (absent: none), ``decode_load_features_`` and
+    ``prefill_load_features_`` (absent: every load feature) and
+    ``total_norm_``."""
     return dict(
         n_features=fitted["n_features_in_"],
         with_prefill=fitted["prefill_scale_"] is not None,
@@ -61,6 +63,8 @@ def net_kwargs(fitted, device):
         context_scale=fitted["context_scale_"],
         context_features=fitted["context_features_"],
         load_features=fitted.get("load_features_", ()),
+        decode_load_features=fitted.get("decode_load_features_"),
+        prefill_load_features=fitted.get("prefill_load_features_"),
         total_norm=fitted["total_norm_"],
         device=device,
     )
@@ -75,6 +79,8 @@ def module_kwargs(
     context_scale,
     context_features,
     load_features=(),
+    decode_load_features=None,
+    prefill_load_features=None,
 ):
     """Arguments of :class:`~sklat._module.CostTermsLatencyModule` for the
     estimator parameters ``params``."""
@@ -88,7 +94,13 @@ def module_kwargs(
         context_scale=context_scale,
         context_features=[int(c) for c in context_features],
         load_features=[int(c) for c in load_features],
+        decode_load_features=_indices(decode_load_features),
+        prefill_load_features=_indices(prefill_load_features),
     )
+
+
+def _indices(columns):
+    return None if columns is None else [int(c) for c in columns]
 
 
 def make_net(
@@ -175,7 +187,7 @@ def train(params, data, *, seed, net_kwargs, held_out):
         seed=seed,
         train_split=train_split,
         callbacks=callbacks,
-        initial_fit=initial_fit(data, net_kwargs["context_features"]),
+        initial_fit=initial_fit(data, net_kwargs),
         **net_kwargs,
     )
     devices = [net_kwargs["device"]] if net_kwargs["device"].startswith("cuda") else []
@@ -239,16 +251,24 @@ def unconverged(params, net):
     return None
 
 
-def initial_fit(data, context_features):
+def initial_fit(data, shape):
     """Ridge fits of the log per-token average (on the features that are not
     context features) and of the log prefill (on all), in standardised
-    units: where the power laws start."""
+    units: where the power laws start. Each leaves out the load features its
+    head does not see (``shape``: :func:`net_kwargs`), which would otherwise
+    take a share of the fit that the head's costs cannot hold (the loads of
+    one stretch of a request are correlated with the other's)."""
     z = data.x.astype(np.float64)
-    keep = np.ones(z.shape[1], dtype=bool)
-    keep[np.asarray(context_features, dtype=np.int64)] = False
-    fits = {"decode": log_ridge(z, np.log(data.total / data.output_tokens), keep)}
+    keep = {head: np.ones(z.shape[1], dtype=bool) for head in ("decode", "prefill")}
+    keep["decode"][np.asarray(shape["context_features"], dtype=np.int64)] = False
+    for head in keep:
+        seen = shape.get(f"{head}_load_features")
+        if seen is not None:
+            unseen = sorted(set(map(int, shape["load_features"])) - set(map(int, seen)))
+            keep[head][np.asarray(unseen, dtype=np.int64)] = False
+    fits = {"decode": log_ridge(z, np.log(data.total / data.output_tokens), keep["decode"])}
     fits["prefill"] = (
-        None if data.prefill is None else log_ridge(z, np.log(data.prefill), np.ones_like(keep))
+        None if data.prefill is None else log_ridge(z, np.log(data.prefill), keep["prefill"])
     )
     return fits
 

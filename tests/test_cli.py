@@ -169,6 +169,41 @@ def test_a_load_column_left_out_of_the_features_is_named(tmp_path, capsys):
     assert list(est.feature_names_in_[est.load_features_]) == ["concurrency"]
 
 
+def test_the_loads_of_the_sending_reach_the_prefill_from_the_command_line(tmp_path, capsys):
+    data = make_positioned_latency(60, noise=0.05, max_output_tokens=32, random_state=0)
+    frame = data.X.assign(output_tokens=data.output_tokens, **data.y)
+    frame["concurrency"] = np.resize([1.0, 2.0, 4.0], len(frame))
+    frame["in_flight_at_start"] = np.resize([1, 2, 4], len(frame))
+    frame["waiting_at_start"] = np.resize([1, 1, 2], len(frame))
+    (tmp_path / "res" / "a").mkdir(parents=True)
+    frame.to_csv(tmp_path / "res" / "a" / "requests.csv", index=False)
+    res, out = tmp_path / "res", tmp_path / "out"
+    features = ["--features", "text_tokens,concurrency", "--quiet"]
+    named = ["--prefill_load_features", "waiting_at_start"]
+    assert _train(res, str(out), *FAST, *features, *named) == 2
+    assert re.search(
+        r"--prefill_load_features names 'waiting_at_start', a column of the results that "
+        r"--features \(text_tokens,concurrency\) leaves out",
+        capsys.readouterr().err,
+    )
+    assert _train(res, str(out), *FAST, *features) == 0
+    assert "note: the results hold a 'in_flight_at_start' column (a load feature)" in (
+        capsys.readouterr().err
+    )
+    every = "text_tokens,concurrency,in_flight_at_start,waiting_at_start"
+    assert _train(res, str(out), *FAST, "--features", every, "--quiet", "--overwrite") == 0
+    assert "note:" not in capsys.readouterr().err
+    est = sklat.load(out / "model.safetensors")
+    names = est.feature_names_in_
+    assert list(names[est.decode_load_features_]) == ["concurrency"]
+    assert list(names[est.prefill_load_features_]) == ["in_flight_at_start", "waiting_at_start"]
+    assert est.prefill_load_features == "auto"
+    assert _train(res, str(out), *FAST, "--features", every, *named, "-q", "--overwrite") == 0
+    est = sklat.load(out / "model.safetensors")
+    assert list(est.feature_names_in_[est.prefill_load_features_]) == ["waiting_at_start"]
+    assert est.prefill_load_features == ["waiting_at_start"]
+
+
 def test_written_model_reloads_and_predicts(trained, results):
     est = sklat.load(trained / "model.safetensors")
     res = sklat.io.load_results(results)

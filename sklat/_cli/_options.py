@@ -254,6 +254,17 @@ ESTIMATOR_ARGUMENTS = {
             "feature (%(default)s)",
         ),
     ),
+    "prefill_load_features": (
+        (),
+        dict(
+            type=feature_columns,
+            help="comma-separated feature columns that measure the load the prefill "
+            "met (the requests in flight, or still waiting for a first token, when it "
+            "was sent): the time to first token grows with them as the decode's costs "
+            "with --load_features; 'auto': in_flight_at_start and waiting_at_start "
+            "where present, else the --load_features; 'none': no load (%(default)s)",
+        ),
+    ),
     "n_cost_terms": (
         (),
         dict(

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._constants import AUTO_LOAD_FEATURES, DEFAULT_FEATURES, MODEL_FILE
+from .._constants import (
+    AUTO_LOAD_FEATURES,
+    AUTO_PREFILL_LOAD_FEATURES,
+    DEFAULT_FEATURES,
+    MODEL_FILE,
+)
 from .._params import DEFAULTS
 from .._splits import held_out_rows, measurement_groups
 from .._version import library_versions
@@ -223,25 +228,31 @@ def cmd_train(args, argv):
 
 def _check_load_columns(args, columns):
     """Load columns that the results hold and ``--features`` leaves out: an
-    error where ``--load_features`` names one, a note where ``auto`` would
-    have found one (the model then ignores the load)."""
+    error where ``--load_features`` or ``--prefill_load_features`` names one, a
+    note where ``auto`` would have found one (the model then ignores that
+    load)."""
     features = list(DEFAULT_FEATURES if args.features is None else args.features)
-    auto = args.load_features == "auto"
-    named = AUTO_LOAD_FEATURES if auto else (args.load_features or [])
-    left_out = [c for c in named if c in columns and c not in features]
-    if not left_out:
-        return
-    if not auto:
-        raise ValueError(
-            f"--load_features names {left_out[0]!r}, a column of the results that --features "
-            f"({','.join(features)}) leaves out: add it to --features."
+    for option, auto_columns, what in (
+        ("load_features", AUTO_LOAD_FEATURES, "the load"),
+        ("prefill_load_features", AUTO_PREFILL_LOAD_FEATURES, "the queue each request joined"),
+    ):
+        value = getattr(args, option)
+        auto = value == "auto"
+        named = auto_columns if auto else (value or [])
+        left_out = [c for c in named if c in columns and c not in features]
+        if not left_out:
+            continue
+        if not auto:
+            raise ValueError(
+                f"--{option} names {left_out[0]!r}, a column of the results that --features "
+                f"({','.join(features)}) leaves out: add it to --features."
+            )
+        print(
+            f"sklat train: note: the results hold a {left_out[0]!r} column (a load feature) "
+            f"that --features ({','.join(features)}) leaves out, so the model ignores {what}; "
+            "add it to --features to learn latency under load.",
+            file=sys.stderr,
         )
-    print(
-        f"sklat train: note: the results hold a {left_out[0]!r} column (a load feature) that "
-        f"--features ({','.join(features)}) leaves out, so the model ignores the load; add it "
-        "to --features to learn latency under load.",
-        file=sys.stderr,
-    )
 
 
 def _fit(args, res, rows):
