@@ -25,8 +25,15 @@ configuration (prompt, output length), averaged over the configurations:
 - GBT: gradient-boosted trees (LightGBM) on (prompt, output length,
   concurrency), for each target;
 
-with the coverage of the load-feature model's calibrated 90% intervals per
-level, and the capacity (the largest level at which 90% of a configuration's
+and, on a set that records what each request met when it was sent
+(``in_flight_at_start``, ``waiting_at_start``: ``llama_dense_load_arrivals``):
+
+- arrival load: sklat with those columns too, which the prefill sees in place of
+  ``concurrency`` (``prefill_load_features="auto"``);
+- GBT at start: the trees for the time to first token given those columns too;
+
+with the coverage of the load-feature (and arrival-load) model's calibrated 90%
+intervals per level, and the capacity (the largest level at which 90% of a configuration's
 requests meet a time-per-token objective) measured and predicted.
 
 Held out: level 16 (a doubling past the largest trained level), level 4 in the
@@ -54,6 +61,7 @@ from _common import LGBM_PARAMS, served
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
 SET = "llama_dense_load"
+AT_START = ["in_flight_at_start", "waiting_at_start"]
 CLOSED = [1, 2, 4, 8, 16]
 OPEN = [1.0, 2.0, 4.0]
 TRAINED = [1, 2, 4, 8]
@@ -136,11 +144,14 @@ def _sklat_models(train, seed):
     y_cols = ["T_prefill_total", "T_LLM_decode"]
     isolated_rows = train[train["max_concurrency"] == 1]
     models = {}
-    for name, rows, features, load in (
+    kinds = [
         ("isolated", isolated_rows, ["text_tokens"], None),
         ("plain feature", train, ["text_tokens", "concurrency"], None),
         ("load feature", train, ["text_tokens", "concurrency"], "auto"),
-    ):
+    ]
+    if set(AT_START) <= set(train.columns):
+        kinds.append(("arrival load", train, ["text_tokens", "concurrency", *AT_START], "auto"))
+    for name, rows, features, load in kinds:
         est = LatencyEstimator(
             random_state=seed, context_features=["text_tokens"], load_features=load, n_threads=1
         )
@@ -185,15 +196,20 @@ def _protocol(frame, trained, seeds, confidence=0.9):
                         _median_error(part, pred[:, 0], "T_prefill_total"),
                     )
                 )
-            est, features = models["load feature"]
-            decode = est.predict_interval(part[features], n, confidence=confidence)
-            prefill = est.predict_interval(part[features], target="prefill", confidence=confidence)
-            coverage.setdefault(level, []).append(
-                (
-                    100 * interval_coverage(part["T_LLM_decode"], decode),
-                    100 * interval_coverage(part["T_prefill_total"], prefill),
+            for name in ("load feature", "arrival load"):
+                if name not in models:
+                    continue
+                est, features = models[name]
+                decode = est.predict_interval(part[features], n, confidence=confidence)
+                prefill = est.predict_interval(
+                    part[features], target="prefill", confidence=confidence
                 )
-            )
+                coverage.setdefault((level, name), []).append(
+                    (
+                        100 * interval_coverage(part["T_LLM_decode"], decode),
+                        100 * interval_coverage(part["T_prefill_total"], prefill),
+                    )
+                )
     design = ["text_tokens", "output_tokens", "concurrency"]
     trees = {
         target: LGBMRegressor(**LGBM_PARAMS, random_state=seeds[0], verbose=-1).fit(
@@ -201,21 +217,33 @@ def _protocol(frame, trained, seeds, confidence=0.9):
         )
         for target in ("tpot", "T_prefill_total")
     }
+    at_start = "arrival load" in models
+    if at_start:
+        trees["at start"] = LGBMRegressor(**LGBM_PARAMS, random_state=seeds[0], verbose=-1).fit(
+            train[design + AT_START], train["T_prefill_total"]
+        )
     table = []
     for level, part in levels:
         part = part.reset_index(drop=True)
         row = {"level": level, "trained": bool(part["max_concurrency"].isin(trained).all())}
-        for name in ("isolated", "plain feature", "load feature"):
-            tpot, ttft = np.mean(errors[(level, name)], axis=0)
-            row[f"{name}: TPOT"], row[f"{name}: TTFT"] = tpot, ttft
+        for name in ("isolated", "plain feature", "load feature", "arrival load"):
+            if (level, name) in errors:
+                tpot, ttft = np.mean(errors[(level, name)], axis=0)
+                row[f"{name}: TPOT"], row[f"{name}: TTFT"] = tpot, ttft
         for target, label in (("tpot", "TPOT"), ("T_prefill_total", "TTFT")):
             row[f"line: {label}"] = _median_error(
                 part, _line_predictions(train, part, target), target
             )
             row[f"GBT: {label}"] = _median_error(part, trees[target].predict(part[design]), target)
-        decode, ttft = np.mean(coverage[level], axis=0)
-        row[f"load: {confidence:.0%} cov. decode"] = decode
-        row[f"load: {confidence:.0%} cov. TTFT"] = ttft
+        if at_start:
+            row["GBT at start: TTFT"] = _median_error(
+                part, trees["at start"].predict(part[design + AT_START]), "T_prefill_total"
+            )
+        for name, short in (("load feature", "load"), ("arrival load", "arrival")):
+            if (level, name) in coverage:
+                decode, ttft = np.mean(coverage[(level, name)], axis=0)
+                row[f"{short}: {confidence:.0%} cov. decode"] = decode
+                row[f"{short}: {confidence:.0%} cov. TTFT"] = ttft
         table.append(row)
     levels_text = ", ".join(str(level) for level in trained)
     print(
@@ -398,5 +426,9 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["measure", "evaluate", "smooth", "figure"])
+    parser.add_argument(
+        "--set", default=SET, help=f"the measured set under benchmarks/data (default {SET})"
+    )
     args = parser.parse_args()
+    SET = args.set
     {"measure": measure, "evaluate": evaluate, "smooth": smooth, "figure": figure}[args.what]()
