@@ -184,7 +184,9 @@ class CostTermsLatencyModule(nn.Module):
             # does not see the load, so that the others add to it.
             if n_cost_terms > 1:
                 for part in ("flat", "prefill"):
-                    linear_mask[self._slices[part].start, col] = 0.0
+                    rows = self._slices[part]
+                    if rows.stop > rows.start:  # no prefill terms without a prefill head
+                        linear_mask[rows.start, col] = 0.0
             for part in parts:
                 nonnegative[self._slices[part], col] = True
             decode_input[col] = 0.0

@@ -114,6 +114,17 @@ def test_a_model_without_a_load_column_is_unchanged():
     }
 
 
+def test_a_load_feature_without_a_prefill_head():
+    # Decode totals only (1-D y): the module has no prefill terms, whose idle
+    # term the load must not reach; the decode still grows with the load.
+    X, y, tokens = _loaded_requests(n=60)
+    est = LatencyEstimator(max_epochs=3, random_state=0, n_threads=1)
+    est.fit(X, y["T_LLM_decode"], output_tokens=tokens)
+    assert est.load_features_.tolist() == [1] and est.n_outputs_ == 1
+    grid = pd.DataFrame({"text_tokens": 256, "concurrency": [1.0, 2.0, 4.0, 8.0]})
+    assert (np.diff(est.predict_total(grid, output_tokens=40)) >= 0).all()
+
+
 def test_none_makes_concurrency_an_ordinary_feature():
     X, y, tokens = _loaded_requests(n=60)
     est = LatencyEstimator(max_epochs=2, random_state=0, load_features=None)
