@@ -278,7 +278,10 @@ def capacity(
         As in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`.
     load_feature : str, default=None
         The model's feature that holds the load; ``None``: its one load
-        feature (``load_features_``), else ``"concurrency"``.
+        feature (``load_features_``), or the decode's one
+        (``decode_load_features_``) where the prefill has loads of its own,
+        which ``X`` holds (the requests in flight and waiting when a request
+        is sent, :doc:`/load`), else ``"concurrency"``.
     levels : array-like of float, default=None
         Increasing loads to evaluate, all > 0 and none past the largest load
         the model evaluates (its training range widened by its own width, in
@@ -405,9 +408,14 @@ def _warn_levels_outside(levels, low, high, load_feature):
 
 
 def default_load_feature(estimator, names):
-    """The model's one load feature, by name; ``"concurrency"`` for a model
+    """The model's one load feature, by name, or the decode's one where the
+    prefill has loads of its own (the requests in flight and waiting when a
+    request is sent, which ``X`` then holds); ``"concurrency"`` for a model
     without one (where it may be an ordinary feature)."""
     load = [names[int(c)] for c in getattr(estimator, "load_features_", []) if names]
+    decode = [names[int(c)] for c in getattr(estimator, "decode_load_features_", []) if names]
+    if len(load) > 1 and len(decode) == 1:
+        return decode[0]
     if len(load) > 1:
         raise ValueError(
             f"the model has {len(load)} load features {load}: name the one to sweep "

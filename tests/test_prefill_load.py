@@ -213,3 +213,17 @@ def test_a_prefill_load_reaches_only_the_prefills_power_laws():
             assert (b[key] > a[key]).all()
         for key in still:
             assert torch.equal(a[key], b[key])
+
+
+def test_capacity_sweeps_the_decodes_load_with_the_sending_given(arrivals):
+    est = arrivals[0]
+    configs = pd.DataFrame({"text_tokens": [64, 512], "in_flight_at_start": 2})
+    with pytest.raises(ValueError, match=r"X lacks the feature column\(s\) \['waiting_at_start'\]"):
+        sklat.control.capacity(est, configs, tpot_ms=12.0, levels=[1, 2, 4, 8])
+    configs["waiting_at_start"] = 1
+    result = sklat.control.capacity(est, configs, tpot_ms=12.0, levels=[1, 2, 4, 8])
+    named = sklat.control.capacity(
+        est, configs, tpot_ms=12.0, levels=[1, 2, 4, 8], load_feature="concurrency"
+    )
+    np.testing.assert_array_equal(result.attainment, named.attainment)
+    assert (np.diff(result.attainment, axis=1) <= 1e-12).all()
