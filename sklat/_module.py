@@ -173,7 +173,7 @@ class CostTermsLatencyModule(nn.Module):
         # written before load features load unchanged).
         prefill_input = torch.ones(n_in)
         nonnegative = torch.zeros_like(linear_mask, dtype=torch.bool)
-        reaches = _load_reach(load_features, decode_load_features, prefill_load_features)
+        reaches = load_reach(load_features, decode_load_features, prefill_load_features)
         for col, parts in reaches.items():
             linear_mask[self._slices["mixture"], col] = 0.0
             for part in ("flat", "context", "shape", "prefill"):
@@ -382,7 +382,7 @@ def _spread_load(weight, rows, coef, load_features):
             weight[rows.start + k, col] = max(float(coef[col]), 0.0) * 2 * k / (m - 1)
 
 
-def _load_reach(load_features, decode_load_features, prefill_load_features):
+def load_reach(load_features, decode_load_features, prefill_load_features):
     """``{column: parts}``: the costs each load feature reaches, the decode's
     (flat, context, shape) where it is a decode load and the prefill where it
     is a prefill load (``None``: every load feature is)."""

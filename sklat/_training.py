@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from skorch.callbacks import ProgressBar
 from skorch.helper import predefined_split
 
-from ._module import CostTermsLatencyModule
+from ._module import CostTermsLatencyModule, load_reach
 from ._net import (
     BatchIterator,
     EarlyStopping,
@@ -261,11 +261,14 @@ def initial_fit(data, shape):
     z = data.x.astype(np.float64)
     keep = {head: np.ones(z.shape[1], dtype=bool) for head in ("decode", "prefill")}
     keep["decode"][np.asarray(shape["context_features"], dtype=np.int64)] = False
-    for head in keep:
-        seen = shape.get(f"{head}_load_features")
-        if seen is not None:
-            unseen = sorted(set(map(int, shape["load_features"])) - set(map(int, seen)))
-            keep[head][np.asarray(unseen, dtype=np.int64)] = False
+    reach = load_reach(
+        shape["load_features"],
+        shape.get("decode_load_features"),
+        shape.get("prefill_load_features"),
+    )
+    for col, parts in reach.items():
+        keep["decode"][col] &= "flat" in parts
+        keep["prefill"][col] &= "prefill" in parts
     fits = {"decode": log_ridge(z, np.log(data.total / data.output_tokens), keep["decode"])}
     fits["prefill"] = (
         None if data.prefill is None else log_ridge(z, np.log(data.prefill), keep["prefill"])

@@ -148,22 +148,51 @@ def test_named_load_features_and_persistence(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "load_features, message",
+    "param, value, message",
     [
-        (["queue"], r"load_features names 'queue', which is not a feature of X"),
-        ([5], "load_features index 5 is out of range for 2 features"),
-        (["concurrency", 1], "load_features lists a feature twice"),
-        ([0.5], "load_features entries must be feature names or column indices; got 0.5"),
+        ("load_features", ["queue"], r"load_features names 'queue', which is not a feature of X"),
+        ("load_features", [5], "load_features index 5 is out of range for 2 features"),
+        ("load_features", ["concurrency", 1], "load_features lists a feature twice"),
         (
+            "load_features",
+            [0.5],
+            "load_features entries must be feature names or column indices; got 0.5",
+        ),
+        (
+            "load_features",
             ["text_tokens"],
             "feature 'text_tokens' is both a context feature and a load feature",
         ),
-        ("busy", r"'load_features' parameter of LatencyEstimator must be a str among"),
+        (
+            "load_features",
+            "busy",
+            r"'load_features' parameter of LatencyEstimator must be a str among",
+        ),
+        (
+            "prefill_load_features",
+            ["queue"],
+            r"prefill_load_features names 'queue', which is not a feature of X",
+        ),
+        (
+            "prefill_load_features",
+            [7],
+            "prefill_load_features index 7 is out of range for 2 features",
+        ),
+        (
+            "prefill_load_features",
+            ["text_tokens"],
+            "feature 'text_tokens' is both a context feature and a load feature",
+        ),
+        (
+            "prefill_load_features",
+            "waiting",
+            r"'prefill_load_features' parameter of LatencyEstimator must be a str",
+        ),
     ],
 )
-def test_bad_load_features(load_features, message):
+def test_bad_load_features(param, value, message):
     X, y, tokens = _loaded_requests(n=30)
-    est = LatencyEstimator(max_epochs=1, load_features=load_features)
+    est = LatencyEstimator(max_epochs=1, **{param: value})
     with pytest.raises(ValueError, match=message):
         est.fit(X, y, output_tokens=tokens)
 

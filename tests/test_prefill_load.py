@@ -128,25 +128,6 @@ def test_named_prefill_loads(prefill_load_features, decode, prefill):
     assert est.load_features_.tolist() == sorted(set(decode) | set(prefill))
 
 
-@pytest.mark.parametrize(
-    "prefill_load_features, message",
-    [
-        (["queue"], r"prefill_load_features names 'queue', which is not a feature of X"),
-        ([7], "prefill_load_features index 7 is out of range for 4 features"),
-        (
-            ["text_tokens"],
-            "feature 'text_tokens' is both a context feature and a load feature",
-        ),
-        ("waiting", r"'prefill_load_features' parameter of LatencyEstimator must be a str"),
-    ],
-)
-def test_bad_prefill_load_features(prefill_load_features, message):
-    X, y, tokens = _open_loop_requests(n=30)
-    est = LatencyEstimator(max_epochs=1, prefill_load_features=prefill_load_features)
-    with pytest.raises(ValueError, match=message):
-        est.fit(X, y, output_tokens=tokens)
-
-
 def test_a_negative_queue_is_refused(arrivals):
     est, X = arrivals[0], arrivals[1].iloc[:3]
     with pytest.raises(ValueError, match=r"X column 'waiting_at_start' .* sample 1 is -1"):
