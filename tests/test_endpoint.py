@@ -425,6 +425,17 @@ def test_the_requests_in_flight_and_waiting_at_a_requests_sending():
     # At its own sending a request counts itself, in flight and waiting.
     assert at_start(starts, ends, firsts, 0.0) == (1, 1)
     assert at_start(starts, ends, firsts, 10.0) == (0, 0)
+    # Every instant at once, as a brute-force count over random intervals
+    # (a first token anywhere, even outside its interval, or none).
+    rng = np.random.default_rng(0)
+    starts = rng.uniform(0, 10, 200)
+    ends = starts + rng.uniform(0, 3, 200)
+    firsts = np.where(rng.random(200) < 0.2, ends, starts + rng.uniform(-1, 4, 200))
+    sent = np.concatenate([starts, rng.uniform(-1, 14, 50)])
+    in_flight, waiting = at_start(starts, ends, firsts, sent)
+    holds = (starts[None] <= sent[:, None]) & (sent[:, None] < ends[None])
+    np.testing.assert_array_equal(in_flight, holds.sum(axis=1))
+    np.testing.assert_array_equal(waiting, (holds & (sent[:, None] < firsts[None])).sum(axis=1))
 
 
 def test_command_line_sweeps_levels_and_refuses_a_bad_list(server, tmp_path, capsys):

@@ -322,14 +322,16 @@ def _run_level(request, recorder, bar, level, jobs, seed):
         # Every request of the level has ended (run_level waits for those in
         # flight): its times in flight are complete.
         starts, ends = in_flight.intervals()
-        firsts = in_flight.first_tokens()
+        measured = [row for _, row in finished if "error" not in row]
+        counts = at_start(
+            starts, ends, in_flight.first_tokens(), [row.pop("_sent_ns") for row in measured]
+        )
+        for row, in_flight_at_start, waiting_at_start in zip(measured, *counts):
+            first_ns, end_ns = row.pop("_decode_ns")
+            row["concurrency"] = round(mean_in_flight(starts, ends, first_ns, end_ns), 6)
+            row["in_flight_at_start"] = int(in_flight_at_start)
+            row["waiting_at_start"] = int(waiting_at_start)
         for job, row in finished:
-            if "error" not in row:
-                first_ns, end_ns = row.pop("_decode_ns")
-                row["concurrency"] = round(mean_in_flight(starts, ends, first_ns, end_ns), 6)
-                row["in_flight_at_start"], row["waiting_at_start"] = at_start(
-                    starts, ends, firsts, row.pop("_sent_ns")
-                )
             recorder.record(job, row)
 
 

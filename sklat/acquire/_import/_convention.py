@@ -284,11 +284,13 @@ class Importer:
             firsts = ends.copy()
             for _, first, _, flight in windows:
                 firsts[flight] = first
-            for row, first, last, flight in windows:
+            counts = at_start(starts, ends, firsts, [starts[w[3]] for w in windows])
+            for (row, first, last, _), in_flight, waiting in zip(windows, *counts):
                 record = self.rows[row]
                 record["concurrency"] = round(mean_in_flight(starts, ends, first, last), 6)
-                record["in_flight_at_start"], record["waiting_at_start"] = at_start(
-                    starts, ends, firsts, starts[flight]
+                record["in_flight_at_start"], record["waiting_at_start"] = (
+                    int(in_flight),
+                    int(waiting),
                 )
                 reconstructed += 1
         if reconstructed:
