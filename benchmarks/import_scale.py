@@ -1,11 +1,16 @@
 """Import and fit a 100,000-request vLLM ``bench serve --save-detailed`` file.
 
-Run: ``python benchmarks/import_scale.py [--requests 100000] [--max_epochs 5]``.
+Run: ``python benchmarks/import_scale.py [--requests 100000] [--max_epochs 5]
+[--timed]``.
 
 The file is written as vLLM writes it (``json.dump`` of the result object,
 seconds, one gap per streamed event; ``tests/_benchmark_files.py`` mirrors
 the writer) with prompts of 64-2,048 tokens and 2-128 output tokens (uniform),
-one token per event, 1% failed requests. Each stage runs in a fresh process;
+one token per event, 1% failed requests. With ``--timed`` the file also holds
+``start_times`` and ``latencies`` as recent vLLM writes them (sent at Poisson
+times, about 64 requests in flight; a failed request's latency 0), from which
+the import reconstructs each request's ``concurrency``, ``in_flight_at_start``
+and ``waiting_at_start``. Each stage runs in a fresh process;
 peak memory is that process's resident high-water mark (VmHWM), time is wall
 time. Fit time is for ``--max_epochs`` epochs (per epoch in the table), on
 the CPU with sklat's default thread policy.
@@ -50,7 +55,7 @@ print(json.dumps(out))
 """
 
 
-def write_file(path, n, seed=0):
+def write_file(path, n, seed=0, timed=False):
     rng = np.random.RandomState(seed)
     prompts = rng.randint(64, 2049, n)
     outputs = rng.randint(2, 129, n)
@@ -85,6 +90,11 @@ def write_file(path, n, seed=0):
         "generated_texts": [""] * n,
         "errors": errors,
     }
+    if timed:
+        latencies = [0.0 if e else t + sum(i) for t, i, e in zip(ttfts, itls, errors)]
+        gap = np.mean(latencies) / 64  # Little's law: about 64 in flight
+        run["start_times"] = (1000.0 + np.cumsum(rng.exponential(gap, n))).tolist()
+        run["latencies"] = latencies
     with open(path, "w") as f:
         json.dump(run, f)
 
@@ -93,16 +103,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--max_epochs", type=int, default=5)
+    parser.add_argument("--timed", action="store_true", help="write start_times and latencies")
+    parser.add_argument("--import_only", action="store_true", help="skip the fit")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vllm.json"
         start = time.perf_counter()
-        write_file(path, args.requests)
+        write_file(path, args.requests, timed=args.timed)
         size = path.stat().st_size / 2**20
         took = time.perf_counter() - start
         print(f"wrote {args.requests} requests, {size:.0f} MiB, in {took:.0f} s")
         rows = {}
-        for stage in ("import", "fit"):
+        for stage in ("import",) if args.import_only else ("import", "fit"):
             proc = subprocess.run(
                 [sys.executable, "-c", STAGE, str(path), stage, str(args.max_epochs)],
                 capture_output=True,
@@ -110,7 +122,7 @@ def main(argv=None):
                 check=True,
             )
             rows[stage] = json.loads(proc.stdout.strip().splitlines()[-1])
-        imp, fit = rows["import"], rows["fit"]
+        imp, fit = rows["import"], rows.get("fit")
         print(f"\nsummary: {imp['summary']}\n")
         print("| stage | wall time | peak memory (increase over importing sklat) |")
         print("|---|---|---|")
@@ -118,6 +130,8 @@ def main(argv=None):
             f"| import ({size:.0f} MiB file, {imp['rows']} requests) | {imp['import_s']:.1f} s | "
             f"{imp['peak_mib']:.0f} MiB (+{imp['peak_mib'] - imp['base_mib']:.0f}) |"
         )
+        if fit is None:
+            return
         print(
             f"| import + fit ({fit['epochs']} epochs) | {fit['import_s']:.1f} s + "
             f"{fit['fit_s']:.1f} s ({fit['fit_s'] / fit['epochs']:.1f} s/epoch) | "

@@ -401,15 +401,50 @@ def test_requests_refused_for_now_are_sent_again_and_none_is_lost(server, tmp_pa
 def test_the_mean_in_flight_count_is_time_weighted():
     from sklat.acquire._load import mean_in_flight
 
+    def one(starts, ends, lo, hi):
+        (mean,) = mean_in_flight(starts, ends, [lo], [hi])
+        return mean
+
     starts, ends = np.array([0.0, 2.0, 3.0]), np.array([10.0, 4.0, 8.0])
     # Over [2, 6]: the first all along (4), the second 2..4 (2), the third 3..6 (3).
-    assert mean_in_flight(starts, ends, 2.0, 6.0) == pytest.approx((4 + 2 + 3) / 4)
-    assert mean_in_flight(starts, ends, 3.0, 3.0) == 3.0
-    assert mean_in_flight(starts, ends, 20.0, 30.0) == 0.0
+    assert one(starts, ends, 2.0, 6.0) == pytest.approx((4 + 2 + 3) / 4)
+    assert one(starts, ends, 3.0, 3.0) == 3.0
+    assert one(starts, ends, 20.0, 30.0) == 0.0
+    assert one(starts, ends, -5.0, -1.0) == 0.0
     # An empty window at the instant a request ends (a one-token decode)
     # counts that request: it is in flight over its own window.
-    assert mean_in_flight(starts, ends, 4.0, 4.0) == 3.0
-    assert mean_in_flight(np.array([5.0]), np.array([7.0]), 7.0, 7.0) == 1.0
+    assert one(starts, ends, 4.0, 4.0) == 3.0
+    assert one(np.array([5.0]), np.array([7.0]), 7.0, 7.0) == 1.0
+
+
+@pytest.mark.parametrize("epoch", [0.0, 1.8e9, 4e15])
+def test_the_mean_in_flight_count_of_every_window_is_the_sum_of_overlaps(epoch):
+    """Every window at once equals the interval-by-interval overlap, also on a
+    clock far from zero (Unix seconds; nanoseconds of a long uptime), with
+    ties, empty windows and windows outside every interval."""
+    from sklat.acquire._load import mean_in_flight
+
+    rng = np.random.default_rng(1)
+    scale = 1e9 if epoch > 1e12 else 1.0  # nanoseconds on the large clock
+    starts = np.round(rng.uniform(0, 100, 400), 3)
+    ends = starts + np.round(rng.uniform(0, 8, 400), 3)
+    # Windows: each interval's own, random ones, empty ones at interval ends
+    # and at random instants.
+    instants = rng.uniform(-10, 120, 20)
+    random_lo = rng.uniform(-10, 120, 80)
+    lo = np.concatenate([starts, random_lo, ends[:20], instants])
+    hi = np.concatenate([ends, random_lo + rng.uniform(0, 30, 80), ends[:20], instants])
+    starts, ends, lo, hi = (epoch + scale * t for t in (starts, ends, lo, hi))
+    overlap = np.minimum(ends[None], hi[:, None]) - np.maximum(starts[None], lo[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = np.clip(overlap, 0.0, None).sum(axis=1) / (hi - lo)
+    holds = (starts[None] <= lo[:, None]) & (lo[:, None] <= ends[None])
+    expected = np.where(hi <= lo, holds.sum(axis=1), expected)
+    got = mean_in_flight(starts, ends, lo, hi)
+    assert got.shape == lo.shape and got.dtype == np.float64
+    # Rounded to 6 decimals, as the results files write it.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-7)
+    assert (got[-40:-20] >= 1).all()  # an interval holds its own end
 
 
 def test_the_requests_in_flight_and_waiting_at_a_requests_sending():

@@ -426,7 +426,7 @@ def test_default_dataset_names(model, expected):
     assert profile_mod._default_dataset(model, "sdpa", "float32") == expected
 
 
-def test_batch_sizes_are_swept_and_recorded_as_concurrency(llama, tmp_path, monkeypatch):
+def test_batch_sizes_are_swept_and_recorded_as_loads(llama, tmp_path, monkeypatch):
     widths = []
     real = profile_mod._time_request
 
@@ -441,6 +441,10 @@ def test_batch_sizes_are_swept_and_recorded_as_concurrency(llama, tmp_path, monk
     # One row per batch measured: 2 prompts x 2 lengths x 2 batch sizes.
     assert len(frame) == 8 and sorted(widths) == [1] * 4 + [3] * 4
     assert sorted(frame["concurrency"].value_counts().items()) == [(1, 4), (3, 4)]
+    # Sent together: every request of a batch met the whole batch in flight
+    # and waiting for its first token.
+    for column in ("in_flight_at_start", "waiting_at_start"):
+        assert (frame[column] == frame["concurrency"]).all()
     for steps, n in zip(_steps(frame), frame["output_tokens"]):
         assert len(steps) == n and (steps > 0).all()
     # Resumed by batch size: a new size measures only its own rows.

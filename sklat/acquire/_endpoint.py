@@ -326,9 +326,10 @@ def _run_level(request, recorder, bar, level, jobs, seed):
         counts = at_start(
             starts, ends, in_flight.first_tokens(), [row.pop("_sent_ns") for row in measured]
         )
-        for row, in_flight_at_start, waiting_at_start in zip(measured, *counts):
-            first_ns, end_ns = row.pop("_decode_ns")
-            row["concurrency"] = round(mean_in_flight(starts, ends, first_ns, end_ns), 6)
+        decodes = np.array([row.pop("_decode_ns") for row in measured], dtype=np.float64)
+        means = mean_in_flight(starts, ends, *decodes.reshape(-1, 2).T)
+        for row, mean, in_flight_at_start, waiting_at_start in zip(measured, means, *counts):
+            row["concurrency"] = round(float(mean), 6)
             row["in_flight_at_start"] = int(in_flight_at_start)
             row["waiting_at_start"] = int(waiting_at_start)
         for job, row in finished:

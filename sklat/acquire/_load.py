@@ -144,15 +144,49 @@ class InFlight:
             return np.asarray(self._firsts, dtype=np.float64)
 
 
-def mean_in_flight(starts, ends, window_start, window_end):
-    """Time-weighted mean count of the intervals ``[starts, ends)`` over the
-    window ``[window_start, window_end]``; for an empty window, the count of
-    intervals that hold its instant, ends included (a one-token request's
-    decode window is the instant its own interval ends: it counts itself)."""
-    if window_end <= window_start:
-        return float(np.sum((starts <= window_start) & (window_start <= ends)))
-    overlap = np.minimum(ends, window_end) - np.maximum(starts, window_start)
-    return float(np.clip(overlap, 0.0, None).sum() / (window_end - window_start))
+def mean_in_flight(starts, ends, window_starts, window_ends):
+    """Time-weighted mean count of the intervals ``[starts, ends)`` over each
+    window ``[window_starts[i], window_ends[i]]`` (float64 array); for an
+    empty window, the count of intervals that hold its instant, ends included
+    (a one-token request's decode window is the instant its own interval
+    ends: it counts itself).
+
+    Every window at once in ``O((n + m) log n)``, from the integral of the
+    count over time at each of the sorted interval edges: a window's mean is
+    the difference of that integral at its two ends over its length. The
+    integral is accumulated edge to edge from the first start (counts times
+    gaps, not sums of the times themselves), so its rounding stays relative to
+    the run's busy time rather than to the clock's epoch."""
+    starts = np.asarray(starts, dtype=np.float64)
+    ends = np.asarray(ends, dtype=np.float64)
+    lo = np.atleast_1d(np.asarray(window_starts, dtype=np.float64))
+    hi = np.atleast_1d(np.asarray(window_ends, dtype=np.float64))
+    if starts.size == 0:
+        return np.zeros(lo.shape)
+    origin = starts.min()
+    edges = np.concatenate([starts, ends]) - origin
+    order = np.argsort(edges, kind="stable")
+    edges = edges[order]
+    count = np.cumsum(np.concatenate([np.ones(starts.size), -np.ones(ends.size)])[order])
+    area = np.concatenate([[0.0], np.cumsum(count[:-1] * np.diff(edges))])
+
+    def integral(t):
+        # The count is count[k] from edges[k] to the next edge; before the
+        # first start it is zero.
+        k = np.searchsorted(edges, t, side="right") - 1
+        inside = k >= 0
+        k = np.maximum(k, 0)
+        return np.where(inside, area[k] + count[k] * (t - edges[k]), 0.0)
+
+    lo, hi = lo - origin, hi - origin
+    length = hi - lo
+    empty = length <= 0
+    mean = (integral(hi) - integral(lo)) / np.where(empty, 1.0, length)
+    sorted_starts, sorted_ends = np.sort(starts - origin), np.sort(ends - origin)
+    holding = np.searchsorted(sorted_starts, lo, side="right") - np.searchsorted(
+        sorted_ends, lo, side="left"
+    )
+    return np.where(empty, holding, mean)
 
 
 def at_start(starts, ends, firsts, sent):

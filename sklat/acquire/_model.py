@@ -388,8 +388,10 @@ def profile_model(
         measurement is a batch of that many requests of the grid point's
         lengths (prompts drawn apart), whose every step is timed for the
         batch. Its row records the batch size as ``concurrency``, the number of
-        requests in flight over the whole decode, the load column that
-        ``sklat profile --endpoint`` measures on an engine.
+        requests in flight over the whole decode, and as ``in_flight_at_start``
+        and ``waiting_at_start``, the requests in flight and waiting for their
+        first token when it was sent (all of the batch, itself included): the
+        load columns that ``sklat profile --endpoint`` measures on an engine.
 
     Returns
     -------
@@ -582,7 +584,12 @@ def _request(torch, net, job, seed, vocab, images, device):
     rng = np.random.RandomState(key + ([] if tier is None else [tier]))
     row = {"vision_tokens": 0, "text_tokens": prompt}
     if batch is not None:
+        # The batch's requests are sent together: each meets all of them in
+        # flight and waiting for a first token, itself included (the counts
+        # a router sees, as ``sklat profile --endpoint`` records them).
         row["concurrency"] = batch
+        row["in_flight_at_start"] = batch
+        row["waiting_at_start"] = batch
     if tier is None:
         ids = torch.from_numpy(rng.randint(0, vocab, (batch or 1, prompt)))
         return {"input_ids": ids.to(device)}, row
@@ -597,7 +604,7 @@ def _columns(lists):
     features = ["vision_tokens", "text_tokens"]
     features += [name for name in ("top_k", "num_active_blocks") if lists[name] is not None]
     if lists.get("batch_sizes") is not None:
-        features.append("concurrency")
+        features += ["concurrency", "in_flight_at_start", "waiting_at_start"]
     vision = lists.get("image_sizes") is not None
     return (
         features

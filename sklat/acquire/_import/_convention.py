@@ -285,9 +285,10 @@ class Importer:
             for _, first, _, flight in windows:
                 firsts[flight] = first
             counts = at_start(starts, ends, firsts, [starts[w[3]] for w in windows])
-            for (row, first, last, _), in_flight, waiting in zip(windows, *counts):
+            means = mean_in_flight(starts, ends, [w[1] for w in windows], [w[2] for w in windows])
+            for (row, *_), mean, in_flight, waiting in zip(windows, means, *counts):
                 record = self.rows[row]
-                record["concurrency"] = round(mean_in_flight(starts, ends, first, last), 6)
+                record["concurrency"] = round(float(mean), 6)
                 record["in_flight_at_start"], record["waiting_at_start"] = (
                     int(in_flight),
                     int(waiting),
