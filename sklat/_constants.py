@@ -36,6 +36,13 @@ AUTO_LOAD_FEATURES = ("concurrency",)
 # and those of them still waiting for their first token); without them the
 # prefill sees the decode's loads.
 AUTO_PREFILL_LOAD_FEATURES = ("in_flight_at_start", "waiting_at_start")
+# The load columns the profilers and importers write, each a count of this
+# client's requests that includes the request itself: at least 1 as a load
+# feature. A value below 1 is a column of another meaning (the other requests
+# only), which the model's levels, capacity and the service would misread.
+# Rounding of a time-weighted mean is allowed for.
+SELF_COUNTED_LOADS = ("concurrency", *AUTO_PREFILL_LOAD_FEATURES)
+SELF_COUNTED_TOLERANCE = 1e-6
 
 # The design document's probe positions of a budget check.
 PROBE_POSITIONS = (1, 5, 10, 20)

@@ -222,7 +222,7 @@ class Curve:
         every output is finite."""
         self.transform.check(X_arr, self.label, strict=False)
         context_lengths(X_arr, self.context_features, self.label)
-        check_load(X_arr, self.load_features, self.label)
+        check_load(X_arr, self.load_features, self.label, self.feature_names)
         clipped = clip(X_arr, self.extended_range)
         # The raw values passed the context check and clipping only raises
         # a value to the range's lower edge, so this sum is of valid counts.

@@ -516,7 +516,7 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         # Checked on every request before the calibration split, so that an
         # error names the sample as the caller numbers it.
         context_lengths(X_arr, roles.context, label)
-        check_load(X_arr, roles.load, label)
+        check_load(X_arr, roles.load, label, names)
         if self.log_features == "auto":
             warn_if_standardised(X_arr, label)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))

@@ -15,7 +15,13 @@ from collections import namedtuple
 
 import numpy as np
 
-from ._constants import AUTO_CONTEXT_FEATURES, AUTO_LOAD_FEATURES, AUTO_PREFILL_LOAD_FEATURES
+from ._constants import (
+    AUTO_CONTEXT_FEATURES,
+    AUTO_LOAD_FEATURES,
+    AUTO_PREFILL_LOAD_FEATURES,
+    SELF_COUNTED_LOADS,
+    SELF_COUNTED_TOLERANCE,
+)
 from ._validation import feature_label, first_true
 
 LOG_FEATURES = ("auto", "all", "none")
@@ -225,10 +231,35 @@ def _nonnegative(X_arr, indices, label, role):
     return sub
 
 
-def check_load(X_arr, indices, label):
+def check_load(X_arr, indices, label, names=None):
     """Raise ``ValueError`` for a negative value of a load feature (a count
-    of requests or a usage), naming the sample."""
+    of requests or a usage), naming the sample; with the feature ``names``,
+    for a count that includes the request itself (``concurrency``,
+    ``in_flight_at_start``, ``waiting_at_start``) below 1, and for more
+    requests waiting for their first token than in flight when it was sent."""
     _nonnegative(X_arr, indices, label, "a load feature (requests in flight or a usage)")
+    if names is None:
+        return
+    named = {str(names[int(col)]): int(col) for col in indices}
+    for name, col in named.items():
+        if name not in SELF_COUNTED_LOADS:
+            continue
+        first = first_true(X_arr[:, col] < 1.0 - SELF_COUNTED_TOLERANCE)
+        if first is not None:
+            raise ValueError(
+                f"X column {label(col)} counts this client's requests including the request "
+                f"itself, so it must be >= 1; sample {first} is {X_arr[first, col]}."
+            )
+    if {"in_flight_at_start", "waiting_at_start"} <= named.keys():
+        in_flight = X_arr[:, named["in_flight_at_start"]]
+        waiting = X_arr[:, named["waiting_at_start"]]
+        first = first_true(waiting > in_flight + SELF_COUNTED_TOLERANCE)
+        if first is not None:
+            raise ValueError(
+                "X column 'waiting_at_start' counts those of 'in_flight_at_start' still "
+                f"waiting for their first token, so it cannot exceed it; sample {first} has "
+                f"{waiting[first]} waiting and {in_flight[first]} in flight."
+            )
 
 
 def context_lengths(X_arr, indices, label):

@@ -7,6 +7,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from ._constants import SELF_COUNTED_LOADS
+
 
 def with_load(estimator, X, load):
     """``X`` with the model's load feature(s) set to ``load`` for every row.
@@ -82,6 +84,11 @@ def load_values(estimator, load):
         ):
             raise ValueError(
                 f"load of feature {_shown(col, names)} must be a finite number >= 0; got {value!r}."
+            )
+        if names is not None and str(names[col]) in SELF_COUNTED_LOADS and value < 1:
+            raise ValueError(
+                f"load of feature {_shown(col, names)} counts the requests in flight with the "
+                f"request itself, so it must be >= 1; got {value!r}."
             )
         out[col] = float(value)
     return out

@@ -124,14 +124,17 @@ def test_levels_outside_the_training_range_warn_once(loaded):
     X.iloc[1, X.columns.get_loc("top_k")] = 1000.0  # past its training range
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        capacity(est, X, tpot_ms=5.0, levels=[0.5, 1, 4, 12])
+        capacity(est, X, tpot_ms=5.0, levels=[1, 4, 12, 16])
     messages = [str(w.message) for w in caught if issubclass(w.category, ExtrapolationWarning)]
     assert len(messages) == 2, messages
     assert messages[0].startswith("X column 'top_k' = 1000 (sample 1) is outside")
     assert messages[1].startswith(
-        "levels 0.5, 12 of 'concurrency' are outside its training range [1, 8]"
+        "levels 12, 16 of 'concurrency' are outside its training range [1, 8]"
     )
     assert all(w.filename == __file__ for w in caught)
+    # A count of requests that includes the request itself has no level below 1.
+    with pytest.raises(ValueError, match=r"levels of 'concurrency' count the requests in"):
+        capacity(est, X, tpot_ms=5.0, levels=[0.5, 1, 4])
 
 
 def test_the_load_column_is_for_capacity_to_set(loaded):

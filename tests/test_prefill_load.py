@@ -134,6 +134,52 @@ def test_a_negative_queue_is_refused(arrivals):
         est.predict_prefill(X.assign(waiting_at_start=[1, -1, 2]))
 
 
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        (
+            "waiting_at_start",
+            [1, 0, 2],
+            r"X column 'waiting_at_start' counts this client's requests including the "
+            r"request itself, so it must be >= 1; sample 1 is 0.0",
+        ),
+        ("in_flight_at_start", [1, 2, 0.5], r"'in_flight_at_start' .* sample 2 is 0.5"),
+        ("concurrency", [0, 2, 2], r"'concurrency' .* must be >= 1; sample 0 is 0.0"),
+        (
+            "in_flight_at_start",
+            [4, 1, 9],  # the rows hold 1, 2 and 2 waiting
+            r"X column 'waiting_at_start' counts those of 'in_flight_at_start' still waiting "
+            r"for their first token, so it cannot exceed it; sample 1 has 2.0 waiting and 1.0 "
+            r"in flight",
+        ),
+    ],
+)
+def test_loads_that_count_the_request_itself(arrivals, column, values, message):
+    """The columns the profilers and importers write count the request itself
+    (and those waiting are some of those in flight): a value that breaks this
+    is a column of another meaning, refused at fit and at predict."""
+    est, X, y, tokens = arrivals
+    X3 = X.iloc[:3].assign(waiting_at_start=[1, 2, 2], in_flight_at_start=[3, 3, 3])
+    bad = X3.assign(**{column: values})
+    with pytest.raises(ValueError, match=message):
+        est.predict_prefill(bad)
+    with pytest.raises(ValueError, match=message):
+        LatencyEstimator(max_epochs=1).fit(bad, y.iloc[:3], output_tokens=tokens[:3])
+    # Within rounding of a time-weighted mean, a count of one is one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        est.predict_prefill(X3.assign(concurrency=1 - 1e-7))
+    with pytest.raises(ValueError, match=r"load of feature 'waiting_at_start' counts the"):
+        est.predict_prefill(X3.drop(columns="waiting_at_start"), load={"waiting_at_start": 0})
+    # A load of another name (a KV-cache usage, the requests beside this one)
+    # may be 0.
+    other = X.rename(columns={"waiting_at_start": "waiting_others"}).iloc[:30]
+    other["waiting_others"] -= 1
+    LatencyEstimator(max_epochs=1, load_features=["concurrency", "waiting_others"]).fit(
+        other, y.iloc[:30], output_tokens=tokens[:30]
+    )
+
+
 def test_persistence_keeps_each_heads_loads(arrivals, tmp_path):
     est, X = arrivals[0], arrivals[1]
     path = tmp_path / "model.safetensors"
