@@ -455,15 +455,15 @@ class RelativePoint:
         return self.peer.predict_prefill(X)
 
 
-def served_model(folder):
-    """Write the dense 30M Llama of ``data/configs`` with random weights (seed 0)
-    and a word-level tokenizer (one token per word ``w0``, ``w1``, ...) to
-    ``folder``, for ``transformers serve``."""
+def served_model(folder, config="llama-dense-30m"):
+    """Write the model of ``data/configs/<config>`` (default the dense 30M
+    Llama) with random weights (seed 0) and a word-level tokenizer (one token
+    per word ``w0``, ``w1``, ...) to ``folder``, for ``transformers serve``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    config = AutoConfig.from_pretrained(PROFILED / "configs" / "llama-dense-30m")
+    config = AutoConfig.from_pretrained(PROFILED / "configs" / config)
     words = [f"w{i}" for i in range(config.vocab_size - 3)]
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -477,16 +477,16 @@ def served_model(folder):
 
 
 @contextlib.contextmanager
-def served(port, *options):
-    """``transformers serve`` of :func:`served_model`'s model on 127.0.0.1:``port``
-    (CPU, one thread, more ``options``) while the block runs; yields the model's
-    path, which is its served name."""
+def served(port, *options, config="llama-dense-30m"):
+    """``transformers serve`` of :func:`served_model`'s model of ``config`` on
+    127.0.0.1:``port`` (CPU, one thread, more ``options``) while the block runs;
+    yields the model's path, which is its served name."""
     import httpx
 
     # transformers serve names a local model by its path: a stable one.
-    model = Path(tempfile.gettempdir()) / "sklat-served" / "llama-dense-30m"
+    model = Path(tempfile.gettempdir()) / "sklat-served" / config
     if not (model / "config.json").exists():
-        served_model(model)
+        served_model(model, config)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *options]

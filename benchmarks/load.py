@@ -7,7 +7,10 @@ the CPU, random weights and a word-level tokenizer, and profile it with
 ``sklat profile --endpoint`` at 1, 2, 4, 8 and 16 requests in flight, closed
 loop, and at 1, 2 and 4 requests per second, open loop, into
 ``benchmarks/data/llama_dense_load``), then ``python benchmarks/load.py
-evaluate`` (and ``figure``: ``docs/_static/load_curve.png``).
+evaluate`` (and ``figure``: ``docs/_static/load_curve.png``). ``--set NAME``
+measures into (and evaluates) ``benchmarks/data/NAME``; ``measure --config
+mixtral-moe-8x-h512`` serves another model of ``benchmarks/data/configs``
+instead of the dense Llama.
 
 evaluate prints, per load level, the measured medians (time per output token =
 ``T_LLM_decode / output_tokens``, time to first token, the measured
@@ -65,12 +68,14 @@ AT_START = ["in_flight_at_start", "waiting_at_start"]
 CLOSED = [1, 2, 4, 8, 16]
 OPEN = [1.0, 2.0, 4.0]
 TRAINED = [1, 2, 4, 8]
+# Time-per-token objectives (ms) of the capacity table.
+OBJECTIVES = (15.0, 20.0, 30.0)
 
 
-def measure(port=8767):
+def measure(port=8767, config="llama-dense-30m"):
     from sklat.acquire import profile_endpoint
 
-    with served(port, "--continuous-batching") as model:
+    with served(port, "--continuous-batching", config=config) as model:
         start = time.monotonic()
         for _ in range(4):  # reruns measure what failed
             path = profile_endpoint(
@@ -252,10 +257,10 @@ def _protocol(frame, trained, seeds, confidence=0.9):
     )
     print(pd.DataFrame(table).round(1).to_markdown(index=False))
     if trained == TRAINED:
-        _capacity_table(frame, _sklat_models(train, seeds[0])["load feature"][0])
+        _capacity_table(frame, _sklat_models(train, seeds[0])["load feature"][0], OBJECTIVES)
 
 
-def _capacity_table(frame, est, objectives=(15.0, 20.0, 30.0), level=0.9):
+def _capacity_table(frame, est, objectives, level=0.9):
     """Per configuration and time-per-token objective: the measured capacity
     (the last closed-loop level before the first whose share of requests
     meeting the objective is below ``level``) against sklat's
@@ -429,6 +434,20 @@ if __name__ == "__main__":
     parser.add_argument(
         "--set", default=SET, help=f"the measured set under benchmarks/data (default {SET})"
     )
+    parser.add_argument(
+        "--config",
+        default="llama-dense-30m",
+        help="measure: the served model's config under benchmarks/data/configs",
+    )
+    parser.add_argument(
+        "--objectives",
+        default=",".join(f"{v:g}" for v in OBJECTIVES),
+        help="evaluate: the capacity table's time-per-token objectives, ms (comma-separated)",
+    )
     args = parser.parse_args()
     SET = args.set
-    {"measure": measure, "evaluate": evaluate, "smooth": smooth, "figure": figure}[args.what]()
+    OBJECTIVES = tuple(float(v) for v in args.objectives.split(","))
+    if args.what == "measure":
+        measure(config=args.config)
+    else:
+        {"evaluate": evaluate, "smooth": smooth, "figure": figure}[args.what]()
