@@ -451,6 +451,11 @@ def test_vllm_start_times_give_each_requests_measured_concurrency(tmp_path):
             lambda run: run["start_times"].__setitem__(0, 1e300),
             r"key 'latencies', request 0: .* \(from start_times 1e\+300\) leaves 0 ms",
         ),
+        # The value named as the file records it (seconds), not in ms.
+        (
+            lambda run: run["latencies"].__setitem__(0, -1.0),
+            r"key 'latencies', request 0: expected a finite number >= 0, got -1.0\.",
+        ),
     ],
 )
 def test_vllm_latencies_that_end_before_the_last_token_are_refused(tmp_path, edit, message):

@@ -111,11 +111,13 @@ class Importer:
             raise BenchmarkFormatError(
                 f"{self.where(key, index, entry)}: expected a number, got {value!r}."
             )
-        value = float(value) * unit
+        recorded, value = value, float(value) * unit
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             need = "> 0" if positive else ">= 0"
+            # The value as the file records it, in the file's unit.
             raise BenchmarkFormatError(
-                f"{self.where(key, index, entry)}: expected a finite number {need}, got {value!r}."
+                f"{self.where(key, index, entry)}: expected a finite number {need}, "
+                f"got {recorded!r}."
             )
         if time and value > MAX_TIME_MS:
             raise BenchmarkFormatError(
