@@ -277,12 +277,16 @@ def capacity(
         ``N``, if known; else it is drawn from the output-length distribution.
     output_tokens_distribution : dict or array-like, default=None
         As in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`.
-    load_feature : str, default=None
+    load_feature : str or list of str, default=None
         The model's feature that holds the load; ``None``: its one load
         feature (``load_features_``), or the decode's one
         (``decode_load_features_``) where the prefill has loads of its own,
         which ``X`` holds (the requests in flight and waiting when a request
-        is sent, :doc:`/load`), else ``"concurrency"``.
+        is sent, :doc:`/load`), else ``"concurrency"``. A list sweeps those
+        load features together, each at every level: a closed loop of ``L``
+        requests has ``L`` in flight over a decode and ``L`` in flight when a
+        request is sent (``["concurrency", "in_flight_at_start"]``), the
+        levels checked against the range of each.
     levels : array-like of float, default=None
         Increasing loads to evaluate, all > 0 and none past the largest load
         the model evaluates (its training range widened by its own width, in
@@ -321,33 +325,25 @@ def capacity(
     check_is_fitted(estimator)
     min_attainment = check_min_attainment(min_attainment)
     names = [str(c) for c in getattr(estimator, "feature_names_in_", [])]
-    if load_feature is None:
-        load_feature = default_load_feature(estimator, names)
-    if load_feature not in names:
-        raise ValueError(
-            f"the model has no load feature {load_feature!r} (its features: "
-            f"{names or 'no names'}); fit it on a DataFrame with that column, e.g. sklat "
-            "train --features text_tokens,concurrency."
-        )
-    load_names = [names[int(c)] for c in estimator.load_features_]
-    if load_names and load_feature not in load_names:
-        # Sweeping a configuration feature (a prompt length, say) is not a
-        # capacity; a model without load features may hold the load as an
-        # ordinary feature, which is swept as named.
-        raise ValueError(
-            f"{load_feature!r} is not a load feature of the model (its load features: "
-            f"{load_names}); capacity sweeps the load."
-        )
+    swept = _swept_features(estimator, names, load_feature)
     if not isinstance(X, pd.DataFrame):
         raise ValueError("X must be a DataFrame of the model's other feature columns.")
-    if load_feature in X.columns:
-        raise ValueError(
-            f"X holds the load feature {load_feature!r}; capacity evaluates it at each "
-            "level: leave it out."
+    for feature in swept:
+        if feature in X.columns:
+            raise ValueError(
+                f"X holds the load feature {feature!r}; capacity evaluates it at each "
+                "level: leave it out."
+            )
+    columns_swept = [names.index(feature) for feature in swept]
+    if levels is None:
+        # Swept together: the default levels of the feature that reaches least.
+        levels = min(
+            (_load_levels(estimator, column, None) for column in columns_swept),
+            key=lambda values: values[-1],
         )
-    column = names.index(load_feature)
-    levels = _load_levels(estimator, column, levels)
-    missing = [c for c in names if c not in X.columns and c != load_feature]
+    for column in columns_swept:
+        levels = _load_levels(estimator, column, levels)
+    missing = [c for c in names if c not in X.columns and c not in swept]
     if missing:
         raise ValueError(f"X lacks the feature column(s) {missing}.")
     # The model's columns in its order (and output_tokens, where given as one).
@@ -357,9 +353,9 @@ def capacity(
     # configuration at every level below): the features and lengths once, at
     # a load inside the training range; the objectives; then the levels
     # outside that range in one warning of their own.
-    low, high = estimator.feature_range_[:, column]
+    ranges = {f: estimator.feature_range_[:, c] for f, c in zip(swept, columns_swept)}
     estimator._encode(
-        X.assign(**{load_feature: float(np.clip(levels[0], low, high))})[columns],
+        X.assign(**{f: float(np.clip(levels[0], *ranges[f])) for f in swept})[columns],
         output_tokens,
     )
     n, n_levels = len(X), len(levels)
@@ -373,9 +369,11 @@ def capacity(
         key: None if value is None else np.repeat(value, n_levels)
         for key, value in per_config.items()
     }
-    _warn_levels_outside(levels, low, high, load_feature)
+    for feature in swept:
+        _warn_levels_outside(levels, *ranges[feature], feature)
     tiled = X.iloc[np.repeat(np.arange(n), n_levels)].reset_index(drop=True)
-    tiled[load_feature] = np.tile(levels, n)
+    for feature in swept:
+        tiled[feature] = np.tile(levels, n)
     with warnings.catch_warnings():
         # Said above, per configuration and per level.
         warnings.filterwarnings("ignore", "X column ", ExtrapolationWarning)
@@ -392,6 +390,37 @@ def capacity(
         attainment=attainment,
         levels=levels,
     )
+
+
+def _swept_features(estimator, names, load_feature):
+    """The checked names of the load feature(s) ``capacity`` sweeps (a list)."""
+    if load_feature is None:
+        load_feature = default_load_feature(estimator, names)
+    swept = [load_feature] if isinstance(load_feature, str) else list(load_feature)
+    if not swept or not all(isinstance(f, str) for f in swept):
+        raise ValueError(
+            f"load_feature must be a feature name or a non-empty list of them; got "
+            f"{load_feature!r}."
+        )
+    if len(set(swept)) != len(swept):
+        raise ValueError(f"load_feature lists a feature twice: {swept}.")
+    load_names = [names[int(c)] for c in estimator.load_features_]
+    for feature in swept:
+        if feature not in names:
+            raise ValueError(
+                f"the model has no load feature {feature!r} (its features: "
+                f"{names or 'no names'}); fit it on a DataFrame with that column, e.g. "
+                "sklat train --features text_tokens,concurrency."
+            )
+        if load_names and feature not in load_names:
+            # Sweeping a configuration feature (a prompt length, say) is not a
+            # capacity; a model without load features may hold the load as an
+            # ordinary feature, which is swept as named.
+            raise ValueError(
+                f"{feature!r} is not a load feature of the model (its load features: "
+                f"{load_names}); capacity sweeps the load."
+            )
+    return swept
 
 
 def _warn_levels_outside(levels, low, high, load_feature):
@@ -436,8 +465,9 @@ def _load_levels(estimator, column, levels):
         # Its extended range is that one value: every level would be
         # evaluated there.
         raise ValueError(
-            f"the load was {low:g} in every training request: the model cannot tell how "
-            "the latency changes with it; fit it on requests measured at several loads."
+            f"the load {_name(estimator, column)} was {low:g} in every training request: "
+            "the model cannot tell how the latency changes with it; fit it on requests "
+            "measured at several loads."
         )
     if levels is None:
         if high >= 2:  # on the scale of a count of requests: every whole number
@@ -466,8 +496,13 @@ def _load_levels(estimator, column, levels):
         raise ValueError(f"levels must be increasing; got {levels!r}.")
     if values[-1] > edge:
         raise ValueError(
-            f"levels go to {values[-1]:g}, past {edge:g}, the largest load the model "
-            f"evaluates (its training range widened once; a larger load is evaluated "
-            f"there): give levels up to {edge:g}."
+            f"levels go to {values[-1]:g}, past {edge:g}, the largest load "
+            f"{_name(estimator, column)} the model evaluates (its training range widened "
+            f"once; a larger load is evaluated there): give levels up to {edge:g}."
         )
     return values
+
+
+def _name(estimator, column):
+    names = getattr(estimator, "feature_names_in_", None)
+    return repr(str(names[column])) if names is not None else str(column)

@@ -74,7 +74,8 @@ def test_default_levels_reach_twice_the_largest_load_trained(loaded):
         ({"levels": []}, "levels must be a non-empty list"),
         (
             {"levels": [1, 2, 1e308]},
-            r"levels go to 1e\+308, past 64, the largest load the model evaluates .* "
+            r"levels go to 1e\+308, past 64, the largest load 'concurrency' the model "
+            r"evaluates .* "
             r"give levels up to 64",
         ),
         ({"load_feature": "batch"}, "the model has no load feature 'batch'"),

@@ -254,3 +254,47 @@ def test_capacity_sweeps_the_decodes_load_with_the_sending_given(arrivals):
     )
     np.testing.assert_array_equal(result.attainment, named.attainment)
     assert (np.diff(result.attainment, axis=1) <= 1e-12).all()
+
+
+def test_capacity_sweeps_several_loads_together(arrivals, tmp_path, capsys):
+    """A closed loop of L requests has L in flight over a decode and when a
+    request is sent: both loads take each level, the queue held as given."""
+    from sklat.cli import main
+
+    est = arrivals[0]
+    configs = pd.DataFrame({"text_tokens": [64, 512], "waiting_at_start": 1})
+    levels = [1, 2, 4, 7]
+    swept = ["concurrency", "in_flight_at_start"]
+    result = sklat.control.capacity(
+        est, configs, ttft_ms=60.0, tpot_ms=12.0, levels=levels, load_feature=swept
+    )
+    # The same as each configuration given both loads at each level.
+    grid = configs.loc[np.repeat([0, 1], 4)].assign(
+        concurrency=np.tile(levels, 2), in_flight_at_start=np.tile(levels, 2)
+    )
+    want = est.predict_slo_attainment(
+        grid[list(est.feature_names_in_)], ttft_ms=60.0, tpot_ms=12.0
+    ).reshape(2, 4)
+    np.testing.assert_allclose(result.attainment, want, rtol=1e-12)
+    # Default levels: those of the load that reaches least (in flight at the
+    # sending stays below 8 in training, concurrency reaches 8).
+    with pytest.warns(ExtrapolationWarning, match=r"of 'in_flight_at_start' are outside"):
+        default = sklat.control.capacity(est, configs, tpot_ms=12.0, load_feature=swept)
+    assert default.levels[-1] == 14.0
+    with pytest.raises(ValueError, match=r"load_feature lists a feature twice"):
+        sklat.control.capacity(est, configs, tpot_ms=12.0, load_feature=["concurrency"] * 2)
+    with pytest.raises(ValueError, match=r"load_feature must be a feature name or a non-empty"):
+        sklat.control.capacity(est, configs, tpot_ms=12.0, load_feature=[])
+    with pytest.raises(ValueError, match=r"X holds the load feature 'in_flight_at_start'"):
+        sklat.control.capacity(
+            est, configs.assign(in_flight_at_start=2), tpot_ms=12.0, load_feature=swept
+        )
+    # From the command line, comma-separated.
+    model, table = tmp_path / "model.safetensors", tmp_path / "configs.csv"
+    sklat.save(est, model)
+    configs.to_csv(table, index=False)
+    args = ["capacity", "--model", str(model), str(table), "--ttft_ms", "60", "--tpot_ms", "12"]
+    args += ["--levels", "1,2,4,7", "--load_feature", "concurrency,in_flight_at_start"]
+    assert main(args) == 0
+    printed = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    np.testing.assert_array_equal(printed["capacity"], result.capacity)

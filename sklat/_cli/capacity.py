@@ -26,8 +26,10 @@ OPTIONS = [
         (),
         dict(
             default=None,
-            help="the model's load feature to sweep (default: its one load feature, "
-            "else concurrency)",
+            help="the model's load feature to sweep (default: its one load feature, or the "
+            "decode's one where the prefill has loads of its own, else concurrency); several, "
+            "comma-separated, are swept together (concurrency,in_flight_at_start: a closed "
+            "loop's level)",
         ),
     ),
     (
@@ -69,8 +71,11 @@ def cmd_capacity(args, argv):
     est = load_model(args.model, device=args.device)
     # A model without the load feature is refused by capacity itself.
     names = [str(c) for c in getattr(est, "feature_names_in_", [])]
-    load_feature = args.load_feature or default_load_feature(est, names)
-    others = [c for c in names if c != load_feature]
+    if args.load_feature:
+        swept = [name.strip() for name in args.load_feature.split(",")]
+    else:
+        swept = [default_load_feature(est, names)]
+    others = [c for c in names if c not in swept]
     frame, n = read_configs(args.configs, others)
     if args.output_tokens is not None:
         n = args.output_tokens
@@ -83,7 +88,7 @@ def cmd_capacity(args, argv):
             e2e_ms=args.e2e_ms,
             output_tokens=n,
             min_attainment=args.min_attainment,
-            load_feature=load_feature,
+            load_feature=swept if len(swept) > 1 else swept[0],
             levels=args.levels,
         )
     table = frame.assign(capacity=result.capacity, bounded=result.bounded)
