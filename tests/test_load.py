@@ -378,5 +378,6 @@ def test_capacity_of_a_load_that_never_varied_is_refused():
         est = LatencyEstimator(max_epochs=1, random_state=0, load_features=["queue"])
         est.fit(X.assign(queue=value).drop(columns="concurrency"), y, output_tokens=tokens)
         for levels in (None, [1, 2]):
-            with pytest.raises(ValueError, match=f"the load was {value:g} in every training"):
+            message = f"the load 'queue' was {value:g} in every training"
+            with pytest.raises(ValueError, match=message):
                 sklat.control.capacity(est, configs, tpot_ms=20.0, levels=levels)
