@@ -74,6 +74,7 @@ def test_choose_with_a_load_answers_as_choose(served):
     "load, rows_have_load, message",
     [
         (-1, False, r"load of feature 'concurrency' must be a finite number >= 0; got -1"),
+        (0, False, r"load of feature 'concurrency' counts the requests in flight with the"),
         ({"kv_usage": 0.5}, False, r"load= names 'kv_usage', which is not a load feature"),
         (4, True, r"'concurrency' is given by load and by the row: give each load once"),
         (None, False, r"concurrency"),
@@ -91,6 +92,14 @@ def test_bad_loads_are_422_naming_the_problem(served, load, rows_have_load, mess
     assert re.search(message, answer.text), answer.text
     if rows_have_load:
         assert answer.json()["detail"][0]["loc"] == ["body", "rows", 0, "concurrency"]
+
+
+def test_a_row_whose_load_does_not_count_itself_is_422(served):
+    _, X, client = served
+    rows = X.iloc[:2].assign(concurrency=[2.0, 0.0])
+    answer = client.post("/v1/predict", json={"rows": rows.to_dict("records"), "output_tokens": 8})
+    assert answer.status_code == 422, answer.text
+    assert re.search(r"'concurrency' counts .* must be >= 1; sample 1 is 0.0", answer.text)
 
 
 def test_answers_say_which_rows_are_extrapolations(served):
