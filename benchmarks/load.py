@@ -29,7 +29,10 @@ configuration (prompt, output length), averaged over the configurations:
   concurrency), for each target;
 
 and, on a set that records what each request met when it was sent
-(``in_flight_at_start``, ``waiting_at_start``: ``llama_dense_load_arrivals``):
+(``in_flight_at_start``, ``waiting_at_start``: ``llama_dense_load_arrivals``), a
+row more for each held-out closed-loop level ``L``: its requests sent with ``L``
+in flight ("closed L, L at sending"), the closed loop's steady state, without the
+level's opening burst; and the predictors:
 
 - arrival load: sklat with those columns too, which the prefill sees in place of
   ``concurrency`` (``prefill_load_features="auto"``);
@@ -130,6 +133,13 @@ def evaluate(seeds=(0, 1, 2)):
         ttft_ms=("T_prefill_total", "median"),
     )
     print(summary.round(2).to_markdown())
+    steady = _steady_parts(frame, [1, 2, 8])
+    if steady:
+        counts = pd.DataFrame(
+            {name: rows.groupby(["text_tokens", "output_tokens"]).size() for name, rows in steady}
+        )
+        print("\nRequests sent with the level's L in flight, per configuration:\n")
+        print(counts.fillna(0).astype(int).to_markdown())
     for trained in (TRAINED, [1, 2, 8]):
         _protocol(frame, trained, seeds)
 
@@ -184,7 +194,7 @@ def _protocol(frame, trained, seeds, confidence=0.9):
     from sklat.metrics import interval_coverage
 
     train = frame[frame["max_concurrency"].isin(trained)].reset_index(drop=True)
-    levels = list(frame.groupby("level", sort=False))
+    levels = list(frame.groupby("level", sort=False)) + _steady_parts(frame, trained)
     errors, coverage = {}, {}
     for seed in seeds:
         models = _sklat_models(train, seed)
@@ -258,6 +268,25 @@ def _protocol(frame, trained, seeds, confidence=0.9):
     print(pd.DataFrame(table).round(1).to_markdown(index=False))
     if trained == TRAINED:
         _capacity_table(frame, _sklat_models(train, seeds[0])["load feature"][0], OBJECTIVES)
+
+
+def _steady_parts(frame, trained):
+    """For each closed-loop level held out, on a set that records the sending:
+    ``(name, rows)`` of its requests sent with the level's ``L`` requests in
+    flight (``in_flight_at_start >= L``), the closed loop's steady state. The
+    others were sent with fewer: the level's opening burst (its first ``L``
+    requests, sent at once, which the engine prefills together) and sends
+    that followed two requests ending together."""
+    if not set(AT_START) <= set(frame.columns):
+        return []
+    parts = []
+    for level in CLOSED:
+        rows = frame[frame["max_concurrency"] == level]
+        if level in trained or rows.empty:
+            continue
+        steady = rows[rows["in_flight_at_start"] >= level]
+        parts.append((f"closed {level}, {level} at sending", steady))
+    return parts
 
 
 def _capacity_table(frame, est, objectives, level=0.9):
