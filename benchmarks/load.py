@@ -10,7 +10,8 @@ loop, and at 1, 2 and 4 requests per second, open loop, into
 evaluate`` (and ``figure``: ``docs/_static/load_curve.png``). ``--set NAME``
 measures into (and evaluates) ``benchmarks/data/NAME``; ``measure --config
 mixtral-moe-8x-h512`` serves another model of ``benchmarks/data/configs``
-instead of the dense Llama.
+instead of the dense Llama, and ``--repeats`` sets the requests per
+configuration and level (8).
 
 evaluate prints, per load level, the measured medians (time per output token =
 ``T_LLM_decode / output_tokens``, time to first token, the measured
@@ -75,7 +76,7 @@ TRAINED = [1, 2, 4, 8]
 OBJECTIVES = (15.0, 20.0, 30.0)
 
 
-def measure(port=8767, config="llama-dense-30m"):
+def measure(port=8767, config="llama-dense-30m", repeats=8):
     from sklat.acquire import profile_endpoint
 
     with served(port, "--continuous-batching", config=config) as model:
@@ -88,7 +89,7 @@ def measure(port=8767, config="llama-dense-30m"):
                 engine="transformers",
                 prompt_tokens=[64, 256],
                 output_tokens=[32, 96],
-                repeats=8,
+                repeats=repeats,
                 concurrency=CLOSED,
                 request_rate=OPEN,
                 dataset=SET,
@@ -469,6 +470,9 @@ if __name__ == "__main__":
         help="measure: the served model's config under benchmarks/data/configs",
     )
     parser.add_argument(
+        "--repeats", type=int, default=8, help="measure: requests per configuration and level"
+    )
+    parser.add_argument(
         "--objectives",
         default=",".join(f"{v:g}" for v in OBJECTIVES),
         help="evaluate: the capacity table's time-per-token objectives, ms (comma-separated)",
@@ -477,6 +481,6 @@ if __name__ == "__main__":
     SET = args.set
     OBJECTIVES = tuple(float(v) for v in args.objectives.split(","))
     if args.what == "measure":
-        measure(config=args.config)
+        measure(config=args.config, repeats=args.repeats)
     else:
         {"evaluate": evaluate, "smooth": smooth, "figure": figure}[args.what]()
