@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._constants import SELF_COUNTED_LOADS
+from ._validation import feature_label
 
 
 def with_load(estimator, X, load):
@@ -76,6 +77,7 @@ def load_values(estimator, load):
     out = {}
     for key, value in items:
         col = _column(key, load_cols, names)
+        shown = feature_label(names, col)
         if (
             not isinstance(value, numbers.Real)
             or isinstance(value, bool)
@@ -83,11 +85,11 @@ def load_values(estimator, load):
             or value < 0
         ):
             raise ValueError(
-                f"load of feature {_shown(col, names)} must be a finite number >= 0; got {value!r}."
+                f"load of feature {shown} must be a finite number >= 0; got {value!r}."
             )
         if names is not None and str(names[col]) in SELF_COUNTED_LOADS and value < 1:
             raise ValueError(
-                f"load of feature {_shown(col, names)} counts the requests in flight with the "
+                f"load of feature {shown} counts the requests in flight with the "
                 f"request itself, so it must be >= 1; got {value!r}."
             )
         out[col] = float(value)
@@ -102,10 +104,6 @@ def _column(key, load_cols, names):
     else:
         col = None
     if col not in load_cols:
-        shown = ", ".join(_shown(c, names) for c in load_cols)
+        shown = ", ".join(feature_label(names, c) for c in load_cols)
         raise ValueError(f"load= names {key!r}, which is not a load feature (they are {shown}).")
     return col
-
-
-def _shown(col, names):
-    return repr(str(names[col])) if names is not None else str(col)

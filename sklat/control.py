@@ -25,7 +25,12 @@ from ._conformal import check_confidence
 from ._drift import feature_table, outside_share, rank_test
 from ._load_input import with_load
 from ._requests import Requests
-from ._validation import check_measured, check_output_tokens, check_threshold
+from ._validation import (
+    check_measured,
+    check_output_tokens,
+    check_threshold,
+    feature_labeller,
+)
 from .exceptions import ExtrapolationWarning
 
 __all__ = ["capacity", "check_drift", "choose"]
@@ -461,11 +466,12 @@ def _load_levels(estimator, column, levels):
     # report a capacity the model cannot tell.
     edge = float(estimator._curve.extended_range[1, column])
     low, high = estimator.feature_range_[:, column]
+    shown = feature_labeller(estimator)(column)
     if low == high:
         # Its extended range is that one value: every level would be
         # evaluated there.
         raise ValueError(
-            f"the load {_name(estimator, column)} was {low:g} in every training request: "
+            f"the load {shown} was {low:g} in every training request: "
             "the model cannot tell how the latency changes with it; fit it on requests "
             "measured at several loads."
         )
@@ -489,7 +495,7 @@ def _load_levels(estimator, column, levels):
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None and str(names[column]) in SELF_COUNTED_LOADS and values[0] < 1:
         raise ValueError(
-            f"levels of {str(names[column])!r} count the requests in flight with the request "
+            f"levels of {shown} count the requests in flight with the request "
             f"itself, so they must be >= 1; got {levels!r}."
         )
     if (np.diff(values) <= 0).any():
@@ -497,12 +503,7 @@ def _load_levels(estimator, column, levels):
     if values[-1] > edge:
         raise ValueError(
             f"levels go to {values[-1]:g}, past {edge:g}, the largest load "
-            f"{_name(estimator, column)} the model evaluates (its training range widened "
+            f"{shown} the model evaluates (its training range widened "
             f"once; a larger load is evaluated there): give levels up to {edge:g}."
         )
     return values
-
-
-def _name(estimator, column):
-    names = getattr(estimator, "feature_names_in_", None)
-    return repr(str(names[column])) if names is not None else str(column)
