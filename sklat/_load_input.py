@@ -78,6 +78,13 @@ def load_values(estimator, load):
     for key, value in items:
         col = _column(key, load_cols, names)
         shown = feature_label(names, col)
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()  # np.asarray(8.0) is one number
+        if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
+            raise ValueError(
+                f"load of feature {shown} is one number for every row; got {value!r}. "
+                "A load per row is a column of X."
+            )
         if (
             not isinstance(value, numbers.Real)
             or isinstance(value, bool)

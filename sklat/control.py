@@ -272,7 +272,8 @@ def capacity(
         holding the column ``load_feature``.
     X : DataFrame of shape (n_configs, n_features - 1)
         The configurations: the model's other feature columns (and optionally
-        ``output_tokens``), without ``load_feature``.
+        ``output_tokens``), without ``load_feature``. Other columns (a name,
+        say) are not read, as in :func:`choose`.
     ttft_ms, tpot_ms, e2e_ms : float or array-like of shape (n_configs,), default=None
         Objectives, as in :meth:`~sklat.LatencyEstimator.predict_slo_attainment`;
         at least one.
@@ -401,7 +402,13 @@ def _swept_features(estimator, names, load_feature):
     """The checked names of the load feature(s) ``capacity`` sweeps (a list)."""
     if load_feature is None:
         load_feature = default_load_feature(estimator, names)
-    swept = [load_feature] if isinstance(load_feature, str) else list(load_feature)
+    if isinstance(load_feature, str):
+        swept = [load_feature]
+    else:
+        try:
+            swept = list(load_feature)
+        except TypeError:  # not a name, nor a list of them
+            swept = []
     if not swept or not all(isinstance(f, str) for f in swept):
         raise ValueError(
             f"load_feature must be a feature name or a non-empty list of them; got "

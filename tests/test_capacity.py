@@ -80,6 +80,10 @@ def test_default_levels_reach_twice_the_largest_load_trained(loaded):
         ),
         ({"load_feature": "batch"}, "the model has no load feature 'batch'"),
         (
+            {"load_feature": 5},
+            r"load_feature must be a feature name or a non-empty list of them; got 5\.",
+        ),
+        (
             {"load_feature": "top_k"},
             r"'top_k' is not a load feature of the model \(its load features: "
             r"\['concurrency'\]\)",

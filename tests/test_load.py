@@ -309,12 +309,21 @@ def test_one_load_into_an_array():
         (True, "load of feature 'concurrency' must be a finite number"),
         ({"text_tokens": 3}, r"load= names 'text_tokens', which is not a load feature"),
         ({}, "load= is an empty dict"),
+        ([1, 2], r"load of feature 'concurrency' is one number for every row; got \[1, 2\]\. "),
+        (np.array([4.0]), r"is one number for every row; got array\(\[4\.\]\)\. A load per row"),
     ],
 )
 def test_bad_load(loaded, load, message):
     X = pd.DataFrame({"text_tokens": [64]})
     with pytest.raises(ValueError, match=message):
         loaded.predict_slo_attainment(X, tpot_ms=15.0, output_tokens=40, load=load)
+
+
+def test_a_load_as_a_numpy_scalar_or_0d_array_is_one_number(loaded):
+    X = pd.DataFrame({"text_tokens": [64, 256]})
+    want = loaded.predict_total(X, output_tokens=40, load=4)
+    for load in (np.int64(4), np.float32(4.0), np.asarray(4.0), {"concurrency": np.asarray(4)}):
+        np.testing.assert_array_equal(loaded.predict_total(X, output_tokens=40, load=load), want)
 
 
 def test_load_given_twice_or_to_a_model_without_one(loaded):
