@@ -10,13 +10,16 @@ loop, and at 1, 2 and 4 requests per second, open loop, into
 evaluate`` (and ``figure``: ``docs/_static/load_curve.png``). ``--set NAME``
 measures into (and evaluates) ``benchmarks/data/NAME``; ``measure --config
 mixtral-moe-8x-h512`` serves another model of ``benchmarks/data/configs``
-instead of the dense Llama, and ``--repeats`` sets the requests per
-configuration and level (8).
+instead of the dense Llama, ``--repeats`` sets the requests per
+configuration and level (8), and ``--prompt_tokens`` and ``--output_tokens``
+the lengths (64,256 and 32,96).
 
 evaluate prints, per load level, the measured medians (time per output token =
 ``T_LLM_decode / output_tokens``, time to first token, the measured
-``concurrency``) and, for two protocols (trained on the closed-loop levels 1, 2,
-4 and 8; and on 1, 2 and 8), the error of each predictor's median time per
+``concurrency``; and the median time per token of the level's requests that
+decoded alone, a check of the engine's speed through the run) and, for two
+protocols (trained on the closed-loop levels 1, 2, 4 and 8; and on 1, 2 and 8),
+the error of each predictor's median time per
 output token and time to first token against the measured median, per
 configuration (prompt, output length), averaged over the configurations:
 
@@ -47,6 +50,11 @@ Held out: level 16 (a doubling past the largest trained level), level 4 in the
 second protocol (between trained levels) and the open-loop rates (a different
 way to load the server, with the measured concurrency given).
 
+``python benchmarks/load.py positions`` prints, per closed-loop level and output
+length, the mean time of each decode step in bins of 8 steps (the requests whose
+stream gave one token per event): where in a request's decode the load's costs
+fall.
+
 ``python benchmarks/load.py smooth`` asks what the form of sklat's load costs
 allows on this engine, without training noise: per configuration and protocol,
 the law ``a + b * c**p + d * c**q`` (``a, b, d, p, q >= 0``: smooth and
@@ -57,6 +65,7 @@ closed-loop level, trained or not; after the medians themselves.
 """
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
@@ -76,7 +85,9 @@ TRAINED = [1, 2, 4, 8]
 OBJECTIVES = (15.0, 20.0, 30.0)
 
 
-def measure(port=8767, config="llama-dense-30m", repeats=8):
+def measure(
+    port=8767, config="llama-dense-30m", repeats=8, prompt_tokens=(64, 256), output_tokens=(32, 96)
+):
     from sklat.acquire import profile_endpoint
 
     with served(port, "--continuous-batching", config=config) as model:
@@ -87,8 +98,8 @@ def measure(port=8767, config="llama-dense-30m", repeats=8):
                 DATA,
                 model=str(model),
                 engine="transformers",
-                prompt_tokens=[64, 256],
-                output_tokens=[32, 96],
+                prompt_tokens=list(prompt_tokens),
+                output_tokens=list(output_tokens),
                 repeats=repeats,
                 concurrency=CLOSED,
                 request_rate=OPEN,
@@ -133,6 +144,11 @@ def evaluate(seeds=(0, 1, 2)):
         tpot_ms=("tpot", "median"),
         ttft_ms=("T_prefill_total", "median"),
     )
+    # The engine's speed through the run: the requests that decoded alone
+    # (a time-weighted concurrency within 5% of 1), wherever the level put them.
+    alone = frame[frame["concurrency"] <= 1.05].groupby("level", sort=False)["tpot"]
+    summary["alone"] = alone.size()
+    summary["alone_tpot_ms"] = alone.median()
     print(summary.round(2).to_markdown())
     steady = _steady_parts(frame, [1, 2, 8])
     if steady:
@@ -359,6 +375,39 @@ def _smooth_law(concurrency, tpot):
     return lambda c: law(best.x, np.asarray(c, dtype=np.float64))
 
 
+def positions(width=8):
+    """Per closed-loop level and output length: the mean time (ms) of each
+    decode step, in bins of ``width`` steps (the last one of a length holds
+    the steps left), over the requests whose stream
+    gave one token per event (``T_decode_segment_tokens`` all 1; a row whose
+    counts per event are unknown has none)."""
+    frame = _frame()
+    closed = frame[frame["max_concurrency"].notna()]
+    rows = []
+    for (level, n), part in closed.groupby(["max_concurrency", "output_tokens"]):
+        steps = [
+            np.asarray(json.loads(ms), dtype=np.float64)
+            for ms, tokens in zip(part["T_decode_segment_ms"], part["T_decode_segment_tokens"])
+            if isinstance(tokens, str) and set(json.loads(tokens)) == {1}
+        ]
+        if not steps:
+            continue
+        longest = max(len(s) for s in steps)
+        table = np.full((len(steps), longest), np.nan)
+        for i, s in enumerate(steps):
+            table[i, : len(s)] = s
+        mean = np.nanmean(table, axis=0)
+        row = {"level": f"closed {int(level)}", "output tokens": int(n), "requests": len(steps)}
+        for start in range(0, longest, width):
+            row[f"{start + 1}-{start + width}"] = mean[start : start + width].mean()
+        rows.append(row)
+    print(
+        f"\nMean time of a decode step (ms) in bins of {width} steps, per closed-loop "
+        f"level and output length ({SET})\n"
+    )
+    print(pd.DataFrame(rows).round(1).to_markdown(index=False))
+
+
 def smooth(protocols=(TRAINED, [1, 2, 8])):
     """Per protocol and configuration, the error (%) of the best smooth
     non-decreasing law of :func:`_smooth_law` at each closed-loop level."""
@@ -460,7 +509,7 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["measure", "evaluate", "smooth", "figure"])
+    parser.add_argument("what", choices=["measure", "evaluate", "positions", "smooth", "figure"])
     parser.add_argument(
         "--set", default=SET, help=f"the measured set under benchmarks/data (default {SET})"
     )
@@ -473,6 +522,16 @@ if __name__ == "__main__":
         "--repeats", type=int, default=8, help="measure: requests per configuration and level"
     )
     parser.add_argument(
+        "--prompt_tokens",
+        default="64,256",
+        help="measure: the prompt lengths (comma-separated)",
+    )
+    parser.add_argument(
+        "--output_tokens",
+        default="32,96",
+        help="measure: the output lengths (comma-separated)",
+    )
+    parser.add_argument(
         "--objectives",
         default=",".join(f"{v:g}" for v in OBJECTIVES),
         help="evaluate: the capacity table's time-per-token objectives, ms (comma-separated)",
@@ -481,6 +540,12 @@ if __name__ == "__main__":
     SET = args.set
     OBJECTIVES = tuple(float(v) for v in args.objectives.split(","))
     if args.what == "measure":
-        measure(config=args.config, repeats=args.repeats)
+        measure(
+            config=args.config,
+            repeats=args.repeats,
+            prompt_tokens=[int(v) for v in args.prompt_tokens.split(",")],
+            output_tokens=[int(v) for v in args.output_tokens.split(",")],
+        )
     else:
-        {"evaluate": evaluate, "smooth": smooth, "figure": figure}[args.what]()
+        tasks = {"evaluate": evaluate, "positions": positions, "smooth": smooth, "figure": figure}
+        tasks[args.what]()
