@@ -189,6 +189,8 @@ def _detail(response):
         ({"rows": [{"bogus": 1.0}]}, 422, "'bogus' is not a feature of the model"),
         ({"rows": [{"text_tokens": 1.0}]}, 422, "Field required"),
         ({"rows": [{}], "quantiles": [0.5, 2.0]}, 422, "less than or equal to 1"),
+        ({"rows": [{}], "confidence": "0.9"}, 422, "expected a number, got str"),
+        ({"rows": [{}], "confidence": True}, 422, "expected a number, got bool"),
         ({"rows": [{}], "surprise": 1}, 422, "Extra inputs are not permitted"),
         ({"rows": [{}], "model_version": 99}, 409, "model version 99 is not served"),
     ],
@@ -198,6 +200,18 @@ def test_hostile_predict_bodies(server, data, body, status, message):
         body = dict(body, rows=_rows(data, 1))
     r = server.post("/v1/predict", body)
     assert r.status_code == status, r.text
+    assert message in _detail(r)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("0.5", "expected a number, got str"), (True, "expected a number, got bool")],
+)
+def test_a_choose_attainment_is_a_number(server, data, value, message):
+    # A string or a boolean that converts (true as 1.0) is not taken for one.
+    body = {"candidates": _rows(data, 2), "tpot_ms": 30.0, "min_attainment": value}
+    r = server.post("/v1/choose", body)
+    assert r.status_code == 422, r.text
     assert message in _detail(r)
 
 

@@ -29,6 +29,8 @@ def _number(value):
 Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
 Positive = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False, gt=0)]
 Level = Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)]
+Confidence = Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
+Attainment = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
 Length = Annotated[StrictInt, Field(ge=1)]
 Row = dict[StrictStr, Number]
 
@@ -78,7 +80,7 @@ class PredictBody(_Decision):
         description="Which latencies to answer quantiles of (the end-to-end one costs the "
         "most where N is not known); TTFT and end-to-end need a model with a prefill.",
     )
-    confidence: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+    confidence: Confidence | None = Field(
         None, description="If given, calibrated intervals at this confidence."
     )
 
@@ -87,7 +89,7 @@ class ChooseBody(_Decision):
     """``POST /v1/choose``: the candidate that best meets the objectives."""
 
     candidates: Annotated[list[Row], Field(min_length=1)]
-    min_attainment: Annotated[float, Field(ge=0, le=1)] = 0.9
+    min_attainment: Attainment = 0.9
     prefer: StrictStr | list[Number] | None = Field(
         None,
         description="A column of the candidates to maximise among those that qualify, "
