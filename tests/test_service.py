@@ -293,6 +293,19 @@ def test_observations_are_written_in_the_results_format(server, data, tmp_path):
     assert -1.0 not in decode
 
 
+def test_an_observation_the_model_could_not_predict_on_is_refused(server, data):
+    # The update predicts on the log's rows first: a row with a value a
+    # log-scaled feature cannot take would fail every update after it.
+    before = server.post("/v1/observations", {"rows": _observations(data, [40])}).json()
+    rows = _observations(data, [41, 42])
+    rows[1]["text_tokens"] = -5.0
+    r = server.post("/v1/observations", {"rows": rows})
+    assert r.status_code == 422, r.text
+    assert re.search(r"observations: X column 'text_tokens' .*sample 1 is -5", _detail(r))
+    after = server.post("/v1/observations", {"rows": _observations(data, [43])}).json()
+    assert after["observations"] == before["observations"] + 1
+
+
 def test_observations_keep_per_step_latencies_and_segments(server, data):
     rows = _observations(data, [30, 31])
     n0, n1 = rows[0]["output_tokens"], rows[1]["output_tokens"]

@@ -102,6 +102,28 @@ def test_a_row_whose_load_does_not_count_itself_is_422(served):
     assert re.search(r"'concurrency' counts .* must be >= 1; sample 1 is 0.0", answer.text)
 
 
+def test_an_observation_whose_load_does_not_count_itself_is_422(served, tmp_path):
+    # Logged, it would fail every online update until it left the window.
+    est, X, _ = served
+    path = tmp_path / "model.safetensors"
+    sklat.save(est, path)
+    rows = [
+        {**X.iloc[i].to_dict(), "output_tokens": 8, "T_prefill_total": 40.0, "T_LLM_decode": 90.0}
+        for i in range(2)
+    ]
+    with TestClient(create_app(path, observations=tmp_path / "obs")) as client:
+        refused = ((0.0, r"must be >= 1; sample 1 is 0.0"), (-2.0, r"needs values >= 0; sample 1"))
+        for load, message in refused:
+            rows[1]["concurrency"] = load
+            answer = client.post("/v1/observations", json={"rows": rows})
+            assert answer.status_code == 422, answer.text
+            assert re.search(r"observations: X column 'concurrency' .*" + message, answer.text)
+        rows[1]["concurrency"] = 3.0
+        answer = client.post("/v1/observations", json={"rows": rows})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["observations"] == 2
+
+
 def test_answers_say_which_rows_are_extrapolations(served):
     # A caller does not see the estimator's ExtrapolationWarning: each answer
     # says whether its row (the load of the call included) lies inside the

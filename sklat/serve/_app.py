@@ -422,6 +422,15 @@ def _observation_records(estimator, rows):
         _check_frame(frame, "observations (rows counted from 1)", names, 0.01)
     except ResultsFormatError as exc:
         raise _invalid(("body", "rows"), str(exc)) from None
+    # The features as the served model checks them when it predicts (a load
+    # that does not count the request itself, a value a log-scaled feature
+    # cannot take): the update's first step predicts on the log's rows, and
+    # one such row would fail every update until it left the window.
+    try:
+        X_arr, _ = estimator._checked(frame[names], None, None)
+        estimator._curve.check(X_arr)
+    except ValueError as exc:
+        raise _invalid(("body", "rows"), f"observations: {exc}") from None
     records = []
     for row in rows:
         record = {k: (int(v) if k == OUTPUT_TOKENS_COL else v) for k, v in row.items()}
