@@ -177,6 +177,12 @@ def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
     assert "loads evaluated 1, 2, 4, 8" in out.err
     assert main([*args, "--levels", "4,2"]) == 2
     assert "levels must be increasing" in capsys.readouterr().err
+    # An empty name in the list is refused as every list option's is.
+    with pytest.raises(SystemExit):
+        main([*args, "--load_feature", "concurrency,"])
+    assert "expected comma-separated feature names, got 'concurrency,' (entry 2 is empty)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_sklat_choose_decides_at_the_load_given(loaded, tmp_path, capsys):

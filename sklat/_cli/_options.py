@@ -74,6 +74,10 @@ def _typed_list(text, cast, what):
         raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
 
 
+def feature_names(text):
+    return csv_list(text, "feature names")
+
+
 def int_list(text):
     return _typed_list(text, int, "integers")
 

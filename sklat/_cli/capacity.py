@@ -8,7 +8,13 @@ from pathlib import Path
 from .._domain import quiet_extrapolation
 from ..control import capacity, default_load_feature
 from ._io import load_model, read_configs
-from ._options import OBJECTIVE_OPTIONS, add_model_option, add_options, float_list
+from ._options import (
+    OBJECTIVE_OPTIONS,
+    add_model_option,
+    add_options,
+    feature_names,
+    float_list,
+)
 
 OPTIONS = [
     *OBJECTIVE_OPTIONS,
@@ -25,6 +31,7 @@ OPTIONS = [
         "load_feature",
         (),
         dict(
+            type=feature_names,
             default=None,
             help="the model's load feature to sweep (default: its one load feature, or the "
             "decode's one where the prefill has loads of its own, else concurrency); several, "
@@ -72,7 +79,7 @@ def cmd_capacity(args, argv):
     # A model without the load feature is refused by capacity itself.
     names = [str(c) for c in getattr(est, "feature_names_in_", [])]
     if args.load_feature:
-        swept = [name.strip() for name in args.load_feature.split(",")]
+        swept = args.load_feature
     else:
         swept = [default_load_feature(est, names)]
     others = [c for c in names if c not in swept]
