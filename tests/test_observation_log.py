@@ -95,3 +95,32 @@ def test_an_update_reads_only_its_window(tmp_path):
     # The same file read whole is refused at its first line.
     with pytest.raises(sklat.io.ResultsFormatError, match=r"line 1: not a JSON object"):
         sklat.io.load_results(folder, datasets=["served"])
+
+
+def test_an_update_names_the_log_line_the_model_refuses(tmp_path):
+    # A log written before the service checked each observation's features as
+    # the model does may hold a row the model refuses: the update's error says
+    # which line of the log it is.
+    from sklat.serve._worker import _update
+
+    data = make_positioned_latency(60, noise=0.05, max_output_tokens=64, random_state=0)
+    X = data.X[["text_tokens"]].assign(concurrency=np.resize([1.0, 2.0, 4.0], 60))
+    est = LatencyEstimator(max_epochs=3, random_state=0, n_threads=1).fit(
+        X, data.y, output_tokens=data.output_tokens
+    )
+    base = tmp_path / "model.safetensors"
+    sklat.save(est, base)
+    folder = tmp_path / "obs"
+    frame = X.assign(output_tokens=data.output_tokens, **data.y)
+    records = [{k: float(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    for r in records:
+        r["output_tokens"] = int(r["output_tokens"])
+    records[-3]["concurrency"] = 0.0
+    ObservationLog(folder).append(records)
+    state = {"base": est, "streak": 0, "made": (str(base), est)}
+    message = (
+        r"the last 20 lines, counted from 1\): X column 'concurrency' .* sample 17 is 0.0\. "
+        r"Sample i is the window's line i \+ 1\."
+    )
+    with pytest.raises(ValueError, match=message):
+        _update(state, str(base), 1, str(folder), 20, 10, 0.0, 3)
