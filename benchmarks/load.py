@@ -378,9 +378,9 @@ def _smooth_law(concurrency, tpot):
 def positions(width=8):
     """Per closed-loop level and output length: the mean time (ms) of each
     decode step, in bins of ``width`` steps (the last one of a length holds
-    the steps left), over the requests whose stream
-    gave one token per event (``T_decode_segment_tokens`` all 1; a row whose
-    counts per event are unknown has none)."""
+    the steps left), over the requests whose stream gave one token per event
+    (``T_decode_segment_tokens`` all 1; a row whose counts per event are
+    unknown has none)."""
     frame = _frame()
     closed = frame[frame["max_concurrency"].notna()]
     rows = []

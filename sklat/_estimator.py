@@ -787,6 +787,12 @@ class LatencyEstimator(CalibratedPredictionsMixin, FittedAttributes, RegressorMi
         check_is_fitted(self)
         return check_features(self, with_load(self, X, load), output_tokens)
 
+    def _check_rows(self, X, output_tokens=None):
+        """Raise ``ValueError`` (naming the sample) for what predicting on
+        ``X`` would refuse, without encoding it."""
+        X_arr, _ = self._checked(X, output_tokens, None)
+        self._curve.check(X_arr)
+
     def _encode(self, X, output_tokens=None, load=None):
         """Check ``X`` (with the ``load`` given for every row, and
         ``output_tokens``) once, warn about values outside the training

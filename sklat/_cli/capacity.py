@@ -95,7 +95,7 @@ def cmd_capacity(args, argv):
             e2e_ms=args.e2e_ms,
             output_tokens=n,
             min_attainment=args.min_attainment,
-            load_feature=swept if len(swept) > 1 else swept[0],
+            load_feature=swept,
             levels=args.levels,
         )
     table = frame.assign(capacity=result.capacity, bounded=result.bounded)

@@ -427,8 +427,7 @@ def _observation_records(estimator, rows):
     # cannot take): the update's first step predicts on the log's rows, and
     # one such row would fail every update until it left the window.
     try:
-        X_arr, _ = estimator._checked(frame[names], None, None)
-        estimator._curve.check(X_arr)
+        estimator._check_rows(frame[names])
     except ValueError as exc:
         raise _invalid(("body", "rows"), f"observations: {exc}") from None
     records = []

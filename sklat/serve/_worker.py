@@ -73,7 +73,7 @@ def _update(state, served_path, version, observations, window, update_every, alp
         y = y["T_LLM_decode"]
     decode = res.y["T_LLM_decode"].to_numpy()
     try:  # as the service checks each observation since 0.19.1; a log may be older
-        served._curve.check(served._checked(X, n, None)[0])
+        served._check_rows(X, n)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc} Sample i is the window's line i + 1.") from None
     with warnings.catch_warnings():
