@@ -55,6 +55,12 @@ length, the mean time of each decode step in bins of 8 steps (the requests whose
 stream gave one token per event): where in a request's decode the load's costs
 fall.
 
+``python benchmarks/load.py attention`` times one decode step's linear layers
+and attention for the served model's shapes, at each closed-loop level as a
+batch: the attention as the engine computes it on the CPU (one mask over every
+request's keys), as a paged kernel would, and in a step that also prefills a
+prompt.
+
 ``python benchmarks/load.py smooth`` asks what the form of sklat's load costs
 allows on this engine, without training noise: per configuration and protocol,
 the law ``a + b * c**p + d * c**q`` (``a, b, d, p, q >= 0``: smooth and
@@ -453,6 +459,99 @@ def smooth(protocols=(TRAINED, [1, 2, 8])):
         print(table.round(1).to_markdown(index=False))
 
 
+def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
+    """Per batch size ``c``: the time (ms, one torch thread, as ``measure``
+    serves the model) of one decode step's linear layers and of its attention in
+    two forms, for the shapes of the dense model ``config``: as
+    ``transformers serve --continuous-batching`` computes it without a paged
+    kernel (scaled dot-product attention of the step's ``c`` queries against
+    the keys of every request read in the step, ``c * context`` of them, the
+    other requests masked out: transformers'
+    ``generation/continuous_batching/input_outputs.py`` builds one mask of
+    shape ``[1, 1, queries, keys read]`` for the step), as a paged kernel
+    computes it (each query against its own request's ``context`` keys), and
+    the first form in a step that also prefills one ``prompt``-token prompt
+    (its queries against every key read)."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.set_num_threads(1)
+    cfg = json.loads((DATA / "configs" / config / "config.json").read_text())
+    heads, dim, layers = cfg["num_attention_heads"], cfg["head_dim"], cfg["num_hidden_layers"]
+    hidden, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    def timed(fn, repeats=31):
+        # The median of single calls: a call that a neighbour slowed does not
+        # move it.
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times)) * 1e3
+
+    square = [randn(hidden, heads * dim) for _ in range(4)]
+    up, gate, down, head = (
+        randn(hidden, inter),
+        randn(hidden, inter),
+        randn(inter, hidden),
+        randn(hidden, vocab),
+    )
+
+    def attend(queries, keys_per_request, requests, own):
+        q = randn(1, heads, queries, dim)
+        k, v = (
+            randn(1, heads, keys_per_request * requests, dim),
+            randn(1, heads, keys_per_request * requests, dim),
+        )
+        if own:
+            q = q.reshape(requests, heads, 1, dim)
+            k, v = (
+                t.reshape(heads, requests, keys_per_request, dim).transpose(0, 1) for t in (k, v)
+            )
+            return lambda: [F.scaled_dot_product_attention(q, k, v) for _ in range(layers)]
+        mask = torch.full((1, 1, queries, keys_per_request * requests), float("-inf"))
+        for i in range(min(queries, requests)):
+            mask[..., i, i * keys_per_request : (i + 1) * keys_per_request] = 0.0
+        mask[..., requests:, :] = 0.0  # a prompt's queries: here, every key is read
+        return lambda: [
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask) for _ in range(layers)
+        ]
+
+    rows = []
+    for c in levels:
+        x = randn(c, hidden)
+
+        def linear(x=x):
+            for _ in range(layers):
+                for w in square:
+                    x @ w
+                (torch.nn.functional.silu(x @ gate) * (x @ up)) @ down
+            return x @ head
+
+        rows.append(
+            {
+                "batch": c,
+                "linear layers": timed(linear),
+                "attention, one mask (served)": timed(attend(c, context, c, own=False)),
+                "attention, per request (paged)": timed(attend(c, context, c, own=True)),
+                f"attention, one mask, with a {prompt}-token prefill": timed(
+                    attend(c + prompt, context, c, own=False), repeats=11
+                ),
+            }
+        )
+    print(
+        f"\nOne step of {config} ({layers} layers, {heads} heads x {dim}), {context} tokens cached "
+        f"per request, torch {torch.__version__}, {torch.get_num_threads()} thread: time (ms)\n"
+    )
+    print(pd.DataFrame(rows).round(2).to_markdown(index=False))
+
+
 def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
     """Time per output token against the measured concurrency: each request of
     the set, the closed-loop medians, and sklat trained on levels 1-8 with
@@ -509,14 +608,16 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["measure", "evaluate", "positions", "smooth", "figure"])
+    parser.add_argument(
+        "what", choices=["measure", "evaluate", "positions", "smooth", "figure", "attention"]
+    )
     parser.add_argument(
         "--set", default=SET, help=f"the measured set under benchmarks/data (default {SET})"
     )
     parser.add_argument(
         "--config",
         default="llama-dense-30m",
-        help="measure: the served model's config under benchmarks/data/configs",
+        help="measure, attention: the (served) model's config under benchmarks/data/configs",
     )
     parser.add_argument(
         "--repeats", type=int, default=8, help="measure: requests per configuration and level"
@@ -546,6 +647,8 @@ if __name__ == "__main__":
             prompt_tokens=[int(v) for v in args.prompt_tokens.split(",")],
             output_tokens=[int(v) for v in args.output_tokens.split(",")],
         )
+    elif args.what == "attention":
+        attention(config=args.config)
     else:
         tasks = {"evaluate": evaluate, "positions": positions, "smooth": smooth, "figure": figure}
         tasks[args.what]()
