@@ -320,10 +320,20 @@ def _entries(values, argument, n):
 
 def split_output_tokens(X, column):
     """``(features, output_tokens or None)``: a DataFrame ``X``'s ``column``
-    split off; any other ``X`` is all features."""
+    split off; any other ``X`` is all features. A DataFrame without feature
+    columns is refused here: scikit-learn's validation of one fails on
+    finding no column dtype, with a message that names neither X nor what
+    is missing."""
+    features, tokens = X, None
     if isinstance(X, pd.DataFrame) and column in X.columns:
-        return X.drop(columns=column), X[column]
-    return X, None
+        features, tokens = X.drop(columns=column), X[column]
+    if isinstance(features, pd.DataFrame) and features.shape[1] == 0:
+        besides = f" besides {column!r}" if tokens is not None else ""
+        raise ValueError(
+            f"X has no feature columns{besides}; give at least one (a configuration "
+            "measured on its own can be a constant column)."
+        )
+    return features, tokens
 
 
 def is_missing(entry):

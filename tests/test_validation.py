@@ -345,3 +345,18 @@ def test_dataset_argument_errors():
     assert make_positioned_latency(np.int64(3), max_output_tokens=np.int32(4)).X.shape == (3, 5)
     with pytest.raises(ValueError, match="curve must be one of"):
         true_decode_curve(make_positioned_latency(2).X, [1], curve="cubic")
+
+
+def test_dataframe_without_feature_columns(d, fitted):
+    # scikit-learn's validation of a DataFrame with no columns fails on
+    # finding no dtype ("at least one array or dtype is required").
+    only_n = pd.DataFrame({"output_tokens": d.output_tokens})
+    with pytest.raises(ValueError, match=r"X has no feature columns besides 'output_tokens'; give"):
+        LatencyEstimator(max_epochs=1).fit(only_n, d.y)
+    no_columns = pd.DataFrame(index=range(len(d.y)))
+    with pytest.raises(ValueError, match=r"X has no feature columns; give at least one"):
+        fit(d, X=no_columns)
+    with pytest.raises(ValueError, match=r"X has no feature columns besides 'output_tokens'"):
+        fitted.predict(only_n.head(3))
+    with pytest.raises(ValueError, match=r"X has no feature columns; give at least one"):
+        fitted.predict_total(no_columns.head(3), output_tokens=[3, 4, 5])
