@@ -164,7 +164,9 @@ def check_confidence(confidence, name="confidence"):
         or not isinstance(confidence, (int, float, np.integer, np.floating))
         or not 0 < confidence < 1
     ):
-        raise ValueError(f"{name} must be a number in (0, 1), e.g. 0.9; got {confidence!r}.")
+        # A significance level is small; a confidence or a quantile is not.
+        example = 0.01 if name == "alpha" else 0.9
+        raise ValueError(f"{name} must be a number in (0, 1), e.g. {example}; got {confidence!r}.")
     return float(confidence)
 
 

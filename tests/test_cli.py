@@ -702,7 +702,7 @@ def test_check_exits_1_on_drift_and_0_without(trained, results, tmp_path, capsys
     assert main([*args, "--results_dir", str(slow)]) == 1
     assert capsys.readouterr().out.startswith("sklat check: DRIFT at alpha=0.01")
     assert main([*args, "--results_dir", str(slow), "--alpha", "2"]) == 2
-    assert "alpha must be a number in (0, 1)" in capsys.readouterr().err
+    assert "alpha must be a number in (0, 1), e.g. 0.01; got 2.0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_the_drift_report_counts_misses(fitted, small_data):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"alpha": 1.0}, r"alpha must be a number in \(0, 1\)"),
+        ({"alpha": 1.0}, r"alpha must be a number in \(0, 1\), e.g. 0.01; got 1.0"),
         ({"output_tokens": None}, "check_drift needs output_tokens"),
         ({"rows": 1}, "at least 2 requests"),
     ],
