@@ -96,7 +96,7 @@ def load_values(estimator, load):
             )
         if names is not None and str(names[col]) in SELF_COUNTED_LOADS and value < 1:
             raise ValueError(
-                f"load of feature {shown} counts the requests in flight with the "
+                f"load of feature {shown} counts this client's requests including the "
                 f"request itself, so it must be >= 1; got {value!r}."
             )
         out[col] = float(value)

@@ -169,7 +169,11 @@ def test_loads_that_count_the_request_itself(arrivals, column, values, message):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
         est.predict_prefill(X3.assign(concurrency=1 - 1e-7))
-    with pytest.raises(ValueError, match=r"load of feature 'waiting_at_start' counts the"):
+    with pytest.raises(
+        ValueError,
+        match=r"load of feature 'waiting_at_start' counts this client's requests including "
+        r"the request itself, so it must be >= 1; got 0",
+    ):
         est.predict_prefill(X3.drop(columns="waiting_at_start"), load={"waiting_at_start": 0})
     # A load of another name (a KV-cache usage, the requests beside this one)
     # may be 0.

@@ -74,7 +74,7 @@ def test_choose_with_a_load_answers_as_choose(served):
     "load, rows_have_load, message",
     [
         (-1, False, r"load of feature 'concurrency' must be a finite number >= 0; got -1"),
-        (0, False, r"load of feature 'concurrency' counts the requests in flight with the"),
+        (0, False, r"load of feature 'concurrency' counts this client's requests including the"),
         ({"kv_usage": 0.5}, False, r"load= names 'kv_usage', which is not a load feature"),
         (4, True, r"'concurrency' is given by load and by the row: give each load once"),
         (None, False, r"concurrency"),
