@@ -231,3 +231,31 @@ def test_sklat_predict_at_the_load_given(loaded, tmp_path, capsys):
     assert "no load column 'concurrency'; give the load every configuration is predicted at" in (
         capsys.readouterr().err
     )
+
+
+def test_a_load_in_the_file_and_set_by_the_command_is_refused(loaded, tmp_path, capsys):
+    # The estimator refuses a load given twice; the commands used to let
+    # --load (or capacity's sweep) replace the file's column unseen.
+    _, d = loaded
+    model, _ = _saved(loaded, tmp_path)
+    configs = tmp_path / "with_load.csv"
+    d.X.iloc[:4].assign(concurrency=[1, 2, 4, 8]).to_csv(configs, index=False)
+    given_twice = (
+        "column 'concurrency' is a load that --load gives too; give each load once: leave "
+        "the column out of the file, or --load out."
+    )
+    for command in (
+        ["predict", "--model", str(model), str(configs), "--load", "concurrency=3"],
+        ["choose", str(configs), "--model", str(model), "--tpot_ms", "80", "--load", "3"],
+    ):
+        assert main(command) == 2
+        assert f"{configs}: {given_twice}" in capsys.readouterr().err
+    assert main(["capacity", "--model", str(model), str(configs), "--tpot_ms", "80"]) == 2
+    assert (
+        f"{configs}: column 'concurrency' is the load that capacity sweeps (--levels); leave it "
+        "out of the file." in capsys.readouterr().err
+    )
+    # Without --load, the file's loads are what predict and choose use.
+    assert main(["predict", "--model", str(model), str(configs), "--output_tokens", "8"]) == 0
+    table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert table["concurrency"].tolist() == [1, 2, 4, 8]

@@ -33,33 +33,46 @@ def check_output_file(path):
 
 
 def columns_at_load(est, load, what):
-    """The model's feature columns a configurations file holds, and advice
-    for a missing load column: with ``--load`` (``load``) the load columns
-    are left out; without it, their absence is explained (``what``: what the
-    load is for, e.g. "every candidate is decided at")."""
+    """``(names, advice, refused)``: the model's feature columns a
+    configurations file holds; advice for a missing load column; and the
+    columns it must not hold. With ``--load`` (``load``) the load columns
+    it gives are left out, and a file that holds one is refused (the
+    estimator refuses a load given twice; here ``--load`` would replace the
+    file's values unseen); without it, their absence is explained (``what``:
+    what the load is for, e.g. "every candidate is decided at")."""
     from .._load_input import load_values
 
     names = list(getattr(est, "feature_names_in_", []))
     if load is not None:
         given = load_values(est, load)
-        return [name for i, name in enumerate(names) if i not in given], {}
+        refused = {
+            names[col]: f"column {names[col]!r} is a load that --load gives too; give each "
+            "load once: leave the column out of the file, or --load out."
+            for col in given
+        }
+        return [name for i, name in enumerate(names) if i not in given], {}, refused
     advice = {
         names[col]: f"no load column {names[col]!r}; give the load {what} with --load "
         f"(e.g. --load {names[col]}=8), or as a column."
         for col in getattr(est, "load_features_", [])
     }
-    return names, advice
+    return names, advice, {}
 
 
-def read_configs(path, names, extra=(), advice=None):
+def read_configs(path, names, extra=(), advice=None, refused=None):
     """The configurations of ``path`` as the model's features (and the
     ``extra`` columns), checked with rows counted from 1; and their
     output_tokens column, if any. ``advice``: ``{column: message}`` for a
-    missing column that a command can say more about."""
+    missing column that a command can say more about; ``refused``:
+    ``{column: message}`` for a column the file must not hold (a value the
+    command sets itself, which would otherwise replace the file's)."""
 
     frame = read_table(path)
     if frame.empty:
         raise ValueError(f"{path}: no rows.")
+    held = [c for c in (refused or {}) if c in frame.columns]
+    if held:
+        raise ValueError(f"{path}: {refused[held[0]]}")
     missing = [c for c in names if c not in frame.columns]
     advised = [c for c in missing if c in (advice or {})]
     if advised:

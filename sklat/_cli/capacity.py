@@ -83,7 +83,12 @@ def cmd_capacity(args, argv):
     else:
         swept = [default_load_feature(est, names)]
     others = [c for c in names if c not in swept]
-    frame, n = read_configs(args.configs, others)
+    refused = {
+        name: f"column {name!r} is the load that capacity sweeps (--levels); leave it out "
+        "of the file."
+        for name in swept
+    }
+    frame, n = read_configs(args.configs, others, refused=refused)
     if args.output_tokens is not None:
         n = args.output_tokens
     with quiet_extrapolation():

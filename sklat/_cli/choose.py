@@ -85,9 +85,9 @@ def cmd_choose(args, argv):
         if args.output.exists() and not args.overwrite:
             raise ValueError(f"{args.output} exists; pass --overwrite to replace it.")
     est = load_model(args.model, device=args.device)
-    names, advice = columns_at_load(est, args.load, "every candidate is decided at")
+    names, advice, refused = columns_at_load(est, args.load, "every candidate is decided at")
     extra = [args.prefer] if args.prefer else []
-    frame, n = read_configs(args.candidates, names, extra, advice)
+    frame, n = read_configs(args.candidates, names, extra, advice, refused)
     if args.output_tokens is not None:
         n = args.output_tokens
     with quiet_extrapolation():

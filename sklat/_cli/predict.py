@@ -115,8 +115,8 @@ def cmd_predict(args, argv):
     if args.interval is not None:
         check_confidence(args.interval, "--interval")
     est = load_model(args.model, device=args.device)
-    names, advice = columns_at_load(est, args.load, "every configuration is predicted at")
-    X, n = read_configs(args.configs, names, advice=advice)
+    names, advice, refused = columns_at_load(est, args.load, "every configuration is predicted at")
+    X, n = read_configs(args.configs, names, advice=advice, refused=refused)
     # The load set as the model's column(s): the table printed shows it.
     X = with_load(est, X, args.load)
     if args.output_tokens is not None:
