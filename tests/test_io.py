@@ -275,3 +275,30 @@ def test_huge_output_tokens_are_refused_with_file_and_row(tmp_path):
         r"1048576 .*; row 3 is 1e\+19",
     ):
         load_results(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "loads, message",
+    [
+        (
+            {"concurrency": [1.0, 2.0, 0.5] + [1.0] * 7},
+            r"d.csv: column 'concurrency' counts this client's requests including the request "
+            r"itself, so it must be >= 1; row 3 is 0.5\.",
+        ),
+        (
+            {"in_flight_at_start": [2] * 10, "waiting_at_start": [1] * 9 + [3]},
+            r"d.csv: column 'waiting_at_start' counts those of 'in_flight_at_start' still "
+            r"waiting for their first token, so it cannot exceed it; row 10 has 3 waiting "
+            r"and 2 in flight\.",
+        ),
+    ],
+)
+def test_bad_loads_are_named_by_file_and_row(tmp_path, loads, message):
+    # The estimator refuses them as well, but after the split into training
+    # and held-out requests, by a sample number that is no row of the file.
+    frame = _frame(10, 0).assign(**loads)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(ResultsFormatError, match=message):
+        load_results(tmp_path, features=["text_tokens", *loads])
+    # As plain columns, not features, they are kept as they are.
+    assert load_results(tmp_path).frame[list(loads)].equals(frame[list(loads)])
