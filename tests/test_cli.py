@@ -158,8 +158,10 @@ def test_a_load_column_left_out_of_the_features_is_named(tmp_path, capsys):
     )
     # By default the load column is found and named, and the model trains without it.
     assert _train(res, str(tmp_path / "out"), *FAST, "--quiet") == 0
-    assert "note: the results hold a 'concurrency' column (a load feature)" in (
-        capsys.readouterr().err
+    assert (
+        "note: the results hold the load column 'concurrency' that --features "
+        "(vision_tokens,text_tokens,tier_idx,top_k,num_active_blocks) leaves out, so the "
+        "model ignores the load; add it to --features" in capsys.readouterr().err
     )
     assert "concurrency" not in sklat.load(tmp_path / "out" / "model.safetensors").feature_names_in_
     features = ["--features", "text_tokens,concurrency", "--overwrite"]
@@ -187,8 +189,10 @@ def test_the_loads_of_the_sending_reach_the_prefill_from_the_command_line(tmp_pa
         capsys.readouterr().err,
     )
     assert _train(res, str(out), *FAST, *features) == 0
-    assert "note: the results hold a 'in_flight_at_start' column (a load feature)" in (
-        capsys.readouterr().err
+    assert (
+        "note: the results hold the load columns 'in_flight_at_start', 'waiting_at_start' "
+        "that --features (text_tokens,concurrency) leaves out, so the model ignores the queue "
+        "each request joined; add them to --features" in capsys.readouterr().err
     )
     every = "text_tokens,concurrency,in_flight_at_start,waiting_at_start"
     assert _train(res, str(out), *FAST, "--features", every, "--quiet", "--overwrite") == 0

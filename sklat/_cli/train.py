@@ -247,10 +247,13 @@ def _check_load_columns(args, columns):
                 f"--{option} names {left_out[0]!r}, a column of the results that --features "
                 f"({','.join(features)}) leaves out: add it to --features."
             )
+        held = ", ".join(repr(c) for c in left_out)
+        columns_text = f"load column {held}" if len(left_out) == 1 else f"load columns {held}"
         print(
-            f"sklat train: note: the results hold a {left_out[0]!r} column (a load feature) "
-            f"that --features ({','.join(features)}) leaves out, so the model ignores {what}; "
-            "add it to --features to learn latency under load.",
+            f"sklat train: note: the results hold the {columns_text} that --features "
+            f"({','.join(features)}) leaves out, so the model ignores {what}; add "
+            f"{'it' if len(left_out) == 1 else 'them'} to --features to learn latency under "
+            "load.",
             file=sys.stderr,
         )
 
