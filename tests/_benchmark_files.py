@@ -338,3 +338,112 @@ def _timings(prompt, n, ms):
         "predicted_per_token_ms": ms / n,
         "predicted_per_second": 1e3 * n / ms if ms else 0.0,
     }
+
+
+def guidellm_report_v03(requests=REQUESTS, sample=None):
+    """A GuideLLM 0.2 / 0.3 report (``benchmark/output.py``,
+    ``GenerativeBenchmarksReport.save_json``: ``model_dump()`` then
+    ``json.dump``): ``{"benchmarks": [...]}``, each benchmark's
+    ``request_totals`` and ``request_samples`` (``set_sample_size``, the
+    ``--output-sampling`` option) beside its requests, each request
+    (``benchmark/benchmark.py``, ``GenerativeTextResponseStats``) with its
+    ``start_time``, ``end_time``, ``first_token_time`` and
+    ``last_token_time`` (``time.time()``, s; ``backend/openai.py``: the end is
+    the stream's last line) and the computed fields. ``sample``: keep that
+    many successful requests, as ``set_sample_size`` does."""
+    successful, errored = [], []
+    for k, (prompt, completion, chunks, failed) in enumerate(requests):
+        # Sent 50 ms apart; a clock at 1000 s keeps the computed fields exact
+        # enough for the convention's checks (an epoch's float spacing is
+        # 0.24 us).
+        start = 1000.0 + 0.05 * k
+        stats = {
+            "type_": "generative_text_error" if failed else "generative_text_response",
+            "request_id": f"r{k}",
+            "request_type": "text_completions",
+            "scheduler_info": {"requested": True, "completed": True, "errored": failed},
+            "prompt": "w0 " * prompt,
+            "prompt_tokens": prompt,
+        }
+        if failed:
+            errored.append(
+                {
+                    **stats,
+                    "output": None,
+                    "output_tokens": 0,
+                    "start_time": start,
+                    "end_time": start + 0.01,
+                    "first_token_time": None,
+                    "last_token_time": None,
+                    "request_latency": 0.01,
+                    "time_to_first_token_ms": None,
+                    "time_per_output_token_ms": None,
+                    "inter_token_latency_ms": None,
+                    "tokens_per_second": prompt / 0.01,
+                    "output_tokens_per_second": None,
+                    "error": "TimeoutError",
+                }
+            )
+            continue
+        gaps, _ = _events(prompt, completion, chunks)
+        first = start + prefill_ms(prompt) / 1000
+        last = first + sum(gaps) / 1000
+        end = last + 0.0005  # the [DONE] line after the last text
+        successful.append(
+            {
+                **stats,
+                "output": "w1 " * completion,
+                "output_tokens": completion,
+                "start_time": start,
+                "end_time": end,
+                "first_token_time": first,
+                "last_token_time": last,
+                "request_latency": end - start,
+                "time_to_first_token_ms": 1000 * (first - start),
+                "time_per_output_token_ms": 1000 * (last - first) / completion,
+                "inter_token_latency_ms": 1000 * (last - first) / (completion - 1)
+                if completion > 1
+                else 0.0,
+                "tokens_per_second": (prompt + completion) / (end - start),
+                "output_tokens_per_second": completion / (end - start),
+            }
+        )
+    totals = {
+        "successful": len(successful),
+        "incomplete": 0,
+        "errored": len(errored),
+        "total": len(successful) + len(errored),
+    }
+    samples = None
+    if sample is not None:
+        successful = successful[:sample]
+        samples = {"successful": len(successful), "incomplete": 0, "errored": len(errored)}
+        samples["total"] = None
+    starts = [r["start_time"] for r in successful + errored]
+    ends = [r["end_time"] for r in successful + errored]
+    return {
+        "benchmarks": [
+            {
+                "type_": "generative_benchmark",
+                "id_": "b0",
+                "run_id": "run0",
+                "args": {"strategy_index": 0, "max_number": None, "max_duration": 30.0},
+                "run_stats": {"start_time": min(starts), "end_time": max(ends)},
+                "worker": {"type_": "generative_requests_worker"},
+                "request_loader": {"type_": "generative_request_loader"},
+                "extras": {},
+                "metrics": {"request_concurrency": {"successful": {"mean": 1.2}}},
+                "start_time": min(starts),
+                "end_time": max(ends),
+                "duration": max(ends) - min(starts),
+                "request_totals": totals,
+                "request_samples": samples,
+                "requests": {
+                    "successful": successful,
+                    "incomplete": [],
+                    "errored": errored,
+                    "total": None,
+                },
+            }
+        ]
+    }

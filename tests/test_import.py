@@ -13,6 +13,7 @@ from ._benchmark_files import (
     REQUESTS,
     timed,
     guidellm_report,
+    guidellm_report_v03,
     llamacpp_lines,
     prefill_ms,
     sglang_run,
@@ -550,4 +551,57 @@ def test_an_aiperf_record_that_ends_before_its_last_token_is_refused(tmp_path):
     record["metadata"]["request_end_ns"] = record["metadata"]["request_start_ns"] + 1000
     path.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
     with pytest.raises(BenchmarkFormatError, match=r"request 1: the request ends before its last"):
+        read_benchmark(path)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_guidellm_0_3_reports_give_concurrency_from_their_start_and_end(tmp_path, suffix):
+    # GuideLLM 0.2 and 0.3 name a request's times start_time and end_time, and
+    # count the requests on the benchmark rather than under metrics.
+    import yaml
+
+    report = guidellm_report_v03()
+    path = tmp_path / f"benchmarks{suffix}"
+    path.write_text(json.dumps(report, indent=4) if suffix == ".json" else yaml.dump(report))
+    frame = read_benchmark(path)
+    s = _accounted(frame)
+    _check_convention(frame)
+    assert s["imported"] == 3 and s["kept_out"]["errored"] == 1
+    assert s["notes"] == ["concurrency reconstructed for 3 requests from their times in flight"]
+    requests = report["benchmarks"][0]["requests"]
+    intervals = [
+        (r["start_time"], r["end_time"]) for r in requests["successful"] + requests["errored"]
+    ]
+    for _, row in frame.iterrows():
+        r = next(q for q in requests["successful"] if q["prompt_tokens"] == row["text_tokens"])
+        assert row["T_prefill_total"] == pytest.approx(r["time_to_first_token_ms"])
+        assert row["T_LLM_decode"] == pytest.approx(
+            1000 * (r["last_token_time"] - r["first_token_time"])
+        )
+        expected = _in_flight_mean(intervals, r["first_token_time"], r["last_token_time"])
+        assert row["concurrency"] == pytest.approx(expected, abs=2e-3)
+        held = [(a, b) for a, b in intervals if a <= r["start_time"] < b]
+        assert row["in_flight_at_start"] == len(held)
+
+
+def test_a_sampled_guidellm_0_3_report_is_said_to_be_one(tmp_path):
+    path = tmp_path / "benchmarks.json"
+    path.write_text(json.dumps(guidellm_report_v03(sample=2)))
+    frame = read_benchmark(path)
+    assert len(frame) == 2 and "concurrency" not in frame.columns
+    assert frame.attrs["import_summary"]["notes"] == [
+        "benchmark 0 holds a sample: 2 of 4 successful requests",
+        "concurrency not reconstructed (benchmark 0 holds a sample of its requests)",
+    ]
+
+
+def test_a_guidellm_0_3_request_that_ends_before_its_last_token_is_refused(tmp_path):
+    report = guidellm_report_v03()
+    report["benchmarks"][0]["requests"]["successful"][0]["end_time"] -= 0.01
+    path = tmp_path / "benchmarks.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(
+        BenchmarkFormatError,
+        match=r"key 'end_time', request \d+: .* s is before the request's last",
+    ):
         read_benchmark(path)

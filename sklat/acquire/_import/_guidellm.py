@@ -16,6 +16,20 @@ no gaps: every request is totals only, its decode time ``inter_token_latency_ms
 request also serialises ``request_start_time`` and ``request_end_time``
 (seconds): from them, each request's ``concurrency`` is reconstructed within
 its benchmark (see :mod:`._convention`), unless the lists are a sample.
+
+GuideLLM 0.2 and 0.3 (tags ``v0.2.1``, ``v0.3.1``) wrote the same layout under
+other names (``src/guidellm/benchmark/output.py``,
+``GenerativeBenchmarksReport.save_json``: ``model_dump()`` then ``json.dump``;
+``src/guidellm/benchmark/benchmark.py``): ``request_totals`` and
+``request_samples`` (``set_sample_size``, the ``--output-sampling`` option;
+null when every request is kept) on the benchmark itself rather than under
+``metrics``, and each request (``GenerativeTextResponseStats``) with
+``start_time``, ``end_time``, ``first_token_time`` and ``last_token_time``
+(``time.time()``, seconds; ``backend/openai.py`` takes the start before the
+request is sent and the end at the stream's last line) and the same computed
+fields, ``time_to_first_token_ms`` and ``inter_token_latency_ms`` among them.
+A request with ``first_token_time`` is read in that layout: its flight is
+``start_time`` to ``end_time``.
 """
 
 import numpy as np
@@ -63,7 +77,9 @@ def read(docs, path, tool="guidellm"):
                 f"{path}: benchmarks[{run}].metrics: expected an object, got "
                 f"{type(metrics).__name__}."
             )
-        totals = metrics.get("request_totals") or {}
+        # 0.4 and later count the requests under metrics, 0.2 and 0.3 on the
+        # benchmark itself.
+        totals = metrics.get("request_totals") or bench.get("request_totals") or {}
         if not isinstance(totals, dict):
             totals = {}
         recorded = totals.get("successful")
@@ -89,13 +105,10 @@ def _flight(imp, request, index, run):
     """The request's ``(start, end)`` (seconds) where both are recorded."""
     if not isinstance(request, dict):
         return None
-    return imp.recorded_flight(
-        run,
-        request.get("request_start_time"),
-        request.get("request_end_time"),
-        ("request_start_time", "request_end_time"),
-        index,
-    )
+    keys = ("request_start_time", "request_end_time")
+    if not any(key in request for key in keys) and "first_token_time" in request:
+        keys = ("start_time", "end_time")  # GuideLLM 0.2 and 0.3
+    return imp.recorded_flight(run, request.get(keys[0]), request.get(keys[1]), keys, index)
 
 
 def _request(imp, request, index, run):
@@ -126,8 +139,9 @@ def _request(imp, request, index, run):
         # window, start + ttft to start + ttft + decode, lies inside.
         start, end, _ = times
         if start + (ttft + decode) / 1000 > end + _END_SLACK_S + 8 * np.spacing(abs(end)):
+            end_key = "request_end_time" if "request_end_time" in request else "end_time"
             raise BenchmarkFormatError(
-                f"{imp.where('request_end_time', index)}: {end!r} s is before the request's "
+                f"{imp.where(end_key, index)}: {end!r} s is before the request's "
                 f"last token ({start!r} s + {ttft:g} ms to the first + {decode:g} ms of decode)."
             )
     prompt = request.get("prompt_tokens")
