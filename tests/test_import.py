@@ -605,3 +605,27 @@ def test_a_guidellm_0_3_request_that_ends_before_its_last_token_is_refused(tmp_p
         match=r"key 'end_time', request \d+: .* s is before the request's last",
     ):
         read_benchmark(path)
+
+
+def test_a_request_whose_tokens_all_came_with_the_first_is_kept_out(tmp_path):
+    # A reply sent whole: the last token's time is the first's (GuideLLM's
+    # inter-token latency 0), or every gap is 0 (vLLM). The import used to
+    # stop at such a request.
+    first_event = "first event carried several tokens: its time mixes prefill and decode"
+    report = guidellm_report()
+    report["benchmarks"][0]["requests"]["successful"][0]["inter_token_latency_ms"] = 0.0
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(report))
+    frame = read_benchmark(path)
+    s = _accounted(frame)
+    assert s["imported"] == 2 and s["kept_out"][first_event] == 1
+    run = vllm_run()
+    run["itls"][0] = [0.0] * len(run["itls"][0])
+    frame = read_benchmark(write_vllm(tmp_path / "v.json", [run]))
+    s = _accounted(frame)
+    assert s["imported"] == 2 and s["kept_out"][first_event] == 1
+    # A negative time is still malformed.
+    report["benchmarks"][0]["requests"]["successful"][0]["inter_token_latency_ms"] = -1.0
+    path.write_text(json.dumps(report))
+    with pytest.raises(BenchmarkFormatError, match="inter_token_latency_ms"):
+        read_benchmark(path)

@@ -220,6 +220,12 @@ class Importer:
             decode_ms = float(gaps_ms.sum())
         elif totals_reason is None:
             totals_reason = NO_GAPS
+        if decode_ms == 0:
+            # Every token after the first came at the instant of the first
+            # (a reply sent whole, or one event): the first event carried
+            # them all.
+            self.kept_out[FIRST_EVENT] += 1
+            return
         if decode_ms is None or not decode_ms > 0:
             raise BenchmarkFormatError(
                 f"{self.path}: request {index}: decode time {decode_ms!r} ms for {n} tokens "
