@@ -174,7 +174,11 @@ def test_sklat_capacity_prints_each_configuration(loaded, tmp_path, capsys):
     expected = capacity(sklat.load(model), d.X.iloc[:8], tpot_ms=80.0, levels=[1, 2, 4, 8])
     assert len(set(expected.capacity)) > 1  # the objective splits the configurations
     np.testing.assert_array_equal(table["capacity"], expected.capacity)
-    assert "loads evaluated 1, 2, 4, 8" in out.err
+    assert "loads evaluated 1, 2, 4, 8;" in out.err
+    # The default sweep, evenly spaced to twice the largest trained load, is
+    # said by its ends and step.
+    assert main(args) == 0
+    assert "loads evaluated 1, 2, ..., 16 (every 1);" in capsys.readouterr().err
     assert main([*args, "--levels", "4,2"]) == 2
     assert "levels must be increasing" in capsys.readouterr().err
     # An empty name in the list is refused as every list option's is.

@@ -5,6 +5,8 @@ trained with a load feature."""
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .._domain import quiet_extrapolation
 from ..control import capacity, default_load_feature
 from ._io import load_model, read_configs
@@ -106,8 +108,18 @@ def cmd_capacity(args, argv):
     table = frame.assign(capacity=result.capacity, bounded=result.bounded)
     table.to_csv(sys.stdout, index=False, float_format="%.6g")
     print(
-        f"sklat capacity: loads evaluated {', '.join(f'{v:g}' for v in result.levels)}; "
+        f"sklat capacity: loads evaluated {_levels_text(result.levels)}; "
         "bounded=False: the capacity is at least the last of them",
         file=sys.stderr,
     )
     return 0
+
+
+def _levels_text(levels):
+    """The levels as a list, or a long evenly spaced run (the default sweep
+    goes to twice the largest trained load) as its ends and step."""
+    levels = np.asarray(levels, dtype=np.float64)
+    steps = np.diff(levels)
+    if len(levels) > 6 and np.allclose(steps, steps[0], rtol=1e-9, atol=0):
+        return f"{levels[0]:g}, {levels[1]:g}, ..., {levels[-1]:g} (every {steps[0]:g})"
+    return ", ".join(f"{v:g}" for v in levels)
