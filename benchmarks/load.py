@@ -59,7 +59,8 @@ fall.
 and attention for the served model's shapes, at each closed-loop level as a
 batch: the attention as the engine computes it on the CPU (one mask over every
 request's keys), as a paged kernel would, and in a step that also prefills a
-prompt.
+prompt; and the attention of a step that prefills as many prompts together (a
+closed-loop level's opening burst), both ways.
 
 ``python benchmarks/load.py smooth`` asks what the form of sklat's load costs
 allows on this engine, without training noise: per configuration and protocol,
@@ -471,7 +472,9 @@ def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
     shape ``[1, 1, queries, keys read]`` for the step), as a paged kernel
     computes it (each query against its own request's ``context`` keys), and
     the first form in a step that also prefills one ``prompt``-token prompt
-    (its queries against every key read)."""
+    (its queries against every key read); and a step that prefills ``c``
+    prompts of ``prompt`` tokens together (a closed-loop level's opening
+    burst), with one mask and per request."""
     import torch
     from torch.nn import functional as F
 
@@ -523,6 +526,25 @@ def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
             F.scaled_dot_product_attention(q, k, v, attn_mask=mask) for _ in range(layers)
         ]
 
+    def burst(requests, own):
+        # ``requests`` prompts prefilled in one step, as a closed loop's
+        # opening burst is: causal within each prompt; with one mask, every
+        # query is computed against every prompt's keys.
+        if own:
+            q, k, v = (randn(requests, heads, prompt, dim) for _ in range(3))
+            return lambda: [
+                F.scaled_dot_product_attention(q, k, v, is_causal=True) for _ in range(layers)
+            ]
+        tokens = requests * prompt
+        q, k, v = (randn(1, heads, tokens, dim) for _ in range(3))
+        mask = torch.full((1, 1, tokens, tokens), float("-inf"))
+        causal = torch.triu(torch.full((prompt, prompt), float("-inf")), diagonal=1)
+        for i in range(requests):
+            mask[..., i * prompt : (i + 1) * prompt, i * prompt : (i + 1) * prompt] = causal
+        return lambda: [
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask) for _ in range(layers)
+        ]
+
     rows = []
     for c in levels:
         x = randn(c, hidden)
@@ -543,6 +565,10 @@ def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
                 f"attention, one mask, with a {prompt}-token prefill": timed(
                     attend(c + prompt, context, c, own=False), repeats=11
                 ),
+                "batch's prompts prefilled together, one mask": timed(
+                    burst(c, own=False), repeats=5
+                ),
+                "the same, per request": timed(burst(c, own=True), repeats=5),
             }
         )
     print(
