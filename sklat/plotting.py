@@ -203,6 +203,7 @@ class LatencyCurveDisplay:
         measured=None,
         reference=None,
         labels=None,
+        load=None,
         ax=None,
         **kwargs,
     ):
@@ -223,6 +224,10 @@ class LatencyCurveDisplay:
             Reference curves (e.g. the ground truth), drawn dashed.
         labels : list of str, default=None
             Legend label per configuration.
+        load : float or dict, default=None
+            For a model with load features: the load every curve is drawn at,
+            as in :meth:`~sklat.LatencyEstimator.predict_positions` (``X`` then
+            leaves the load columns out).
         ax : matplotlib Axes, default=None
             Axes to draw on; ``None`` creates a figure.
         **kwargs : dict
@@ -235,7 +240,7 @@ class LatencyCurveDisplay:
         """
         if positions is None:
             positions = np.arange(1, min(estimator.max_output_tokens_, _DEFAULT_MAX_POSITION) + 1)
-        latencies = estimator.predict_positions(X, positions)
+        latencies = estimator.predict_positions(X, positions, load=load)
         return cls.from_predictions(
             positions,
             latencies,

@@ -162,3 +162,23 @@ def test_save_report_figures_writes_each_figure(fitted, small_data, tmp_path):
     assert files == ["latency_curves.png", "total_decode.png"]
     assert all((tmp_path / f).stat().st_size > 0 for f in files)
     assert not (tmp_path / "coverage.png").exists()
+
+
+def test_curve_from_estimator_at_a_load(small_data):
+    from sklat import LatencyEstimator
+
+    d = small_data
+    X = d.X.assign(concurrency=np.resize([1.0, 2.0, 4.0], len(d.X)))
+    est = LatencyEstimator(max_epochs=3, random_state=0, n_threads=1)
+    est.fit(X, d.y, output_tokens=d.output_tokens)
+    configs, positions = d.X.iloc[:2], np.arange(1, 11)
+    curves = {}
+    for load in (1, 4):
+        disp = LatencyCurveDisplay.from_estimator(est, configs, positions=positions, load=load)
+        expected = est.predict_positions(configs, positions, load=load)
+        for line, row in zip(disp.lines_, expected):
+            np.testing.assert_allclose(line.get_ydata(), row)
+        curves[load] = expected
+    assert (curves[4] > curves[1]).all()
+    with pytest.raises(ValueError, match=r"yet now missing:\n- concurrency"):
+        LatencyCurveDisplay.from_estimator(est, configs, positions=positions)
