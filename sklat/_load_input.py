@@ -20,9 +20,10 @@ def with_load(estimator, X, load):
     gives: a DataFrame gains them, an array has them inserted at their
     positions.
     """
-    if load is None:
-        return X
     names = getattr(estimator, "feature_names_in_", None)
+    if load is None:
+        _check_load_columns(estimator, X, names)
+        return X
     values = load_values(estimator, load)
     if isinstance(X, pd.DataFrame) and names is not None:
         given = [str(names[col]) for col in values if str(names[col]) in X.columns]
@@ -50,6 +51,21 @@ def with_load(estimator, X, load):
     for col in sorted(values):
         out = np.insert(out, col, values[col], axis=1)
     return out
+
+
+def _check_load_columns(estimator, X, names):
+    """A DataFrame ``X`` without ``load=`` that holds every feature but some
+    load ones: say how to give the load (scikit-learn's own message names
+    the missing columns only)."""
+    if not isinstance(X, pd.DataFrame) or names is None:
+        return
+    missing = [str(n) for n in names if str(n) not in X.columns]
+    loads = {str(names[int(col)]) for col in getattr(estimator, "load_features_", [])}
+    if missing and set(missing) <= loads:
+        raise ValueError(
+            f"X lacks the load feature column(s) {missing}: give them as columns of X, or "
+            f"the load every row is predicted at with load= (e.g. load={{{missing[0]!r}: 8}})."
+        )
 
 
 def load_values(estimator, load):

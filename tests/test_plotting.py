@@ -180,5 +180,7 @@ def test_curve_from_estimator_at_a_load(small_data):
             np.testing.assert_allclose(line.get_ydata(), row)
         curves[load] = expected
     assert (curves[4] > curves[1]).all()
-    with pytest.raises(ValueError, match=r"yet now missing:\n- concurrency"):
+    with pytest.raises(
+        ValueError, match=r"X lacks the load feature column\(s\) \[.concurrency.\]: give"
+    ):
         LatencyCurveDisplay.from_estimator(est, configs, positions=positions)
