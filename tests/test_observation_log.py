@@ -118,8 +118,19 @@ def test_an_update_names_the_log_line_the_model_refuses(tmp_path):
     records[-3]["concurrency"] = 0.0
     ObservationLog(folder).append(records)
     state = {"base": est, "streak": 0, "made": (str(base), est)}
+    # A load below 1 is refused as a results file's row is.
     message = (
-        r"the last 20 lines, counted from 1\): X column 'concurrency' .* sample 17 is 0.0\. "
+        r"the last 20 lines, counted from 1\): column 'concurrency' counts this client's "
+        r"requests including the request itself, so it must be >= 1; row 18 is 0\."
+    )
+    with pytest.raises(ValueError, match=message):
+        _update(state, str(base), 1, str(folder), 20, 10, 0.0, 3)
+    # What only the model refuses (a negative context) is named by its sample.
+    records[-3]["concurrency"], records[-4]["text_tokens"] = 2.0, -5.0
+    (folder / "served" / "requests.jsonl").unlink()
+    ObservationLog(folder).append(records)
+    message = (
+        r"the last 20 lines, counted from 1\): X column 'text_tokens' .* sample 16 is -5.0\. "
         r"Sample i is the window's line i \+ 1\."
     )
     with pytest.raises(ValueError, match=message):
