@@ -64,6 +64,19 @@ TOKEN_OPS = [
 ]
 
 
+def median_us(fn, repeat):
+    """The median time (microseconds) of ``repeat`` single calls of ``fn``,
+    after one call to warm it up: a call that a neighbour slowed does not
+    move it."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * float(np.median(times))
+
+
 def configurations(data):
     """An id per request of ``data`` (a dataset Bunch): requests with equal
     features and output length (repeats of one measurement) share it."""

@@ -79,7 +79,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import LGBM_PARAMS, served
+from _common import LGBM_PARAMS, median_us, served
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -488,15 +488,7 @@ def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
         return torch.randn(*shape, generator=gen)
 
     def timed(fn, repeats=31):
-        # The median of single calls: a call that a neighbour slowed does not
-        # move it.
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times)) * 1e3
+        return median_us(fn, repeats) / 1e3  # ms
 
     square = [randn(hidden, heads * dim) for _ in range(4)]
     up, gate, down, head = (

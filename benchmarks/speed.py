@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from _common import median_us
+
 from sklat import LatencyEstimator
 from sklat.control import choose
 from sklat._loss import decode_total_loss
@@ -172,16 +174,6 @@ def training_table(device, total_positions, quick):
             if len(r) and "s/epoch" in r and np.isfinite(r["s/epoch"].iloc[0]):
                 ratios[f"{ref} / sklat, {kind}"] = r["s/epoch"].iloc[0] / sk.loc[kind, "s/epoch"]
     return table, ratios
-
-
-def median_us(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e6 * float(np.median(times))
 
 
 def inference_table(repeat):
