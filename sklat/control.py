@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
-from ._constants import SELF_COUNTED_LOADS
+from ._constants import SELF_COUNTED_LOADS, SELF_COUNTED_TOLERANCE
 from ._choice import best, check_min_attainment, meets, split_candidates
 from ._conformal import check_confidence
 from ._drift import feature_table, outside_share, rank_test
@@ -500,9 +500,13 @@ def _load_levels(estimator, column, levels):
         raise ValueError(f"levels must be a non-empty list of finite loads > 0; got {levels!r}.")
     values = values.astype(np.float64)
     names = getattr(estimator, "feature_names_in_", None)
-    if names is not None and str(names[column]) in SELF_COUNTED_LOADS and values[0] < 1:
+    if (
+        names is not None
+        and str(names[column]) in SELF_COUNTED_LOADS
+        and values[0] < 1.0 - SELF_COUNTED_TOLERANCE
+    ):
         raise ValueError(
-            f"levels of {shown} count the requests in flight with the request "
+            f"levels of {shown} count this client's requests including the request "
             f"itself, so they must be >= 1; got {levels!r}."
         )
     if (np.diff(values) <= 0).any():

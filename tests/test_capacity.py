@@ -73,6 +73,11 @@ def test_default_levels_reach_twice_the_largest_load_trained(loaded):
         ({"levels": [0, 1]}, "levels must be a non-empty list of finite loads > 0"),
         ({"levels": []}, "levels must be a non-empty list"),
         (
+            {"levels": [0.5, 1]},
+            r"levels of 'concurrency' count this client's requests including the request "
+            r"itself, so they must be >= 1; got \[0.5, 1\]\.",
+        ),
+        (
             {"levels": [1, 2, 1e308]},
             r"levels go to 1e\+308, past 64, the largest load 'concurrency' the model "
             r"evaluates .* "
@@ -138,7 +143,9 @@ def test_levels_outside_the_training_range_warn_once(loaded):
     )
     assert all(w.filename == __file__ for w in caught)
     # A count of requests that includes the request itself has no level below 1.
-    with pytest.raises(ValueError, match=r"levels of 'concurrency' count the requests in"):
+    with pytest.raises(
+        ValueError, match=r"levels of 'concurrency' count this client's requests including"
+    ):
         capacity(est, X, tpot_ms=5.0, levels=[0.5, 1, 4])
 
 
