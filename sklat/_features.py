@@ -231,6 +231,28 @@ def _nonnegative(X_arr, indices, label, role):
     return sub
 
 
+# The rule every check of a self-counted load (``SELF_COUNTED_LOADS``) states,
+# whatever it names: a column and sample, a file and row, a ``load=``.
+COUNTS_ITSELF = "counts this client's requests including the request itself, so it must be >= 1"
+WAITING_WITHIN = (
+    "counts those of 'in_flight_at_start' still waiting for their first token, so it "
+    "cannot exceed it"
+)
+
+
+def first_below_one(values):
+    """Index of the first value of a self-counted load below 1 (the rounding
+    of a time-weighted mean allowed for), or None."""
+    return first_true(np.asarray(values, dtype=np.float64) < 1.0 - SELF_COUNTED_TOLERANCE)
+
+
+def first_more_waiting(in_flight, waiting):
+    """Index of the first request with more waiting than in flight at its
+    sending (rounding allowed for), or None."""
+    in_flight = np.asarray(in_flight, dtype=np.float64)
+    return first_true(np.asarray(waiting, dtype=np.float64) > in_flight + SELF_COUNTED_TOLERANCE)
+
+
 def check_load(X_arr, indices, label, names=None):
     """Raise ``ValueError`` for a negative value of a load feature (a count
     of requests or a usage), naming the sample; with the feature ``names``,
@@ -244,20 +266,18 @@ def check_load(X_arr, indices, label, names=None):
     for name, col in named.items():
         if name not in SELF_COUNTED_LOADS:
             continue
-        first = first_true(X_arr[:, col] < 1.0 - SELF_COUNTED_TOLERANCE)
+        first = first_below_one(X_arr[:, col])
         if first is not None:
             raise ValueError(
-                f"X column {label(col)} counts this client's requests including the request "
-                f"itself, so it must be >= 1; sample {first} is {X_arr[first, col]}."
+                f"X column {label(col)} {COUNTS_ITSELF}; sample {first} is {X_arr[first, col]}."
             )
     if {"in_flight_at_start", "waiting_at_start"} <= named.keys():
         in_flight = X_arr[:, named["in_flight_at_start"]]
         waiting = X_arr[:, named["waiting_at_start"]]
-        first = first_true(waiting > in_flight + SELF_COUNTED_TOLERANCE)
+        first = first_more_waiting(in_flight, waiting)
         if first is not None:
             raise ValueError(
-                "X column 'waiting_at_start' counts those of 'in_flight_at_start' still "
-                f"waiting for their first token, so it cannot exceed it; sample {first} has "
+                f"X column 'waiting_at_start' {WAITING_WITHIN}; sample {first} has "
                 f"{waiting[first]} waiting and {in_flight[first]} in flight."
             )
 

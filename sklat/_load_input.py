@@ -7,7 +7,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from ._constants import SELF_COUNTED_LOADS, SELF_COUNTED_TOLERANCE
+from ._constants import SELF_COUNTED_LOADS
+from ._features import COUNTS_ITSELF, first_below_one
 from ._validation import feature_label
 
 
@@ -110,15 +111,9 @@ def load_values(estimator, load):
             raise ValueError(
                 f"load of feature {shown} must be a finite number >= 0; got {value!r}."
             )
-        if (
-            names is not None
-            and str(names[col]) in SELF_COUNTED_LOADS
-            and value < 1.0 - SELF_COUNTED_TOLERANCE
-        ):
-            raise ValueError(
-                f"load of feature {shown} counts this client's requests including the "
-                f"request itself, so it must be >= 1; got {value!r}."
-            )
+        if names is not None and str(names[col]) in SELF_COUNTED_LOADS:
+            if first_below_one([value]) is not None:
+                raise ValueError(f"load of feature {shown} {COUNTS_ITSELF}; got {value!r}.")
         out[col] = float(value)
     return out
 

@@ -19,10 +19,11 @@ import pandas as pd
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
-from ._constants import SELF_COUNTED_LOADS, SELF_COUNTED_TOLERANCE
+from ._constants import SELF_COUNTED_LOADS
 from ._choice import best, check_min_attainment, meets, split_candidates
 from ._conformal import check_confidence
 from ._drift import feature_table, outside_share, rank_test
+from ._features import first_below_one
 from ._load_input import with_load
 from ._requests import Requests
 from ._validation import (
@@ -503,7 +504,7 @@ def _load_levels(estimator, column, levels):
     if (
         names is not None
         and str(names[column]) in SELF_COUNTED_LOADS
-        and values[0] < 1.0 - SELF_COUNTED_TOLERANCE
+        and first_below_one(values) is not None
     ):
         raise ValueError(
             f"levels of {shown} count this client's requests including the request "

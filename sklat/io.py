@@ -48,8 +48,8 @@ from ._constants import (
     SEGMENT_MS_COL,
     SEGMENT_TOKENS_COL,
     SELF_COUNTED_LOADS,
-    SELF_COUNTED_TOLERANCE,
 )
+from ._features import COUNTS_ITSELF, WAITING_WITHIN, first_below_one, first_more_waiting
 from ._results import PROFILE_COLUMNS, first_repeated
 from ._validation import (
     check_finite,
@@ -357,33 +357,21 @@ def check_values(frame, path, columns):
                 check_finite_positive(values, name, row_at, shown=raw)
             else:
                 check_finite(values, name, row_at, shown=raw)
-                if col in SELF_COUNTED_LOADS:
-                    _check_self_counted(values, name)
+                # The estimator's own check of these loads, here by file row.
+                row = first_below_one(values) if col in SELF_COUNTED_LOADS else None
+                if row is not None:
+                    raise ValueError(f"{name} {COUNTS_ITSELF}; {row_at(row)} is {values[row]:g}.")
             frame[col] = values
         if {"in_flight_at_start", "waiting_at_start"} <= set(columns):
             in_flight, waiting = frame["in_flight_at_start"], frame["waiting_at_start"]
-            row = first_true((waiting > in_flight + SELF_COUNTED_TOLERANCE).to_numpy())
+            row = first_more_waiting(in_flight, waiting)
             if row is not None:
                 raise ValueError(
-                    f"{path}: column 'waiting_at_start' counts those of 'in_flight_at_start' "
-                    f"still waiting for their first token, so it cannot exceed it; "
-                    f"{row_at(row)} has {waiting.iloc[row]:g} waiting and "
-                    f"{in_flight.iloc[row]:g} in flight."
+                    f"{path}: column 'waiting_at_start' {WAITING_WITHIN}; {row_at(row)} has "
+                    f"{waiting.iloc[row]:g} waiting and {in_flight.iloc[row]:g} in flight."
                 )
     except ValueError as exc:
         raise ResultsFormatError(str(exc)) from None
-
-
-def _check_self_counted(values, name):
-    """The loads sklat's profiler and importers count with the request itself
-    (``concurrency``, ``in_flight_at_start``, ``waiting_at_start``) are >= 1,
-    as the estimator checks them; here the file's row is named."""
-    row = first_true(values < 1.0 - SELF_COUNTED_TOLERANCE)
-    if row is not None:
-        raise ValueError(
-            f"{name} counts this client's requests including the request itself, so it "
-            f"must be >= 1; {row_at(row)} is {values[row]:g}."
-        )
 
 
 def _check_frame(frame, path, features, rtol):
