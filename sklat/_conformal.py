@@ -158,14 +158,14 @@ def tree_value(tree, inputs):
     return value[node]
 
 
-def check_confidence(confidence, name="confidence"):
+def check_confidence(confidence, name="confidence", example=0.9):
+    """``confidence`` as a float in (0, 1); ``example``: a typical value,
+    said in the error (a significance level's is small)."""
     if (
         isinstance(confidence, (bool, np.bool_))
         or not isinstance(confidence, (int, float, np.integer, np.floating))
         or not 0 < confidence < 1
     ):
-        # A significance level is small; a confidence or a quantile is not.
-        example = 0.01 if name == "alpha" else 0.9
         raise ValueError(f"{name} must be a number in (0, 1), e.g. {example}; got {confidence!r}.")
     return float(confidence)
 

@@ -207,7 +207,7 @@ def check_drift(estimator, X, y, output_tokens=None, *, alpha=0.01, confidence=0
         drift concentrates) and ``n_requests``.
     """
     check_is_fitted(estimator)
-    alpha = check_confidence(alpha, "alpha")
+    alpha = check_confidence(alpha, "alpha", example=0.01)
     confidence = check_confidence(confidence)
     calibrator = estimator._calibrator
     calibrator.check_ready()
