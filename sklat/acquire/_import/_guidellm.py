@@ -105,10 +105,17 @@ def _flight(imp, request, index, run):
     """The request's ``(start, end)`` (seconds) where both are recorded."""
     if not isinstance(request, dict):
         return None
+    keys = _time_keys(request)
+    return imp.recorded_flight(run, request.get(keys[0]), request.get(keys[1]), keys, index)
+
+
+def _time_keys(request):
+    """The keys of a request's start and end: 0.4 and later's, or 0.2 and
+    0.3's for a request in that layout."""
     keys = ("request_start_time", "request_end_time")
     if not any(key in request for key in keys) and "first_token_time" in request:
-        keys = ("start_time", "end_time")  # GuideLLM 0.2 and 0.3
-    return imp.recorded_flight(run, request.get(keys[0]), request.get(keys[1]), keys, index)
+        keys = ("start_time", "end_time")
+    return keys
 
 
 def _request(imp, request, index, run):
@@ -139,9 +146,8 @@ def _request(imp, request, index, run):
         # window, start + ttft to start + ttft + decode, lies inside.
         start, end, _ = times
         if start + (ttft + decode) / 1000 > end + _END_SLACK_S + 8 * np.spacing(abs(end)):
-            end_key = "request_end_time" if "request_end_time" in request else "end_time"
             raise BenchmarkFormatError(
-                f"{imp.where(end_key, index)}: {end!r} s is before the request's "
+                f"{imp.where(_time_keys(request)[1], index)}: {end!r} s is before the request's "
                 f"last token ({start!r} s + {ttft:g} ms to the first + {decode:g} ms of decode)."
             )
     prompt = request.get("prompt_tokens")
