@@ -545,7 +545,7 @@ def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
             for _ in range(layers):
                 for w in square:
                     x @ w
-                (torch.nn.functional.silu(x @ gate) * (x @ up)) @ down
+                (F.silu(x @ gate) * (x @ up)) @ down
             return x @ head
 
         rows.append(
