@@ -16,8 +16,10 @@ the lengths (64,256 and 32,96).
 
 evaluate prints, per load level, the measured medians (time per output token =
 ``T_LLM_decode / output_tokens``, time to first token, the measured
-``concurrency``; and the median time per token of the level's requests that
-decoded alone, a check of the engine's speed through the run) and, for two
+``concurrency``; the median time per token of the level's requests that
+decoded alone, a check of the engine's speed through the run; and the floor
+of each target, the error a predictor of the true median per configuration
+would show against the level's measured medians, by bootstrap) and, for two
 protocols (trained on the closed-loop levels 1, 2, 4 and 8; and on 1, 2 and 8),
 the error of each predictor's median time per
 output token and time to first token against the measured median, per
@@ -61,6 +63,12 @@ batch: the attention as the engine computes it on the CPU (one mask over every
 request's keys), as a paged kernel would, and in a step that also prefills a
 prompt; and the attention of a step that prefills as many prompts together (a
 closed-loop level's opening burst), both ways.
+
+``python benchmarks/load.py runs --set A,B,...`` compares measured runs of one
+recipe: per closed-loop configuration, the growth of the median from 4 in flight
+to 8 and from 8 to 16, and the error at 16 of two predictions from a run's own
+level 8 (its growth from 4 to 8 carried one doubling further, and one growth
+common to the runs, chosen with hindsight).
 
 ``python benchmarks/load.py smooth`` asks what the form of sklat's load costs
 allows on this engine, without training noise: per configuration and protocol,
@@ -156,6 +164,10 @@ def evaluate(seeds=(0, 1, 2)):
     alone = frame[frame["concurrency"] <= 1.05].groupby("level", sort=False)["tpot"]
     summary["alone"] = alone.size()
     summary["alone_tpot_ms"] = alone.median()
+    for target, label in (("tpot", "tpot"), ("T_prefill_total", "ttft")):
+        summary[f"{label}_floor_%"] = {
+            level: _median_floor(part, target) for level, part in frame.groupby("level", sort=False)
+        }
     print(summary.round(2).to_markdown())
     steady = _steady_parts(frame, [1, 2, 8])
     if steady:
@@ -206,6 +218,20 @@ def _median_error(part, pred, target):
     grouped = part.assign(_pred=pred).groupby(keys)
     ratio = grouped["_pred"].median() / grouped[target].median()
     return float(100 * np.mean(np.abs(ratio - 1)))
+
+
+def _median_floor(part, target, n_draws=500, seed=0):
+    """The error (%) that :func:`_median_error` gives a predictor of the
+    true median of every configuration: mean over the configurations of
+    ``E |resampled median / measured median - 1|``, by bootstrap. An error
+    near it is as close as this level's requests can tell."""
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _, values in part.groupby(["text_tokens", "output_tokens"])[target]:
+        values = values.to_numpy()
+        resampled = np.median(rng.choice(values, size=(n_draws, len(values))), axis=1)
+        errors.append(np.mean(np.abs(resampled / np.median(values) - 1)))
+    return float(100 * np.mean(errors))
 
 
 def _protocol(frame, trained, seeds, confidence=0.9):
@@ -570,6 +596,60 @@ def attention(config="llama-dense-30m", context=190, prompt=160, levels=CLOSED):
     print(pd.DataFrame(rows).round(2).to_markdown(index=False))
 
 
+def runs(names, last=16):
+    """Across measured runs (``names``: sets of one recipe), how the closed
+    loop's medians per configuration grow from ``last / 2`` in flight to
+    ``last``, and what two predictors that see every run's levels up to
+    ``last / 2`` (and nothing else) are off at ``last``: one that carries
+    each configuration's growth from ``last / 4`` to ``last / 2`` one doubling
+    further (the trend of the trained levels), and one that multiplies by
+    one growth common to all the runs, chosen with hindsight to minimise
+    their mean error at ``last``."""
+    half, quarter = last // 2, last // 4
+    medians = {}
+    for name in names:
+        frame = pd.read_csv(DATA / name / "requests.csv")
+        frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
+        closed = frame[frame["max_concurrency"].isin([quarter, half, last])]
+        medians[name] = closed.groupby(["max_concurrency", "text_tokens", "output_tokens"])[
+            ["tpot", "T_prefill_total"]
+        ].median()
+    rows = []
+    for target, label in (("tpot", "time per token"), ("T_prefill_total", "time to first token")):
+        growth = {
+            name: (
+                m.loc[half, target] / m.loc[quarter, target],
+                m.loc[last, target] / m.loc[half, target],
+            )
+            for name, m in medians.items()
+        }
+
+        def mean_error(g, growth=growth):
+            return np.mean([np.mean(np.abs(g / g_last - 1)) for _, g_last in growth.values()])
+
+        common = min(np.linspace(0.5, 4.0, 3501), key=mean_error)
+        for name, (g_before, g_last) in growth.items():
+            rows.append(
+                {
+                    "target": label,
+                    "set": name,
+                    f"growth {quarter} to {half}": g_before.mean(),
+                    f"growth {half} to {last}": g_last.mean(),
+                    f"trend of {quarter}-{half}: error at {last} %": 100
+                    * np.mean(np.abs(g_before / g_last - 1)),
+                    f"common growth (hindsight): error at {last} %": 100
+                    * np.mean(np.abs(common / g_last - 1)),
+                    "common growth": common,
+                }
+            )
+    print(
+        f"\nClosed loop, per configuration (mean over the configurations): the growth of the "
+        f"median from {quarter} to {half} in flight and from {half} to {last}, and the error at "
+        f"{last} of a median predicted from the level {half}\n"
+    )
+    print(pd.DataFrame(rows).round(2).to_markdown(index=False))
+
+
 def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
     """Time per output token against the measured concurrency: each request of
     the set, the closed-loop medians, and sklat trained on levels 1-8 with
@@ -627,10 +707,14 @@ def figure(path=ROOT.parent / "docs" / "_static" / "load_curve.png", seed=0):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "what", choices=["measure", "evaluate", "positions", "smooth", "figure", "attention"]
+        "what",
+        choices=["measure", "evaluate", "positions", "smooth", "figure", "attention", "runs"],
     )
     parser.add_argument(
-        "--set", default=SET, help=f"the measured set under benchmarks/data (default {SET})"
+        "--set",
+        default=SET,
+        help=f"the measured set under benchmarks/data (default {SET}); runs: several, "
+        "comma-separated",
     )
     parser.add_argument(
         "--config",
@@ -667,6 +751,8 @@ if __name__ == "__main__":
         )
     elif args.what == "attention":
         attention(config=args.config)
+    elif args.what == "runs":
+        runs(args.set.split(","))
     else:
         tasks = {"evaluate": evaluate, "positions": positions, "smooth": smooth, "figure": figure}
         tasks[args.what]()
