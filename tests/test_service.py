@@ -189,6 +189,12 @@ def _detail(response):
         ({"rows": [{"bogus": 1.0}]}, 422, "'bogus' is not a feature of the model"),
         ({"rows": [{"text_tokens": 1.0}]}, 422, "Field required"),
         ({"rows": [{}], "quantiles": [0.5, 2.0]}, 422, "less than or equal to 1"),
+        ({"rows": [{}], "quantiles": [0.9, 0.9]}, 422, "quantiles 0.9 and 0.9 both answer"),
+        (
+            {"rows": [{}], "quantiles": [0.1, 0.1000001]},
+            422,
+            "quantiles 0.1 and 0.1000001 both answer under the key '0.1'",
+        ),
         ({"rows": [{}], "confidence": "0.9"}, 422, "expected a number, got str"),
         ({"rows": [{}], "confidence": True}, 422, "expected a number, got bool"),
         ({"rows": [{}], "surprise": 1}, 422, "Extra inputs are not permitted"),

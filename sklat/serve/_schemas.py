@@ -5,6 +5,7 @@ strings or booleans that happen to convert; numbers are finite."""
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,6 +34,26 @@ Confidence = Annotated[float, BeforeValidator(_number), Field(gt=0, lt=1)]
 Attainment = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
 Length = Annotated[StrictInt, Field(ge=1)]
 Row = dict[StrictStr, Number]
+
+
+def quantile_key(q):
+    """The key of quantile ``q`` in an answer (``0.9`` -> ``"0.9"``)."""
+    return f"{q:g}"
+
+
+def _distinct_keys(quantiles):
+    # Two quantiles with one key would answer as one: the second would
+    # silently replace the first.
+    seen = {}
+    for q in quantiles:
+        key = quantile_key(q)
+        if key in seen:
+            raise ValueError(
+                f"quantiles {seen[key]!r} and {q!r} both answer under the key {key!r}; "
+                "give each quantile once."
+            )
+        seen[key] = q
+    return quantiles
 
 
 class _Body(BaseModel):
@@ -72,7 +93,9 @@ class PredictBody(_Decision):
     rows: Annotated[list[Row], Field(min_length=1)] = Field(
         description="Configurations: {feature: value}, optionally output_tokens."
     )
-    quantiles: Annotated[list[Level], Field(min_length=1, max_length=MAX_QUANTILES)] = [0.5, 0.9]
+    quantiles: Annotated[
+        list[Level], Field(min_length=1, max_length=MAX_QUANTILES), AfterValidator(_distinct_keys)
+    ] = [0.5, 0.9]
     outputs: Annotated[
         list[Literal["ttft_ms", "tpot_ms", "decode_ms", "e2e_ms"]], Field(min_length=1)
     ] = Field(
