@@ -307,7 +307,7 @@ def check_segment(tokens, ms, n_tokens, name):
     return counts.astype(np.int64), times
 
 
-def _entries(values, argument, n):
+def check_entries(values, argument, n):
     """The per-sample entries of a list argument, checked for type and length."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
         raise TypeError(
@@ -351,8 +351,10 @@ def check_decode_segments(segments, positioned, output_tokens):
     one or the other, not both.
     """
     n = len(output_tokens)
-    steps = [None] * n if positioned is None else _entries(positioned, "positioned_latencies", n)
-    pairs = [None] * n if segments is None else _entries(segments, "decode_segments", n)
+    steps = (
+        [None] * n if positioned is None else check_entries(positioned, "positioned_latencies", n)
+    )
+    pairs = [None] * n if segments is None else check_entries(segments, "decode_segments", n)
     tokens, values = [], []
     lengths = np.zeros(n, dtype=np.int64)
     for i in range(n):

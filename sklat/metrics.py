@@ -22,6 +22,7 @@ import numpy as np
 from ._conformal import min_calibration
 from ._domain import quiet_extrapolation
 from ._validation import (
+    check_entries,
     as_float_array,
     check_finite,
     check_finite_positive,
@@ -376,9 +377,17 @@ def evaluate(
     ['n_outside_domain', 'n_requests', 'prefill_mae_ms']
     """
 
-    n = np.asarray(output_tokens)
-    y_arr = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
-    y_arr = y_arr.reshape(len(n), -1).astype(np.float64)
+    n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
+    n = check_output_tokens(output_tokens, n_samples)
+    y_arr = _check_targets(y, n_samples)
+    groups, positioned_latencies, decode_segments = (
+        None if values is None else check_entries(values, name, n_samples)
+        for values, name in (
+            (groups, "groups"),
+            (positioned_latencies, "positioned_latencies"),
+            (decode_segments, "decode_segments"),
+        )
+    )
     with quiet_extrapolation():
         pred = estimator.predict(X, n).reshape(len(n), -1)
         total, pred_total = y_arr[:, -1], pred[:, -1]
@@ -416,11 +425,35 @@ def evaluate(
     return out
 
 
+def _check_targets(y, n_samples):
+    """``y`` as a float64 array of shape (n_samples, 1) or (n_samples, 2)."""
+    y_arr = as_float_array(y, "y")
+    if y_arr.ndim == 1:
+        y_arr = y_arr[:, None]
+    if y_arr.ndim != 2 or y_arr.shape[1] not in (1, 2):
+        raise ValueError(
+            "y must be T_LLM_decode of shape (n_samples,) or [T_prefill_total, "
+            f"T_LLM_decode] of shape (n_samples, 2); got shape {y_arr.shape}."
+        )
+    if len(y_arr) != n_samples:
+        raise ValueError(f"y has {len(y_arr)} rows but X has {n_samples} samples.")
+    return y_arr
+
+
 def _interval_metrics(estimator, X, n, total, confidences):
     """Coverage and mean width of the decode-total intervals, for the
     ``confidences`` the model has enough calibration requests for."""
 
-    out = {}
+    out, keys = {}, {}
+    for confidence in confidences:
+        key = f"{confidence:g}"
+        if key in keys:
+            # One key for two confidences: the second would replace the first.
+            raise ValueError(
+                f"confidences {keys[key]!r} and {confidence!r} both report under the key "
+                f"{key!r}; give each confidence once."
+            )
+        keys[key] = confidence
     for confidence in confidences:
         if len(estimator.conformity_scores_) < min_calibration(confidence):
             continue

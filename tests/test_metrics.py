@@ -137,3 +137,36 @@ def test_evaluate_reports_what_its_inputs_allow():
     decode_only = evaluate(est, d.X, d.y["T_LLM_decode"], output_tokens=d.output_tokens)
     assert "prefill_mape_pct" not in decode_only
     assert decode_only["total_decode_mape_pct"] == bare["total_decode_mape_pct"]
+
+
+def test_evaluate_refuses_inputs_that_do_not_match_X():
+    # y, groups and the per-request lists were reshaped or indexed by the
+    # number of output_tokens: a y of the wrong length or width gave numbers
+    # for pairs that do not belong together.
+    from sklat import LatencyEstimator
+    from sklat.datasets import make_positioned_latency
+    from sklat.metrics import evaluate
+
+    d = make_positioned_latency(40, random_state=0)
+    est = LatencyEstimator(max_epochs=2, random_state=0).fit(
+        d.X, d.y, output_tokens=d.output_tokens
+    )
+    y = d.y.to_numpy()
+    cases = [
+        (dict(y=y[:20]), "y has 20 rows but X has 40 samples"),
+        (dict(y=np.c_[y, y][:30]), r"y must be T_LLM_decode of shape \(n_samples,\) or"),
+        (dict(output_tokens=d.output_tokens[:10]), "output_tokens has 10 entries but X has 40"),
+        (dict(groups=["a"] * 10), "groups has 10 entries but X has 40 samples"),
+        (dict(positioned_latencies=[None] * 39), "positioned_latencies has 39 entries"),
+        (dict(decode_segments=[None] * 41), "decode_segments has 41 entries"),
+        (dict(confidences=[0.9, 0.9]), "confidences 0.9 and 0.9 both report under the key"),
+        (
+            dict(confidences=[0.8, 0.80000001]),
+            "confidences 0.8 and 0.80000001 both report under the key '0.8'",
+        ),
+    ]
+    for change, message in cases:
+        kwargs = dict(y=y, output_tokens=d.output_tokens) | change
+        y_given = kwargs.pop("y")
+        with pytest.raises(ValueError, match=message):
+            evaluate(est, d.X, y_given, **kwargs)
