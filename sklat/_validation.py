@@ -257,6 +257,20 @@ def check_targets(y):
     return arr[:, 1], arr[:, 0], True
 
 
+def check_target_rows(y, n_samples):
+    """:func:`check_targets` for ``y`` measured on the ``n_samples`` rows of an
+    ``X``: ``(decode_total, prefill_or_None)``."""
+    decode, prefill, _ = check_targets(y)
+    if len(decode) != n_samples:
+        raise ValueError(f"y has {len(decode)} rows but X has {n_samples} samples.")
+    return decode, prefill
+
+
+def n_rows(X):
+    """The number of rows of an array-like or DataFrame ``X``."""
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
 def check_steps(steps, n_tokens, name):
     """One request's per-step latencies: 1-D, ``n_tokens`` of them, finite, > 0."""
     arr = as_float_array(steps, name)

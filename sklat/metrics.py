@@ -22,12 +22,14 @@ import numpy as np
 from ._conformal import min_calibration
 from ._domain import quiet_extrapolation
 from ._validation import (
-    check_entries,
     as_float_array,
+    check_entries,
     check_finite,
     check_finite_positive,
     check_output_tokens,
+    check_target_rows,
     first_true,
+    n_rows,
 )
 
 __all__ = [
@@ -377,9 +379,10 @@ def evaluate(
     ['n_outside_domain', 'n_requests', 'prefill_mae_ms']
     """
 
-    n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
+    n_samples = n_rows(X)
     n = check_output_tokens(output_tokens, n_samples)
-    y_arr = _check_targets(y, n_samples)
+    decode, prefill = check_target_rows(y, n_samples)
+    y_arr = decode[:, None] if prefill is None else np.c_[prefill, decode]
     groups, positioned_latencies, decode_segments = (
         None if values is None else check_entries(values, name, n_samples)
         for values, name in (
@@ -423,21 +426,6 @@ def evaluate(
             for g in np.unique(groups)
         }
     return out
-
-
-def _check_targets(y, n_samples):
-    """``y`` as a float64 array of shape (n_samples, 1) or (n_samples, 2)."""
-    y_arr = as_float_array(y, "y")
-    if y_arr.ndim == 1:
-        y_arr = y_arr[:, None]
-    if y_arr.ndim != 2 or y_arr.shape[1] not in (1, 2):
-        raise ValueError(
-            "y must be T_LLM_decode of shape (n_samples,) or [T_prefill_total, "
-            f"T_LLM_decode] of shape (n_samples, 2); got shape {y_arr.shape}."
-        )
-    if len(y_arr) != n_samples:
-        raise ValueError(f"y has {len(y_arr)} rows but X has {n_samples} samples.")
-    return y_arr
 
 
 def _interval_metrics(estimator, X, n, total, confidences):

@@ -12,9 +12,12 @@ from ._conformal import min_calibration
 from ._constants import DECODE_COL
 from ._domain import quiet_extrapolation
 from ._validation import (
+    as_float_array,
+    check_finite_positive,
     check_output_tokens,
     check_positions,
-    select_targets,
+    check_target_rows,
+    n_rows,
     split_output_tokens,
 )
 from .metrics import interval_coverage
@@ -337,10 +340,14 @@ class TotalLatencyDisplay:
         display : TotalLatencyDisplay
             The display, drawn.
         """
-        y_true = np.asarray(y_true, dtype=np.float64).ravel()
-        y_pred = np.asarray(y_pred, dtype=np.float64).ravel()
+        y_true = as_float_array(y_true, "y_true").ravel()
+        y_pred = as_float_array(y_pred, "y_pred").ravel()
         if y_true.shape != y_pred.shape:
             raise ValueError(f"y_true has {len(y_true)} values but y_pred has {len(y_pred)}.")
+        if y_true.size == 0:
+            raise ValueError("y_true and y_pred are empty: there is nothing to plot.")
+        for values, name in ((y_true, "y_true"), (y_pred, "y_pred")):
+            check_finite_positive(values, name, where="entry {}".format)
         return cls(y_true=y_true, y_pred=y_pred).plot(ax=ax, **kwargs)
 
     @classmethod
@@ -368,8 +375,7 @@ class TotalLatencyDisplay:
         display : TotalLatencyDisplay
             The display, drawn.
         """
-        y_arr = np.asarray(select_targets(y), dtype=np.float64)
-        y_true = y_arr[:, -1] if y_arr.ndim == 2 else y_arr
+        y_true, _ = check_target_rows(y, n_rows(X))
         y_pred = estimator.predict_total(X, output_tokens)
         return cls.from_predictions(y_true, y_pred, ax=ax, **kwargs)
 
@@ -520,7 +526,16 @@ class CoverageDisplay:
                 f"confidence per interval; got {intervals.shape} for {len(confidences)} "
                 "confidences."
             )
-        y_true = np.asarray(y_true, dtype=np.float64)
+        y_true = as_float_array(y_true, "y_true")
+        if len(y_true) != len(intervals):
+            raise ValueError(
+                f"y_true has {len(y_true)} values but y_intervals has {len(intervals)}."
+            )
+        lengths = np.asarray(output_tokens)
+        if lengths.ndim == 1 and len(lengths) != len(y_true):
+            raise ValueError(
+                f"output_tokens has {len(lengths)} entries but y_true has {len(y_true)} values."
+            )
         n = check_output_tokens(output_tokens, len(y_true))
         if not (isinstance(n_buckets, int) and n_buckets >= 1):
             raise ValueError(f"n_buckets must be an integer >= 1; got {n_buckets!r}.")
@@ -587,16 +602,14 @@ class CoverageDisplay:
             output_tokens = split_output_tokens(X, estimator.output_tokens_col)[1]
         if output_tokens is None:
             raise ValueError("CoverageDisplay needs output_tokens (argument or column of X).")
-        y_arr = np.asarray(select_targets(y), dtype=np.float64)
-        n = check_output_tokens(output_tokens, len(y_arr))
+        decode, prefill = check_target_rows(y, n_rows(X))
+        n = check_output_tokens(output_tokens, len(decode))
         if target == "prefill":
-            if y_arr.ndim != 2:
+            if prefill is None:
                 raise ValueError("target='prefill' needs y = [T_prefill_total, T_LLM_decode].")
-            y_true = y_arr[:, 0]
+            y_true = prefill
         else:
-            y_true = y_arr[:, -1] if y_arr.ndim == 2 else y_arr
-            if target == "per_token":
-                y_true = y_true / n
+            y_true = decode / n if target == "per_token" else decode
         X_features = split_output_tokens(X, estimator.output_tokens_col)[0]
         intervals = np.stack(
             [

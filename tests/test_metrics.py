@@ -154,7 +154,7 @@ def test_evaluate_refuses_inputs_that_do_not_match_X():
     y = d.y.to_numpy()
     cases = [
         (dict(y=y[:20]), "y has 20 rows but X has 40 samples"),
-        (dict(y=np.c_[y, y][:30]), r"y must be T_LLM_decode of shape \(n_samples,\) or"),
+        (dict(y=np.c_[y, y][:30]), r"y must have 1 column \(T_LLM_decode\) or 2 columns"),
         (dict(output_tokens=d.output_tokens[:10]), "output_tokens has 10 entries but X has 40"),
         (dict(groups=["a"] * 10), "groups has 10 entries but X has 40 samples"),
         (dict(positioned_latencies=[None] * 39), "positioned_latencies has 39 entries"),

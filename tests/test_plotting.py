@@ -88,6 +88,33 @@ def test_total_display(fitted, small_data):
         TotalLatencyDisplay.from_predictions([1.0, 2.0], [1.0])
 
 
+@pytest.mark.parametrize(
+    "y_true, y_pred, message",
+    [
+        # A NaN was drawn as nothing, and a value <= 0 left out of the log axes.
+        ([1.0, np.nan], [1.0, 2.0], r"y_true must be finite \(no NaN or inf\); entry 1 is nan"),
+        ([1.0, -2.0], [1.0, 2.0], r"y_true must be positive latencies \(> 0\); entry 1"),
+        ([1.0, 2.0], [0.0, 2.0], r"y_pred must be positive latencies \(> 0\); entry 0"),
+        ([], [], "y_true and y_pred are empty"),
+    ],
+)
+def test_total_display_refuses_what_it_cannot_draw(y_true, y_pred, message):
+    with pytest.raises(ValueError, match=message):
+        TotalLatencyDisplay.from_predictions(y_true, y_pred)
+
+
+def test_displays_refuse_a_y_that_does_not_match_X(fitted, small_data):
+    # A y of another length or width was taken as it came: the last column
+    # of a 3-column y was plotted, and a short y was blamed on output_tokens.
+    d = small_data
+    y = d.y.to_numpy()
+    for display in (TotalLatencyDisplay, CoverageDisplay):
+        with pytest.raises(ValueError, match=f"y has 5 rows but X has {len(y)} samples"):
+            display.from_estimator(fitted, d.X, y[:5], output_tokens=d.output_tokens)
+        with pytest.raises(ValueError, match=r"y must have 1 column \(T_LLM_decode\) or 2"):
+            display.from_estimator(fitted, d.X, np.c_[y, y[:, :1]], output_tokens=d.output_tokens)
+
+
 def test_coverage_display_from_estimator(fitted, small_data):
     d = small_data
     confidences = (0.5, 0.9)
@@ -130,6 +157,14 @@ def test_coverage_display_errors(fitted, small_data):
     with pytest.raises(ValueError, match="n_buckets must be an integer >= 1"):
         CoverageDisplay.from_predictions(
             [1.0], np.ones((1, 2, 1)), confidences=[0.9], output_tokens=[3], n_buckets=0
+        )
+    with pytest.raises(ValueError, match="y_true has 2 values but y_intervals has 1"):
+        CoverageDisplay.from_predictions(
+            [1.0, 2.0], np.ones((1, 2, 1)), confidences=[0.9], output_tokens=[3, 3]
+        )
+    with pytest.raises(ValueError, match="output_tokens has 2 entries but y_true has 1 values"):
+        CoverageDisplay.from_predictions(
+            [1.0], np.ones((1, 2, 1)), confidences=[0.9], output_tokens=[3, 3]
         )
 
 
