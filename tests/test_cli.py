@@ -143,6 +143,21 @@ def test_training_options_reach_the_estimator(results, tmp_path):
     assert est.load_features is None and len(est.load_features_) == 0
 
 
+@pytest.mark.filterwarnings("always::sklearn.exceptions.ConvergenceWarning")
+def test_a_warning_is_one_line_in_the_commands_words(results, tmp_path, capsys):
+    # Python's format showed the library's file and line and the source line
+    # that warned (``_, self._calibrator = fit_objects(...)``).
+    assert _train(results, str(tmp_path / "out"), "--num_epochs", "1", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert re.search(
+        r"^sklat train: warning: .*training stopped at max_epochs=1 while the held-out loss "
+        r"was still improving.* \(ConvergenceWarning\)$",
+        err,
+        flags=re.MULTILINE,
+    )
+    assert ".py:" not in err and "fit_objects" not in err
+
+
 def test_a_load_column_left_out_of_the_features_is_named(tmp_path, capsys):
     data = make_positioned_latency(60, noise=0.05, max_output_tokens=32, random_state=0)
     frame = data.X.assign(output_tokens=data.output_tokens, **data.y)

@@ -10,6 +10,7 @@ measuring commands stay light.
 
 import argparse
 import sys
+import warnings
 
 from .._version import __version__
 from .capacity import add_capacity_parser
@@ -64,13 +65,27 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args, argv if argv is not None else sys.argv[1:])
-    except (ValueError, TypeError, OSError, ImportError, RecursionError) as exc:
-        if isinstance(exc, RecursionError):
-            exc = "input nested too deeply"
-        print(f"sklat {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"sklat {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line(args.command)
+        try:
+            return args.func(args, argv if argv is not None else sys.argv[1:])
+        except (ValueError, TypeError, OSError, ImportError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = "input nested too deeply"
+            print(f"sklat {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"sklat {args.command}: interrupted; nothing was written", file=sys.stderr)
+            return 130
+
+
+def _warning_line(command):
+    """``warnings.showwarning`` for a command: one line in the command's
+    words, as its errors are, without the library's file, line and source
+    that Python's format shows."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = f"sklat {command}: warning: {message} ({category.__name__})"
+        print(text, file=sys.stderr if file is None else file)
+
+    return show
