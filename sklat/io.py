@@ -335,10 +335,24 @@ def _check_columns(frame, path, features):
                 "features= (load_results); this file has "
                 f"{[c for c in frame.columns if c not in NON_FEATURE_COLUMNS]}."
             )
+        separator = _other_separator(frame.columns)
+        if separator is not None:
+            hint = (
+                f" Its header is one column holding {separator!r}: a results file is "
+                "comma-separated."
+            )
         raise ResultsFormatError(
             f"{path}: missing column(s) {missing}; a results file needs {required}.{hint}"
         )
     return required
+
+
+def _other_separator(columns):
+    """The separator (``;``, a tab, ``|``) of a CSV file read as one column
+    whose name holds them, if that is what it looks like."""
+    if len(columns) != 1:
+        return None
+    return next((sep for sep in (";", "\t", "|") if sep in str(columns[0])), None)
 
 
 def check_values(frame, path, columns):

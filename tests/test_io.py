@@ -1,6 +1,7 @@
 """Reading results folders: formats, layouts, and bad rows."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,23 @@ def _bad(tmp_path, edit):
 def test_bad_rows_are_named(tmp_path, edit, message):
     _bad(tmp_path, edit)
     with pytest.raises(ResultsFormatError, match=message):
+        load_results(tmp_path)
+
+
+@pytest.mark.parametrize("sep, shown", [(";", "';'"), ("\t", "'\\t'")])
+def test_a_file_separated_otherwise_is_said_to_be(tmp_path, sep, shown):
+    # Read as one column named "text_tokens;output_tokens;...", it was only
+    # said to miss every column.
+    _frame(10, 0, 1.0).drop(columns="T_decode_per_step").to_csv(
+        tmp_path / "d.csv", index=False, sep=sep
+    )
+    with pytest.raises(
+        ResultsFormatError,
+        match=r"missing column\(s\) .* Its header is one column holding "
+        + re.escape(shown)
+        + ": a "
+        "results file is comma-separated.",
+    ):
         load_results(tmp_path)
 
 
