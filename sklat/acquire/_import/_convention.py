@@ -112,7 +112,9 @@ class Importer:
                 f"{self.where(key, index, entry)}: expected a number, got {value!r}."
             )
         recorded, value = value, float(value) * unit
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        # Checked as recorded: a finite time can overflow to inf in ms, and is
+        # then too long rather than not a number.
+        if not math.isfinite(recorded) or recorded < 0 or (positive and recorded == 0):
             need = "> 0" if positive else ">= 0"
             # The value as the file records it, in the file's unit.
             raise BenchmarkFormatError(
@@ -121,8 +123,8 @@ class Importer:
             )
         if time and value > MAX_TIME_MS:
             raise BenchmarkFormatError(
-                f"{self.where(key, index, entry)}: {value:g} ms is more than a day; "
-                "not a request's time (a wrong unit?)."
+                f"{self.where(key, index, entry)}: {recorded!r} ({value:g} ms) is more than a "
+                "day; not a request's time (a wrong unit?)."
             )
         return value
 
