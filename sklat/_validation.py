@@ -266,6 +266,21 @@ def check_target_rows(y, n_samples):
     return decode, prefill
 
 
+def check_distinct_keys(values, name, verb):
+    """Raise if two of ``values`` (quantiles, confidences) would be reported
+    under one key ``f"{value:g}"``: the second would replace the first."""
+    seen = {}
+    for value in values:
+        key = f"{value:g}"
+        if key in seen:
+            raise ValueError(
+                f"{name} {seen[key]!r} and {value!r} both {verb} under the key {key!r}; "
+                f"give each of the {name} once."
+            )
+        seen[key] = value
+    return values
+
+
 def n_rows(X):
     """The number of rows of an array-like or DataFrame ``X``."""
     return X.shape[0] if hasattr(X, "shape") else len(X)

@@ -23,6 +23,7 @@ from ._conformal import min_calibration
 from ._domain import quiet_extrapolation
 from ._validation import (
     as_float_array,
+    check_distinct_keys,
     check_entries,
     check_finite,
     check_finite_positive,
@@ -432,17 +433,8 @@ def _interval_metrics(estimator, X, n, total, confidences):
     """Coverage and mean width of the decode-total intervals, for the
     ``confidences`` the model has enough calibration requests for."""
 
-    out, keys = {}, {}
-    for confidence in confidences:
-        key = f"{confidence:g}"
-        if key in keys:
-            # One key for two confidences: the second would replace the first.
-            raise ValueError(
-                f"confidences {keys[key]!r} and {confidence!r} both report under the key "
-                f"{key!r}; give each confidence once."
-            )
-        keys[key] = confidence
-    for confidence in confidences:
+    out = {}
+    for confidence in check_distinct_keys(confidences, "confidences", "report"):
         if len(estimator.conformity_scores_) < min_calibration(confidence):
             continue
         bounds = estimator.predict_interval(X, n, confidence=confidence)

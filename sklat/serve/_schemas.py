@@ -14,6 +14,8 @@ from pydantic import (
     StrictStr,
 )
 
+from .._validation import check_distinct_keys
+
 # Bounds on what one body may hold besides its rows (the rows are bounded by
 # the service's max_rows).
 MAX_QUANTILES = 32
@@ -42,18 +44,7 @@ def quantile_key(q):
 
 
 def _distinct_keys(quantiles):
-    # Two quantiles with one key would answer as one: the second would
-    # silently replace the first.
-    seen = {}
-    for q in quantiles:
-        key = quantile_key(q)
-        if key in seen:
-            raise ValueError(
-                f"quantiles {seen[key]!r} and {q!r} both answer under the key {key!r}; "
-                "give each quantile once."
-            )
-        seen[key] = q
-    return quantiles
+    return check_distinct_keys(quantiles, "quantiles", "answer")
 
 
 class _Body(BaseModel):
