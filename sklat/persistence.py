@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ._constants import MODEL_FILE
 from ._estimator import LatencyEstimator
 from ._state import export_state, restore_state
 from ._version import library_versions
@@ -108,7 +109,22 @@ def save(estimator, path):
         allow_nan=False,
     )
     metadata = {"sklat": body, "sha256": _digest(body, tensors)}
-    save_file(tensors, os.fspath(path), metadata=metadata)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a folder: give the file to write, such as {os.path.join(path, MODEL_FILE)}."
+        )
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"the folder {folder} of the model file {path} does not exist.")
+    try:
+        save_file(tensors, path, metadata=metadata)
+    except SafetensorError as exc:
+        # safetensors reports a file it cannot write (a read-only place, a
+        # full disk) as its own error, not as an OSError.
+        if "I/O error" not in str(exc):
+            raise
+        raise OSError(f"cannot write the model file {path}: {exc}") from None
 
 
 def _json_default(value):
@@ -158,7 +174,8 @@ def load(path, device="cpu"):
     Parameters
     ----------
     path : str or path-like
-        The model file.
+        The model file, or a ``sklat train`` output folder (its
+        ``model.safetensors``).
     device : str, default="cpu"
         Where to place the weights: ``"cpu"``, ``"cuda"`` or ``"auto"``. A
         model trained on CUDA loads on a CPU-only machine.
@@ -176,6 +193,14 @@ def load(path, device="cpu"):
         incompatible format version.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, MODEL_FILE)
+        if not os.path.isfile(inside):
+            raise FileNotFoundError(
+                f"{path} is a folder without a {MODEL_FILE}: give a model file written by "
+                "sklat.save, or a sklat train output folder."
+            )
+        path = inside
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}

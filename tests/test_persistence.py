@@ -139,6 +139,36 @@ def test_missing_file(tmp_path):
         sklat.load(tmp_path / "nope.safetensors")
 
 
+def test_a_train_output_folder_loads_as_its_model_file(fitted, small_data, saved):
+    # sklat.load took only a file ("No such device"), where the commands and
+    # the service take a sklat train output folder too.
+    loaded = sklat.load(saved.parent)
+    X = small_data.X
+    np.testing.assert_array_equal(loaded.predict(X, 10), fitted.predict(X, 10))
+    empty = saved.parent / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="empty is a folder without a model.safetensors"):
+        sklat.load(empty)
+
+
+def test_save_names_a_path_it_cannot_write(fitted, tmp_path, monkeypatch):
+    with pytest.raises(IsADirectoryError, match="is a folder: give the file to write"):
+        sklat.save(fitted, tmp_path)
+    with pytest.raises(FileNotFoundError, match="the folder .*nowhere of the model file"):
+        sklat.save(fitted, tmp_path / "nowhere" / "m.safetensors")
+
+    # A disk that fills up: safetensors raises its own error, which is an
+    # OSError for the caller (and the commands' one-line message).
+    def full(*args, **kwargs):
+        from safetensors import SafetensorError
+
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(sklat.persistence, "save_file", full)
+    with pytest.raises(OSError, match="cannot write the model file .*No space left on device"):
+        sklat.save(fitted, tmp_path / "m.safetensors")
+
+
 def test_save_unfitted():
     from sklearn.exceptions import NotFittedError
 
