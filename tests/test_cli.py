@@ -748,3 +748,11 @@ def test_an_empty_entry_of_a_list_option_is_refused(args, message, capsys):
         main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_position_listed_twice_is_refused(capsys):
+    # Both would be the column latency_p1_ms: the table held one of them.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", "m", "c.csv", "--positions", "1,5,1"])
+    assert exit_info.value.code == 2
+    assert "argument --positions: 1 is listed twice in '1,5,1'" in capsys.readouterr().err

@@ -82,6 +82,16 @@ def int_list(text):
     return _typed_list(text, int, "integers")
 
 
+def distinct_int_list(text):
+    """Comma-separated integers, each once (a repeated position would name
+    two output columns alike)."""
+    values = int_list(text)
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise argparse.ArgumentTypeError(f"{repeated} is listed twice in {text!r}")
+    return values
+
+
 def float_list(text):
     return _typed_list(text, float, "numbers")
 

@@ -23,7 +23,7 @@ from ._io import check_output_file, columns_at_load, load_model, read_configs
 from ._options import (
     add_model_option,
     add_options,
-    int_list,
+    distinct_int_list,
     load_argument,
 )
 
@@ -35,7 +35,7 @@ def _predict_options():
             "positions",
             (),
             dict(
-                type=int_list,
+                type=distinct_int_list,
                 default=list(PROBE_POSITIONS),
                 help="comma-separated positions (%(default)s)",
             ),
