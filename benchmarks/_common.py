@@ -77,6 +77,28 @@ def median_us(fn, repeat):
     return 1e6 * float(np.median(times))
 
 
+def median_error(part, pred, target, keys):
+    """Mean over the configurations (the groups of ``keys``) of ``|median
+    prediction / measured median - 1|`` (%), the requests of one level."""
+    grouped = part.assign(_pred=pred).groupby(keys)
+    ratio = grouped["_pred"].median() / grouped[target].median()
+    return float(100 * np.mean(np.abs(ratio - 1)))
+
+
+def median_floor(part, target, keys, n_draws=500, seed=0):
+    """The error (%) that :func:`median_error` gives a predictor of the true
+    median of every configuration: mean over the configurations of
+    ``E |resampled median / measured median - 1|``, by bootstrap of its
+    requests. An error near it is as close as the level's requests can tell."""
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _, values in part.groupby(keys)[target]:
+        values = values.to_numpy()
+        resampled = np.median(rng.choice(values, size=(n_draws, len(values))), axis=1)
+        errors.append(np.mean(np.abs(resampled / np.median(values) - 1)))
+    return float(100 * np.mean(errors))
+
+
 def configurations(data):
     """An id per request of ``data`` (a dataset Bunch): requests with equal
     features and output length (repeats of one measurement) share it."""

@@ -36,15 +36,18 @@ smaller batches can know; the batch-64 row is printed without them too.
 """
 
 import argparse
+import functools
 import warnings
 
 import numpy as np
 import pandas as pd
-from _common import LGBM_PARAMS, splitwise_requests
+from _common import LGBM_PARAMS, median_error, median_floor, splitwise_requests
 
 SETUP = ["tensor_parallel", "is_bloom_176b", "is_h100", "is_power_capped"]
 LEVELS = [1, 2, 4, 8, 16, 32, 64]
 TRAINED = [1, 2, 4, 8]
+_median_error = functools.partial(median_error, keys=SETUP)
+_median_floor = functools.partial(median_floor, keys=SETUP)
 
 
 def _frame():
@@ -55,25 +58,6 @@ def _frame():
     # other sweeps' centre.
     frame["sweep"] = (frame["text_tokens"] == 512) & (frame["output_tokens"] == 127)
     return frame
-
-
-def _median_error(part, pred, target):
-    """Mean over the setups of ``|median prediction / measured median - 1|`` (%)."""
-    grouped = part.assign(_pred=pred).groupby(SETUP)
-    ratio = grouped["_pred"].median() / grouped[target].median()
-    return float(100 * np.mean(np.abs(ratio - 1)))
-
-
-def _median_floor(part, target, n_draws=500, seed=0):
-    """The error (%) :func:`_median_error` gives a predictor of every setup's
-    true median, by bootstrap of its repeats."""
-    rng = np.random.default_rng(seed)
-    errors = []
-    for _, values in part.groupby(SETUP)[target]:
-        values = values.to_numpy()
-        resampled = np.median(rng.choice(values, size=(n_draws, len(values))), axis=1)
-        errors.append(np.mean(np.abs(resampled / np.median(values) - 1)))
-    return float(100 * np.mean(errors))
 
 
 def _sklat_models(train, seed):

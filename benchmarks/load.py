@@ -80,6 +80,7 @@ closed-loop level, trained or not; after the medians themselves.
 """
 
 import argparse
+import functools
 import json
 import time
 import warnings
@@ -87,7 +88,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import LGBM_PARAMS, median_us, served
+from _common import LGBM_PARAMS, median_error, median_floor, median_us, served
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -98,6 +99,10 @@ OPEN = [1.0, 2.0, 4.0]
 TRAINED = [1, 2, 4, 8]
 # Time-per-token objectives (ms) of the capacity table.
 OBJECTIVES = (15.0, 20.0, 30.0)
+# A configuration: the requests of one prompt and output length.
+CONFIG = ["text_tokens", "output_tokens"]
+_median_error = functools.partial(median_error, keys=CONFIG)
+_median_floor = functools.partial(median_floor, keys=CONFIG)
 
 
 def measure(
@@ -209,29 +214,6 @@ def _sklat_models(train, seed):
         est.fit(rows[features], rows[y_cols], output_tokens=rows["output_tokens"])
         models[name] = (est, features)
     return models
-
-
-def _median_error(part, pred, target):
-    """Mean over the configurations of ``|median prediction / measured
-    median - 1|`` (%), the requests of one level."""
-    keys = ["text_tokens", "output_tokens"]
-    grouped = part.assign(_pred=pred).groupby(keys)
-    ratio = grouped["_pred"].median() / grouped[target].median()
-    return float(100 * np.mean(np.abs(ratio - 1)))
-
-
-def _median_floor(part, target, n_draws=500, seed=0):
-    """The error (%) that :func:`_median_error` gives a predictor of the
-    true median of every configuration: mean over the configurations of
-    ``E |resampled median / measured median - 1|``, by bootstrap. An error
-    near it is as close as this level's requests can tell."""
-    rng = np.random.default_rng(seed)
-    errors = []
-    for _, values in part.groupby(["text_tokens", "output_tokens"])[target]:
-        values = values.to_numpy()
-        resampled = np.median(rng.choice(values, size=(n_draws, len(values))), axis=1)
-        errors.append(np.mean(np.abs(resampled / np.median(values) - 1)))
-    return float(100 * np.mean(errors))
 
 
 def _protocol(frame, trained, seeds, confidence=0.9):
