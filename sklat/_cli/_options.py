@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from .._constants import LOSS_KINDS, POINTS
+from .._results import first_repeated
 
 
 def add_option(parser, name, *aliases, **kwargs):
@@ -86,7 +87,7 @@ def distinct_int_list(text):
     """Comma-separated integers, each once (a repeated position would name
     two output columns alike)."""
     values = int_list(text)
-    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    repeated = first_repeated(values)
     if repeated is not None:
         raise argparse.ArgumentTypeError(f"{repeated} is listed twice in {text!r}")
     return values
