@@ -266,12 +266,17 @@ def check_target_rows(y, n_samples):
     return decode, prefill
 
 
+def report_key(value):
+    """The key a quantile or a confidence is reported under (``0.9`` -> ``"0.9"``)."""
+    return f"{value:g}"
+
+
 def check_distinct_keys(values, name, verb):
     """Raise if two of ``values`` (quantiles, confidences) would be reported
-    under one key ``f"{value:g}"``: the second would replace the first."""
+    under one :func:`report_key`: the second would replace the first."""
     seen = {}
     for value in values:
-        key = f"{value:g}"
+        key = report_key(value)
         if key in seen:
             raise ValueError(
                 f"{name} {seen[key]!r} and {value!r} both {verb} under the key {key!r}; "

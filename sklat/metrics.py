@@ -31,6 +31,7 @@ from ._validation import (
     check_target_rows,
     first_true,
     n_rows,
+    report_key,
 )
 
 __all__ = [
@@ -438,7 +439,7 @@ def _interval_metrics(estimator, X, n, total, confidences):
         if len(estimator.conformity_scores_) < min_calibration(confidence):
             continue
         bounds = estimator.predict_interval(X, n, confidence=confidence)
-        out[f"{confidence:g}"] = {
+        out[report_key(confidence)] = {
             "coverage": interval_coverage(total, bounds),
             "mean_width_ms": mean_interval_width(bounds),
         }

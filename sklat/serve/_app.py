@@ -32,6 +32,7 @@ from .._constants import (
     SEGMENT_TOKENS_COL,
 )
 from .._load_input import load_values
+from .._validation import report_key
 from .._version import __version__
 from ..control import choose
 from ..exceptions import ExtrapolationWarning
@@ -39,7 +40,7 @@ from ..io import ResultsFormatError, _check_frame
 from ._guard import Guard, too_large
 from ._metrics import Metrics
 from ._observations import ObservationLog
-from ._schemas import ChooseBody, ObservationsBody, PredictBody, quantile_key
+from ._schemas import ChooseBody, ObservationsBody, PredictBody
 from ._settings import ServeSettings
 from ._store import ModelStore
 from ._updater import Updater
@@ -326,7 +327,7 @@ def _predict(estimator, body):
         load=body.load,
     )
     inside = _estimator_call(_inside, estimator, X, n_tokens, body.load, dist)
-    labels = [quantile_key(q) for q in body.quantiles]
+    labels = [report_key(q) for q in body.quantiles]
     columns = {
         key: out["quantiles"][target].tolist()
         for key, target in _TARGETS.items()

@@ -38,11 +38,6 @@ Length = Annotated[StrictInt, Field(ge=1)]
 Row = dict[StrictStr, Number]
 
 
-def quantile_key(q):
-    """The key of quantile ``q`` in an answer (``0.9`` -> ``"0.9"``)."""
-    return f"{q:g}"
-
-
 def _distinct_keys(quantiles):
     return check_distinct_keys(quantiles, "quantiles", "answer")
 
