@@ -140,15 +140,18 @@ def check_token_counts(values, name, where=sample_at, shown=None):
     return values.astype(np.int64)
 
 
-def check_output_tokens(output_tokens, n_samples, name="output_tokens", where=sample_at):
-    """Validate ``N`` per request: 1-D, length ``n_samples``, integers >= 1."""
+def check_output_tokens(
+    output_tokens, n_samples, name="output_tokens", where=sample_at, against="X has {} samples"
+):
+    """Validate ``N`` per request: 1-D, length ``n_samples``, integers >= 1.
+    ``against`` says what holds the ``n_samples`` (formatted with it)."""
     if isinstance(output_tokens, numbers.Number) and not isinstance(output_tokens, bool):
         output_tokens = np.full(n_samples, output_tokens)
     arr = as_float_array(output_tokens, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
     if len(arr) != n_samples:
-        raise ValueError(f"{name} has {len(arr)} entries but X has {n_samples} samples.")
+        raise ValueError(f"{name} has {len(arr)} entries but {against.format(n_samples)}.")
     return check_token_counts(arr, name, where)
 
 

@@ -531,12 +531,7 @@ class CoverageDisplay:
             raise ValueError(
                 f"y_true has {len(y_true)} values but y_intervals has {len(intervals)}."
             )
-        lengths = np.asarray(output_tokens)
-        if lengths.ndim == 1 and len(lengths) != len(y_true):
-            raise ValueError(
-                f"output_tokens has {len(lengths)} entries but y_true has {len(y_true)} values."
-            )
-        n = check_output_tokens(output_tokens, len(y_true))
+        n = check_output_tokens(output_tokens, len(y_true), against="y_true has {} values")
         if not (isinstance(n_buckets, int) and n_buckets >= 1):
             raise ValueError(f"n_buckets must be an integer >= 1; got {n_buckets!r}.")
         overall = interval_coverage(y_true, intervals)
