@@ -565,7 +565,13 @@ def model_file(path):
     """The model file of ``path``: a model file, or a ``sklat train`` output
     folder holding ``model.safetensors``; ``FileNotFoundError`` if there is none."""
     path = Path(path)
-    path = path / MODEL_FILE if path.is_dir() else path
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder without a {MODEL_FILE}: give a model file written by "
+                "sklat.save, or a sklat train output folder."
+            )
+        return path / MODEL_FILE
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist.")
     return path

@@ -25,6 +25,7 @@ from ._estimator import LatencyEstimator
 from ._state import export_state, restore_state
 from ._version import library_versions
 from .exceptions import ModelFileError
+from .io import model_file
 
 FORMAT = "sklat-latency-estimator"
 FORMAT_VERSION = 8
@@ -192,15 +193,7 @@ def load(path, device="cpu"):
         truncated, holds values out of range, or was written by an
         incompatible format version.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        inside = os.path.join(path, MODEL_FILE)
-        if not os.path.isfile(inside):
-            raise FileNotFoundError(
-                f"{path} is a folder without a {MODEL_FILE}: give a model file written by "
-                "sklat.save, or a sklat train output folder."
-            )
-        path = inside
+    path = os.fspath(model_file(path))
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}

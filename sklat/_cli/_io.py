@@ -7,7 +7,6 @@ from ..io import (
     demo_results_dir,
     discover_datasets,
     load_results,
-    model_file,
     read_table,
 )
 
@@ -19,7 +18,7 @@ def load_model(path, device="cpu"):
     # `sklat --help` and the measuring commands stay light.
     from ..persistence import load
 
-    return load(model_file(path), device=device)
+    return load(path, device=device)
 
 
 def check_output_file(path):
