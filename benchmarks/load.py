@@ -185,8 +185,10 @@ def evaluate(seeds=(0, 1, 2)):
         _protocol(frame, trained, seeds)
 
 
-def _frame():
-    frame = pd.read_csv(DATA / SET / "requests.csv")
+def _frame(name=None):
+    """The requests of the set ``name`` (default: ``--set``), with their time
+    per output token and level."""
+    frame = pd.read_csv(DATA / (name or SET) / "requests.csv")
     frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
     frame["level"] = _level(frame)
     return frame
@@ -590,8 +592,7 @@ def runs(names, last=16):
     half, quarter = last // 2, last // 4
     medians = {}
     for name in names:
-        frame = pd.read_csv(DATA / name / "requests.csv")
-        frame["tpot"] = frame["T_LLM_decode"] / frame["output_tokens"]
+        frame = _frame(name)
         closed = frame[frame["max_concurrency"].isin([quarter, half, last])]
         medians[name] = closed.groupby(["max_concurrency", "text_tokens", "output_tokens"])[
             ["tpot", "T_prefill_total"]
